@@ -1,0 +1,171 @@
+# mtrace build.
+#
+#   make            build/libmtalloc.so, build/libmtalloc.a, build/libmtrace.so, build/mtrace-run
+#   make test       install missing dependencies (apt, as root), build, run every test
+#   make bench      benchmarks against glibc and the other allocators and profilers
+#   make demo       record the sample program and show its reports
+#   make install    into $(PREFIX) (default /usr/local)
+#
+# Objects go under build/obj/<variant>/ so the interposer can be built twice (plain
+# allocator, allocator + tracer) from the same sources.
+
+CC      ?= gcc
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+PREFIX  ?= /usr/local
+BUILD   := build
+OBJ     := $(BUILD)/obj
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
+OPT     ?= -O2
+CFLAGS_BASE := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
+               -fno-strict-aliasing -Iinclude
+# The allocator and interposer must not let GCC turn malloc+memset into calloc (or similar)
+# inside the very functions that implement them: that would recurse.
+CFLAGS_ALLOC := $(CFLAGS_BASE) -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc \
+                -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt
+CFLAGS_HOST  := $(CFLAGS_BASE)
+
+PYTHON := $(shell tools/find-python.sh 2>/dev/null)
+
+COMMON_SRC    := $(wildcard common/*.c)
+ALLOC_SRC     := $(wildcard allocator/*.c)
+INTERPOSE_SRC := $(wildcard interpose/*.c)
+TRACE_SRC     := $(wildcard trace/*.c)
+COLLECT_SRC   := $(wildcard trace/collector/*.c)
+RUN_SRC       := $(wildcard tools/mtrace_run/*.c)
+
+ALLOC_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
+TRACE_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC)) \
+               $(patsubst %.c,$(OBJ)/trace/%.o,$(INTERPOSE_SRC) $(TRACE_SRC))
+# The allocator without its always-on integrity checks, for measuring what they cost.
+NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
+RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) $(COLLECT_SRC) $(RUN_SRC))
+
+LIBS_TRACE  := -lunwind -ldl
+LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
+
+DEPS_STAMP  := $(BUILD)/.deps-ok
+
+TARGETS := $(BUILD)/libmtalloc.so $(BUILD)/libmtalloc.a
+ifneq ($(wildcard trace/*.c),)
+TARGETS += $(BUILD)/libmtrace.so
+endif
+ifneq ($(RUN_SRC),)
+TARGETS += $(BUILD)/mtrace-run
+endif
+
+.PHONY: all deps test test-c test-py bench demo install clean help
+all: $(DEPS_STAMP) $(TARGETS)
+
+help:
+	@sed -n '3,9p' Makefile
+
+# Dependencies: checked once per build tree, installed with apt when run as root.
+$(DEPS_STAMP): tools/deps.sh
+	@tools/deps.sh build
+	@mkdir -p $(BUILD) && touch $@
+
+deps:
+	@tools/deps.sh all
+
+$(OBJ)/alloc/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_ALLOC) -MMD -MP -c $< -o $@
+
+$(OBJ)/trace/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_ALLOC) -DMT_TRACING -MMD -MP -c $< -o $@
+
+$(OBJ)/nohard/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_ALLOC) -DMT_NO_HARDENING -MMD -MP -c $< -o $@
+
+$(OBJ)/host/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_HOST) -MMD -MP -c $< -o $@
+
+$(BUILD)/exports.map: interpose/exports.map.in interpose/hooks.h
+	@mkdir -p $(BUILD)
+	@$(CC) -E -P -x c -Iinterpose $< -o $@
+
+$(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
+	@$(CC) -shared -o $@ $(ALLOC_OBJ) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
+
+$(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map
+	@$(CC) -shared -o $@ $(NOHARD_OBJ) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
+
+$(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
+	@rm -f $@
+	@ar rcs $@ $(ALLOC_OBJ)
+
+$(BUILD)/libmtrace.so: $(TRACE_OBJ) $(BUILD)/exports.map
+	@$(CC) -shared -o $@ $(TRACE_OBJ) $(LIBS_TRACE) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtrace.so
+
+$(BUILD)/mtrace-run: $(RUN_OBJ)
+	@$(CC) -o $@ $(RUN_OBJ) $(LIBS_RUN)
+
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+
+# ---- tests -------------------------------------------------------------------------------
+# tests/c/test_*.c: one program each, linked statically with the allocator (the program's
+# malloc is ours) unless its first line says `// link: <objects or flags>`; run by
+# tests/run-c-tests.sh. tests/progs/*.c: programs that run under LD_PRELOAD in the Python
+# integration tests (built here, run there).
+C_TESTS    := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
+TEST_PROGS := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/progs/*.c))
+TEST_PROGS_CXX := $(patsubst tests/progs/%.cc,$(BUILD)/progs/%,$(wildcard tests/progs/*.cc))
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_HOST) -fno-builtin-malloc -fno-builtin-free -Itests/c -o $@ $< \
+	  $$(sed -n '1s|^// link: ||p' $<) $(BUILD)/libmtalloc.a -lm
+
+$(BUILD)/progs/%: tests/progs/%.c
+	@mkdir -p $(dir $@)
+	@$(CC) -std=gnu11 -O1 -g -fno-omit-frame-pointer -fno-builtin-malloc -fno-builtin-free -Wall -Iinclude -pthread -o $@ $< \
+	  $$(sed -n '1s|^// link: ||p' $<)
+
+$(BUILD)/progs/%: tests/progs/%.cc
+	@mkdir -p $(dir $@)
+	g++ -std=c++17 -O1 -g -Wall -Iinclude -pthread -o $@ $<
+
+test: deps-test all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX)
+	@tests/run-c-tests.sh $(C_TESTS)
+	@$(MAKE) --no-print-directory test-py
+
+deps-test:
+	@tools/deps.sh test
+
+test-c: all $(C_TESTS)
+	@tests/run-c-tests.sh $(C_TESTS)
+
+test-py: all $(TEST_PROGS) $(TEST_PROGS_CXX)
+	@PY=$$(tools/find-python.sh --need pytest) || exit 1; \
+	  cd tests && MTRACE_BUILD=$(CURDIR)/$(BUILD) $$PY -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) py
+
+# ---- benchmarks, demo, install ------------------------------------------------------------
+bench: all $(BUILD)/libmtalloc-nohard.so
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory -C bench BUILD=$(CURDIR)/$(BUILD)
+
+demo: all
+	@tools/demo.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/mtrace
+	install -m 755 $(BUILD)/libmtalloc.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(BUILD)/libmtalloc.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/mtrace.h $(DESTDIR)$(PREFIX)/include/
+	@if [ -f $(BUILD)/libmtrace.so ]; then install -m 755 $(BUILD)/libmtrace.so $(DESTDIR)$(PREFIX)/lib/; fi
+	@if [ -f $(BUILD)/mtrace-run ]; then install -m 755 $(BUILD)/mtrace-run $(DESTDIR)$(PREFIX)/bin/; fi
+	@if [ -d tools/mtrace_report ]; then \
+	  cp -r tools/mtrace_report $(DESTDIR)$(PREFIX)/lib/mtrace/ && \
+	  install -m 755 tools/find-python.sh $(DESTDIR)$(PREFIX)/lib/mtrace/ && \
+	  sed 's|^MTRACE_PYDIR=.*|MTRACE_PYDIR=$(PREFIX)/lib/mtrace|' tools/mtrace-report > $(DESTDIR)$(PREFIX)/bin/mtrace-report && \
+	  chmod 755 $(DESTDIR)$(PREFIX)/bin/mtrace-report; fi
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,554 @@
+/* Thread heaps: the slow paths of small malloc and free, thread start and exit, remote
+ * frees, abandonment and adoption of segments.
+ *
+ * A heap is created at a thread's first allocation and registered with a pthread key whose
+ * destructor abandons it at thread exit. The owning thread is the only writer of its heap's
+ * queues and of its pages' free bits; everything shared with other threads goes through
+ * the remote bits, the `full` flag, `remote_hint` and seg->owner (see small.h).
+ *
+ * The full-page handshake: the owner sets page->full, then collects remote bits; a remote
+ * free sets its bit, then reads page->full and, if set, raises owner->remote_hint. With
+ * sequentially consistent ordering on both sides at least one of them sees the other, so a
+ * page that gets a free slot back is never stranded on the full list. The same handshake
+ * on seg->owner (NULL at abandonment) guarantees a remote free into a dying thread's
+ * segment is either collected by the exiting thread or by the freeing thread itself. */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "../common/format.h"
+#include "../common/platform.h"
+#include "alloc_init.h"
+#include "medium.h"
+#include "small_internal.h"
+
+MT_TLS struct mt_heap *mt_tls_heap = &mt_heap_empty;
+
+/* The empty page has one zero bitmap word, so the fast path sees "no free slot". */
+static struct mt_page_bits empty_page_bits[1];
+struct mt_page mt_empty_page = {.bits = empty_page_bits, .state = MT_PAGE_META};
+
+struct mt_heap mt_heap_empty = {
+#define EMPTY_PAGE_x8 &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page, \
+                      &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page
+    .direct = {EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
+               EMPTY_PAGE_x8},
+#undef EMPTY_PAGE_x8
+};
+_Static_assert(MT_SMALL_CLASSES == 56, "mt_heap_empty.direct initialiser lists 56 pages");
+
+struct mt_heap *mt_heap_registry;
+_Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
+
+/* Free pages a heap keeps resident for reuse before it starts decommitting: 16 pages
+ * (1 MiB) absorbs the churn of a thread that frees and reallocates a working set, while
+ * bounding what a thread can hold idle. */
+#define HEAP_COMMITTED_FREE_MAX 16
+
+/* Heaps are carved from mapped chunks and recycled; never returned to the OS, so a
+ * remote free may write a stale heap's remote_hint harmlessly. */
+#define HEAPS_PER_CHUNK 32
+static struct mt_heap *heap_free_list; /* under mt_small_lock */
+static pthread_key_t heap_exit_key;
+
+/* ---- page queues -------------------------------------------------------------------- */
+
+static void queue_push_front(struct mt_page_queue *q, struct mt_page *page)
+{
+    page->prev = NULL;
+    page->next = q->first;
+    if (q->first)
+        q->first->prev = page;
+    else
+        q->last = page;
+    q->first = page;
+}
+
+static void queue_push_back(struct mt_page_queue *q, struct mt_page *page)
+{
+    page->next = NULL;
+    page->prev = q->last;
+    if (q->last)
+        q->last->next = page;
+    else
+        q->first = page;
+    q->last = page;
+}
+
+static void queue_remove(struct mt_page_queue *q, struct mt_page *page)
+{
+    if (page->prev)
+        page->prev->next = page->next;
+    else
+        q->first = page->next;
+    if (page->next)
+        page->next->prev = page->prev;
+    else
+        q->last = page->prev;
+    page->next = page->prev = NULL;
+}
+
+/* ---- heap segments ------------------------------------------------------------------- */
+
+static void heap_segment_link(struct mt_heap *heap, struct mt_segment *seg)
+{
+    seg->prev = NULL;
+    seg->next = heap->segments;
+    if (heap->segments)
+        heap->segments->prev = seg;
+    heap->segments = seg;
+}
+
+static void heap_segment_unlink(struct mt_heap *heap, struct mt_segment *seg)
+{
+    if (seg->prev)
+        seg->prev->next = seg->next;
+    else
+        heap->segments = seg->next;
+    if (seg->next)
+        seg->next->prev = seg->prev;
+    seg->next = seg->prev = NULL;
+}
+
+/* A page of ours became empty: back to its segment, and the segment to the pool when it is
+ * entirely free and not our only one. */
+static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
+{
+    struct mt_segment *seg = mt_small_segment_of(page->start);
+    bool keep_resident = heap->committed_free_pages < HEAP_COMMITTED_FREE_MAX;
+    mt_segment_put_page(seg, page, !keep_resident);
+    if (page->committed)
+        heap->committed_free_pages++;
+    if (seg->used_pages == 0 && !(heap->segments == seg && seg->next == NULL)) {
+        for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++)
+            if (seg->pages[i].committed)
+                heap->committed_free_pages--;
+        heap_segment_unlink(heap, seg);
+        mt_lock(&mt_small_lock);
+        mt_segment_pool_put(seg);
+        mt_unlock(&mt_small_lock);
+    }
+}
+
+/* Queue a page of an adopted or re-examined segment by its state. Caller owns the page. */
+static void heap_requeue_page(struct mt_heap *heap, struct mt_page *page)
+{
+    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    if (used == 0) {
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+        heap_release_page(heap, page);
+    } else if (used < page->capacity) {
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+        queue_push_back(&heap->avail[page->cls], page);
+    } else {
+        queue_push_back(&heap->full, page);
+        atomic_store_explicit(&page->full, 1, memory_order_seq_cst);
+        if (mt_page_collect(page)) {
+            /* A remote free raced with marking it full. */
+            queue_remove(&heap->full, page);
+            atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+            queue_push_back(&heap->avail[page->cls], page);
+        }
+    }
+}
+
+/* Adopt one abandoned segment: its live pages join our queues. Returns false if none. */
+static bool heap_adopt_segment(struct mt_heap *heap)
+{
+    mt_lock(&mt_small_lock);
+    struct mt_segment *seg = mt_abandoned_first();
+    if (!seg) {
+        mt_unlock(&mt_small_lock);
+        return false;
+    }
+    mt_abandoned_remove(seg);
+    atomic_store_explicit(&seg->owner, heap, memory_order_seq_cst);
+    heap_segment_link(heap, seg);
+    for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
+        struct mt_page *page = &seg->pages[i];
+        if (page->state != MT_PAGE_ACTIVE)
+            continue;
+        mt_page_collect(page);
+        page->next = page->prev = NULL;
+        heap_requeue_page(heap, page);
+    }
+    mt_unlock(&mt_small_lock);
+    return true;
+}
+
+/* A fresh page for `cls` from our segments, an adopted segment or a new one. */
+static struct mt_page *heap_fresh_page(struct mt_heap *heap, unsigned cls)
+{
+    for (;;) {
+        for (struct mt_segment *seg = heap->segments; seg; seg = seg->next) {
+            struct mt_page *page = mt_segment_take_page(seg);
+            if (page) {
+                if (page->committed && heap->committed_free_pages)
+                    heap->committed_free_pages--;
+                mt_page_init(page, cls);
+                queue_push_front(&heap->avail[cls], page);
+                return page;
+            }
+        }
+        if (heap_adopt_segment(heap)) {
+            /* The adopted segment may have brought pages of this class with free slots. */
+            if (heap->avail[cls].first)
+                return heap->avail[cls].first;
+            continue;
+        }
+        struct mt_segment *seg = mt_segment_acquire();
+        if (!seg)
+            return NULL;
+        atomic_store_explicit(&seg->owner, heap, memory_order_seq_cst);
+        heap_segment_link(heap, seg);
+    }
+}
+
+/* Pages on the full list that remote frees gave slots back to return to their queues. */
+static void heap_collect_full_pages(struct mt_heap *heap)
+{
+    atomic_store_explicit(&heap->remote_hint, 0, memory_order_seq_cst);
+    struct mt_page *page = heap->full.first;
+    while (page) {
+        struct mt_page *next = page->next;
+        if (mt_page_collect(page)) {
+            queue_remove(&heap->full, page);
+            atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+                heap_release_page(heap, page);
+            else
+                queue_push_back(&heap->avail[page->cls], page);
+        }
+        page = next;
+    }
+}
+
+/* The page has no free slot left (after collecting): move it to the full list. Returns
+ * false if a remote free slipped in while marking, leaving the page available. */
+static bool heap_page_to_full(struct mt_heap *heap, struct mt_page *page)
+{
+    queue_remove(&heap->avail[page->cls], page);
+    queue_push_back(&heap->full, page);
+    atomic_store_explicit(&page->full, 1, memory_order_seq_cst);
+    if (!mt_page_collect(page))
+        return true;
+    queue_remove(&heap->full, page);
+    atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+    queue_push_front(&heap->avail[page->cls], page);
+    return false;
+}
+
+static inline void count_alloc(struct mt_heap *heap, unsigned cls)
+{
+    atomic_store_explicit(&heap->class_allocs[cls],
+                          atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
+{
+    if (MT_UNLIKELY(heap == &mt_heap_empty)) {
+        heap = mt_heap_get();
+        if (!heap) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    struct mt_page *page = heap->direct[cls];
+    for (;;) {
+        if (page != &mt_empty_page) {
+            void *p = mt_page_take_slot(page);
+            if (!p && mt_page_collect(page))
+                p = mt_page_take_slot(page);
+            if (p) {
+                count_alloc(heap, cls);
+                return p;
+            }
+            if (!heap_page_to_full(heap, page))
+                continue; /* a remote free arrived: retry this page */
+        }
+        if (atomic_load_explicit(&heap->remote_hint, memory_order_relaxed))
+            heap_collect_full_pages(heap);
+        page = heap->avail[cls].first;
+        if (!page)
+            page = heap_fresh_page(heap, cls);
+        if (!page) {
+            heap->direct[cls] = &mt_empty_page;
+            errno = ENOMEM;
+            return NULL;
+        }
+        heap->direct[cls] = page;
+    }
+}
+
+void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page)
+{
+    if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
+        queue_remove(&heap->full, page);
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+        queue_push_back(&heap->avail[page->cls], page);
+    }
+    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0 && heap->direct[page->cls] != page) {
+        queue_remove(&heap->avail[page->cls], page);
+        heap_release_page(heap, page);
+    }
+}
+
+/* Free into a segment whose owner has exited: serialised by the lock. */
+static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
+{
+    mt_lock(&mt_small_lock);
+    if (atomic_load_explicit(&seg->owner, memory_order_seq_cst) == NULL && !seg->in_pool &&
+        page->state == MT_PAGE_ACTIVE) {
+        mt_page_collect(page);
+        if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) {
+            mt_segment_put_page(seg, page, true);
+            if (seg->used_pages == 0) {
+                mt_abandoned_remove(seg);
+                mt_segment_pool_put(seg);
+            }
+        }
+    }
+    mt_unlock(&mt_small_lock);
+}
+
+void mt_small_free_remote(struct mt_segment *seg, struct mt_page *page, size_t index, enum mt_api api)
+{
+    size_t wi = index >> 6;
+    uint64_t bit = 1ull << (index & 63);
+    struct mt_page_bits *b = &page->bits[wi];
+    uint64_t old = atomic_fetch_or_explicit(&b->remote, bit, memory_order_seq_cst);
+    if (MT_UNLIKELY(old & bit)) {
+        mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
+                             NULL);
+        return;
+    }
+    if (MT_UNLIKELY(atomic_load_explicit(&b->free, memory_order_relaxed) & bit)) {
+        atomic_fetch_and_explicit(&b->remote, ~bit, memory_order_relaxed);
+        mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
+                             NULL);
+        return;
+    }
+    struct mt_heap *owner = atomic_load_explicit(&seg->owner, memory_order_seq_cst);
+    if (owner == NULL)
+        free_into_abandoned(seg, page);
+    else if (atomic_load_explicit(&page->full, memory_order_seq_cst))
+        atomic_store_explicit(&owner->remote_hint, 1, memory_order_release);
+}
+
+void mt_small_free_invalid(struct mt_segment *seg, struct mt_page *page, const void *ptr, enum mt_api api)
+{
+    (void)seg;
+    if (page->state == MT_PAGE_ACTIVE && page->block_size) {
+        size_t offset = (size_t)((const uint8_t *)ptr - page->start);
+        const void *block = page->start + (offset / page->block_size) * page->block_size;
+        char detail[128];
+        mt_fmt(detail, sizeof detail, "points %zu bytes into a block of %u bytes at %p",
+               offset % page->block_size, page->block_size, block);
+        mt_heap_error_simple(MT_ERR_INTERIOR_FREE, ptr, 0, api, detail);
+        return;
+    }
+    mt_heap_error_simple(MT_ERR_INVALID_FREE, ptr, 0, api,
+                         page->state == MT_PAGE_FREE ? "its page holds no blocks (freed earlier?)"
+                                                     : "not the start of a block");
+}
+
+int mt_small_slot_state(const void *ptr)
+{
+    struct mt_segment *seg = mt_small_segment_of(ptr);
+    struct mt_page *page = mt_small_page_of(seg, ptr);
+    size_t index = mt_small_slot_index(page, ptr);
+    if (index == SIZE_MAX)
+        return -1;
+    struct mt_page_bits *b = &page->bits[index >> 6];
+    uint64_t bit = 1ull << (index & 63);
+    uint64_t freed = atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->remote, memory_order_relaxed);
+    return (freed & bit) ? 0 : 1;
+}
+
+size_t mt_small_usable_size(const void *ptr, enum mt_api api)
+{
+    struct mt_segment *seg = mt_small_segment_of(ptr);
+    struct mt_page *page = mt_small_page_of(seg, ptr);
+    switch (mt_small_slot_state(ptr)) {
+    case 1:
+        return page->block_size;
+    case 0:
+        mt_heap_error_simple(api == MT_API_REALLOC ? MT_ERR_REALLOC_FREED : MT_ERR_FREED_BLOCK, ptr,
+                             page->block_size, api, NULL);
+        return 0;
+    default:
+        mt_small_free_invalid(seg, page, ptr, api);
+        return 0;
+    }
+}
+
+/* ---- heap lifecycle ------------------------------------------------------------------- */
+
+static struct mt_heap *heap_alloc_struct(void)
+{
+    if (!heap_free_list) {
+        struct mt_heap *chunk = mt_os_map(sizeof(struct mt_heap) * HEAPS_PER_CHUNK);
+        if (!chunk)
+            return NULL;
+        for (size_t i = 0; i < HEAPS_PER_CHUNK; i++) {
+            chunk[i].all_next = heap_free_list;
+            heap_free_list = &chunk[i];
+        }
+    }
+    struct mt_heap *heap = heap_free_list;
+    heap_free_list = heap->all_next;
+    return heap;
+}
+
+static void heap_thread_exit(void *arg);
+
+struct mt_heap *mt_heap_get(void)
+{
+    struct mt_heap *heap = mt_tls_heap;
+    if (MT_LIKELY(heap != &mt_heap_empty))
+        return heap;
+    if (!mt_alloc_ensure_init())
+        return NULL;
+    mt_lock(&mt_small_lock);
+    heap = heap_alloc_struct();
+    if (!heap) {
+        mt_unlock(&mt_small_lock);
+        return NULL;
+    }
+    memset(heap, 0, sizeof *heap);
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+        heap->direct[c] = &mt_empty_page;
+    heap->tid = mt_os_gettid();
+    heap->all_next = mt_heap_registry;
+    if (mt_heap_registry)
+        mt_heap_registry->all_prev = heap;
+    mt_heap_registry = heap;
+    mt_unlock(&mt_small_lock);
+    mt_tls_heap = heap;
+    /* Arm the exit destructor last: pthread_setspecific may itself allocate (keys past the
+     * first 32 use a second-level table), which now finds the heap in place. */
+    heap->registered = 1;
+    pthread_setspecific(heap_exit_key, heap);
+    return heap;
+}
+
+struct mt_medium_arena *mt_heap_arena(void)
+{
+    struct mt_heap *heap = mt_heap_get();
+    if (!heap)
+        return NULL;
+    if (MT_UNLIKELY(!heap->arena))
+        heap->arena = mt_medium_arena_pick();
+    return heap->arena;
+}
+
+/* Give up every segment of `heap` (thread exit, or a forked child's view of the other
+ * threads). Caller holds mt_small_lock or is the only thread. */
+static void heap_abandon_locked(struct mt_heap *heap, bool recount)
+{
+    struct mt_segment *seg = heap->segments;
+    while (seg) {
+        struct mt_segment *next = seg->next;
+        atomic_store_explicit(&seg->owner, NULL, memory_order_seq_cst);
+        for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
+            struct mt_page *page = &seg->pages[i];
+            if (page->state != MT_PAGE_ACTIVE)
+                continue;
+            mt_page_collect(page);
+            if (recount)
+                mt_page_recount(page);
+            page->next = page->prev = NULL;
+            atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+                mt_segment_put_page(seg, page, true);
+        }
+        seg->next = seg->prev = NULL;
+        if (seg->used_pages == 0)
+            mt_segment_pool_put(seg);
+        else
+            mt_abandoned_push(seg);
+        seg = next;
+    }
+    heap->segments = NULL;
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
+        atomic_fetch_add_explicit(&mt_retired_class_allocs[c],
+                                  atomic_load_explicit(&heap->class_allocs[c], memory_order_relaxed),
+                                  memory_order_relaxed);
+    }
+    if (heap->all_prev)
+        heap->all_prev->all_next = heap->all_next;
+    else
+        mt_heap_registry = heap->all_next;
+    if (heap->all_next)
+        heap->all_next->all_prev = heap->all_prev;
+    heap->all_next = heap_free_list;
+    heap_free_list = heap;
+}
+
+static void heap_thread_exit(void *arg)
+{
+    struct mt_heap *heap = arg;
+    if (!heap || heap == &mt_heap_empty)
+        return;
+    /* Allocations made by later destructors of this thread start a new heap (and re-arm
+     * this destructor, which pthread runs again). */
+    mt_tls_heap = &mt_heap_empty;
+    mt_lock(&mt_small_lock);
+    heap_abandon_locked(heap, false);
+    mt_unlock(&mt_small_lock);
+}
+
+void mt_small_init(void)
+{
+    pthread_key_create(&heap_exit_key, heap_thread_exit);
+}
+
+size_t mt_small_trim(void)
+{
+    size_t released = 0;
+    struct mt_heap *heap = mt_tls_heap;
+    if (heap == &mt_heap_empty)
+        return 0;
+    for (struct mt_segment *seg = heap->segments; seg; seg = seg->next) {
+        for (struct mt_page *page = seg->free_pages; page; page = page->next) {
+            if (page->committed) {
+                mt_os_decommit(page->start, MT_PAGE_SIZE);
+                page->committed = 0;
+                released += MT_PAGE_SIZE;
+            }
+        }
+    }
+    heap->committed_free_pages = 0;
+    return released;
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+void mt_small_fork_prepare(void)
+{
+    mt_lock(&mt_small_lock);
+}
+
+void mt_small_fork_parent(void)
+{
+    mt_unlock(&mt_small_lock);
+}
+
+void mt_small_fork_child(void)
+{
+    mt_lock_reset(&mt_small_lock);
+    /* Only the forking thread survives: the other heaps' pages become abandoned, so the
+     * child can free the blocks they hold and reuse their memory. A thread stopped by the
+     * fork in the middle of a fast path may have cleared a bit without counting it:
+     * recount from the bitmaps. */
+    struct mt_heap *self = mt_tls_heap;
+    struct mt_heap *heap = mt_heap_registry;
+    while (heap) {
+        struct mt_heap *next = heap->all_next;
+        if (heap != self)
+            heap_abandon_locked(heap, true);
+        heap = next;
+    }
+}

@@ -1,0 +1,99 @@
+/* Small pages: formatting a page for a size class, taking slots past the fast path, and
+ * collecting remote frees. Only the owning thread (or a holder of mt_small_lock for an
+ * abandoned page) calls these. */
+#include <string.h>
+
+#include "small_internal.h"
+
+void mt_page_init(struct mt_page *page, unsigned cls)
+{
+    uint32_t block_size = mt_class_size[cls];
+    uint32_t capacity = (uint32_t)(MT_PAGE_SIZE / block_size);
+    page->block_size = block_size;
+    /* ceil(2^32 / size): multiplying an offset below 2^16 by it and shifting by 32 gives
+     * the exact quotient (the error term n*e/2^32 stays below 1/size). */
+    page->recip = (uint32_t)((((uint64_t)1 << 32) + block_size - 1) / block_size);
+    page->capacity = (uint16_t)capacity;
+    page->cls = (uint8_t)cls;
+    page->words = (uint16_t)((capacity + 63) / 64);
+    page->nonempty = 0;
+    page->state = MT_PAGE_ACTIVE;
+    page->committed = 1;
+    atomic_store_explicit(&page->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+    for (uint32_t w = 0; w < page->words; w++) {
+        uint32_t slots_here = capacity - w * 64;
+        uint64_t mask = slots_here >= 64 ? ~0ull : ((1ull << slots_here) - 1);
+        atomic_store_explicit(&page->bits[w].free, mask, memory_order_relaxed);
+        atomic_store_explicit(&page->bits[w].remote, 0, memory_order_relaxed);
+        page->nonempty |= 1ull << w;
+    }
+}
+
+bool mt_page_collect(struct mt_page *page)
+{
+    bool found = false;
+    uint32_t collected = 0;
+    for (uint32_t w = 0; w < page->words; w++) {
+        struct mt_page_bits *b = &page->bits[w];
+        if (atomic_load_explicit(&b->remote, memory_order_relaxed) == 0)
+            continue;
+        uint64_t r = atomic_exchange_explicit(&b->remote, 0, memory_order_acq_rel);
+        if (r == 0)
+            continue;
+        uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed);
+        if (MT_UNLIKELY(f & r)) {
+            /* Freed by the owner and by another thread: report the first such slot, and
+             * count it once. */
+            uint64_t both = f & r;
+            size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(both);
+            mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size,
+                                 MT_API_FREE, "freed by two threads");
+            r &= ~f;
+        }
+        atomic_store_explicit(&b->free, f | r, memory_order_relaxed);
+        collected += (uint32_t)__builtin_popcountll(r);
+        page->nonempty |= 1ull << w;
+        found = true;
+    }
+    if (found)
+        atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) - collected,
+                              memory_order_relaxed);
+    return found;
+}
+
+void mt_page_recount(struct mt_page *page)
+{
+    uint32_t free_slots = 0;
+    page->nonempty = 0;
+    for (uint32_t w = 0; w < page->words; w++) {
+        uint64_t f = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+        free_slots += (uint32_t)__builtin_popcountll(f);
+        if (f)
+            page->nonempty |= 1ull << w;
+    }
+    atomic_store_explicit(&page->used, page->capacity - free_slots, memory_order_relaxed);
+}
+
+void *mt_page_take_slot(struct mt_page *page)
+{
+    uint64_t nonempty = page->nonempty;
+    if (nonempty == 0)
+        return NULL;
+    unsigned w = (unsigned)__builtin_ctzll(nonempty);
+    uint64_t bits = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+    uint64_t rest = bits & (bits - 1);
+    atomic_store_explicit(&page->bits[w].free, rest, memory_order_relaxed);
+    if (rest == 0)
+        page->nonempty = nonempty & ~(1ull << w);
+    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(bits);
+    return page->start + index * page->block_size;
+}
+
+size_t mt_page_free_bytes(const struct mt_page *page)
+{
+    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    return used >= page->capacity ? 0 : (size_t)(page->capacity - used) * page->block_size;
+}

@@ -1,0 +1,139 @@
+/* Small segments: mapping them, their free pages, the pool of unused segments and the
+ * list of segments abandoned by exited threads.
+ *
+ * Segments are never unmapped. A thread freeing into a page may still be reading the page
+ * descriptor after the owner has released the page (see mt_small_free_remote); keeping the
+ * mapping makes that read harmless. Unused segments are decommitted instead, so RSS falls
+ * while the address space is kept for reuse. */
+#include <string.h>
+
+#include "../common/platform.h"
+#include "small_internal.h"
+
+mt_lock_t mt_small_lock = MT_LOCK_INIT;
+_Atomic(struct mt_segment *) mt_all_segments;
+
+static struct mt_segment *segment_pool;     /* unused, decommitted (under the lock) */
+static struct mt_segment *abandoned_first;  /* owner NULL, some pages in use (under the lock) */
+
+static void segment_format(struct mt_segment *seg)
+{
+    uint8_t *base = (uint8_t *)seg;
+    seg->free_pages = NULL;
+    seg->free_count = 0;
+    seg->used_pages = 0;
+    for (size_t i = 0; i < MT_PAGES_PER_SEGMENT; i++) {
+        struct mt_page *page = &seg->pages[i];
+        memset(page, 0, sizeof *page);
+        page->start = base + i * MT_PAGE_SIZE;
+        page->bits = seg->bits[i];
+        page->state = i < MT_SEGMENT_META_PAGES ? MT_PAGE_META : MT_PAGE_FREE;
+    }
+    /* Push in descending order so pages are handed out lowest address first. */
+    for (size_t i = MT_PAGES_PER_SEGMENT; i-- > MT_SEGMENT_META_PAGES;) {
+        seg->pages[i].next = seg->free_pages;
+        seg->free_pages = &seg->pages[i];
+        seg->free_count++;
+    }
+}
+
+struct mt_segment *mt_segment_acquire(void)
+{
+    mt_lock(&mt_small_lock);
+    struct mt_segment *seg = segment_pool;
+    if (seg) {
+        segment_pool = seg->next;
+        seg->in_pool = 0;
+        seg->next = seg->prev = NULL;
+        mt_unlock(&mt_small_lock);
+        return seg;
+    }
+    mt_unlock(&mt_small_lock);
+
+    seg = mt_os_map_aligned(MT_SEGMENT_SIZE, MT_SEGMENT_SIZE);
+    if (!seg)
+        return NULL;
+    segment_format(seg);
+    mt_segmap_set((uintptr_t)seg, MT_SEGMENT_SIZE, MT_SEG_SMALL);
+    /* Publish after formatting: walkers read the list without the lock. */
+    struct mt_segment *head = atomic_load_explicit(&mt_all_segments, memory_order_relaxed);
+    do
+        seg->all_next = head;
+    while (!atomic_compare_exchange_weak_explicit(&mt_all_segments, &head, seg, memory_order_release,
+                                                  memory_order_relaxed));
+    return seg;
+}
+
+void mt_segment_pool_put(struct mt_segment *seg)
+{
+    atomic_store_explicit(&seg->owner, NULL, memory_order_relaxed);
+    /* Every page is free: give their memory back in one call and reformat. */
+    mt_os_decommit((uint8_t *)seg + MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
+                   MT_SEGMENT_SIZE - MT_SEGMENT_META_PAGES * MT_PAGE_SIZE);
+    segment_format(seg);
+    for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++)
+        seg->pages[i].committed = 0;
+    seg->in_pool = 1;
+    seg->prev = NULL;
+    seg->next = segment_pool;
+    segment_pool = seg;
+}
+
+struct mt_page *mt_segment_take_page(struct mt_segment *seg)
+{
+    struct mt_page *page = seg->free_pages;
+    if (!page)
+        return NULL;
+    seg->free_pages = page->next;
+    seg->free_count--;
+    seg->used_pages++;
+    page->next = page->prev = NULL;
+    return page;
+}
+
+void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool decommit)
+{
+    /* A stale pointer into a released page must fail the slot check: capacity 0. */
+    page->capacity = 0;
+    page->block_size = 0;
+    page->recip = 0;
+    page->words = 0;
+    page->nonempty = 0;
+    page->state = MT_PAGE_FREE;
+    atomic_store_explicit(&page->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+    if (decommit && page->committed) {
+        mt_os_decommit(page->start, MT_PAGE_SIZE);
+        page->committed = 0;
+    }
+    page->prev = NULL;
+    page->next = seg->free_pages;
+    seg->free_pages = page;
+    seg->free_count++;
+    seg->used_pages--;
+}
+
+void mt_abandoned_push(struct mt_segment *seg)
+{
+    seg->prev = NULL;
+    seg->next = abandoned_first;
+    if (abandoned_first)
+        abandoned_first->prev = seg;
+    abandoned_first = seg;
+}
+
+void mt_abandoned_remove(struct mt_segment *seg)
+{
+    if (seg->prev)
+        seg->prev->next = seg->next;
+    else
+        abandoned_first = seg->next;
+    if (seg->next)
+        seg->next->prev = seg->prev;
+    seg->next = seg->prev = NULL;
+}
+
+struct mt_segment *mt_abandoned_first(void)
+{
+    return abandoned_first;
+}

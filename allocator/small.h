@@ -1,0 +1,217 @@
+/* Small blocks: thread-owned slab pages with out-of-band slot bitmaps.
+ *
+ * A small segment (4 MiB, aligned) holds a header, page descriptors and slot bitmaps in its
+ * first two 64 KiB pages, then 62 pages of slots. A page serves one size class. Each slot
+ * has two bits kept outside the slot, in the segment header:
+ *   free   - the slot is available; written only by the owning thread;
+ *   remote - another thread freed the slot; set atomically by that thread, folded into
+ *            `free` by the owner when it runs out of slots ("collect").
+ * No pointer is ever stored inside a free slot, so an overflow or use-after-free cannot
+ * corrupt the allocator's lists, and a double free is caught deterministically from any
+ * thread: the slot's bits say it is already free.
+ *
+ * Ownership: a segment belongs to one thread's heap (seg->owner). The owner allocates and
+ * frees with plain loads and stores: no lock, no atomic read-modify-write, no system call.
+ * Other threads free with one atomic OR on the remote word. When a thread exits, its
+ * segments are abandoned (owner NULL): frees into them take a global lock, and the next
+ * thread that needs pages adopts them, so memory of dead threads is reused or returned.
+ *
+ * Invariants (checked by mt_small_check):
+ *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
+ *   - page->used == capacity - popcount(free) - (uncollected remote bits counted as used);
+ *   - a slot is never set in both free and remote;
+ *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
+ *   - page->full is set exactly for pages on the heap's full list. */
+#ifndef MT_ALLOCATOR_SMALL_H
+#define MT_ALLOCATOR_SMALL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/compiler.h"
+#include "config.h"
+#include "error.h"
+#include "segmap.h"
+#include "size_class.h"
+
+struct mt_heap;
+struct mt_medium_arena;
+
+enum mt_page_state { MT_PAGE_FREE = 0, MT_PAGE_ACTIVE = 1, MT_PAGE_META = 2 };
+
+struct mt_page_bits {
+    _Atomic uint64_t free;   /* owner writes (relaxed); others may read */
+    _Atomic uint64_t remote; /* any thread sets bits (atomic OR); owner clears (exchange) */
+};
+
+struct mt_page {
+    /* Read or written by every malloc/free of the page: keep together. */
+    uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
+    _Atomic uint32_t used;    /* slots not free from the owner's point of view */
+    uint8_t *start;           /* first slot (the page's own start) */
+    struct mt_page_bits *bits;
+    uint32_t block_size;      /* 0 while the page is free */
+    uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
+    uint16_t capacity;        /* slots; 0 while the page is free */
+    uint8_t cls;
+    _Atomic uint8_t full;     /* on the owner's full list: a free must move it back */
+    /* Slow-path bookkeeping. */
+    uint8_t state;            /* enum mt_page_state */
+    uint8_t committed;        /* memory may be resident (not decommitted since last use) */
+    uint16_t words;           /* bitmap words covering `capacity` slots */
+    struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
+};
+
+struct mt_page_queue {
+    struct mt_page *first, *last;
+};
+
+struct mt_segment {
+    _Atomic(struct mt_heap *) owner; /* NULL: abandoned (or in the free pool) */
+    uint32_t used_pages;             /* pages in state ACTIVE */
+    uint32_t free_count;             /* pages on free_pages */
+    struct mt_page *free_pages;      /* singly linked through page->next */
+    struct mt_segment *next, *prev;  /* heap's segment list, the abandoned list or the pool */
+    struct mt_segment *all_next;     /* every small segment ever mapped (never unmapped) */
+    uint8_t in_pool;                 /* on the global pool of unused segments */
+    struct mt_page pages[MT_PAGES_PER_SEGMENT];
+    struct mt_page_bits bits[MT_PAGES_PER_SEGMENT][MT_BITMAP_WORDS] MT_ALIGNED(MT_CACHE_LINE);
+};
+
+_Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
+               "segment metadata must fit its reserved pages");
+
+struct mt_heap {
+    /* The page each class allocates from; &mt_empty_page when there is none, so the fast
+     * path needs no NULL test (the empty page has no free bit and sends it to the slow path). */
+    struct mt_page *direct[MT_SMALL_CLASSES];
+    /* Allocations per class since the thread started (show_alloc_hist); owner-written. */
+    _Atomic uint64_t class_allocs[MT_SMALL_CLASSES];
+    struct mt_page_queue avail[MT_SMALL_CLASSES]; /* pages with free slots */
+    struct mt_page_queue full;                   /* pages without */
+    _Atomic uint32_t remote_hint;  /* a remote free hit one of our full pages */
+    uint32_t committed_free_pages; /* free pages of our segments still resident */
+    struct mt_segment *segments;   /* owned, doubly linked */
+    struct mt_medium_arena *arena; /* medium arena bound to this thread, picked lazily */
+    int32_t tid;
+    uint8_t registered;            /* the thread-exit destructor is armed */
+    struct mt_heap *all_next, *all_prev; /* registry of live heaps */
+};
+
+/* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
+ * exit destructor ran. */
+extern MT_TLS struct mt_heap *mt_tls_heap;
+extern struct mt_heap mt_heap_empty;
+extern struct mt_page mt_empty_page;
+
+/* Out of line: refill (collect remote frees, next page, adopt, new segment), first use of
+ * a thread, out of memory (sets errno, returns NULL). */
+void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls);
+/* Out of line: the page just became empty or was on the full list. */
+void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page);
+/* Out of line: free from a thread that does not own the segment. */
+void mt_small_free_remote(struct mt_segment *seg, struct mt_page *page, size_t index, enum mt_api api);
+/* Out of line: the pointer is inside a small segment but is not a live slot start. */
+void mt_small_free_invalid(struct mt_segment *seg, struct mt_page *page, const void *ptr, enum mt_api api);
+
+MT_INLINE void *mt_small_malloc(unsigned cls)
+{
+    struct mt_heap *heap = mt_tls_heap;
+    struct mt_page *page = heap->direct[cls];
+    uint64_t nonempty = page->nonempty;
+    if (MT_UNLIKELY(nonempty == 0))
+        return mt_small_malloc_slow(heap, cls);
+    unsigned wi = (unsigned)__builtin_ctzll(nonempty);
+    uint64_t w = atomic_load_explicit(&page->bits[wi].free, memory_order_relaxed);
+    uint64_t rest = w & (w - 1);
+    atomic_store_explicit(&page->bits[wi].free, rest, memory_order_relaxed);
+    /* Clear the summary bit when the word runs dry, without a branch. */
+    page->nonempty = nonempty & ~((uint64_t)(rest == 0) << wi);
+    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&heap->class_allocs[cls],
+                          atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    size_t index = (size_t)wi * 64 + (size_t)__builtin_ctzll(w);
+    return page->start + index * page->block_size;
+}
+
+MT_INLINE struct mt_segment *mt_small_segment_of(const void *ptr)
+{
+    return (struct mt_segment *)((uintptr_t)ptr & ~(uintptr_t)MT_SEGMENT_MASK);
+}
+
+MT_INLINE struct mt_page *mt_small_page_of(struct mt_segment *seg, const void *ptr)
+{
+    return &seg->pages[((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1)];
+}
+
+/* Slot index of ptr in page, or SIZE_MAX when ptr is not the start of a slot. */
+MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr)
+{
+    size_t offset = (size_t)((uintptr_t)ptr - (uintptr_t)page->start);
+    size_t index = (size_t)(((uint64_t)offset * page->recip) >> 32);
+    if (MT_UNLIKELY(index >= page->capacity || index * page->block_size != offset))
+        return SIZE_MAX;
+    return index;
+}
+
+/* Free a pointer whose segment-map entry says MT_SEG_SMALL. */
+MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
+{
+    struct mt_segment *seg = mt_small_segment_of(ptr);
+    struct mt_page *page = mt_small_page_of(seg, ptr);
+    size_t index = mt_small_slot_index(page, ptr);
+    if (MT_UNLIKELY(index == SIZE_MAX)) {
+        mt_small_free_invalid(seg, page, ptr, api);
+        return;
+    }
+    struct mt_heap *heap = mt_tls_heap;
+    if (MT_UNLIKELY(atomic_load_explicit(&seg->owner, memory_order_relaxed) != heap)) {
+        mt_small_free_remote(seg, page, index, api);
+        return;
+    }
+    size_t wi = index >> 6;
+    uint64_t bit = 1ull << (index & 63);
+    struct mt_page_bits *b = &page->bits[wi];
+    uint64_t w = atomic_load_explicit(&b->free, memory_order_relaxed);
+    if (MT_UNLIKELY((w | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+        mt_heap_error_simple(MT_ERR_DOUBLE_FREE, ptr, page->block_size, api, NULL);
+        return;
+    }
+    atomic_store_explicit(&b->free, w | bit, memory_order_relaxed);
+    page->nonempty |= 1ull << wi;
+    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed) - 1;
+    atomic_store_explicit(&page->used, used, memory_order_relaxed);
+    if (MT_UNLIKELY(used == 0 || atomic_load_explicit(&page->full, memory_order_relaxed)))
+        mt_small_free_local_slow(heap, page);
+}
+
+/* Usable size of a live small block, or 0 after reporting an error for a pointer that is
+ * not one (freed: MT_ERR_REALLOC_FREED for realloc, MT_ERR_DOUBLE_FREE-style otherwise). */
+size_t mt_small_usable_size(const void *ptr, enum mt_api api);
+
+/* Slot state without reporting: 1 live, 0 free, -1 not a slot start. */
+int mt_small_slot_state(const void *ptr);
+
+/* The calling thread's heap, creating it (and initialising the allocator) on first use;
+ * NULL only if the OS refuses the memory for it. */
+struct mt_heap *mt_heap_get(void);
+/* The medium arena of the calling thread. */
+struct mt_medium_arena *mt_heap_arena(void);
+
+/* Give back what the calling thread's heap and the global pools hold free; bytes released. */
+size_t mt_small_trim(void);
+
+/* Per-class counts summed over every heap (live and exited threads). */
+void mt_small_histogram(uint64_t live[MT_SMALL_CLASSES], uint64_t allocs[MT_SMALL_CLASSES],
+                        uint64_t capacity[MT_SMALL_CLASSES]);
+
+void mt_small_init(void);
+void mt_small_fork_prepare(void);
+void mt_small_fork_parent(void);
+void mt_small_fork_child(void);
+
+#endif

@@ -1,0 +1,53 @@
+/* Cross-file names of the small-block engine (segment.c, page.c, heap.c). */
+#ifndef MT_ALLOCATOR_SMALL_INTERNAL_H
+#define MT_ALLOCATOR_SMALL_INTERNAL_H
+
+#include "../common/lock.h"
+#include "small.h"
+
+/* Protects the segment pool, the abandoned list, the heap registry and the heap pool, and
+ * serialises frees into abandoned segments. Taken on slow paths only: a thread's first
+ * allocation, a new or adopted segment, thread exit, a free into a dead thread's memory. */
+extern mt_lock_t mt_small_lock;
+
+/* Every small segment ever mapped, newest first; segments are never unmapped (their
+ * pages are decommitted instead), so walkers may follow this list without the lock. */
+extern _Atomic(struct mt_segment *) mt_all_segments;
+
+/* Heaps of live threads (under mt_small_lock). */
+extern struct mt_heap *mt_heap_registry;
+
+/* Allocation counts of heaps whose threads have exited, per class. */
+extern _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
+
+/* ---- pages (page.c) ---- */
+void mt_page_init(struct mt_page *page, unsigned cls);
+/* Fold remote frees into the free bits; true if any were found. Reports a slot freed both
+ * locally and remotely as a double free. */
+bool mt_page_collect(struct mt_page *page);
+/* Recompute `used` from the bitmaps (after a fork, where a thread may have been stopped
+ * between clearing a bit and counting it). */
+void mt_page_recount(struct mt_page *page);
+/* Take the lowest free slot; NULL when none (before collecting remote frees). */
+void *mt_page_take_slot(struct mt_page *page);
+/* Free bytes available in the page (free slots times block size). */
+size_t mt_page_free_bytes(const struct mt_page *page);
+
+/* ---- segments (segment.c) ---- */
+/* A segment with every page free, from the pool or the OS; NULL when the OS refuses. Its
+ * owner is NULL; the caller sets it. Takes mt_small_lock. */
+struct mt_segment *mt_segment_acquire(void);
+/* Put an unowned segment whose pages are all free into the pool, decommitted. Caller holds
+ * mt_small_lock. */
+void mt_segment_pool_put(struct mt_segment *seg);
+/* Pop a free page of the segment; NULL when it has none. */
+struct mt_page *mt_segment_take_page(struct mt_segment *seg);
+/* Return a page that became empty to its segment, decommitting it when `decommit`. */
+void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool decommit);
+
+/* Abandoned segments (under mt_small_lock). */
+void mt_abandoned_push(struct mt_segment *seg);
+void mt_abandoned_remove(struct mt_segment *seg);
+struct mt_segment *mt_abandoned_first(void);
+
+#endif

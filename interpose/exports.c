@@ -1,0 +1,115 @@
+/* The exported malloc family (hooks.h): the fast path calls the allocator inline; any
+ * process-wide mode (not yet initialised, perturb, debug, tracing) diverts to slow.c with
+ * one predictable branch on a read-mostly global. */
+#include <malloc.h>
+#include <stdlib.h>
+
+#include "../allocator/alloc.h"
+#include "hooks.h"
+#include "slow.h"
+
+#define MODE_SET() MT_UNLIKELY(mt_alloc_mode_now() != 0)
+
+MT_API void *malloc(size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_malloc(size);
+    return mt_alloc_malloc(size);
+}
+
+MT_API void free(void *ptr)
+{
+    if (MODE_SET()) {
+        mt_slow_free(ptr);
+        return;
+    }
+    mt_alloc_free(ptr);
+}
+
+MT_API void *calloc(size_t count, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_calloc(count, size);
+    return mt_alloc_calloc(count, size);
+}
+
+MT_API void *realloc(void *ptr, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_realloc(ptr, size);
+    return mt_alloc_realloc(ptr, size);
+}
+
+MT_API void *reallocarray(void *ptr, size_t count, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_reallocarray(ptr, count, size);
+    return mt_alloc_reallocarray(ptr, count, size);
+}
+
+MT_API int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_posix_memalign(out, align, size);
+    return mt_alloc_posix_memalign(out, align, size);
+}
+
+MT_API void *aligned_alloc(size_t align, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_aligned_alloc(align, size);
+    return mt_alloc_aligned_alloc(align, size);
+}
+
+MT_API void *memalign(size_t align, size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_memalign(align, size);
+    return mt_alloc_memalign(align, size);
+}
+
+MT_API void *valloc(size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_valloc(size);
+    return mt_alloc_valloc(size);
+}
+
+MT_API void *pvalloc(size_t size)
+{
+    if (MODE_SET())
+        return mt_slow_pvalloc(size);
+    return mt_alloc_pvalloc(size);
+}
+
+MT_API size_t malloc_usable_size(void *ptr)
+{
+    if (MODE_SET())
+        return mt_slow_usable_size(ptr);
+    return mt_alloc_usable_size(ptr);
+}
+
+MT_API int malloc_trim(size_t pad)
+{
+    return mt_alloc_trim(pad);
+}
+
+MT_API struct mallinfo2 mallinfo2(void)
+{
+    return mt_alloc_mallinfo2();
+}
+
+MT_API struct mallinfo mallinfo(void)
+{
+    return mt_alloc_mallinfo();
+}
+
+MT_API void malloc_stats(void)
+{
+    mt_alloc_malloc_stats();
+}
+
+MT_API int mallopt(int param, int value)
+{
+    return mt_alloc_mallopt(param, value);
+}
