@@ -11,7 +11,7 @@ def option_names():
 
 def hook_names():
     text = (ROOT / "interpose" / "hooks.h").read_text()
-    return sorted(set(re.findall(r"X\([^,]+,\s*(\w+),", text)))
+    return sorted(set(re.findall(r"^\s+X\([^,]+,\s*(\w+),", text, re.M)))
 
 
 def test_every_option_is_in_readme():
