@@ -13,6 +13,7 @@
 #include "../common/options.h"
 #include "../common/platform.h"
 #include "alloc_init.h"
+#include "debug.h"
 #include "harden.h"
 #include "large.h"
 #include "medium.h"
@@ -42,6 +43,8 @@ bool mt_alloc_init_slow(void)
     mt_medium_init();
     if (mt_perturb_byte())
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_PERTURB);
+    if (mt_debug_init())
+        atomic_fetch_or(&mt_alloc_mode, MT_MODE_DEBUG);
     atomic_store_explicit(&mt_alloc_init_state, 2, memory_order_release);
     atomic_fetch_and(&mt_alloc_mode, ~(uint32_t)MT_MODE_UNINIT);
     /* After the state is ready: pthread_atfork may allocate. Handlers registered first run
@@ -259,11 +262,55 @@ void *mt_alloc_aligned(size_t align, size_t size, enum mt_api api)
     return p ? p : fail_enomem();
 }
 
+int mt_alloc_aligned_args(enum mt_api api, size_t *align, size_t *size)
+{
+    size_t page = mt_os_page_size();
+    switch (api) {
+    case MT_API_POSIX_MEMALIGN:
+        /* POSIX: a power of two multiple of sizeof(void *). */
+        return *align >= sizeof(void *) && mt_is_pow2(*align) ? 0 : EINVAL;
+    case MT_API_ALIGNED_ALLOC:
+        /* C17 (DR 460): an unsupported alignment yields NULL; the size need not be a
+         * multiple of it. */
+        return mt_is_pow2(*align) ? 0 : EINVAL;
+    case MT_API_MEMALIGN:
+        /* glibc: alignments that are not a power of two are rounded up to one; absurd
+         * ones fail with EINVAL. */
+        if (*align > SIZE_MAX / 2 + 1)
+            return EINVAL;
+        if (*align && !mt_is_pow2(*align))
+            *align = (size_t)1 << mt_log2_ceil(*align);
+        return 0;
+    case MT_API_VALLOC:
+        *align = page;
+        return 0;
+    case MT_API_PVALLOC:
+        *align = page;
+        if (*size > SIZE_MAX - page)
+            return ENOMEM;
+        *size = *size ? mt_align_up(*size, page) : page;
+        return 0;
+    default:
+        return EINVAL;
+    }
+}
+
+/* An aligned entry point returning a pointer: validate, then allocate. */
+static void *aligned_entry(enum mt_api api, size_t align, size_t size)
+{
+    int err = mt_alloc_aligned_args(api, &align, &size);
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    return mt_alloc_aligned(align, size, api);
+}
+
 int mt_alloc_posix_memalign(void **out, size_t align, size_t size)
 {
-    /* POSIX: a power of two multiple of sizeof(void *); EINVAL otherwise, *out untouched. */
-    if (align < sizeof(void *) || !mt_is_pow2(align))
-        return EINVAL;
+    int err = mt_alloc_aligned_args(MT_API_POSIX_MEMALIGN, &align, &size);
+    if (err)
+        return err; /* *out untouched */
     int saved = errno;
     void *p = mt_alloc_aligned(align, size, MT_API_POSIX_MEMALIGN);
     errno = saved; /* posix_memalign reports through its return value only */
@@ -275,39 +322,22 @@ int mt_alloc_posix_memalign(void **out, size_t align, size_t size)
 
 void *mt_alloc_aligned_alloc(size_t align, size_t size)
 {
-    /* C17 (DR 460): an unsupported alignment yields NULL; the size need not be a multiple. */
-    if (!mt_is_pow2(align)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    return mt_alloc_aligned(align, size, MT_API_ALIGNED_ALLOC);
+    return aligned_entry(MT_API_ALIGNED_ALLOC, align, size);
 }
 
 void *mt_alloc_memalign(size_t align, size_t size)
 {
-    /* glibc: alignments that are not a power of two are rounded up to one; absurd ones
-     * fail with EINVAL. */
-    if (align > SIZE_MAX / 2 + 1) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (align && !mt_is_pow2(align))
-        align = (size_t)1 << mt_log2_ceil(align);
-    return mt_alloc_aligned(align, size, MT_API_MEMALIGN);
+    return aligned_entry(MT_API_MEMALIGN, align, size);
 }
 
 void *mt_alloc_valloc(size_t size)
 {
-    return mt_alloc_aligned(mt_os_page_size(), size, MT_API_VALLOC);
+    return aligned_entry(MT_API_VALLOC, 0, size);
 }
 
 void *mt_alloc_pvalloc(size_t size)
 {
-    size_t page = mt_os_page_size();
-    if (size > SIZE_MAX - page)
-        return fail_enomem();
-    size_t rounded = size ? mt_align_up(size, page) : page;
-    return mt_alloc_aligned(page, rounded, MT_API_PVALLOC);
+    return aligned_entry(MT_API_PVALLOC, 0, size);
 }
 
 int mt_alloc_trim(size_t pad)
@@ -384,6 +414,7 @@ void mt_alloc_fork_prepare(void)
 {
     /* Order: arenas, then the small lock, then large; child and parent release in reverse
      * (the order does not matter for resets, it does for deadlock-free prepare). */
+    mt_debug_fork_prepare();
     mt_medium_fork_prepare();
     mt_small_fork_prepare();
     mt_large_fork_prepare();
@@ -394,6 +425,7 @@ void mt_alloc_fork_parent(void)
     mt_large_fork_parent();
     mt_small_fork_parent();
     mt_medium_fork_parent();
+    mt_debug_fork_parent();
 }
 
 void mt_alloc_fork_child(void)
@@ -401,4 +433,5 @@ void mt_alloc_fork_child(void)
     mt_large_fork_child();
     mt_small_fork_child();
     mt_medium_fork_child();
+    mt_debug_fork_child();
 }

@@ -70,6 +70,10 @@ void *mt_alloc_pvalloc(size_t size);
 /* Aligned allocation for any power-of-two alignment; the other aligned entry points
  * validate their arguments and call this. Sets errno on failure. */
 void *mt_alloc_aligned(size_t align, size_t size, enum mt_api api);
+/* The argument rules of each aligned entry point (posix_memalign, aligned_alloc, memalign,
+ * valloc, pvalloc): validates and normalises (align, size) in place. Returns 0, EINVAL or
+ * ENOMEM, so other layers (debug mode) apply exactly the same rules. */
+int mt_alloc_aligned_args(enum mt_api api, size_t *align, size_t *size);
 
 /* malloc_usable_size: the whole usable size is writable. 0 for NULL. */
 size_t mt_alloc_usable_size(const void *ptr);

@@ -24,6 +24,7 @@ static const char *const api_names[] = {
     [MT_API_PVALLOC] = "pvalloc()",
     [MT_API_USABLE_SIZE] = "malloc_usable_size()",
     [MT_API_HEAP_CHECK] = "mt_heap_check()",
+    [MT_API_ACCESS] = "a memory access",
     [MT_API_INTERNAL] = "the allocator",
 };
 
@@ -73,6 +74,10 @@ void mt_heap_error(const struct mt_heap_error *e)
     if (n + 1 < sizeof line)
         line[n++] = '\n';
     mt_os_write_all(MT_LOG_FD, line, n);
+    if (e->alloc_site)
+        mt_dprintf(MT_LOG_FD, "mtrace:   the block was allocated by the code at %p\n", e->alloc_site);
+    if (e->free_site)
+        mt_dprintf(MT_LOG_FD, "mtrace:   and freed by the code at %p\n", e->free_site);
     atomic_fetch_add(&error_count, 1);
     if (error_hook)
         error_hook(e);
@@ -83,6 +88,6 @@ void mt_heap_error(const struct mt_heap_error *e)
 void mt_heap_error_simple(enum mt_heap_error_kind kind, const void *ptr, size_t size, enum mt_api api,
                           const char *detail)
 {
-    struct mt_heap_error e = {kind, ptr, size, api, detail};
+    struct mt_heap_error e = {kind, ptr, size, api, detail, NULL, NULL};
     mt_heap_error(&e);
 }

@@ -26,6 +26,7 @@ enum mt_api {
     MT_API_PVALLOC,
     MT_API_USABLE_SIZE,
     MT_API_HEAP_CHECK,
+    MT_API_ACCESS, /* a load or store of the program (debug mode's guard pages) */
     MT_API_INTERNAL,
 };
 const char *mt_api_name(enum mt_api api);
@@ -51,6 +52,8 @@ struct mt_heap_error {
     size_t size;         /* usable size of the block when known, else 0 */
     enum mt_api api;
     const char *detail;  /* optional: what exactly failed ("next chunk's prev_size differs") */
+    const void *alloc_site; /* optional: code address that allocated the block (debug mode) */
+    const void *free_site;  /* optional: code address that freed it */
 };
 
 /* Short name of the bug ("double free"). */

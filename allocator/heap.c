@@ -281,6 +281,38 @@ void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
     }
 }
 
+void *mt_small_malloc_random(unsigned cls, uint64_t random)
+{
+    struct mt_heap *heap = mt_heap_get();
+    if (!heap) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct mt_page *page = heap->direct[cls];
+    uint64_t nonempty = page->nonempty;
+    if (nonempty == 0)
+        return mt_small_malloc_slow(heap, cls);
+    /* The k-th non-empty word, then a random free bit of it. */
+    unsigned skip = (unsigned)(random % (uint64_t)__builtin_popcountll(nonempty));
+    for (unsigned i = 0; i < skip; i++)
+        nonempty &= nonempty - 1;
+    unsigned w = (unsigned)__builtin_ctzll(nonempty);
+    uint64_t bits = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+    unsigned pick = (unsigned)((random >> 32) % (uint64_t)__builtin_popcountll(bits));
+    uint64_t candidates = bits;
+    for (unsigned i = 0; i < pick; i++)
+        candidates &= candidates - 1;
+    unsigned b = (unsigned)__builtin_ctzll(candidates);
+    uint64_t rest = bits & ~(1ull << b);
+    atomic_store_explicit(&page->bits[w].free, rest, memory_order_relaxed);
+    if (rest == 0)
+        page->nonempty &= ~(1ull << w);
+    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    count_alloc(heap, cls);
+    return page->start + ((size_t)w * 64 + b) * page->block_size;
+}
+
 void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page)
 {
     if (atomic_load_explicit(&page->full, memory_order_relaxed)) {

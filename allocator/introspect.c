@@ -9,6 +9,7 @@
 #include "../common/log.h"
 #include "alloc.h"
 #include "check.h"
+#include "debug.h"
 #include "introspect.h"
 #include "medium.h"
 #include "walk.h"
@@ -205,7 +206,7 @@ int mt_heap_check_run(struct mt_check *check)
 {
     memset(check, 0, sizeof *check);
     mt_medium_collect();
-    bool ok = mt_small_check(check) && mt_medium_check(check) && mt_large_check(check);
+    bool ok = mt_debug_check(check) && mt_small_check(check) && mt_medium_check(check) && mt_large_check(check);
     return ok ? 0 : -1;
 }
 

@@ -356,6 +356,45 @@ const char *mt_os_getenv(const char *name)
     return NULL;
 }
 
+static mt_fault_handler_fn fault_handler;
+static struct sigaction previous_segv, previous_bus;
+
+static void on_fault(int sig, siginfo_t *info, void *context)
+{
+    int saved_errno = errno;
+    if (fault_handler && fault_handler(info->si_addr)) {
+        errno = saved_errno;
+        return;
+    }
+    /* Not ours: restore what the program had and let the access fault again under it. */
+    struct sigaction *previous = sig == SIGSEGV ? &previous_segv : &previous_bus;
+    if (previous->sa_flags & SA_SIGINFO) {
+        if (previous->sa_sigaction) {
+            previous->sa_sigaction(sig, info, context);
+            return;
+        }
+    } else if (previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
+        previous->sa_handler(sig);
+        return;
+    }
+    sigaction(sig, previous, NULL);
+    errno = saved_errno;
+}
+
+void mt_os_install_fault_handler(mt_fault_handler_fn handler)
+{
+    int saved = errno;
+    fault_handler = handler;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+    sigaction(SIGBUS, &sa, &previous_bus);
+    errno = saved;
+}
+
 void mt_os_abort(void)
 {
     /* glibc's abort() (2.27 and later) neither flushes stdio nor allocates: it runs the

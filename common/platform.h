@@ -74,6 +74,13 @@ void mt_os_sleep_ns(uint64_t ns);
  * copy it before the next call. */
 const char *mt_os_getenv(const char *name);
 
+/* Run `handler` on SIGSEGV and SIGBUS before the previous disposition. It returns true
+ * when it handled the fault (it then usually aborts), false to let the previous handler
+ * (or the default action) have it. Installed once; the alternate signal stack, if any, is
+ * the program's. */
+typedef bool (*mt_fault_handler_fn)(void *fault_address);
+void mt_os_install_fault_handler(mt_fault_handler_fn handler);
+
 MT_NORETURN void mt_os_abort(void);
 MT_NORETURN void mt_os_exit_now(int status);
 

@@ -1,7 +1,11 @@
-/* Slow variants of the exports (slow.h): allocator start-up, M_PERTURB fills, and, in
- * libmtrace.so, recording. The recording order is the invariant of the whole trace: a free
- * is recorded before the allocator may hand the block to another thread, an allocation
- * only after it succeeded. */
+/* Slow variants of the exports (slow.h): allocator start-up, M_PERTURB fills, the debug
+ * allocator and, in libmtrace.so, recording.
+ *
+ * Two layers: the "checked" functions below are the allocator as the program should see
+ * it in the current mode (debug layer, perturb fills, argument rules); the entry points
+ * wrap them with recording. The recording order is the invariant of the whole trace: a
+ * free is recorded before the allocator may hand the block to another thread, an
+ * allocation only after it succeeded. */
 #include "slow.h"
 
 #include <errno.h>
@@ -9,11 +13,19 @@
 
 #include "../allocator/alloc.h"
 #include "../allocator/alloc_init.h"
+#include "../allocator/debug.h"
 #include "../allocator/tunables.h"
-#include "../common/platform.h"
+#include "fault.h"
 #include "record.h"
 
-/* ---- the allocator with perturb applied (what tracing wraps) ---------------------------- */
+MT_TLS const void *mt_interpose_caller;
+
+/* ---- the allocator in the current mode ----------------------------------------------------- */
+
+static bool debug_on(void)
+{
+    return (mt_alloc_mode_now() & MT_MODE_DEBUG) != 0;
+}
 
 static void perturb_alloc(void *p, size_t size)
 {
@@ -21,29 +33,65 @@ static void perturb_alloc(void *p, size_t size)
         memset(p, mt_perturb_byte() ^ 0xff, size);
 }
 
-static void checked_free(void *ptr)
+static void checked_free(void *ptr, enum mt_api api)
 {
+    if (debug_on()) {
+        mt_debug_free(ptr, api, mt_interpose_caller);
+        return;
+    }
     if (ptr && (mt_alloc_mode_now() & MT_MODE_PERTURB)) {
-        size_t usable = mt_alloc_usable_size_as(ptr, MT_API_FREE);
+        size_t usable = mt_alloc_usable_size_as(ptr, api);
         if (usable == 0)
             return; /* reported (continue mode): do not free what is not a live block */
         memset(ptr, mt_perturb_byte(), usable);
     }
-    mt_alloc_free(ptr);
+    mt_alloc_free_as(ptr, api);
 }
 
 static void *checked_malloc(size_t size)
 {
+    if (debug_on())
+        return mt_debug_malloc(size, mt_interpose_caller);
     void *p = mt_alloc_malloc(size);
     perturb_alloc(p, size);
     return p;
 }
 
-static void *checked_aligned(size_t align, size_t size, void *(*fn)(size_t, size_t))
+static void *checked_calloc(size_t count, size_t size)
 {
-    void *p = fn(align, size);
-    perturb_alloc(p, size);
-    return p;
+    if (debug_on())
+        return mt_debug_calloc(count, size, mt_interpose_caller);
+    return mt_alloc_calloc(count, size);
+}
+
+static void *checked_realloc(void *ptr, size_t size, enum mt_api api)
+{
+    if (debug_on())
+        return mt_debug_realloc(ptr, size, api, mt_interpose_caller);
+    return mt_alloc_realloc(ptr, size);
+}
+
+/* The aligned family: argument rules, then the allocator. Returns 0 or an errno value. */
+static int checked_aligned(enum mt_api api, size_t align, size_t size, void **out)
+{
+    int err = mt_alloc_aligned_args(api, &align, &size);
+    if (err)
+        return err;
+    void *p = debug_on() ? mt_debug_aligned(align, size, api, mt_interpose_caller)
+                         : mt_alloc_aligned(align, size, api);
+    if (!p)
+        return ENOMEM;
+    if (!debug_on())
+        perturb_alloc(p, size);
+    *out = p;
+    return 0;
+}
+
+static size_t checked_usable_size(void *ptr)
+{
+    if (debug_on())
+        return mt_debug_usable_size(ptr);
+    return mt_alloc_usable_size(ptr);
 }
 
 /* ---- entry points ------------------------------------------------------------------------ */
@@ -51,7 +99,8 @@ static void *checked_aligned(size_t align, size_t size, void *(*fn)(size_t, size
 static inline void ensure_init(void)
 {
     if (MT_UNLIKELY(mt_alloc_mode_now() & MT_MODE_UNINIT)) {
-        mt_alloc_ensure_init();
+        if (mt_alloc_ensure_init())
+            mt_fault_install();
 #ifdef MT_TRACING
         mt_record_start();
 #endif
@@ -79,12 +128,12 @@ void mt_slow_free(void *ptr)
 #ifdef MT_TRACING
     if (ptr && mt_record_enter()) {
         mt_record_free(ptr);
-        checked_free(ptr);
+        checked_free(ptr, MT_API_FREE);
         mt_record_leave();
         return;
     }
 #endif
-    checked_free(ptr);
+    checked_free(ptr, MT_API_FREE);
 }
 
 void *mt_slow_calloc(size_t count, size_t size)
@@ -92,44 +141,44 @@ void *mt_slow_calloc(size_t count, size_t size)
     ensure_init();
 #ifdef MT_TRACING
     if (mt_record_enter()) {
-        void *p = mt_alloc_calloc(count, size);
+        void *p = checked_calloc(count, size);
         if (p)
             mt_record_alloc(MT_OP_CALLOC, p, count * size, 0);
         mt_record_leave();
         return p;
     }
 #endif
-    return mt_alloc_calloc(count, size);
+    return checked_calloc(count, size);
 }
 
-static void *realloc_common(enum mt_op op, void *ptr, size_t size)
+static void *realloc_common(enum mt_op op, enum mt_api api, void *ptr, size_t size)
 {
     (void)op;
 #ifdef MT_TRACING
-    if (ptr && mt_record_enter()) {
-        mt_record_realloc_begin(op, ptr, size);
-        void *p = mt_alloc_realloc(ptr, size);
-        mt_record_realloc_end(op, ptr, p, size);
-        mt_record_leave();
-        return p;
-    }
-    if (!ptr && mt_record_enter()) {
-        void *p = checked_malloc(size);
-        if (p)
-            mt_record_alloc(op, p, size, 0);
+    if (mt_record_enter()) {
+        void *p;
+        if (ptr) {
+            mt_record_realloc_begin(op, ptr, size);
+            p = checked_realloc(ptr, size, api);
+            mt_record_realloc_end(op, ptr, p, size);
+        } else {
+            p = checked_malloc(size);
+            if (p)
+                mt_record_alloc(op, p, size, 0);
+        }
         mt_record_leave();
         return p;
     }
 #endif
     if (ptr == NULL)
         return checked_malloc(size);
-    return mt_alloc_realloc(ptr, size);
+    return checked_realloc(ptr, size, api);
 }
 
 void *mt_slow_realloc(void *ptr, size_t size)
 {
     ensure_init();
-    return realloc_common(MT_OP_REALLOC, ptr, size);
+    return realloc_common(MT_OP_REALLOC, MT_API_REALLOC, ptr, size);
 }
 
 void *mt_slow_reallocarray(void *ptr, size_t count, size_t size)
@@ -140,79 +189,67 @@ void *mt_slow_reallocarray(void *ptr, size_t count, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    return realloc_common(MT_OP_REALLOCARRAY, ptr, total);
+    return realloc_common(MT_OP_REALLOCARRAY, MT_API_REALLOCARRAY, ptr, total);
 }
 
-static void *aligned_common(enum mt_op op, size_t align, size_t size, void *(*fn)(size_t, size_t))
+/* The aligned family, recorded: `op` names it in the trace. Returns 0 or an errno value. */
+static int aligned_common(enum mt_op op, enum mt_api api, size_t align, size_t size, void **out)
 {
     ensure_init();
     (void)op;
 #ifdef MT_TRACING
     if (mt_record_enter()) {
-        void *p = checked_aligned(align, size, fn);
-        if (p)
-            mt_record_alloc(op, p, size, align);
+        int err = checked_aligned(api, align, size, out);
+        if (err == 0)
+            mt_record_alloc(op, *out, size, align);
         mt_record_leave();
-        return p;
+        return err;
     }
 #endif
-    return checked_aligned(align, size, fn);
+    return checked_aligned(api, align, size, out);
+}
+
+static void *aligned_pointer(enum mt_op op, enum mt_api api, size_t align, size_t size)
+{
+    void *p = NULL;
+    int err = aligned_common(op, api, align, size, &p);
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    return p;
 }
 
 int mt_slow_posix_memalign(void **out, size_t align, size_t size)
 {
-    ensure_init();
-#ifdef MT_TRACING
-    if (mt_record_enter()) {
-        int rc = mt_alloc_posix_memalign(out, align, size);
-        if (rc == 0) {
-            perturb_alloc(*out, size);
-            mt_record_alloc(MT_OP_POSIX_MEMALIGN, *out, size, align);
-        }
-        mt_record_leave();
-        return rc;
-    }
-#endif
-    int rc = mt_alloc_posix_memalign(out, align, size);
-    if (rc == 0)
-        perturb_alloc(*out, size);
-    return rc;
+    int saved = errno;
+    int err = aligned_common(MT_OP_POSIX_MEMALIGN, MT_API_POSIX_MEMALIGN, align, size, out);
+    errno = saved; /* posix_memalign reports through its return value only */
+    return err;
 }
 
 void *mt_slow_aligned_alloc(size_t align, size_t size)
 {
-    return aligned_common(MT_OP_ALIGNED_ALLOC, align, size, mt_alloc_aligned_alloc);
+    return aligned_pointer(MT_OP_ALIGNED_ALLOC, MT_API_ALIGNED_ALLOC, align, size);
 }
 
 void *mt_slow_memalign(size_t align, size_t size)
 {
-    return aligned_common(MT_OP_MEMALIGN, align, size, mt_alloc_memalign);
-}
-
-static void *valloc_adapter(size_t align, size_t size)
-{
-    (void)align;
-    return mt_alloc_valloc(size);
-}
-
-static void *pvalloc_adapter(size_t align, size_t size)
-{
-    (void)align;
-    return mt_alloc_pvalloc(size);
+    return aligned_pointer(MT_OP_MEMALIGN, MT_API_MEMALIGN, align, size);
 }
 
 void *mt_slow_valloc(size_t size)
 {
-    return aligned_common(MT_OP_VALLOC, mt_os_page_size(), size, valloc_adapter);
+    return aligned_pointer(MT_OP_VALLOC, MT_API_VALLOC, 0, size);
 }
 
 void *mt_slow_pvalloc(size_t size)
 {
-    return aligned_common(MT_OP_PVALLOC, mt_os_page_size(), size, pvalloc_adapter);
+    return aligned_pointer(MT_OP_PVALLOC, MT_API_PVALLOC, 0, size);
 }
 
 size_t mt_slow_usable_size(void *ptr)
 {
     ensure_init();
-    return mt_alloc_usable_size(ptr);
+    return checked_usable_size(ptr);
 }

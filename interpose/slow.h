@@ -5,6 +5,12 @@
 
 #include <stddef.h>
 
+#include "../common/compiler.h"
+
+/* The code address that called the exported function, set by exports.c before it enters a
+ * slow variant: the debug allocator keeps it as the block's allocation or free site. */
+extern MT_TLS const void *mt_interpose_caller;
+
 void *mt_slow_malloc(size_t size);
 void mt_slow_free(void *ptr);
 void *mt_slow_calloc(size_t count, size_t size);

@@ -1,0 +1,601 @@
+/* The hardened debug allocator (see debug.h for what each check catches).
+ *
+ * State: 64 stripes, each a lock and an open-addressing table of the blocks it knows (live
+ * or quarantined); a block's stripe is chosen by a hash of its address, so threads working
+ * on different blocks rarely meet on a lock. One global FIFO quarantine with one byte
+ * budget: per-stripe budgets would starve, because an address released by one stripe is
+ * reused and freed into that same stripe again, leaving the others frozen below their
+ * budget with their oldest blocks never verified. Lock order: quarantine, then a stripe;
+ * the allocator underneath never calls back into this layer. */
+#include "debug.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "../common/format.h"
+#include "../common/lock.h"
+#include "../common/options.h"
+#include "../common/platform.h"
+#include "alloc.h"
+#include "harden.h"
+#include "small.h"
+#include "tunables.h"
+
+struct mt_debug_config mt_debug_config;
+
+/* A power of two; enough that 8 threads seldom share a lock. */
+#define STRIPES 64
+#define TABLE_MIN 256
+#define RING_MIN 256
+/* Default quarantine when MTRACE_DEBUG is on and MTRACE_QUARANTINE is auto: large enough
+ * to hold several generations of a typical working set's small blocks, small enough to be
+ * unnoticeable next to the program's own memory. */
+#define QUARANTINE_DEFAULT ((size_t)16 << 20)
+
+enum { SLOT_EMPTY = 0, SLOT_TOMBSTONE = 1 };
+enum block_state { BLOCK_LIVE = 1, BLOCK_QUARANTINED = 2 };
+
+struct debug_block {
+    uintptr_t ptr; /* user pointer; SLOT_EMPTY / SLOT_TOMBSTONE for free table slots */
+    size_t size;   /* requested size */
+    const void *alloc_site;
+    const void *free_site;
+    uint8_t *map_base; /* guarded blocks: their own mapping (data pages + guard page) */
+    size_t map_size;
+    uint8_t state;
+    uint8_t guarded;
+};
+
+struct stripe {
+    mt_lock_t lock;
+    struct debug_block *table;
+    size_t table_cap;  /* power of two */
+    size_t table_used; /* live + quarantined + tombstones */
+} MT_ALIGNED(MT_CACHE_LINE);
+
+/* Evicted blocks are released in batches of at most this many per free, outside the
+ * quarantine lock. */
+#define EVICT_BATCH 16
+
+struct quarantined {
+    uintptr_t ptr;
+    size_t size;
+};
+
+static struct {
+    mt_lock_t lock;
+    struct quarantined *ring; /* FIFO */
+    size_t cap;
+    size_t head;
+    size_t count;
+    size_t bytes;
+} quarantine;
+
+static struct stripe stripes[STRIPES];
+
+static MT_TLS uint64_t rng_state;
+static MT_TLS uint32_t guard_countdown;
+
+static uint64_t next_random(void)
+{
+    if (MT_UNLIKELY(rng_state == 0))
+        rng_state = mt_mix64(mt_secrets.canary_key ^ (uint64_t)mt_os_gettid() ^ mt_os_ticks()) | 1;
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng_state = x;
+    return x;
+}
+
+bool mt_debug_init(void)
+{
+    bool debug = mt_option_bool(MT_OPT_DEBUG);
+    struct mt_debug_config *c = &mt_debug_config;
+    c->canary = mt_option_bool_or(MT_OPT_CANARY, debug);
+    c->guard = mt_option_bool_or(MT_OPT_GUARD, debug);
+    c->guard_sample = (unsigned)mt_option_int(MT_OPT_GUARD_SAMPLE);
+    c->poison = mt_option_bool_or(MT_OPT_POISON, debug);
+    c->zero_on_free = mt_option_bool(MT_OPT_ZERO_ON_FREE);
+    long long q = mt_option_int(MT_OPT_QUARANTINE);
+    c->quarantine = q < 0 ? (debug ? QUARANTINE_DEFAULT : 0) : (size_t)q;
+    c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
+    c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
+    c->enabled = debug || c->canary || c->guard || c->poison || c->zero_on_free || c->quarantine || c->randomize ||
+                 c->fill;
+    return c->enabled;
+}
+
+/* ---- the block table ------------------------------------------------------------------ */
+
+static struct stripe *stripe_of(uintptr_t ptr, uint64_t *hash)
+{
+    *hash = mt_mix64(ptr);
+    return &stripes[*hash & (STRIPES - 1)];
+}
+
+static struct debug_block *table_find(struct stripe *s, uintptr_t ptr, uint64_t hash)
+{
+    if (!s->table_cap)
+        return NULL;
+    size_t mask = s->table_cap - 1;
+    for (size_t i = (hash >> 6) & mask;; i = (i + 1) & mask) {
+        struct debug_block *b = &s->table[i];
+        if (b->ptr == ptr)
+            return b;
+        if (b->ptr == SLOT_EMPTY)
+            return NULL;
+    }
+}
+
+static bool table_grow(struct stripe *s)
+{
+    size_t new_cap = s->table_cap ? s->table_cap * 2 : TABLE_MIN;
+    struct debug_block *table = mt_os_map(new_cap * sizeof *table);
+    if (!table)
+        return false;
+    size_t used = 0;
+    for (size_t i = 0; i < s->table_cap; i++) {
+        struct debug_block *b = &s->table[i];
+        if (b->ptr <= SLOT_TOMBSTONE)
+            continue;
+        size_t j = (mt_mix64(b->ptr) >> 6) & (new_cap - 1);
+        while (table[j].ptr != SLOT_EMPTY)
+            j = (j + 1) & (new_cap - 1);
+        table[j] = *b;
+        used++;
+    }
+    if (s->table)
+        mt_os_unmap(s->table, s->table_cap * sizeof *s->table);
+    s->table = table;
+    s->table_cap = new_cap;
+    s->table_used = used;
+    return true;
+}
+
+static struct debug_block *table_insert(struct stripe *s, uintptr_t ptr, uint64_t hash)
+{
+    if ((s->table_used + 1) * 2 > s->table_cap && !table_grow(s))
+        return NULL;
+    size_t mask = s->table_cap - 1;
+    size_t i = (hash >> 6) & mask;
+    while (s->table[i].ptr > SLOT_TOMBSTONE)
+        i = (i + 1) & mask;
+    if (s->table[i].ptr == SLOT_EMPTY)
+        s->table_used++;
+    memset(&s->table[i], 0, sizeof s->table[i]);
+    s->table[i].ptr = ptr;
+    return &s->table[i];
+}
+
+/* ---- canaries and poison ----------------------------------------------------------------- */
+
+static size_t canary_len(const struct debug_block *b)
+{
+    if (b->guarded) {
+        size_t room = (size_t)(b->map_base + b->map_size - mt_os_page_size() - (uint8_t *)b->ptr) - b->size;
+        return room < MT_DEBUG_CANARY_BYTES ? room : MT_DEBUG_CANARY_BYTES;
+    }
+    return mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0;
+}
+
+static uint8_t canary_byte(uintptr_t ptr, size_t i)
+{
+    if (i == 0)
+        return 0; /* a string overflow writes a NUL here and stops */
+    uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr ^ (uint64_t)(i / 8));
+    return (uint8_t)(key >> (8 * (i % 8))) | 1;
+}
+
+static void canary_write(const struct debug_block *b)
+{
+    uint8_t *end = (uint8_t *)b->ptr + b->size;
+    for (size_t i = 0, n = canary_len(b); i < n; i++)
+        end[i] = canary_byte(b->ptr, i);
+}
+
+/* Offset past the end of the first changed canary byte, or SIZE_MAX when intact. */
+static size_t canary_broken_at(const struct debug_block *b)
+{
+    const uint8_t *end = (const uint8_t *)b->ptr + b->size;
+    for (size_t i = 0, n = canary_len(b); i < n; i++)
+        if (end[i] != canary_byte(b->ptr, i))
+            return i;
+    return SIZE_MAX;
+}
+
+static size_t poison_broken_at(const struct debug_block *b)
+{
+    uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
+    const uint8_t *p = (const uint8_t *)b->ptr;
+    for (size_t i = 0; i < b->size; i++)
+        if (p[i] != expect)
+            return i;
+    return SIZE_MAX;
+}
+
+static void report(enum mt_heap_error_kind kind, const struct debug_block *b, enum mt_api api, const char *detail)
+{
+    struct mt_heap_error e = {kind, (const void *)b->ptr, b->size, api, detail, b->alloc_site,
+                              b->state == BLOCK_QUARANTINED ? b->free_site : NULL};
+    mt_heap_error(&e);
+}
+
+static void report_canary(const struct debug_block *b, size_t at, enum mt_api api)
+{
+    char detail[160];
+    mt_fmt(detail, sizeof detail, "a write %zu byte%s past the end of the block (canary at offset %zu changed)", at + 1,
+           at ? "s" : "", b->size + at);
+    report(MT_ERR_OVERFLOW, b, api, detail);
+}
+
+/* ---- allocation and release ----------------------------------------------------------------- */
+
+static bool want_guard(size_t size)
+{
+    if (!mt_debug_config.guard)
+        return false;
+    if (size >= mt_mmap_threshold())
+        return true;
+    if (++guard_countdown >= mt_debug_config.guard_sample) {
+        guard_countdown = 0;
+        return true;
+    }
+    return false;
+}
+
+/* A mapping of its own whose last page is inaccessible, the block ending as close to it as
+ * its alignment allows. */
+static void *guarded_alloc(size_t size, size_t align, struct debug_block *b)
+{
+    size_t page = mt_os_page_size();
+    if (align < MT_ALIGNMENT)
+        align = MT_ALIGNMENT;
+    if (size > SIZE_MAX / 2 || align > SIZE_MAX / 4)
+        return NULL;
+    size_t data = mt_align_up(size + align, page);
+    uint8_t *map = mt_os_map_aligned(data + page, align > page ? align : page);
+    if (!map)
+        return NULL;
+    uint8_t *guard = map + data;
+    if (!mt_os_protect_none(guard, page)) {
+        mt_os_unmap(map, data + page);
+        return NULL;
+    }
+    uint8_t *user = (uint8_t *)mt_align_down((uintptr_t)(guard - size), align);
+    b->map_base = map;
+    b->map_size = data + page;
+    b->guarded = 1;
+    return user;
+}
+
+static void *underlying_alloc(size_t size, size_t align)
+{
+    size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
+    if (align <= MT_ALIGNMENT) {
+        if (mt_debug_config.randomize && total <= MT_SMALL_MAX)
+            return mt_small_malloc_random(mt_size_class(total), next_random());
+        return mt_alloc_malloc(total);
+    }
+    return mt_alloc_aligned(align, total, MT_API_INTERNAL);
+}
+
+static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
+{
+    if (size > MT_MAX_REQUEST) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct debug_block block;
+    memset(&block, 0, sizeof block);
+    void *p = want_guard(size) ? guarded_alloc(size, align, &block) : NULL;
+    if (!p && !block.guarded)
+        p = underlying_alloc(size, align);
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    block.ptr = (uintptr_t)p;
+    block.size = size;
+    block.alloc_site = site;
+    block.state = BLOCK_LIVE;
+    if (zero)
+        memset(p, 0, size);
+    else if (mt_debug_config.fill)
+        memset(p, MT_DEBUG_FILL_BYTE, size);
+    canary_write(&block);
+
+    uint64_t hash;
+    struct stripe *s = stripe_of(block.ptr, &hash);
+    mt_lock(&s->lock);
+    struct debug_block *slot = table_insert(s, block.ptr, hash);
+    if (slot)
+        *slot = block;
+    mt_unlock(&s->lock);
+    if (!slot) {
+        if (block.guarded)
+            mt_os_unmap(block.map_base, block.map_size);
+        else
+            mt_alloc_free(p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p;
+}
+
+/* Leave the quarantine for good: verify the poison, give the memory back, forget the
+ * block. Caller holds the block's stripe lock. */
+static void release(struct debug_block *b)
+{
+    if (b->guarded) {
+        mt_os_unmap(b->map_base, b->map_size);
+    } else {
+        if (mt_debug_config.poison || mt_debug_config.zero_on_free) {
+            size_t at = poison_broken_at(b);
+            if (at != SIZE_MAX) {
+                char detail[128];
+                const uint8_t *p = (const uint8_t *)b->ptr;
+                mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at, p[at]);
+                report(MT_ERR_WRITE_AFTER_FREE, b, MT_API_FREE, detail);
+            }
+        }
+        mt_alloc_free((void *)b->ptr);
+    }
+    b->ptr = SLOT_TOMBSTONE;
+}
+
+/* Release a quarantined block by address (it may have been released already by a racing
+ * eviction of the same address after reuse: then its entry is live and left alone). */
+static void release_quarantined(uintptr_t ptr)
+{
+    uint64_t hash;
+    struct stripe *s = stripe_of(ptr, &hash);
+    mt_lock(&s->lock);
+    struct debug_block *b = table_find(s, ptr, hash);
+    if (b && b->state == BLOCK_QUARANTINED)
+        release(b);
+    mt_unlock(&s->lock);
+}
+
+/* Append to the quarantine; returns false when it cannot grow (the caller releases the
+ * block at once). Caller holds quarantine.lock. */
+static bool quarantine_push(uintptr_t ptr, size_t size)
+{
+    if (quarantine.count == quarantine.cap) {
+        size_t new_cap = quarantine.cap ? quarantine.cap * 2 : RING_MIN;
+        struct quarantined *ring = mt_os_map(new_cap * sizeof *ring);
+        if (!ring)
+            return false;
+        for (size_t i = 0; i < quarantine.count; i++)
+            ring[i] = quarantine.ring[(quarantine.head + i) % quarantine.cap];
+        if (quarantine.ring)
+            mt_os_unmap(quarantine.ring, quarantine.cap * sizeof *quarantine.ring);
+        quarantine.ring = ring;
+        quarantine.cap = new_cap;
+        quarantine.head = 0;
+    }
+    quarantine.ring[(quarantine.head + quarantine.count) % quarantine.cap] = (struct quarantined){ptr, size};
+    quarantine.count++;
+    quarantine.bytes += size;
+    return true;
+}
+
+void mt_debug_free(void *ptr, enum mt_api api, const void *site)
+{
+    if (!ptr)
+        return;
+    uint64_t hash;
+    struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
+    mt_lock(&s->lock);
+    struct debug_block *b = table_find(s, (uintptr_t)ptr, hash);
+    if (!b) {
+        mt_unlock(&s->lock);
+        /* Not ours, or long released: the allocator's own checks name it. */
+        mt_alloc_free_as(ptr, api);
+        return;
+    }
+    if (b->state == BLOCK_QUARANTINED) {
+        struct debug_block copy = *b;
+        mt_unlock(&s->lock);
+        report(MT_ERR_DOUBLE_FREE, &copy, api, NULL);
+        return;
+    }
+    size_t at = canary_broken_at(b);
+    if (at != SIZE_MAX) {
+        struct debug_block copy = *b;
+        mt_unlock(&s->lock);
+        report_canary(&copy, at, api);
+        mt_lock(&s->lock);
+        b = table_find(s, (uintptr_t)ptr, hash);
+        if (!b || b->state != BLOCK_LIVE) {
+            mt_unlock(&s->lock);
+            return;
+        }
+    }
+    b->state = BLOCK_QUARANTINED;
+    b->free_site = site;
+    size_t size = b->size;
+    if (mt_debug_config.zero_on_free)
+        memset(ptr, 0, size);
+    else if (mt_debug_config.poison)
+        memset(ptr, MT_DEBUG_POISON_BYTE, size);
+    if (b->guarded) /* any access to a freed guarded block now faults */
+        mt_os_protect_none(b->map_base, b->map_size - mt_os_page_size());
+    if (mt_debug_config.quarantine == 0) {
+        release(b);
+        mt_unlock(&s->lock);
+        return;
+    }
+    mt_unlock(&s->lock);
+
+    uintptr_t evicted[EVICT_BATCH];
+    size_t n_evicted = 0;
+    mt_lock(&quarantine.lock);
+    bool queued = quarantine_push((uintptr_t)ptr, size);
+    while (queued && quarantine.bytes > mt_debug_config.quarantine && n_evicted < EVICT_BATCH &&
+           quarantine.count > 1) {
+        struct quarantined oldest = quarantine.ring[quarantine.head];
+        quarantine.head = (quarantine.head + 1) % quarantine.cap;
+        quarantine.count--;
+        quarantine.bytes -= oldest.size;
+        evicted[n_evicted++] = oldest.ptr;
+    }
+    mt_unlock(&quarantine.lock);
+    if (!queued)
+        evicted[n_evicted++] = (uintptr_t)ptr;
+    for (size_t i = 0; i < n_evicted; i++)
+        release_quarantined(evicted[i]);
+}
+
+void *mt_debug_malloc(size_t size, const void *site)
+{
+    return debug_alloc(size, 0, false, site);
+}
+
+void *mt_debug_calloc(size_t count, size_t size, const void *site)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return debug_alloc(total, 0, true, site);
+}
+
+void *mt_debug_aligned(size_t align, size_t size, enum mt_api api, const void *site)
+{
+    (void)api;
+    return debug_alloc(size, align, false, site);
+}
+
+/* The state of a pointer the program passed: its size when live (reporting anything
+ * else as `api`), or 0 after a report. */
+static size_t live_size_or_report(const void *ptr, enum mt_api api)
+{
+    uint64_t hash;
+    struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
+    mt_lock(&s->lock);
+    struct debug_block *b = table_find(s, (uintptr_t)ptr, hash);
+    struct debug_block copy;
+    if (b)
+        copy = *b;
+    mt_unlock(&s->lock);
+    if (!b) /* not a debug block: the allocator answers for it, or reports what is wrong */
+        return mt_alloc_usable_size_as(ptr, api);
+    if (copy.state == BLOCK_QUARANTINED) {
+        report(api == MT_API_REALLOC ? MT_ERR_REALLOC_FREED : MT_ERR_FREED_BLOCK, &copy, api, NULL);
+        return 0;
+    }
+    size_t at = canary_broken_at(&copy);
+    if (at != SIZE_MAX) {
+        report_canary(&copy, at, api);
+        return 0;
+    }
+    return copy.size ? copy.size : SIZE_MAX; /* SIZE_MAX: live, zero-sized */
+}
+
+void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site)
+{
+    if (!ptr)
+        return debug_alloc(size, 0, false, site);
+    if (size == 0) {
+        mt_debug_free(ptr, api, site);
+        return NULL;
+    }
+    size_t old = live_size_or_report(ptr, api);
+    if (old == 0)
+        return NULL;
+    if (old == SIZE_MAX)
+        old = 0;
+    /* Always move: a stale pointer to the old place then reads poison, not live data. */
+    void *fresh = debug_alloc(size, 0, false, site);
+    if (!fresh)
+        return NULL;
+    memcpy(fresh, ptr, old < size ? old : size);
+    mt_debug_free(ptr, api, site);
+    return fresh;
+}
+
+size_t mt_debug_usable_size(const void *ptr)
+{
+    if (!ptr)
+        return 0;
+    size_t size = live_size_or_report(ptr, MT_API_USABLE_SIZE);
+    return size == SIZE_MAX ? 0 : size;
+}
+
+bool mt_debug_check(struct mt_check *check)
+{
+    if (!mt_debug_config.enabled)
+        return true;
+    for (size_t i = 0; i < STRIPES; i++) {
+        struct stripe *s = &stripes[i];
+        mt_lock(&s->lock);
+        for (size_t j = 0; j < s->table_cap; j++) {
+            const struct debug_block *b = &s->table[j];
+            if (b->ptr <= SLOT_TOMBSTONE)
+                continue;
+            size_t at;
+            if (b->state == BLOCK_LIVE && (at = canary_broken_at(b)) != SIZE_MAX) {
+                mt_unlock(&s->lock);
+                return mt_check_fail(check, (const void *)b->ptr,
+                                     "heap buffer overflow: canary %zu bytes past the end of a block of %zu bytes",
+                                     at, b->size);
+            }
+            if (b->state == BLOCK_QUARANTINED && !b->guarded &&
+                (mt_debug_config.poison || mt_debug_config.zero_on_free) &&
+                (at = poison_broken_at(b)) != SIZE_MAX) {
+                mt_unlock(&s->lock);
+                return mt_check_fail(check, (const void *)b->ptr,
+                                     "write after free: byte %zu of a freed block of %zu bytes changed", at, b->size);
+            }
+        }
+        mt_unlock(&s->lock);
+    }
+    return true;
+}
+
+bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed)
+{
+    uintptr_t a = (uintptr_t)addr;
+    for (size_t i = 0; i < STRIPES; i++) {
+        struct stripe *s = &stripes[i];
+        if (!mt_trylock(&s->lock))
+            continue; /* the faulting thread may hold it; a fault handler must not wait */
+        for (size_t j = 0; j < s->table_cap; j++) {
+            const struct debug_block *b = &s->table[j];
+            if (b->ptr <= SLOT_TOMBSTONE || !b->guarded)
+                continue;
+            if (a >= (uintptr_t)b->map_base && a < (uintptr_t)b->map_base + b->map_size) {
+                *block = (const void *)b->ptr;
+                *size = b->size;
+                *freed = b->state == BLOCK_QUARANTINED;
+                mt_unlock(&s->lock);
+                return true;
+            }
+        }
+        mt_unlock(&s->lock);
+    }
+    return false;
+}
+
+void mt_debug_fork_prepare(void)
+{
+    mt_lock(&quarantine.lock);
+    for (size_t i = 0; i < STRIPES; i++)
+        mt_lock(&stripes[i].lock);
+}
+
+void mt_debug_fork_parent(void)
+{
+    for (size_t i = STRIPES; i-- > 0;)
+        mt_unlock(&stripes[i].lock);
+    mt_unlock(&quarantine.lock);
+}
+
+void mt_debug_fork_child(void)
+{
+    for (size_t i = 0; i < STRIPES; i++)
+        mt_lock_reset(&stripes[i].lock);
+    mt_lock_reset(&quarantine.lock);
+}
