@@ -4,14 +4,14 @@
  * A heap is created at a thread's first allocation and registered with a pthread key whose
  * destructor abandons it at thread exit. The owning thread is the only writer of its heap's
  * queues and of its pages' free bits; everything shared with other threads goes through
- * the remote bits, the `full` flag, `remote_hint` and seg->owner (see small.h).
+ * the remote bits, the `full` flag, `remote_hint` and page->heap (see small.h).
  *
  * The full-page handshake: the owner sets page->full, then collects remote bits; a remote
  * free sets its bit, then reads page->full and, if set, raises owner->remote_hint. With
  * sequentially consistent ordering on both sides at least one of them sees the other, so a
  * page that gets a free slot back is never stranded on the full list. The same handshake
- * on seg->owner (NULL at abandonment) guarantees a remote free into a dying thread's
- * segment is either collected by the exiting thread or by the freeing thread itself. */
+ * on page->heap (NULL at abandonment) guarantees a remote free into a dying thread's page
+ * is either collected by the exiting thread or by the freeing thread itself. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -24,9 +24,9 @@
 
 MT_TLS struct mt_heap *mt_tls_heap = &mt_heap_empty;
 
-/* The empty page has one zero bitmap word, so the fast path sees "no free slot". */
-static struct mt_page_bits empty_page_bits[1];
-struct mt_page mt_empty_page = {.bits = empty_page_bits, .state = MT_PAGE_META};
+/* The empty page has an empty summary and zero bitmap words: the fast path sees "no free
+ * slot" and takes the slow path. */
+struct mt_page_meta mt_empty_page_meta = {.page = {.state = MT_PAGE_META}};
 
 struct mt_heap mt_heap_empty = {
 #define EMPTY_PAGE_x8 &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page, \
@@ -121,7 +121,7 @@ static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
         heap->committed_free_pages++;
     if (seg->used_pages == 0 && !(heap->segments == seg && seg->next == NULL)) {
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++)
-            if (seg->pages[i].committed)
+            if (seg->meta[i].page.committed)
                 heap->committed_free_pages--;
         heap_segment_unlink(heap, seg);
         mt_lock(&mt_small_lock);
@@ -165,9 +165,10 @@ static bool heap_adopt_segment(struct mt_heap *heap)
     atomic_store_explicit(&seg->owner, heap, memory_order_seq_cst);
     heap_segment_link(heap, seg);
     for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-        struct mt_page *page = &seg->pages[i];
+        struct mt_page *page = &seg->meta[i].page;
         if (page->state != MT_PAGE_ACTIVE)
             continue;
+        atomic_store_explicit(&page->heap, heap, memory_order_seq_cst);
         mt_page_collect(page);
         page->next = page->prev = NULL;
         heap_requeue_page(heap, page);
@@ -186,6 +187,7 @@ static struct mt_page *heap_fresh_page(struct mt_heap *heap, unsigned cls)
                 if (page->committed && heap->committed_free_pages)
                     heap->committed_free_pages--;
                 mt_page_init(page, cls);
+                atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
                 queue_push_front(&heap->avail[cls], page);
                 return page;
             }
@@ -297,14 +299,14 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     for (unsigned i = 0; i < skip; i++)
         nonempty &= nonempty - 1;
     unsigned w = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t bits = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+    uint64_t bits = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
     unsigned pick = (unsigned)((random >> 32) % (uint64_t)__builtin_popcountll(bits));
     uint64_t candidates = bits;
     for (unsigned i = 0; i < pick; i++)
         candidates &= candidates - 1;
     unsigned b = (unsigned)__builtin_ctzll(candidates);
     uint64_t rest = bits & ~(1ull << b);
-    atomic_store_explicit(&page->bits[w].free, rest, memory_order_relaxed);
+    atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
     if (rest == 0)
         page->nonempty &= ~(1ull << w);
     atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
@@ -313,8 +315,9 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     return page->start + ((size_t)w * 64 + b) * page->block_size;
 }
 
-void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page)
+void mt_small_free_local_slow(struct mt_page *page)
 {
+    struct mt_heap *heap = mt_tls_heap;
     if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
         queue_remove(&heap->full, page);
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
@@ -330,7 +333,7 @@ void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page)
 static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
 {
     mt_lock(&mt_small_lock);
-    if (atomic_load_explicit(&seg->owner, memory_order_seq_cst) == NULL && !seg->in_pool &&
+    if (atomic_load_explicit(&page->heap, memory_order_seq_cst) == NULL && !seg->in_pool &&
         page->state == MT_PAGE_ACTIVE) {
         mt_page_collect(page);
         if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) {
@@ -344,11 +347,14 @@ static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
     mt_unlock(&mt_small_lock);
 }
 
-void mt_small_free_remote(struct mt_segment *seg, struct mt_page *page, size_t index, enum mt_api api)
+void mt_small_free_remote(void *ptr, enum mt_api api)
 {
+    struct mt_segment *seg = mt_small_segment_of(ptr);
+    struct mt_page *page = mt_small_page_of(seg, ptr);
+    size_t index = mt_small_slot_index(page, ptr);
     size_t wi = index >> 6;
     uint64_t bit = 1ull << (index & 63);
-    struct mt_page_bits *b = &page->bits[wi];
+    struct mt_page_bits *b = &mt_page_bits(page)[wi];
     uint64_t old = atomic_fetch_or_explicit(&b->remote, bit, memory_order_seq_cst);
     if (MT_UNLIKELY(old & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
@@ -361,16 +367,22 @@ void mt_small_free_remote(struct mt_segment *seg, struct mt_page *page, size_t i
                              NULL);
         return;
     }
-    struct mt_heap *owner = atomic_load_explicit(&seg->owner, memory_order_seq_cst);
+    struct mt_heap *owner = atomic_load_explicit(&page->heap, memory_order_seq_cst);
     if (owner == NULL)
         free_into_abandoned(seg, page);
     else if (atomic_load_explicit(&page->full, memory_order_seq_cst))
         atomic_store_explicit(&owner->remote_hint, 1, memory_order_release);
 }
 
-void mt_small_free_invalid(struct mt_segment *seg, struct mt_page *page, const void *ptr, enum mt_api api)
+void mt_small_free_double(const void *ptr, enum mt_api api)
 {
-    (void)seg;
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+    mt_heap_error_simple(MT_ERR_DOUBLE_FREE, ptr, page->block_size, api, NULL);
+}
+
+void mt_small_free_invalid(const void *ptr, enum mt_api api)
+{
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
     if (page->state == MT_PAGE_ACTIVE && page->block_size) {
         size_t offset = (size_t)((const uint8_t *)ptr - page->start);
         const void *block = page->start + (offset / page->block_size) * page->block_size;
@@ -392,7 +404,7 @@ int mt_small_slot_state(const void *ptr)
     size_t index = mt_small_slot_index(page, ptr);
     if (index == SIZE_MAX)
         return -1;
-    struct mt_page_bits *b = &page->bits[index >> 6];
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
     uint64_t freed = atomic_load_explicit(&b->free, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed);
@@ -411,7 +423,7 @@ size_t mt_small_usable_size(const void *ptr, enum mt_api api)
                              page->block_size, api, NULL);
         return 0;
     default:
-        mt_small_free_invalid(seg, page, ptr, api);
+        mt_small_free_invalid(ptr, api);
         return 0;
     }
 }
@@ -485,9 +497,10 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
         struct mt_segment *next = seg->next;
         atomic_store_explicit(&seg->owner, NULL, memory_order_seq_cst);
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-            struct mt_page *page = &seg->pages[i];
+            struct mt_page *page = &seg->meta[i].page;
             if (page->state != MT_PAGE_ACTIVE)
                 continue;
+            atomic_store_explicit(&page->heap, NULL, memory_order_seq_cst);
             mt_page_collect(page);
             if (recount)
                 mt_page_recount(page);

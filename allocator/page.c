@@ -24,8 +24,8 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     for (uint32_t w = 0; w < page->words; w++) {
         uint32_t slots_here = capacity - w * 64;
         uint64_t mask = slots_here >= 64 ? ~0ull : ((1ull << slots_here) - 1);
-        atomic_store_explicit(&page->bits[w].free, mask, memory_order_relaxed);
-        atomic_store_explicit(&page->bits[w].remote, 0, memory_order_relaxed);
+        atomic_store_explicit(&mt_page_bits(page)[w].free, mask, memory_order_relaxed);
+        atomic_store_explicit(&mt_page_bits(page)[w].remote, 0, memory_order_relaxed);
         page->nonempty |= 1ull << w;
     }
 }
@@ -35,7 +35,7 @@ bool mt_page_collect(struct mt_page *page)
     bool found = false;
     uint32_t collected = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        struct mt_page_bits *b = &page->bits[w];
+        struct mt_page_bits *b = &mt_page_bits(page)[w];
         if (atomic_load_explicit(&b->remote, memory_order_relaxed) == 0)
             continue;
         uint64_t r = atomic_exchange_explicit(&b->remote, 0, memory_order_acq_rel);
@@ -67,7 +67,7 @@ void mt_page_recount(struct mt_page *page)
     uint32_t free_slots = 0;
     page->nonempty = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        uint64_t f = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
         free_slots += (uint32_t)__builtin_popcountll(f);
         if (f)
             page->nonempty |= 1ull << w;
@@ -81,9 +81,9 @@ void *mt_page_take_slot(struct mt_page *page)
     if (nonempty == 0)
         return NULL;
     unsigned w = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t bits = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
+    uint64_t bits = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
     uint64_t rest = bits & (bits - 1);
-    atomic_store_explicit(&page->bits[w].free, rest, memory_order_relaxed);
+    atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
     if (rest == 0)
         page->nonempty = nonempty & ~(1ull << w);
     atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,

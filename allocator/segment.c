@@ -23,16 +23,15 @@ static void segment_format(struct mt_segment *seg)
     seg->free_count = 0;
     seg->used_pages = 0;
     for (size_t i = 0; i < MT_PAGES_PER_SEGMENT; i++) {
-        struct mt_page *page = &seg->pages[i];
+        struct mt_page *page = &seg->meta[i].page;
         memset(page, 0, sizeof *page);
         page->start = base + i * MT_PAGE_SIZE;
-        page->bits = seg->bits[i];
         page->state = i < MT_SEGMENT_META_PAGES ? MT_PAGE_META : MT_PAGE_FREE;
     }
     /* Push in descending order so pages are handed out lowest address first. */
     for (size_t i = MT_PAGES_PER_SEGMENT; i-- > MT_SEGMENT_META_PAGES;) {
-        seg->pages[i].next = seg->free_pages;
-        seg->free_pages = &seg->pages[i];
+        seg->meta[i].page.next = seg->free_pages;
+        seg->free_pages = &seg->meta[i].page;
         seg->free_count++;
     }
 }
@@ -72,7 +71,7 @@ void mt_segment_pool_put(struct mt_segment *seg)
                    MT_SEGMENT_SIZE - MT_SEGMENT_META_PAGES * MT_PAGE_SIZE);
     segment_format(seg);
     for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++)
-        seg->pages[i].committed = 0;
+        seg->meta[i].page.committed = 0;
     seg->in_pool = 1;
     seg->prev = NULL;
     seg->next = segment_pool;
@@ -100,6 +99,7 @@ void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool deco
     page->words = 0;
     page->nonempty = 0;
     page->state = MT_PAGE_FREE;
+    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
     atomic_store_explicit(&page->used, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     if (decommit && page->committed) {

@@ -10,11 +10,13 @@
  * corrupt the allocator's lists, and a double free is caught deterministically from any
  * thread: the slot's bits say it is already free.
  *
- * Ownership: a segment belongs to one thread's heap (seg->owner). The owner allocates and
- * frees with plain loads and stores: no lock, no atomic read-modify-write, no system call.
- * Other threads free with one atomic OR on the remote word. When a thread exits, its
- * segments are abandoned (owner NULL): frees into them take a global lock, and the next
- * thread that needs pages adopts them, so memory of dead threads is reused or returned.
+ * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
+ * use carries a copy (page->heap) so that free() decides local or remote from the page
+ * descriptor it reads anyway. The owner allocates and frees with plain loads and stores:
+ * no lock, no atomic read-modify-write, no system call. Other threads free with one
+ * atomic OR on the remote word. When a thread exits, its segments are abandoned (owner and
+ * page->heap NULL): frees into them take a global lock, and the next thread that needs
+ * pages adopts them, so memory of dead threads is reused or returned.
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
@@ -47,22 +49,37 @@ struct mt_page_bits {
 };
 
 struct mt_page {
-    /* Read or written by every malloc/free of the page: keep together. */
+    /* Read or written by every malloc/free of the page: keep together (one cache line). */
+    _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
-    _Atomic uint32_t used;    /* slots not free from the owner's point of view */
     uint8_t *start;           /* first slot (the page's own start) */
-    struct mt_page_bits *bits;
-    uint32_t block_size;      /* 0 while the page is free */
+    _Atomic uint16_t used;    /* slots not free from the owner's point of view */
+    uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
+    uint8_t words;            /* bitmap words covering `capacity` slots */
     uint8_t cls;
     _Atomic uint8_t full;     /* on the owner's full list: a free must move it back */
     /* Slow-path bookkeeping. */
     uint8_t state;            /* enum mt_page_state */
     uint8_t committed;        /* memory may be resident (not decommitted since last use) */
-    uint16_t words;           /* bitmap words covering `capacity` slots */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
+} MT_ALIGNED(MT_CACHE_LINE);
+
+_Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* A page's descriptor followed by its bitmap: the bitmap's address is the descriptor's
+ * plus a constant, not one more pointer to load on the allocation path. */
+struct mt_page_meta {
+    struct mt_page page;
+    struct mt_page_bits bits[MT_BITMAP_WORDS];
 };
+
+MT_INLINE struct mt_page_bits *mt_page_bits(const struct mt_page *page)
+{
+    /* page is the first member of its mt_page_meta. */
+    return ((struct mt_page_meta *)(uintptr_t)page)->bits;
+}
 
 struct mt_page_queue {
     struct mt_page *first, *last;
@@ -76,8 +93,7 @@ struct mt_segment {
     struct mt_segment *next, *prev;  /* heap's segment list, the abandoned list or the pool */
     struct mt_segment *all_next;     /* every small segment ever mapped (never unmapped) */
     uint8_t in_pool;                 /* on the global pool of unused segments */
-    struct mt_page pages[MT_PAGES_PER_SEGMENT];
-    struct mt_page_bits bits[MT_PAGES_PER_SEGMENT][MT_BITMAP_WORDS] MT_ALIGNED(MT_CACHE_LINE);
+    struct mt_page_meta meta[MT_PAGES_PER_SEGMENT] MT_ALIGNED(MT_CACHE_LINE);
 };
 
 _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
@@ -104,17 +120,21 @@ struct mt_heap {
  * exit destructor ran. */
 extern MT_TLS struct mt_heap *mt_tls_heap;
 extern struct mt_heap mt_heap_empty;
-extern struct mt_page mt_empty_page;
+/* The page with no free slot that stands for "none" (see mt_heap.direct). */
+extern struct mt_page_meta mt_empty_page_meta;
+#define mt_empty_page (mt_empty_page_meta.page)
 
 /* Out of line: refill (collect remote frees, next page, adopt, new segment), first use of
  * a thread, out of memory (sets errno, returns NULL). */
 void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls);
-/* Out of line: the page just became empty or was on the full list. */
-void mt_small_free_local_slow(struct mt_heap *heap, struct mt_page *page);
-/* Out of line: free from a thread that does not own the segment. */
-void mt_small_free_remote(struct mt_segment *seg, struct mt_page *page, size_t index, enum mt_api api);
-/* Out of line: the pointer is inside a small segment but is not a live slot start. */
-void mt_small_free_invalid(struct mt_segment *seg, struct mt_page *page, const void *ptr, enum mt_api api);
+/* Out of line: the page just became empty or was on the full list (calling thread owns it). */
+void mt_small_free_local_slow(struct mt_page *page);
+/* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
+void mt_small_free_remote(void *ptr, enum mt_api api);
+/* Out of line: the pointer is inside a small segment but is not a slot start. */
+void mt_small_free_invalid(const void *ptr, enum mt_api api);
+/* Out of line: the slot is already free. */
+void mt_small_free_double(const void *ptr, enum mt_api api);
 
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
@@ -124,12 +144,12 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
     if (MT_UNLIKELY(nonempty == 0))
         return mt_small_malloc_slow(heap, cls);
     unsigned wi = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t w = atomic_load_explicit(&page->bits[wi].free, memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&mt_page_bits(page)[wi].free, memory_order_relaxed);
     uint64_t rest = w & (w - 1);
-    atomic_store_explicit(&page->bits[wi].free, rest, memory_order_relaxed);
+    atomic_store_explicit(&mt_page_bits(page)[wi].free, rest, memory_order_relaxed);
     /* Clear the summary bit when the word runs dry, without a branch. */
     page->nonempty = nonempty & ~((uint64_t)(rest == 0) << wi);
-    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
+    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
                           memory_order_relaxed);
     atomic_store_explicit(&heap->class_allocs[cls],
                           atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
@@ -145,48 +165,51 @@ MT_INLINE struct mt_segment *mt_small_segment_of(const void *ptr)
 
 MT_INLINE struct mt_page *mt_small_page_of(struct mt_segment *seg, const void *ptr)
 {
-    return &seg->pages[((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1)];
+    return &seg->meta[((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1)].page;
 }
 
-/* Slot index of ptr in page, or SIZE_MAX when ptr is not the start of a slot. */
+/* Slot index of ptr in page, or SIZE_MAX when ptr is not the start of a slot. Pages are
+ * aligned to their size, so the offset is the address's low bits. */
 MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr)
 {
-    size_t offset = (size_t)((uintptr_t)ptr - (uintptr_t)page->start);
-    size_t index = (size_t)(((uint64_t)offset * page->recip) >> 32);
+    uint32_t offset = (uint32_t)((uintptr_t)ptr & (MT_PAGE_SIZE - 1));
+    uint32_t index = (uint32_t)(((uint64_t)offset * page->recip) >> 32);
+#ifndef MT_NO_HARDENING /* bench/ measures the cost of the always-on checks without them */
     if (MT_UNLIKELY(index >= page->capacity || index * page->block_size != offset))
         return SIZE_MAX;
+#endif
     return index;
 }
 
-/* Free a pointer whose segment-map entry says MT_SEG_SMALL. */
+/* Free a pointer whose segment-map entry says MT_SEG_SMALL. The slow paths take only what
+ * they cannot recompute cheaply, which keeps this path free of register spills. */
 MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
 {
-    struct mt_segment *seg = mt_small_segment_of(ptr);
-    struct mt_page *page = mt_small_page_of(seg, ptr);
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
     size_t index = mt_small_slot_index(page, ptr);
     if (MT_UNLIKELY(index == SIZE_MAX)) {
-        mt_small_free_invalid(seg, page, ptr, api);
+        mt_small_free_invalid(ptr, api);
         return;
     }
-    struct mt_heap *heap = mt_tls_heap;
-    if (MT_UNLIKELY(atomic_load_explicit(&seg->owner, memory_order_relaxed) != heap)) {
-        mt_small_free_remote(seg, page, index, api);
+    if (MT_UNLIKELY(atomic_load_explicit(&page->heap, memory_order_relaxed) != mt_tls_heap)) {
+        mt_small_free_remote(ptr, api);
         return;
     }
-    size_t wi = index >> 6;
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    struct mt_page_bits *b = &page->bits[wi];
     uint64_t w = atomic_load_explicit(&b->free, memory_order_relaxed);
+#ifndef MT_NO_HARDENING
     if (MT_UNLIKELY((w | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
-        mt_heap_error_simple(MT_ERR_DOUBLE_FREE, ptr, page->block_size, api, NULL);
+        mt_small_free_double(ptr, api);
         return;
     }
+#endif
     atomic_store_explicit(&b->free, w | bit, memory_order_relaxed);
-    page->nonempty |= 1ull << wi;
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed) - 1;
+    page->nonempty |= 1ull << (index >> 6);
+    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
     atomic_store_explicit(&page->used, used, memory_order_relaxed);
     if (MT_UNLIKELY(used == 0 || atomic_load_explicit(&page->full, memory_order_relaxed)))
-        mt_small_free_local_slow(heap, page);
+        mt_small_free_local_slow(page);
 }
 
 /* As mt_small_malloc, but from a random free slot of the current page (debug mode's

@@ -26,7 +26,7 @@ void mt_small_stats(struct mt_zone_stats *out)
         out->mapped += MT_SEGMENT_SIZE;
         out->committed += MT_SEGMENT_META_PAGES * MT_PAGE_SIZE;
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-            const struct mt_page *page = &seg->pages[i];
+            const struct mt_page *page = &seg->meta[i].page;
             if (page_is_live(page)) {
                 uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
                 uint32_t cap = page->capacity;
@@ -68,7 +68,7 @@ void mt_small_histogram(uint64_t live[MT_SMALL_CLASSES], uint64_t allocs[MT_SMAL
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-            const struct mt_page *page = &seg->pages[i];
+            const struct mt_page *page = &seg->meta[i].page;
             if (!page_is_live(page) || page->cls >= MT_SMALL_CLASSES)
                 continue;
             uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
@@ -90,7 +90,7 @@ void mt_small_walk(struct mt_walker *walker)
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-            const struct mt_page *page = &seg->pages[i];
+            const struct mt_page *page = &seg->meta[i].page;
             if (!page_is_live(page))
                 continue;
             uint32_t block_size = page->block_size;
@@ -104,8 +104,8 @@ void mt_small_walk(struct mt_walker *walker)
             if (!walker->block)
                 continue;
             for (uint32_t w = 0; w * 64 < capacity; w++) {
-                uint64_t freed = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed) |
-                                 atomic_load_explicit(&page->bits[w].remote, memory_order_relaxed);
+                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed) |
+                                 atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
                 for (uint32_t b = 0; b < 64 && w * 64 + b < capacity; b++)
                     if (!(freed & (1ull << b)))
                         walker->block(walker, page->start + (size_t)(w * 64 + b) * block_size, block_size);
@@ -117,11 +117,9 @@ void mt_small_walk(struct mt_walker *walker)
 /* Invariants of one page that hold at any instant. */
 static bool check_page_always(struct mt_check *check, const struct mt_segment *seg, size_t i)
 {
-    const struct mt_page *page = &seg->pages[i];
+    const struct mt_page *page = &seg->meta[i].page;
     if (page->start != (const uint8_t *)seg + i * MT_PAGE_SIZE)
         return mt_check_fail(check, page, "small page %zu of segment %p has a wrong start", i, (const void *)seg);
-    if (page->bits != seg->bits[i])
-        return mt_check_fail(check, page, "small page %zu has a wrong bitmap pointer", i);
     if (page->state != MT_PAGE_ACTIVE)
         return true;
     if (page->cls >= MT_SMALL_CLASSES || page->block_size != mt_class_size[page->cls])
@@ -133,7 +131,7 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     uint32_t tail = page->capacity % 64;
     if (tail) {
         uint64_t beyond = ~((1ull << tail) - 1);
-        const struct mt_page_bits *last = &page->bits[page->words - 1];
+        const struct mt_page_bits *last = &mt_page_bits(page)[page->words - 1];
         if ((atomic_load_explicit(&last->free, memory_order_relaxed) |
              atomic_load_explicit(&last->remote, memory_order_relaxed)) & beyond)
             return mt_check_fail(check, page->start, "small page has bits set beyond its %u slots",
@@ -147,8 +145,8 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
 {
     uint32_t free_slots = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        uint64_t f = atomic_load_explicit(&page->bits[w].free, memory_order_relaxed);
-        uint64_t r = atomic_load_explicit(&page->bits[w].remote, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
+        uint64_t r = atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
         if (f & r)
             return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(f & r)) *
                                                           page->block_size,
@@ -201,7 +199,7 @@ bool mt_small_check(struct mt_check *check)
             continue;
         uint32_t active = 0, free_pages = 0;
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
-            const struct mt_page *page = &seg->pages[i];
+            const struct mt_page *page = &seg->meta[i].page;
             if (page->state == MT_PAGE_ACTIVE) {
                 active++;
                 if (!check_page_quiescent(check, page))
