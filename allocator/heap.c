@@ -28,14 +28,15 @@ MT_TLS struct mt_heap *mt_tls_heap = &mt_heap_empty;
  * slot" and takes the slow path. */
 struct mt_page_meta mt_empty_page_meta = {.page = {.state = MT_PAGE_META}};
 
-struct mt_heap mt_heap_empty = {
+struct mt_heap mt_heap_empty;
+
 #define EMPTY_PAGE_x8 &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page, \
                       &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page
-    .direct = {EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
-               EMPTY_PAGE_x8},
+MT_TLS struct mt_page *mt_tls_direct[MT_SMALL_CLASSES] = {EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
+                                                          EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
+                                                          EMPTY_PAGE_x8};
 #undef EMPTY_PAGE_x8
-};
-_Static_assert(MT_SMALL_CLASSES == 56, "mt_heap_empty.direct initialiser lists 56 pages");
+_Static_assert(MT_SMALL_CLASSES == 56, "mt_tls_direct's initialiser lists 56 pages");
 
 struct mt_heap *mt_heap_registry;
 _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
@@ -240,6 +241,30 @@ static bool heap_page_to_full(struct mt_heap *heap, struct mt_page *page)
     return false;
 }
 
+/* Make `page` the one the calling thread allocates class `cls` from: pin it, and unpin
+ * (releasing it if that leaves it empty) the previous one. */
+static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
+{
+    struct mt_page *old = mt_tls_direct[cls];
+    if (old == page)
+        return;
+    if (page != &mt_empty_page) {
+        page->pinned = 1;
+        atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
+                              memory_order_relaxed);
+    }
+    mt_tls_direct[cls] = page;
+    if (old == &mt_empty_page)
+        return;
+    old->pinned = 0;
+    uint16_t used = (uint16_t)(atomic_load_explicit(&old->used, memory_order_relaxed) - 1);
+    atomic_store_explicit(&old->used, used, memory_order_relaxed);
+    if (used == 0 && !atomic_load_explicit(&old->full, memory_order_relaxed)) {
+        queue_remove(&heap->avail[cls], old);
+        heap_release_page(heap, old);
+    }
+}
+
 static inline void count_alloc(struct mt_heap *heap, unsigned cls)
 {
     atomic_store_explicit(&heap->class_allocs[cls],
@@ -256,7 +281,7 @@ void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
             return NULL;
         }
     }
-    struct mt_page *page = heap->direct[cls];
+    struct mt_page *page = mt_tls_direct[cls];
     for (;;) {
         if (page != &mt_empty_page) {
             void *p = mt_page_take_slot(page);
@@ -275,11 +300,11 @@ void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
         if (!page)
             page = heap_fresh_page(heap, cls);
         if (!page) {
-            heap->direct[cls] = &mt_empty_page;
+            direct_set(heap, cls, &mt_empty_page);
             errno = ENOMEM;
             return NULL;
         }
-        heap->direct[cls] = page;
+        direct_set(heap, cls, page);
     }
 }
 
@@ -290,7 +315,7 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
         errno = ENOMEM;
         return NULL;
     }
-    struct mt_page *page = heap->direct[cls];
+    struct mt_page *page = mt_tls_direct[cls];
     uint64_t nonempty = page->nonempty;
     if (nonempty == 0)
         return mt_small_malloc_slow(heap, cls);
@@ -323,7 +348,7 @@ void mt_small_free_local_slow(struct mt_page *page)
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
         queue_push_back(&heap->avail[page->cls], page);
     }
-    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0 && heap->direct[page->cls] != page) {
+    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) { /* never the pinned page */
         queue_remove(&heap->avail[page->cls], page);
         heap_release_page(heap, page);
     }
@@ -463,7 +488,7 @@ struct mt_heap *mt_heap_get(void)
     }
     memset(heap, 0, sizeof *heap);
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-        heap->direct[c] = &mt_empty_page;
+        mt_tls_direct[c] = &mt_empty_page;
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;
     if (mt_heap_registry)
@@ -539,6 +564,8 @@ static void heap_thread_exit(void *arg)
         return;
     /* Allocations made by later destructors of this thread start a new heap (and re-arm
      * this destructor, which pthread runs again). */
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+        direct_set(heap, c, &mt_empty_page);
     mt_tls_heap = &mt_heap_empty;
     mt_lock(&mt_small_lock);
     heap_abandon_locked(heap, false);

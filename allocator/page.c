@@ -19,6 +19,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->nonempty = 0;
     page->state = MT_PAGE_ACTIVE;
     page->committed = 1;
+    page->pinned = 0;
     atomic_store_explicit(&page->used, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {
@@ -72,6 +73,7 @@ void mt_page_recount(struct mt_page *page)
         if (f)
             page->nonempty |= 1ull << w;
     }
+    page->pinned = 0; /* the thread that pinned it is gone */
     atomic_store_explicit(&page->used, page->capacity - free_slots, memory_order_relaxed);
 }
 

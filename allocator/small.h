@@ -20,7 +20,10 @@
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - page->used == capacity - popcount(free) - (uncollected remote bits counted as used);
+ *   - page->used == capacity - popcount(free) + page->pinned (uncollected remote frees
+ *     count as used). The page a thread allocates from is pinned: the extra count keeps
+ *     free() from seeing it empty (and taking the slow path) every time its last block
+ *     goes, which a malloc/free loop would otherwise do on every call;
  *   - a slot is never set in both free and remote;
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
@@ -63,6 +66,7 @@ struct mt_page {
     /* Slow-path bookkeeping. */
     uint8_t state;            /* enum mt_page_state */
     uint8_t committed;        /* memory may be resident (not decommitted since last use) */
+    uint8_t pinned;           /* a thread allocates from it: `used` holds one extra count */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
@@ -100,9 +104,6 @@ _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE
                "segment metadata must fit its reserved pages");
 
 struct mt_heap {
-    /* The page each class allocates from; &mt_empty_page when there is none, so the fast
-     * path needs no NULL test (the empty page has no free bit and sends it to the slow path). */
-    struct mt_page *direct[MT_SMALL_CLASSES];
     /* Allocations per class since the thread started (show_alloc_hist); owner-written. */
     _Atomic uint64_t class_allocs[MT_SMALL_CLASSES];
     struct mt_page_queue avail[MT_SMALL_CLASSES]; /* pages with free slots */
@@ -119,6 +120,10 @@ struct mt_heap {
 /* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
  * exit destructor ran. */
 extern MT_TLS struct mt_heap *mt_tls_heap;
+/* The page each class allocates from, per thread; &mt_empty_page when there is none, so
+ * the fast path needs no NULL test (the empty page has no free bit and sends it to the
+ * slow path). Kept in TLS rather than in the heap so malloc's first load is the page. */
+extern MT_TLS struct mt_page *mt_tls_direct[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" (see mt_heap.direct). */
 extern struct mt_page_meta mt_empty_page_meta;
@@ -138,11 +143,11 @@ void mt_small_free_double(const void *ptr, enum mt_api api);
 
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
-    struct mt_heap *heap = mt_tls_heap;
-    struct mt_page *page = heap->direct[cls];
+    struct mt_page *page = mt_tls_direct[cls];
     uint64_t nonempty = page->nonempty;
     if (MT_UNLIKELY(nonempty == 0))
-        return mt_small_malloc_slow(heap, cls);
+        return mt_small_malloc_slow(mt_tls_heap, cls);
+    struct mt_heap *heap = mt_tls_heap;
     unsigned wi = (unsigned)__builtin_ctzll(nonempty);
     uint64_t w = atomic_load_explicit(&mt_page_bits(page)[wi].free, memory_order_relaxed);
     uint64_t rest = w & (w - 1);

@@ -30,6 +30,7 @@ void mt_small_stats(struct mt_zone_stats *out)
             if (page_is_live(page)) {
                 uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
                 uint32_t cap = page->capacity;
+                used -= used && page->pinned; /* the pin is not a block */
                 if (used > cap)
                     used = cap;
                 out->committed += MT_PAGE_SIZE;
@@ -72,6 +73,7 @@ void mt_small_histogram(uint64_t live[MT_SMALL_CLASSES], uint64_t allocs[MT_SMAL
             if (!page_is_live(page) || page->cls >= MT_SMALL_CLASSES)
                 continue;
             uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+            used -= used && page->pinned;
             live[page->cls] += used <= page->capacity ? used : page->capacity;
             capacity[page->cls] += page->capacity;
         }
@@ -156,9 +158,9 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
         free_slots += (uint32_t)__builtin_popcountll(f);
     }
     uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
-    if (used + free_slots != page->capacity)
+    if (used + free_slots != page->capacity + page->pinned)
         return mt_check_fail(check, page->start, "small page counts %u used slots but its bitmap says %u", used,
-                             page->capacity - free_slots);
+                             page->capacity + page->pinned - free_slots);
     return true;
 }
 
@@ -221,7 +223,7 @@ bool mt_small_check(struct mt_check *check)
         for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
             if (!check_queue(check, &self->avail[c], (int)c, false))
                 return false;
-            struct mt_page *direct = self->direct[c];
+            struct mt_page *direct = mt_tls_direct[c];
             if (direct != &mt_empty_page && (direct->state != MT_PAGE_ACTIVE || direct->cls != c))
                 return mt_check_fail(check, direct->start, "class %u allocates from a page of class %u", c,
                                      direct->cls);
