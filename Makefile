@@ -43,6 +43,7 @@ TRACE_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC)) \
 NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
 RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) $(COLLECT_SRC) $(RUN_SRC))
 
+LIBS_ALLOC  := -lunwind -ldl
 LIBS_TRACE  := -lunwind -ldl
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
@@ -91,10 +92,10 @@ $(BUILD)/exports.map: interpose/exports.map.in interpose/hooks.h
 	@$(CC) -E -P -x c -Iinterpose $< -o $@
 
 $(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(ALLOC_OBJ) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
+	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
 $(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(NOHARD_OBJ) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
+	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
 
 $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@
@@ -120,7 +121,7 @@ TEST_PROGS_CXX := $(patsubst tests/progs/%.cc,$(BUILD)/progs/%,$(wildcard tests/
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_HOST) -fno-builtin-malloc -fno-builtin-free -Itests/c -o $@ $< \
-	  $$(sed -n '1s|^// link: ||p' $<) $(BUILD)/libmtalloc.a -lm
+	  $$(sed -n '1s|^// link: ||p' $<) $(BUILD)/libmtalloc.a $(LIBS_ALLOC) -lm
 
 $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)

@@ -74,13 +74,15 @@ void mt_heap_error(const struct mt_heap_error *e)
     if (n + 1 < sizeof line)
         line[n++] = '\n';
     mt_os_write_all(MT_LOG_FD, line, n);
-    if (e->alloc_site)
-        mt_dprintf(MT_LOG_FD, "mtrace:   the block was allocated by the code at %p\n", e->alloc_site);
-    if (e->free_site)
-        mt_dprintf(MT_LOG_FD, "mtrace:   and freed by the code at %p\n", e->free_site);
     atomic_fetch_add(&error_count, 1);
-    if (error_hook)
-        error_hook(e);
+    if (error_hook) {
+        error_hook(e); /* the backtrace, and the sites symbolized */
+    } else {
+        if (e->alloc_site)
+            mt_dprintf(MT_LOG_FD, "mtrace:   the block was allocated by the code at %p\n", e->alloc_site);
+        if (e->free_site)
+            mt_dprintf(MT_LOG_FD, "mtrace:   and freed by the code at %p\n", e->free_site);
+    }
     if (mt_option_int(MT_OPT_ON_ERROR) == 0 /* abort */)
         mt_os_abort();
 }

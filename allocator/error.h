@@ -59,8 +59,9 @@ struct mt_heap_error {
 /* Short name of the bug ("double free"). */
 const char *mt_heap_error_name(enum mt_heap_error_kind kind);
 
-/* Called after the first line is printed, before abort. Runs on the failing thread with
- * the heap possibly broken: it must not allocate from it. */
+/* Called after the first line is printed, before abort: prints the rest of the report
+ * (backtrace, the block's allocation and free sites). Runs on the failing thread with the
+ * heap possibly broken: it must not allocate from it. */
 typedef void (*mt_heap_error_hook_fn)(const struct mt_heap_error *error);
 void mt_heap_error_set_hook(mt_heap_error_hook_fn hook);
 

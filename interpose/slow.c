@@ -15,6 +15,7 @@
 #include "../allocator/alloc_init.h"
 #include "../allocator/debug.h"
 #include "../allocator/tunables.h"
+#include "error_report.h"
 #include "fault.h"
 #include "record.h"
 
@@ -99,8 +100,10 @@ static size_t checked_usable_size(void *ptr)
 static inline void ensure_init(void)
 {
     if (MT_UNLIKELY(mt_alloc_mode_now() & MT_MODE_UNINIT)) {
-        if (mt_alloc_ensure_init())
+        if (mt_alloc_ensure_init()) {
+            mt_error_report_install();
             mt_fault_install();
+        }
 #ifdef MT_TRACING
         mt_record_start();
 #endif
