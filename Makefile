@@ -27,8 +27,6 @@ CFLAGS_ALLOC := $(CFLAGS_BASE) -ftls-model=initial-exec -fno-builtin-malloc -fno
                 -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt
 CFLAGS_HOST  := $(CFLAGS_BASE)
 
-PYTHON := $(shell tools/find-python.sh 2>/dev/null)
-
 COMMON_SRC    := $(wildcard common/*.c)
 ALLOC_SRC     := $(wildcard allocator/*.c)
 INTERPOSE_SRC := $(wildcard interpose/*.c)
@@ -57,7 +55,7 @@ ifneq ($(RUN_SRC),)
 TARGETS += $(BUILD)/mtrace-run
 endif
 
-.PHONY: all deps test test-c test-py bench demo install clean help
+.PHONY: all deps test test-build test-c test-py bench demo install clean help
 all: $(DEPS_STAMP) $(TARGETS)
 
 help:
@@ -132,12 +130,14 @@ $(BUILD)/progs/%: tests/progs/%.cc
 	@mkdir -p $(dir $@)
 	g++ -std=c++17 -O1 -g -Wall -Iinclude -pthread -o $@ $<
 
-test: deps-test all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX)
+# Dependencies first (apt must not run twice at once under -j), then build, then run.
+test:
+	@tools/deps.sh test
+	@$(MAKE) --no-print-directory all test-build
 	@tests/run-c-tests.sh $(C_TESTS)
 	@$(MAKE) --no-print-directory test-py
 
-deps-test:
-	@tools/deps.sh test
+test-build: all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX)
 
 test-c: all $(C_TESTS)
 	@tests/run-c-tests.sh $(C_TESTS)
