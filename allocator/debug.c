@@ -179,10 +179,13 @@ static size_t canary_len(const struct debug_block *b)
     return mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0;
 }
 
+/* Every canary byte is nonzero except the last: the commonest overflow is the off-by-one
+ * NUL of strcpy into malloc(strlen(s)), which a zero first byte would let through; the
+ * zero at the end still stops a runaway read of an unterminated string within the canary. */
 static uint8_t canary_byte(uintptr_t ptr, size_t i)
 {
-    if (i == 0)
-        return 0; /* a string overflow writes a NUL here and stops */
+    if (i == MT_DEBUG_CANARY_BYTES - 1)
+        return 0;
     uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr ^ (uint64_t)(i / 8));
     return (uint8_t)(key >> (8 * (i % 8))) | 1;
 }
@@ -445,6 +448,35 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         evicted[n_evicted++] = (uintptr_t)ptr;
     for (size_t i = 0; i < n_evicted; i++)
         release_quarantined(evicted[i]);
+}
+
+bool mt_debug_verify_quarantine(enum mt_api api)
+{
+    if (!mt_debug_config.poison && !mt_debug_config.zero_on_free)
+        return true;
+    mt_lock(&quarantine.lock);
+    for (size_t i = 0; i < quarantine.count; i++) {
+        uintptr_t ptr = quarantine.ring[(quarantine.head + i) % quarantine.cap].ptr;
+        uint64_t hash;
+        struct stripe *s = stripe_of(ptr, &hash);
+        mt_lock(&s->lock);
+        const struct debug_block *b = table_find(s, ptr, hash);
+        size_t at = SIZE_MAX;
+        struct debug_block copy;
+        if (b && b->state == BLOCK_QUARANTINED && !b->guarded && (at = poison_broken_at(b)) != SIZE_MAX)
+            copy = *b;
+        mt_unlock(&s->lock);
+        if (at != SIZE_MAX) {
+            mt_unlock(&quarantine.lock);
+            char detail[128];
+            mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at,
+                   ((const uint8_t *)copy.ptr)[at]);
+            report(MT_ERR_WRITE_AFTER_FREE, &copy, api, detail);
+            return false;
+        }
+    }
+    mt_unlock(&quarantine.lock);
+    return true;
 }
 
 void *mt_debug_malloc(size_t size, const void *site)
