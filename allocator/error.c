@@ -25,6 +25,7 @@ static const char *const api_names[] = {
     [MT_API_USABLE_SIZE] = "malloc_usable_size()",
     [MT_API_HEAP_CHECK] = "mt_heap_check()",
     [MT_API_ACCESS] = "a memory access",
+    [MT_API_EXIT] = "exit()",
     [MT_API_INTERNAL] = "the allocator",
 };
 

@@ -27,6 +27,7 @@ enum mt_api {
     MT_API_USABLE_SIZE,
     MT_API_HEAP_CHECK,
     MT_API_ACCESS, /* a load or store of the program (debug mode's guard pages) */
+    MT_API_EXIT,   /* checks run when the program exits (debug mode's quarantine) */
     MT_API_INTERNAL,
 };
 const char *mt_api_name(enum mt_api api);
