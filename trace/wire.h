@@ -27,6 +27,17 @@
  *   addresses. The collector reads the stacks' return addresses straight from that shared
  *   memory and symbolizes them itself (libdw), out of the program.
  *
+ * Lifetime: a connection is never closed while a descendant might still connect. Before a
+ * fork the parent opens the child's connection (the child inherits it and sends its HELLO
+ * on it), and the connection is not close-on-exec: its descriptor number travels in
+ * MTRACE_CONN_FD, and an exec'd image sends its HELLO on the inherited connection, which
+ * tells the collector exactly that the old image was replaced (end_reason `exec`). The
+ * collector ends when no connection is open and none is pending. mtrace-run opens the
+ * first connection itself before it starts the program; a plain LD_PRELOAD run without
+ * MTRACE_SOCKET makes its own listening socket, starts `mtrace-run --collector-fd N -o OUT`
+ * detached with that socket inherited, and connects (the backlog holds the connection
+ * until the collector accepts it: no race, no waiting).
+ *
  * Sizes: every record is one or more cells of MT_WIRE_CELL bytes; events take one cell. */
 #ifndef MT_TRACE_WIRE_H
 #define MT_TRACE_WIRE_H
@@ -48,6 +59,8 @@ enum mt_msg_type {
     MT_MSG_HELLO_REPLY = 2, /* collector -> producer */
     MT_MSG_RING = 3,        /* + SCM_RIGHTS: a new thread ring memfd */
     MT_MSG_GOODBYE = 4,     /* the process finished its exit records; see mt_msg_hello_reply */
+    MT_MSG_BLOCK_QUERY = 5, /* a heap error: where was this block allocated and freed? */
+    MT_MSG_BLOCK_INFO = 6,  /* collector -> producer: the answer, as report lines */
 };
 
 struct mt_msg_head {
@@ -101,6 +114,24 @@ struct mt_msg_ring {
     struct mt_msg_head head;
     uint32_t ring_bytes; /* total size of the memfd to map */
     int32_t tid;
+};
+
+/* Sent on a heap error, before the report is finished and the process aborts: the collector
+ * first consumes this process's records up to `upto_seq` (the error's own record), then
+ * answers from its live set and its memory of recently freed blocks. The producer waits
+ * for the answer a bounded time (the collector may be gone). */
+struct mt_msg_block_query {
+    struct mt_msg_head head;
+    uint64_t ptr;
+    uint64_t upto_seq;
+};
+
+#define MT_WIRE_INFO_MAX 4096
+struct mt_msg_block_info {
+    struct mt_msg_head head;
+    uint32_t found; /* 0: the collector knows nothing of this block */
+    uint32_t len;   /* bytes of text: symbolized "allocated at" / "freed at" lines */
+    char text[MT_WIRE_INFO_MAX];
 };
 
 /* ---- the process area: one memfd per traced process (image) ------------------------------- */
