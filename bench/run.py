@@ -29,14 +29,16 @@ mimalloc, tcmalloc (found in the system library directories; skipped when absent
 Profilers, when present: mtrace (`build/mtrace-run -o trace.db -- prog`, else
 LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db) and heaptrack (`heaptrack -o X prog`).
 
-Method: for each repetition, for each workload, every configuration runs once, in an order
-rotated between repetitions and workloads so that no configuration always runs first or
-last; the repetitions are thus paired: a ratio is taken within one repetition (same
-machine state) and the median of those ratios is reported. Each run goes through build/bench-launch (launch.c),
-which times the command and takes its ru_maxrss from wait4: Python's own resident set
-would otherwise count in every child's peak (for a profiler, the peak is that of the
-largest process of its tree). A run that fails, times out or prints a different checksum
-than glibc is reported as such, never averaged in, and listed under the tables.
+Method: for each repetition, for each workload, every configuration runs once (profilers
+only in the first --profile-repeat repetitions, default 1: their slowdowns are large and
+they dominate the run time), in an order rotated between repetitions and workloads so that
+no configuration always runs first or last; the repetitions are thus paired: a ratio is
+taken within one repetition (same machine state) and the median of those ratios is
+reported. Each run goes through build/bench-launch (launch.c), which times the command and
+takes its ru_maxrss from wait4: Python's own resident set would otherwise count in every
+child's peak (for a profiler, the peak is that of the largest process of its tree). A run
+that fails, times out or prints a different checksum than glibc is reported as such, never
+averaged in, and listed under the tables.
 
 Output (stdout, markdown, to paste into README.md):
     header     cores, CPU, kernel, glibc, load average, scale, repetitions, versions
@@ -86,6 +88,10 @@ KIB_PER_MIB = 1024
 # A run longer than this is killed and reported as a timeout (heaptrack on the largest
 # workload takes well under a minute on the reference machine).
 DEFAULT_TIMEOUT_S = 300
+# After a timeout's SIGTERM, how long the run has to exit before SIGKILL.
+KILL_GRACE_S = 5
+# Where heaptrack's script makes its FIFO, named after its pid.
+HEAPTRACK_FIFOS = "/tmp/heaptrack_fifo*"
 # Bytes read at a time when counting heaptrack's records.
 COUNT_CHUNK = 1 << 20
 
@@ -215,19 +221,27 @@ def run_once(cmd, settings, cwd, timeout):
                             stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                             start_new_session=True)
 
-    def kill_tree():
-        timed_out.set()
+    def signal_tree(sig):
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group we created, nothing else
+            os.killpg(proc.pid, sig)  # the group we created, nothing else
         except ProcessLookupError:
             pass
 
-    timer = threading.Timer(timeout, kill_tree)
+    def stop_tree():
+        # SIGTERM first: heaptrack's script then removes its FIFO and waits for its helpers.
+        timed_out.set()
+        signal_tree(signal.SIGTERM)
+        killer.start()
+
+    killer = threading.Timer(KILL_GRACE_S, signal_tree, (signal.SIGKILL,))
+    timer = threading.Timer(timeout, stop_tree)
     timer.start()
     try:
         proc.wait()
     finally:
         timer.cancel()
+        if killer.is_alive():
+            killer.cancel()
     out.seek(0)
     err.seek(0)
     stdout = out.read().decode(errors="replace")
@@ -328,10 +342,26 @@ def trace_size_and_events(cfg, trace_base):
     return None, None
 
 
+def remove_dead_fifos(existing):
+    """heaptrack's script removes its FIFO (/tmp/heaptrack_fifo<its pid>) only when it
+    exits normally; after a timeout or a crash, remove the ones this run left behind, i.e.
+    new since the run started and whose process is gone."""
+    for path in set(glob.glob(HEAPTRACK_FIFOS)) - existing:
+        pid = path[len(HEAPTRACK_FIFOS) - 1:]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
 def measure(cfg, workload, argv, rep, tmpdir):
     trace_base = os.path.join(tmpdir, f"{workload}-{cfg.name}-{rep}")
     cmd, settings = command_for(cfg, argv, trace_base)
+    fifos_before = set(glob.glob(HEAPTRACK_FIFOS)) if cfg.trace == "heaptrack" else set()
     wall, rss, state, stdout, stderr = run_once(cmd, settings, tmpdir, ARGS.timeout)
+    if cfg.trace == "heaptrack" and state != "ok":
+        remove_dead_fifos(fifos_before)
     metrics = parse_metrics(stdout)
     result = {"config": cfg.name, "workload": workload, "rep": rep, "wall_s": wall,
               "maxrss_kib": rss, "state": state, "checksum": metrics.pop("checksum", None),
@@ -547,7 +577,8 @@ def report(results, configs, notes, started, elapsed):
                 "file bytes / events recorded (heaptrack counts a realloc as two)", "",
                 table(header, rows), ""]
     else:
-        out += ["**Profilers**: none available (" + "; ".join(notes) + ")", ""]
+        why = "; ".join(notes) if notes else "skipped (--no-profilers)"
+        out += [f"**Profilers**: none run ({why})", ""]
     failures = []
     for w in workloads:
         for c in configs:
@@ -572,8 +603,9 @@ def parse_args(argv):
     p.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", 1)),
                    help="multiplies every workload's operation count (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions, median reported")
-    p.add_argument("--profile-repeat", type=int,
-                   help="repetitions for the profilers (default: --repeat)")
+    p.add_argument("--profile-repeat", type=int, default=1,
+                   help="repetitions for the profilers, at most --repeat (default 1: their "
+                        "slowdowns are large and stable, and they dominate the run time)")
     p.add_argument("--only", help="comma-separated workloads to run")
     p.add_argument("--no-profilers", action="store_true", help="skip mtrace and heaptrack")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
@@ -589,8 +621,7 @@ def parse_args(argv):
         p.error(f"{args.launcher} is missing: run `make bench` (or make -C bench workloads)")
     if args.scale <= 0 or args.repeat < 1:
         p.error("--scale must be positive and --repeat at least 1")
-    if args.profile_repeat is None:
-        args.profile_repeat = args.repeat
+    args.profile_repeat = max(0, min(args.profile_repeat, args.repeat))
     return args
 
 
@@ -614,7 +645,8 @@ def main(argv):
     global ARGS
     ARGS = parse_args(argv)
     workloads = select_workloads()
-    configs, notes = discover_configs(ARGS.build, not ARGS.no_profilers)
+    configs, notes = discover_configs(ARGS.build,
+                                      not ARGS.no_profilers and ARGS.profile_repeat > 0)
     results = Results(configs, workloads)
     started = time.time()
     tmpdir = tempfile.mkdtemp(prefix="mtrace-bench-")
