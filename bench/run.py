@@ -3,7 +3,7 @@
 heaptrack. Standard library only. Normally run through `make bench` (top directory),
 which builds the libraries and the workloads first:
 
-    make bench                                   full scale, median of 3 (~10 min, 2 cores)
+    make bench                                   full scale, median of 3 (a few minutes on 2 cores)
     make bench BENCH_SCALE=0.1 BENCH_REPEAT=1    quick look (numbers are indicative only)
     make bench BENCH_ONLY=churn,large            some workloads only
     make bench BENCH_ARGS='--json out.json --no-profilers'
@@ -500,6 +500,18 @@ def machine_header(configs, notes, started):
     return "\n".join(lines)
 
 
+def complete_workloads(results, workloads, names):
+    """Workloads where every one of names has a valid figure: a geometric mean over
+    different sets of workloads would compare nothing."""
+    return [w for w in workloads if all(results.failure(w, n) is None for n in names)]
+
+
+def mean_label(complete, workloads, what="geometric mean"):
+    if len(complete) == len(workloads):
+        return f"**{what}**"
+    return f"**{what}** ({len(complete)} of {len(workloads)} workloads: all ran)"
+
+
 def report(results, configs, notes, started, elapsed):
     allocs = [c.name for c in configs if c.kind == "alloc"]
     others = [a for a in allocs if a != "glibc"]
@@ -508,71 +520,69 @@ def report(results, configs, notes, started, elapsed):
     out = [machine_header(configs, notes, started), ""]
 
     # Time.
+    complete = complete_workloads(results, workloads, allocs)
     hard = "ours" in allocs and "ours-nohard" in allocs
     header = ["workload", "glibc (s)"] + others + (["hardening cost"] if hard else [])
-    rows, columns = [], {a: [] for a in others + ["hardening"]}
+    rows = []
     for w in workloads:
         row = [w, results.failure(w, "glibc") or fmt(results.median_time(w, "glibc"), 3)]
-        for a in others:
-            ratio = results.paired_ratio(w, a, "glibc")
-            columns[a].append(ratio)
-            row.append(results.failure(w, a) or fmt(ratio))
+        row += [results.failure(w, a) or fmt(results.paired_ratio(w, a, "glibc"))
+                for a in others]
         if hard:
-            cost = results.paired_ratio(w, "ours", "ours-nohard")
-            columns["hardening"].append(cost)
-            row.append(fmt(cost))
+            row.append(fmt(results.paired_ratio(w, "ours", "ours-nohard")))
         rows.append(row)
-    rows.append(["**geometric mean**", "1.00"] + [fmt(geomean(columns[a])) for a in others]
-                + ([fmt(geomean(columns["hardening"]))] if hard else []))
+    row = [mean_label(complete, workloads), "1.00"]
+    row += [fmt(geomean([results.paired_ratio(w, a, "glibc") for w in complete]))
+            for a in others]
+    if hard:
+        row.append(fmt(geomean([results.paired_ratio(w, "ours", "ours-nohard")
+                                for w in complete])))
+    rows.append(row)
     out += ["**Time** relative to glibc (lower is faster; glibc column in seconds; "
             "hardening cost = ours / ours-nohard)", "", table(header, rows), ""]
 
     # Memory.
     header = ["workload"] + allocs
-    rows, columns = [], {a: [] for a in allocs}
-    for w in workloads:
-        row = [w]
-        for a in allocs:
-            mib = results.median_rss_mib(w, a)
-            columns[a].append(mib)
-            row.append(results.failure(w, a) or fmt(mib, 1))
-        rows.append(row)
+    rows = [[w] + [results.failure(w, a) or fmt(results.median_rss_mib(w, a), 1)
+                   for a in allocs] for w in workloads]
     if "fragment" in workloads:
-        rows.append(["fragment: RSS after free"]
-                    + [fmt(None if (v := results.median_metric("fragment", a,
-                                                               "rss_after_free_kib")) is None
-                           else v / KIB_PER_MIB, 1) for a in allocs])
-    rows.append(["**geometric mean** (peak)"] + [fmt(geomean(columns[a]), 1) for a in allocs])
+        row = ["fragment: RSS after free"]
+        for a in allocs:
+            kib = results.median_metric("fragment", a, "rss_after_free_kib")
+            row.append(fmt(None if kib is None else kib / KIB_PER_MIB, 1))
+        rows.append(row)
+    rows.append([mean_label(complete, workloads, "geometric mean of peaks")]
+                + [fmt(geomean([results.median_rss_mib(w, a) for w in complete]), 1)
+                   for a in allocs])
     out += ["**Peak RSS** in MiB (ru_maxrss of the process; lower is better)", "",
             table(header, rows), ""]
 
     # Profilers.
     if profilers:
+        complete = complete_workloads(results, workloads, ["glibc"] + profilers)
+        both = "mtrace" in profilers and "heaptrack" in profilers
         header = ["workload", "glibc (s)"]
         for p in profilers:
             header += [f"{p} slowdown", f"{p} B/event"]
-        both = "mtrace" in profilers and "heaptrack" in profilers
         if both:
             header.append("mtrace / heaptrack")
-        rows, columns = [], {k: [] for k in profilers + ["vs"]}
+        rows = []
         for w in workloads:
             row = [w, fmt(results.median_time(w, "glibc"), 3)]
             for p in profilers:
-                slow = results.paired_ratio(w, p, "glibc")
-                columns[p].append(slow)
-                row += [results.failure(w, p) or fmt(slow, 1),
+                row += [results.failure(w, p) or fmt(results.paired_ratio(w, p, "glibc"), 1),
                         fmt(results.trace_per_event(w, p), 2)]
             if both:
-                vs = results.paired_ratio(w, "mtrace", "heaptrack")
-                columns["vs"].append(vs)
-                row.append(fmt(vs))
+                row.append(fmt(results.paired_ratio(w, "mtrace", "heaptrack")))
             rows.append(row)
-        geo = ["**geometric mean**", ""]
+        row = [mean_label(complete, workloads), ""]
         for p in profilers:
-            geo += [fmt(geomean(columns[p]), 1), ""]
+            row += [fmt(geomean([results.paired_ratio(w, p, "glibc") for w in complete]), 1),
+                    fmt(geomean([results.trace_per_event(w, p) for w in complete]), 2)]
         if both:
-            geo.append(fmt(geomean(columns["vs"])))
-        rows.append(geo)
+            row.append(fmt(geomean([results.paired_ratio(w, "mtrace", "heaptrack")
+                                    for w in complete])))
+        rows.append(row)
         out += ["**Profilers**: slowdown = traced time / untraced glibc time; B/event = trace "
                 "file bytes / events recorded (heaptrack counts a realloc as two)", "",
                 table(header, rows), ""]

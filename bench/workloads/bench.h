@@ -64,7 +64,11 @@ static inline uint64_t bench_range(bench_rng *r, uint64_t lo, uint64_t hi)
  * the way real programs spread large sizes. */
 static inline uint64_t bench_log_range(bench_rng *r, uint64_t lo, uint64_t hi)
 {
-    int lo_bits = 63 - __builtin_clzll(lo), hi_bits = 63 - __builtin_clzll(hi);
+    /* Octave [2^b, 2^(b+1)) for b from lo's to the highest one below hi, so that a
+     * power-of-two hi does not get a whole octave clamped onto it. */
+    int lo_bits = 63 - __builtin_clzll(lo), hi_bits = 63 - __builtin_clzll(hi - 1);
+    if (hi_bits < lo_bits)
+        hi_bits = lo_bits;
     int bits = (int)bench_range(r, (uint64_t)lo_bits, (uint64_t)hi_bits);
     uint64_t base = 1ull << bits;
     uint64_t v = base + bench_next(r) % base;
