@@ -90,6 +90,8 @@ KIB_PER_MIB = 1024
 DEFAULT_TIMEOUT_S = 300
 # After a timeout's SIGTERM, how long the run has to exit before SIGKILL.
 KILL_GRACE_S = 5
+# How often to look whether a timed-out run's process group is gone.
+GROUP_POLL_S = 0.01
 # Where heaptrack's script makes its FIFO, named after its pid.
 HEAPTRACK_FIFOS = "/tmp/heaptrack_fifo*"
 # Bytes read at a time when counting heaptrack's records.
@@ -228,10 +230,10 @@ def run_once(cmd, settings, cwd, timeout):
             pass
 
     def stop_tree():
-        # SIGTERM first: heaptrack's script then removes its FIFO and waits for its helpers.
+        # SIGTERM first, so that a profiler may stop its helpers; SIGKILL after the grace.
+        killer.start()
         timed_out.set()
         signal_tree(signal.SIGTERM)
-        killer.start()
 
     killer = threading.Timer(KILL_GRACE_S, signal_tree, (signal.SIGKILL,))
     timer = threading.Timer(timeout, stop_tree)
@@ -240,8 +242,19 @@ def run_once(cmd, settings, cwd, timeout):
         proc.wait()
     finally:
         timer.cancel()
-        if killer.is_alive():
-            killer.cancel()
+        timer.join()  # if it fired, stop_tree has finished
+        if timed_out.is_set():
+            # Some of the group may outlive the launcher (or be zombies until their new
+            # parent reaps them): the SIGKILL stays armed until the group is gone.
+            deadline = time.monotonic() + KILL_GRACE_S
+            while killer.is_alive() and time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    killer.cancel()
+                    break
+                time.sleep(GROUP_POLL_S)
+            killer.join()
     out.seek(0)
     err.seek(0)
     stdout = out.read().decode(errors="replace")
