@@ -1,0 +1,305 @@
+/* The wire between a traced process (libmtrace.so, the producer) and the collector
+ * (mtrace-run): the one contract both sides build against. Everything here is shared
+ * memory layout or socket message layout; changing it means changing MT_WIRE_VERSION.
+ *
+ * Transport, and why:
+ * - One Unix socket (SOCK_SEQPACKET; address in MTRACE_SOCKET, '@' prefix = abstract
+ *   namespace) per process tree. Each traced process connects once (again in a forked
+ *   child, again after exec) and sends MT_MSG_HELLO with its process area attached
+ *   (SCM_RIGHTS); the collector answers MT_MSG_HELLO_REPLY (accept or reject: children not
+ *   followed, executables skipped). The socket is SOCK_CLOEXEC: exec closes it, and the
+ *   collector sees EOF. EOF is also how the collector learns that a process died, even by
+ *   SIGKILL: the kernel closes the socket.
+ * - Events travel through shared memory, never through the socket: each thread owns one
+ *   ring (a memfd, sent once with MT_MSG_RING) and writes fixed-size records with no lock
+ *   and no system call. Because the rings are shared memory held open by the collector,
+ *   every record published before the process died (abort, SIGSEGV, SIGKILL, _exit) is
+ *   still readable afterwards: nothing is lost.
+ * - Order: every record that belongs to the process's event stream takes a sequence number
+ *   from one atomic counter in the process area (mt_wire_proc.next_seq) after its ring
+ *   space is secured, so sequence numbers are dense and the collector merges the rings by
+ *   them. A free takes its number before the block is released and an allocation after it
+ *   succeeded, so a reused address is always seen freed before it is handed out again.
+ *   A gap in the numbers means a record is being written right now: the collector waits
+ *   for it while the process lives and skips it after EOF.
+ * - Call stacks are deduplicated in the process, in a lock-free hash table that lives in
+ *   the process area (mt_wire_stacks), so an event carries a 4-byte stack id, not 64
+ *   addresses. The collector reads the stacks' return addresses straight from that shared
+ *   memory and symbolizes them itself (libdw), out of the program.
+ *
+ * Lifetime: a connection is never closed while a descendant might still connect. Before a
+ * fork the parent opens the child's connection (the child inherits it and sends its HELLO
+ * on it), and the connection is not close-on-exec: its descriptor number travels in
+ * MTRACE_CONN_FD, and an exec'd image sends its HELLO on the inherited connection, which
+ * tells the collector exactly that the old image was replaced (end_reason `exec`). The
+ * collector ends when no connection is open and none is pending. mtrace-run opens the
+ * first connection itself before it starts the program; a plain LD_PRELOAD run without
+ * MTRACE_SOCKET makes its own listening socket, starts `mtrace-run --collector-fd N -o OUT`
+ * detached with that socket inherited, and connects (the backlog holds the connection
+ * until the collector accepts it: no race, no waiting).
+ *
+ * Sizes: every record is one or more cells of MT_WIRE_CELL bytes; events take one cell. */
+#ifndef MT_TRACE_WIRE_H
+#define MT_TRACE_WIRE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "event.h"
+
+#define MT_WIRE_VERSION 1
+/* Fields written by different sides (or hot, contended counters) get cache lines of their own. */
+#define MT_WIRE_ALIGN64 __attribute__((aligned(64)))
+#define MT_WIRE_MAGIC 0x6d747277u /* "mtrw" */
+
+/* ---- socket messages (producer -> collector unless said otherwise) ----------------------- */
+
+enum mt_msg_type {
+    MT_MSG_HELLO = 1,       /* + SCM_RIGHTS: the process area memfd */
+    MT_MSG_HELLO_REPLY = 2, /* collector -> producer */
+    MT_MSG_RING = 3,        /* + SCM_RIGHTS: a new thread ring memfd */
+    MT_MSG_GOODBYE = 4,     /* the process finished its exit records; see mt_msg_hello_reply */
+    MT_MSG_BLOCK_QUERY = 5, /* a heap error: where was this block allocated and freed? */
+    MT_MSG_BLOCK_INFO = 6,  /* collector -> producer: the answer, as report lines */
+};
+
+struct mt_msg_head {
+    uint32_t magic;   /* MT_WIRE_MAGIC */
+    uint16_t version; /* MT_WIRE_VERSION */
+    uint16_t type;    /* enum mt_msg_type */
+};
+
+/* Longest executable path and argument block a HELLO carries (argv beyond is cut; the
+ * flag MT_HELLO_ARGV_TRUNCATED says so). */
+#define MT_WIRE_PATH_MAX 1024
+#define MT_WIRE_ARGV_MAX 8192
+
+enum mt_hello_flags {
+    MT_HELLO_ARGV_TRUNCATED = 1u << 0,
+    MT_HELLO_FORKED = 1u << 1,      /* a fork child of a traced process (not an exec image) */
+    MT_HELLO_SPAWNED_COLLECTOR = 1u << 2, /* this process started the collector itself
+                                             (plain LD_PRELOAD use): it is the root */
+};
+
+struct mt_msg_hello {
+    struct mt_msg_head head;
+    int32_t pid;
+    int32_t ppid;
+    uint32_t flags;          /* enum mt_hello_flags */
+    uint32_t argv_len;       /* bytes used in argv */
+    uint64_t start_mono_ns;  /* CLOCK_MONOTONIC when the process (image) started tracing */
+    uint64_t start_real_ns;  /* CLOCK_REALTIME at the same moment */
+    uint64_t proc_area_size; /* bytes of the process area memfd to map */
+    char exe[MT_WIRE_PATH_MAX];  /* NUL-terminated /proc/self/exe target */
+    char argv[MT_WIRE_ARGV_MAX]; /* the arguments, each NUL-terminated, argv_len bytes */
+};
+
+enum mt_hello_verdict {
+    MT_HELLO_REJECT = 0, /* do not trace this process (it runs untraced, allocator only) */
+    MT_HELLO_ACCEPT = 1,
+};
+
+struct mt_msg_hello_reply {
+    struct mt_msg_head head;
+    uint32_t verdict;        /* enum mt_hello_verdict */
+    /* 1: at exit, after the last records, send MT_MSG_GOODBYE, shut the socket down for
+     * writing and block reading it until the collector closes it, which it does once the
+     * trace file is final. Set for the root of a plain LD_PRELOAD run so that the trace is
+     * complete when the program returns. */
+    uint32_t wait_at_exit;
+    uint64_t trace_start_mono_ns; /* the trace's time origin (informational) */
+};
+
+struct mt_msg_ring {
+    struct mt_msg_head head;
+    uint32_t ring_bytes; /* total size of the memfd to map */
+    int32_t tid;
+};
+
+/* Sent on a heap error, before the report is finished and the process aborts: the collector
+ * first consumes this process's records up to `upto_seq` (the error's own record), then
+ * answers from its live set and its memory of recently freed blocks. The producer waits
+ * for the answer a bounded time (the collector may be gone). */
+struct mt_msg_block_query {
+    struct mt_msg_head head;
+    uint64_t ptr;
+    uint64_t upto_seq;
+};
+
+#define MT_WIRE_INFO_MAX 4096
+struct mt_msg_block_info {
+    struct mt_msg_head head;
+    uint32_t found; /* 0: the collector knows nothing of this block */
+    uint32_t len;   /* bytes of text: symbolized "allocated at" / "freed at" lines */
+    char text[MT_WIRE_INFO_MAX];
+};
+
+/* ---- the process area: one memfd per traced process (image) ------------------------------- */
+
+/* Geometry of the stack store. Sparse memfd: only touched pages cost memory. */
+#define MT_WIRE_STACK_SLOTS (1u << 20)  /* hash slots (power of two); load stays < 1/2 */
+#define MT_WIRE_STACKS_MAX (1u << 19)   /* distinct stacks per process */
+#define MT_WIRE_FRAMES_MAX (1u << 25)   /* return addresses stored in total (256 MiB) */
+#define MT_WIRE_DEPTH_MAX 256            /* matches MTRACE_DEPTH's maximum */
+
+/* One stored stack. Written completely before its id is published in a hash slot. */
+struct mt_wire_stack {
+    uint64_t hash;         /* of the addresses; never 0 */
+    uint32_t frames_at;    /* index of its first address in mt_wire_proc_frames() */
+    uint32_t depth;        /* addresses, innermost (the caller of malloc) first */
+};
+
+struct mt_wire_proc {
+    uint32_t magic;   /* MT_WIRE_MAGIC */
+    uint32_t version; /* MT_WIRE_VERSION */
+    uint64_t area_size;
+    /* The process's event stream order: fetch_add by every ordered record. */
+    _Atomic uint64_t next_seq MT_WIRE_ALIGN64;
+    /* Events dropped because a ring was full (MTRACE_DROP=1); never written otherwise. */
+    _Atomic uint64_t dropped MT_WIRE_ALIGN64;
+    /* Calls made while the recorder itself was busy on the same thread in a section that
+     * cannot nest (creating a ring, taking a snapshot, the exit scan): served, not
+     * recorded. The trace reports the count; it is 0 in normal runs. */
+    _Atomic uint64_t unrecorded;
+    /* Stack store: ids 1.. (0 = no stack). next_stack and next_frame reserve space
+     * (fetch_add); a slot holds (hash32 << 32 | id) once the stack is complete. */
+    _Atomic uint32_t next_stack MT_WIRE_ALIGN64;
+    _Atomic uint32_t next_frame;
+    _Atomic uint32_t stacks_full; /* the store ran out: later new stacks get id 0 */
+    uint32_t page_size;
+    uint32_t small_class_count;
+    uint32_t small_classes[64];   /* the allocator's small block sizes, for meta */
+    /* Offsets of the arrays from the start of the area. */
+    uint64_t slots_at;  /* _Atomic uint64_t[MT_WIRE_STACK_SLOTS] */
+    uint64_t stacks_at; /* struct mt_wire_stack[MT_WIRE_STACKS_MAX], index = id */
+    uint64_t frames_at; /* uint64_t[MT_WIRE_FRAMES_MAX] */
+};
+
+/* ---- rings: one memfd per thread ----------------------------------------------------------- */
+
+#define MT_WIRE_CELL 64u
+
+struct mt_wire_ring {
+    uint32_t magic;   /* MT_WIRE_MAGIC */
+    uint32_t version;
+    uint32_t cells;   /* a power of two; cell i lives at mt_wire_ring_cell(ring, i % cells) */
+    int32_t tid;
+    char name[16];    /* the thread's name when the ring was made (may be empty) */
+    /* 1 when the thread is gone (its TLS destructor ran): after draining, the collector
+     * may unmap the ring. A late event of that thread opens a new ring. */
+    _Atomic uint32_t closed;
+    /* Producer: cells published (release store after the records are complete). */
+    _Atomic uint64_t head MT_WIRE_ALIGN64;
+    /* Collector: cells consumed (release store once copied out). */
+    _Atomic uint64_t tail MT_WIRE_ALIGN64;
+    /* Producer sets it before waiting on `tail` with a futex (ring full, wait mode); the
+     * collector wakes `tail` (FUTEX_WAKE on its low 32 bits) after consuming when set. */
+    _Atomic uint32_t waiting;
+    /* Events this thread dropped (drop mode). */
+    _Atomic uint64_t dropped;
+};
+
+/* Cells start at this offset in the ring memfd. */
+#define MT_WIRE_RING_HEADER 256u
+
+/* ---- records --------------------------------------------------------------------------------
+ * Every record starts with mt_wire_rec and occupies `cells` consecutive cells (which may
+ * wrap around the end of the ring: cells are copied one by one). `seq` orders the record in
+ * its process's stream; ts_ns is CLOCK_MONOTONIC. */
+
+enum mt_rec_kind {
+    MT_REC_EVENT = 1,      /* struct mt_wire_event: one malloc-family call (event.h ops) */
+    MT_REC_SNAPSHOT = 2,   /* struct mt_wire_snapshot + class and bucket arrays */
+    MT_REC_MARK = 3,       /* struct mt_wire_text: mt_trace_mark(label) */
+    MT_REC_ERROR = 4,      /* struct mt_wire_error + detail text */
+    MT_REC_LEAKED = 5,     /* struct mt_wire_leaked: blocks the exit scan found unreachable */
+    MT_REC_SCAN_DONE = 6,  /* struct mt_wire_scan_done: the exit scan finished */
+    MT_REC_EXIT = 7,       /* struct mt_wire_exit: exit() or _exit() was called */
+    MT_REC_PAUSE = 8,      /* mt_trace_pause(): events stop until MT_REC_RESUME */
+    MT_REC_RESUME = 9,
+    MT_REC_PAD = 10,       /* filler; skip (no seq) */
+};
+
+struct mt_wire_rec {
+    uint8_t kind;   /* enum mt_rec_kind */
+    uint8_t cells;  /* cells of this record, >= 1 */
+    uint8_t op;     /* MT_REC_EVENT: enum mt_op; MT_REC_ERROR: enum mt_heap_error_kind */
+    uint8_t sub;    /* MT_REC_ERROR: enum mt_api; MT_REC_EXIT: enum mt_exit_how */
+    uint32_t stack_id; /* process-local stack id (0: none) */
+    uint64_t seq;
+    uint64_t ts_ns;
+};
+
+struct mt_wire_event {
+    struct mt_wire_rec rec;
+    uint64_t ptr;  /* new block (free: the freed block; region_pop: 0) */
+    uint64_t size; /* as docs/trace-format.md's operations table */
+    uint64_t aux;  /* as docs/trace-format.md (realloc: old pointer, raw) */
+};
+_Static_assert(sizeof(struct mt_wire_event) <= MT_WIRE_CELL, "an event is one cell");
+
+/* Snapshot: the allocator's state, then `class_count` (block_size, live, capacity) triples
+ * for the small classes and MT_WIRE_SNAP_BUCKETS (live) counts of medium and large blocks
+ * by power-of-two usable size (bucket b: (2^(b-1), 2^b]), in the cells that follow. */
+#define MT_WIRE_SNAP_BUCKETS 64
+struct mt_wire_snapshot {
+    struct mt_wire_rec rec;
+    uint64_t mapped, committed, in_use, free_bytes, largest_free, live_blocks;
+    uint32_t class_count;
+    uint32_t pad;
+    /* followed by: struct mt_wire_snap_class classes[class_count];
+     *              uint64_t bucket_live[MT_WIRE_SNAP_BUCKETS]; */
+};
+struct mt_wire_snap_class {
+    uint32_t block_size;
+    uint32_t live;
+    uint32_t capacity;
+};
+
+/* Mark label or error detail: `len` bytes of text follow the fixed part (no NUL). */
+#define MT_WIRE_TEXT_MAX 480
+struct mt_wire_text {
+    struct mt_wire_rec rec;
+    uint32_t len;
+    uint32_t pad;
+    /* char text[len]; */
+};
+
+struct mt_wire_error {
+    struct mt_wire_rec rec; /* op = kind, sub = api, stack_id = where it was detected */
+    uint64_t ptr;
+    uint64_t size;
+    uint32_t len;           /* detail text bytes that follow */
+    uint32_t pad;
+    /* char detail[len]; */
+};
+
+/* Up to MT_WIRE_LEAKED_PER_REC unreachable block addresses per record. Records of one scan
+ * share no seq order among themselves beyond the stream order; they come between the
+ * process's last event and its MT_REC_SCAN_DONE. */
+#define MT_WIRE_LEAKED_PER_REC 60
+struct mt_wire_leaked {
+    struct mt_wire_rec rec;
+    uint32_t count;
+    uint32_t pad;
+    /* uint64_t ptr[count]; */
+};
+
+struct mt_wire_scan_done {
+    struct mt_wire_rec rec;
+    uint64_t live_blocks; /* blocks the scan saw live (traced or not) */
+    uint64_t leaked_blocks;
+};
+
+enum mt_exit_how {
+    MT_EXIT_NORMAL = 1, /* exit() or return from main: atexit handlers ran */
+    MT_EXIT_IMMEDIATE = 2, /* _exit()/_Exit(): no leak scan */
+};
+
+struct mt_wire_exit {
+    struct mt_wire_rec rec; /* sub = enum mt_exit_how */
+    int32_t code;
+    uint32_t pad;
+};
+
+#endif
