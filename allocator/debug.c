@@ -587,7 +587,7 @@ bool mt_debug_check(struct mt_check *check)
     return true;
 }
 
-bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed)
+bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit)
 {
     uintptr_t a = (uintptr_t)addr;
     for (size_t i = 0; i < STRIPES; i++) {
@@ -599,9 +599,11 @@ bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, b
             if (b->ptr <= SLOT_TOMBSTONE || !b->guarded)
                 continue;
             if (a >= (uintptr_t)b->map_base && a < (uintptr_t)b->map_base + b->map_size) {
-                *block = (const void *)b->ptr;
-                *size = b->size;
-                *freed = b->state == BLOCK_QUARANTINED;
+                hit->block = (const void *)b->ptr;
+                hit->size = b->size;
+                hit->freed = b->state == BLOCK_QUARANTINED;
+                hit->alloc_site = b->alloc_site;
+                hit->free_site = hit->freed ? b->free_site : NULL;
                 mt_unlock(&s->lock);
                 return true;
             }

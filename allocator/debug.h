@@ -71,10 +71,18 @@ bool mt_debug_verify_quarantine(enum mt_api api);
 /* Verify the canary of every live block and the poison of every quarantined one. */
 bool mt_debug_check(struct mt_check *check);
 
+/* What the fault handler learns about a faulting address. */
+struct mt_debug_guard_hit {
+    const void *block;      /* the guarded block's start */
+    size_t size;            /* its requested size */
+    bool freed;             /* the block was freed (the fault is a use after free) */
+    const void *alloc_site; /* code addresses that allocated and freed it, for the report */
+    const void *free_site;
+};
+
 /* The guard page an address falls in, for the fault handler: true and the block it
- * protects (start and requested size, and whether the block was freed) when addr lies in
- * a guard page or a freed guarded block. */
-bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed);
+ * protects when addr lies in a guard page or a freed guarded block. */
+bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit);
 
 void mt_debug_fork_prepare(void);
 void mt_debug_fork_parent(void);

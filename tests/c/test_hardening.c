@@ -418,6 +418,8 @@ TEST(debug_guard_page_catches_large_overflow_and_use_after_free)
     EXPECT_DEBUG_REPORT("guard_use_after_free", "mtrace: error: use of freed block of " PTR
                                                 " \\(size 200000\\) in a memory access: offset 10 of the freed block "
                                                 "was touched$");
+    CHECK(strstr(expect_death_output, "mtrace:   the block was allocated by ") != NULL);
+    CHECK(strstr(expect_death_output, "mtrace:   and freed by ") != NULL);
 }
 
 TEST(debug_quarantine_catches_double_free_and_realloc)
