@@ -87,6 +87,9 @@ static void small_double_free(void *arg)
 TEST(small_double_free)
 {
     EXPECT_REPORT(small_double_free, NULL, "mtrace: error: double free of " PTR " \\(size 64\\) in free\\(\\)$");
+    /* Linked statically, mtrace is part of the program: the program's own frames must not
+     * be filtered out of the backtrace as "mtrace's". */
+    CHECK(report_matches("^mtrace:   #[0-9]+ +" PTR " in [^ ]*test_hardening\\+0x"));
 }
 
 static void small_double_free_after_reuse_of_neighbours(void *arg)
