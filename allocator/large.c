@@ -24,8 +24,11 @@ _Static_assert(sizeof(struct large_header) == MT_LARGE_HEADER, "large header siz
  * removed entry so probe chains stay intact. Grows at 50% load. */
 #define REGISTRY_MIN 256
 #define TOMBSTONE ((uintptr_t)1)
-/* Freed blocks remembered to tell a double free from an invalid one. */
-#define RECENT_FREED 64
+/* Freed blocks remembered to tell a double free from an invalid one. Searched only on the
+ * error path, so the cost is 16 KiB of address space: 1024 covers a program that frees
+ * hundreds of large buffers between the two frees (64 was often too few, and the report
+ * then called a double free "not allocated by mtrace"). */
+#define RECENT_FREED 1024
 
 static mt_lock_t large_lock = MT_LOCK_INIT;
 static uintptr_t *registry;
@@ -215,7 +218,8 @@ static void report_unknown(const void *ptr, enum mt_api api, bool is_free)
         mt_heap_error_simple(kind, ptr, size, api, NULL);
     } else {
         mt_heap_error_simple(MT_ERR_INVALID_FREE, ptr, 0, api,
-                             "not allocated by mtrace (stack, global, or another allocator's memory)");
+                             "not allocated by mtrace (stack, global, another allocator's memory) or a large "
+                             "block freed long before");
     }
 }
 

@@ -22,6 +22,8 @@
 /* A quarantine small enough that a few frees evict a block (debug poison tests). */
 #define TINY_QUARANTINE "1K"
 #define EVICTING_FREES 64
+/* Large frees between the two frees of a block: more than the registry used to remember. */
+#define LARGE_FREES_BETWEEN 200
 
 static void *volatile sink; /* keeps the compiler from reasoning about freed pointers */
 
@@ -226,6 +228,18 @@ static void large_double_free(void *arg)
     free(sink);
 }
 
+/* A double free with many large frees in between is still called a double free. */
+static void large_double_free_later(void *arg)
+{
+    (void)arg;
+    char *p = malloc(LARGE_REQUEST);
+    free(p);
+    for (int i = 0; i < LARGE_FREES_BETWEEN; i++)
+        free(malloc(LARGE_REQUEST));
+    sink = p;
+    free(sink);
+}
+
 static void large_realloc_freed(void *arg)
 {
     (void)arg;
@@ -257,6 +271,8 @@ static void large_interior_free(void *arg)
 TEST(large_block_checks)
 {
     EXPECT_REPORT(large_double_free, NULL, "mtrace: error: double free of " PTR " \\(size [0-9]+\\) in free\\(\\)$");
+    EXPECT_REPORT(large_double_free_later, NULL,
+                  "mtrace: error: double free of " PTR " \\(size [0-9]+\\) in free\\(\\)$");
     EXPECT_REPORT(large_realloc_freed, NULL,
                   "mtrace: error: realloc of freed block of " PTR " \\(size [0-9]+\\) in realloc\\(\\)$");
     /* Each field free() relies on: the checksum, map_base, map_size, usable. */
