@@ -101,8 +101,9 @@ bool mt_debug_init(void)
     c->quarantine = q < 0 ? (debug ? QUARANTINE_DEFAULT : 0) : (size_t)q;
     c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
     c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
-    c->enabled = debug || c->canary || c->guard || c->poison || c->zero_on_free || c->quarantine || c->randomize ||
-                 c->fill;
+    /* Zeroing freed blocks alone needs no block table: the interposer does it with a
+     * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
+    c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
     return c->enabled;
 }
 

@@ -52,7 +52,8 @@ struct mt_debug_config {
 
 extern struct mt_debug_config mt_debug_config;
 
-/* Resolve the options (auto ones follow MTRACE_DEBUG); true when the layer is enabled. */
+/* Resolve the options (auto ones follow MTRACE_DEBUG); true when the layer is enabled.
+ * MTRACE_ZERO_ON_FREE alone does not enable it (see MT_MODE_ZERO). */
 bool mt_debug_init(void);
 
 /* `site` is the code address that called the public function, kept for reports. */

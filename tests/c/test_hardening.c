@@ -369,6 +369,29 @@ static void debug_zero_on_free(void)
     exit(0);
 }
 
+/* MTRACE_ZERO_ON_FREE alone: freed blocks and the old place of a moved realloc read as
+ * zeros, and the debug layer stays off (no canary: the usable size is the class size). */
+static void light_zero_on_free(void)
+{
+    char *p = malloc(40);
+    if (malloc_usable_size(p) != 48)
+        exit(2);
+    memset(p, 'z', 40);
+    char *q = realloc(opaque(p), 4000);
+    if (q == p)
+        exit(3);
+    memset(q, 'y', 4000);
+    free(q);
+    for (int i = 0; i < 40; i++)
+        if (((volatile char *)sink)[i] != 0)
+            exit(1);
+    sink = q;
+    for (int i = 0; i < 4000; i++)
+        if (((volatile char *)sink)[i] != 0)
+            exit(1);
+    exit(0);
+}
+
 static const struct scenario scenarios[] = {
     {"canary_overflow", debug_canary_overflow, {"MTRACE_GUARD=0"}},
     {"canary_at_realloc", debug_canary_at_realloc, {"MTRACE_GUARD=0"}},
@@ -381,6 +404,7 @@ static const struct scenario scenarios[] = {
     {"double_free", debug_double_free, {"MTRACE_GUARD=0"}},
     {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0"}},
     {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
 };
 
 static const struct scenario *find_scenario(const char *name)
@@ -391,7 +415,8 @@ static const struct scenario *find_scenario(const char *name)
     return NULL;
 }
 
-/* expect_death's child: become this program again, in debug mode, running one scenario. */
+/* expect_death's child: become this program again, in debug mode (unless the scenario's
+ * own MTRACE_DEBUG=0 overrides it), running one scenario. */
 static void exec_scenario(void *arg)
 {
     const struct scenario *s = arg;
@@ -450,15 +475,22 @@ TEST(debug_quarantine_catches_double_free_and_realloc)
                         "mtrace: error: realloc of freed block of " PTR " \\(size 64\\) in realloc\\(\\)$");
 }
 
-TEST(debug_zero_on_free_zeroes)
+/* Exit status of a scenario run in a re-executed child. */
+static int scenario_status(const char *name)
 {
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0)
-        exec_scenario((void *)find_scenario("zero_on_free"));
+        exec_scenario((void *)find_scenario(name));
     int status = 0;
     waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(debug_zero_on_free_zeroes)
+{
+    CHECK_EQ_U(scenario_status("zero_on_free"), 0);
+    CHECK_EQ_U(scenario_status("light_zero_on_free"), 0);
 }
 
 int main(int argc, char **argv)

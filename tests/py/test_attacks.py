@@ -113,6 +113,12 @@ def test_uaf_read_guarded(tier):
     check(result, ("detected", "use of freed block", "a memory access"))
 
 
+def test_uaf_read_zero_on_free():
+    """MTRACE_ZERO_ON_FREE=1 without debug mode (a memset per free) stops the leak."""
+    env = dict(ALLOCATORS["mtrace"], MTRACE_ZERO_ON_FREE="1")
+    check(attack_table.run_case(BUILD, ("uaf_read", "small", None), env), HARMLESS)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_glibc_reaches_a_verdict(case):
     """The attack programs are sound where they were meant to work: under glibc each one
