@@ -115,7 +115,7 @@ TEST(every_block_is_16_aligned_and_writable_for_sizes_0_to_1_MiB)
         size_t usable = malloc_usable_size(p);
         CHECK_MSG(usable >= size, "size %zu usable %zu", size, usable);
         if (size) {
-            p[0] = 1;
+            memset(p, 1, malloc_usable_size(p)); /* the usable bytes are the program's */
             p[size - 1] = 2;
         }
         free(p);
@@ -429,6 +429,28 @@ TEST(valloc_and_pvalloc_are_page_aligned_and_pvalloc_rounds_to_pages)
                   malloc_usable_size(pv), rounded);
         memset(pv, 9, rounded); /* every byte up to the page boundary is the program's */
         free(pv);
+    }
+}
+
+TEST(zero_byte_aligned_blocks_are_real_blocks)
+{
+    /* Regression: memalign(4096, 0) used to return a pointer at the end of its mapping with
+     * a usable size of 0, and realloc of it failed without setting errno. */
+    for (size_t align = 32; align <= 1 * MiB; align *= 2) {
+        unsigned char *p = memalign(align, 0);
+        REQUIRE(p != NULL);
+        CHECK(((uintptr_t)p & (align - 1)) == 0);
+        CHECK_MSG(malloc_usable_size(p) > 0, "memalign(%zu, 0): usable size 0", align);
+        memset(p, 1, malloc_usable_size(p)); /* the usable bytes are the program's */
+        errno = 0;
+        unsigned char *q = realloc(p, 100);
+        CHECK_MSG(q != NULL, "realloc of memalign(%zu, 0) failed, errno %d", align, errno);
+        if (q)
+            memset(q, 2, 100);
+        free(q ? q : p);
+        void *r = NULL;
+        CHECK(posix_memalign(&r, align, 0) == 0 && r != NULL && malloc_usable_size(r) > 0);
+        free(r);
     }
 }
 
