@@ -298,6 +298,7 @@ TEST(thousands_of_short_lived_threads)
     struct mt_heap_stats before, after;
     mt_heap_stats(&before);
     static struct short_result results[SHORT_BATCH];
+    uint64_t rng = 99;
     for (int done = 0; done < SHORT_THREADS; done += SHORT_BATCH) {
         pthread_t tids[SHORT_BATCH];
         memset(results, 0, sizeof results);
@@ -305,14 +306,19 @@ TEST(thousands_of_short_lived_threads)
             REQUIRE(pthread_create(&tids[i], NULL, short_worker, &results[i]) == 0);
         for (int i = 0; i < SHORT_BATCH; i++)
             pthread_join(tids[i], NULL);
-        /* The threads are gone: their blocks are freed here, into abandoned memory. */
+        /* The threads are gone: their blocks are resized or freed here, in memory whose
+         * owner has exited. */
         for (int i = 0; i < SHORT_BATCH; i++) {
             for (int k = 0; k < SHORT_BLOCKS / 2; k++) {
-                struct item *it = &results[i].kept[k];
-                if (!it->ptr)
+                struct item it = results[i].kept[k];
+                if (!it.ptr)
                     continue;
-                pattern_apply(it, true);
-                free(it->ptr);
+                pattern_apply(&it, true);
+                if (k % 4 == 0) {
+                    it = resize(it, &rng);
+                    pattern_apply(&it, true);
+                }
+                free(it.ptr);
             }
         }
     }
