@@ -606,6 +606,58 @@ TEST(mallopt_perturb_fills_new_and_freed_blocks)
     free(q);
 }
 
+/* ---- heap errors: reported in one line naming the bug, then abort ---- */
+
+static void double_free_of(void *arg)
+{
+    void *p = malloc(*(size_t *)arg);
+    free(p);
+    free(p);
+}
+
+static void free_of_stack_pointer(void *arg)
+{
+    (void)arg;
+    char local[64];
+    free(local + (uintptr_t)arg); /* arg is NULL: defeats -Wfree-nonheap-object */
+}
+
+static void free_of_interior_pointer(void *arg)
+{
+    (void)arg;
+    char *p = malloc(100);
+    free(p + 16);
+}
+
+static void realloc_of_freed_block(void *arg)
+{
+    void *p = malloc(*(size_t *)arg);
+    free(p);
+    p = realloc(p, 10);
+}
+
+static void usable_size_of_freed_block(void *arg)
+{
+    (void)arg;
+    void *p = malloc(40);
+    free(p);
+    malloc_usable_size(p);
+}
+
+TEST(heap_errors_abort_with_a_one_line_report)
+{
+    for (size_t k = 0; k < TIER_COUNT; k += 3) {
+        size_t size = tier_sizes[k];
+        CHECK_MSG(expect_death(double_free_of, &size, SIGABRT, "mtrace: error: double free of 0x"),
+                  "double free of a %zu-byte block", size);
+        CHECK_MSG(expect_death(realloc_of_freed_block, &size, SIGABRT, "realloc of freed block"),
+                  "realloc of a freed %zu-byte block", size);
+    }
+    CHECK(expect_death(free_of_stack_pointer, NULL, SIGABRT, "invalid free of 0x"));
+    CHECK(expect_death(free_of_interior_pointer, NULL, SIGABRT, "points 16 bytes into a block"));
+    CHECK(expect_death(usable_size_of_freed_block, NULL, SIGABRT, "in malloc_usable_size()"));
+}
+
 /* ---- introspection ---- */
 
 /* Parse "0x... - 0x... : N bytes" lines of show_alloc_mem output. */
