@@ -16,7 +16,9 @@ int main(int argc, char **argv)
     size_t request = attack_request(attack_tier(argc, argv));
     bool mangled = strcmp(attack_variant(argc, argv, "mangled"), "raw") != 0;
     char *a = malloc(request);
+    void *spacer = malloc(request); /* keeps a and b from coalescing, */
     char *b = malloc(request);
+    void *barrier = malloc(request); /* and b from the top chunk: both stay on a free list */
     free(b);
     free(a);
     uintptr_t want = (uintptr_t)target;
@@ -30,5 +32,7 @@ int main(int argc, char **argv)
         attack_succeeded("malloc returned %p / %p; the target is %p", first, second, (void *)target);
     free(first);
     free(second);
+    free(spacer);
+    free(barrier);
     attack_failed("the poisoned link was not followed");
 }
