@@ -26,6 +26,10 @@ struct mt_debug_config mt_debug_config;
 /* A power of two; enough that 8 threads seldom share a lock. */
 #define STRIPES 64
 #define TABLE_MIN 256
+/* A table is rebuilt at half full (entries and tombstones), to at most 1/TABLE_SPARSITY
+ * full, and shrunk when its entries fall below 1/TABLE_SHRINK of it. */
+#define TABLE_SPARSITY 4
+#define TABLE_SHRINK 16
 #define RING_MIN 256
 /* Default quarantine when MTRACE_DEBUG is on and MTRACE_QUARANTINE is auto: large enough
  * to hold several generations of a typical working set's small blocks, small enough to be
@@ -51,6 +55,7 @@ struct stripe {
     struct debug_block *table;
     size_t table_cap;  /* power of two */
     size_t table_used; /* live + quarantined + tombstones */
+    size_t table_entries; /* live + quarantined */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 /* Evicted blocks are released in batches of at most this many per free, outside the
@@ -129,9 +134,15 @@ static struct debug_block *table_find(struct stripe *s, uintptr_t ptr, uint64_t 
     }
 }
 
-static bool table_grow(struct stripe *s)
+/* Rebuild the table without its tombstones, sized for its entries: at most 1/TABLE_SPARSITY
+ * full afterwards, so the next rebuild is at least a quarter of the capacity away, and
+ * shrunk as well as grown. Doubling at every rebuild kept the largest size a program ever
+ * needed for good: freeing 200 MiB of small blocks left 500 MiB of tables resident. */
+static bool table_rehash(struct stripe *s)
 {
-    size_t new_cap = s->table_cap ? s->table_cap * 2 : TABLE_MIN;
+    size_t new_cap = TABLE_MIN;
+    while (new_cap < (s->table_entries + 1) * TABLE_SPARSITY)
+        new_cap *= 2;
     struct debug_block *table = mt_os_map(new_cap * sizeof *table);
     if (!table)
         return false;
@@ -156,7 +167,7 @@ static bool table_grow(struct stripe *s)
 
 static struct debug_block *table_insert(struct stripe *s, uintptr_t ptr, uint64_t hash)
 {
-    if ((s->table_used + 1) * 2 > s->table_cap && !table_grow(s))
+    if ((s->table_used + 1) * 2 > s->table_cap && !table_rehash(s))
         return NULL;
     size_t mask = s->table_cap - 1;
     size_t i = (hash >> 6) & mask;
@@ -164,6 +175,7 @@ static struct debug_block *table_insert(struct stripe *s, uintptr_t ptr, uint64_
         i = (i + 1) & mask;
     if (s->table[i].ptr == SLOT_EMPTY)
         s->table_used++;
+    s->table_entries++;
     memset(&s->table[i], 0, sizeof s->table[i]);
     s->table[i].ptr = ptr;
     return &s->table[i];
@@ -328,8 +340,8 @@ static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
 }
 
 /* Leave the quarantine for good: verify the poison, give the memory back, forget the
- * block. Caller holds the block's stripe lock. */
-static void release(struct debug_block *b)
+ * block (b is invalid afterwards: the table may be rebuilt). Caller holds the stripe lock. */
+static void release(struct stripe *s, struct debug_block *b)
 {
     if (b->guarded) {
         mt_os_unmap(b->map_base, b->map_size);
@@ -346,6 +358,9 @@ static void release(struct debug_block *b)
         mt_alloc_free((void *)b->ptr);
     }
     b->ptr = SLOT_TOMBSTONE;
+    s->table_entries--;
+    if (s->table_cap > TABLE_MIN && s->table_entries * TABLE_SHRINK < s->table_cap)
+        table_rehash(s); /* may fail for want of memory: the old table stays, still valid */
 }
 
 /* Release a quarantined block by address (it may have been released already by a racing
@@ -357,7 +372,7 @@ static void release_quarantined(uintptr_t ptr)
     mt_lock(&s->lock);
     struct debug_block *b = table_find(s, ptr, hash);
     if (b && b->state == BLOCK_QUARANTINED)
-        release(b);
+        release(s, b);
     mt_unlock(&s->lock);
 }
 
@@ -426,7 +441,7 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
     if (b->guarded) /* any access to a freed guarded block now faults */
         mt_os_protect_none(b->map_base, b->map_size - mt_os_page_size());
     if (mt_debug_config.quarantine == 0) {
-        release(b);
+        release(s, b);
         mt_unlock(&s->lock);
         return;
     }
