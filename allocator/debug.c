@@ -438,8 +438,14 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         memset(ptr, 0, size);
     else if (mt_debug_config.poison)
         memset(ptr, MT_DEBUG_POISON_BYTE, size);
-    if (b->guarded) /* any access to a freed guarded block now faults */
-        mt_os_protect_none(b->map_base, b->map_size - mt_os_page_size());
+    if (b->guarded) {
+        /* Any access to a freed guarded block now faults; its contents can never be read
+         * again (it is unmapped, not verified, when it leaves the quarantine), so its pages
+         * go back to the OS now rather than staying resident for the quarantine's time. */
+        size_t data = b->map_size - mt_os_page_size();
+        mt_os_protect_none(b->map_base, data);
+        mt_os_decommit(b->map_base, data);
+    }
     if (mt_debug_config.quarantine == 0) {
         release(s, b);
         mt_unlock(&s->lock);
