@@ -74,15 +74,18 @@ def iter_events(trace, proc_id, lo_ns=None, hi_ns=None, progress=None):
         where.append("first_ns <= ?")
         params.append(hi_ns)
     cond = " AND ".join(where)
-    total = trace.query(f"SELECT count(*) FROM event_chunks WHERE {cond}", params).fetchone()[0]
-    cursor = trace.conn.cursor()
-    cursor.execute(f"SELECT count, first_ns, data FROM event_chunks WHERE {cond} "
-                   "ORDER BY first_seq", params)
-    for done, (count, first_ns, data) in enumerate(cursor, 1):
+    # The chunk ids first (small), then each blob by id: an ORDER BY over the blobs
+    # themselves could make SQLite sort hundreds of megabytes when no index covers it.
+    ids = [r[0] for r in trace.query(
+        f"SELECT chunk_id FROM event_chunks WHERE {cond} ORDER BY first_seq", params)]
+    for done, chunk_id in enumerate(ids, 1):
+        count, first_ns, data = trace.query(
+            "SELECT count, first_ns, data FROM event_chunks WHERE chunk_id = ?",
+            (chunk_id,)).fetchone()
         for event in decode_chunk(data, count, first_ns):
             yield event
         if progress:
-            progress.update(done, total)
+            progress.update(done, len(ids))
 
 
 def replay_live(trace, proc_ids, at_ns, progress=None):

@@ -14,6 +14,8 @@ BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 ASCII_SPARK = "_.-=+*#@"
 KIB = 1024
+NS_PER_US = 1000
+NS_PER_MS = 1000 * NS_PER_US
 
 
 def unicode_ok(stream=None):
@@ -38,8 +40,13 @@ def human_bytes(n):
 
 
 def seconds(ns):
+    """Seconds since the trace started, with a unit that keeps 3-4 significant digits."""
     if ns is None:
         return "-"
+    if abs(ns) < NS_PER_MS:
+        return f"{ns / NS_PER_US:.1f} us"
+    if abs(ns) < NS_PER_S:
+        return f"{ns / NS_PER_MS:.2f} ms"
     return f"{ns / NS_PER_S:.3f} s"
 
 
