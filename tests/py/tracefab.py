@@ -43,6 +43,7 @@ CREATE TABLE stack_frames(stack_id INTEGER, pos INTEGER, frame_id INTEGER,
   PRIMARY KEY(stack_id, pos));
 CREATE TABLE event_chunks(chunk_id INTEGER PRIMARY KEY, proc_id INTEGER, first_seq INTEGER,
   count INTEGER, first_ns INTEGER, last_ns INTEGER, data BLOB);
+CREATE INDEX event_chunks_by_proc ON event_chunks(proc_id, first_seq);
 CREATE TABLE op_counts(proc_id INTEGER, op INTEGER, calls INTEGER, bytes INTEGER,
   PRIMARY KEY(proc_id, op));
 CREATE TABLE stack_stats(proc_id INTEGER, stack_id INTEGER, allocs INTEGER,

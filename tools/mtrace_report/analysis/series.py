@@ -29,7 +29,8 @@ def _window(lo, hi):
 
 def snapshot_series(trace, proc_id, lo=None, hi=None, max_points=DEFAULT_MAX_POINTS):
     cond, params = _window(lo, hi)
-    base = (f"SELECT ts_ns, {', '.join(BASE_COLUMNS)}, {', '.join(FRAG_COLUMNS)} "
+    derived = ", ".join(f"{expr} AS {name}" for expr, name in zip(FRAG_COLUMNS, NAMES[-3:]))
+    base = (f"SELECT ts_ns, {', '.join(BASE_COLUMNS)}, {derived} "
             f"FROM snapshots WHERE proc_id = {int(proc_id)}{cond}")
     n, tmin, tmax = trace.query(f"SELECT count(*), min(ts_ns), max(ts_ns) FROM ({base})",
                                 params).fetchone()
