@@ -15,20 +15,24 @@ DEFAULT_FRAMES = 4
 
 
 def frames_of(trace, stack_ids):
-    """{stack_id: [frame, ...]} for the given stacks (missing or 0: empty list)."""
+    """{stack_id: [frame, ...]} for the given stacks (missing or 0: empty list). Frame dicts
+    are shared between stacks (one per frame_id per trace): many stacks, few frames."""
     ids = sorted({int(s) for s in stack_ids if s})
     out = {s: [] for s in stack_ids}
+    cache = trace.__dict__.setdefault("frame_cache", {})
     for i in range(0, len(ids), STACK_BATCH):
         batch = ids[i:i + STACK_BATCH]
         rows = trace.query(
-            "SELECT sf.stack_id, f.function, f.file, f.line, m.path, f.offset, f.inlined "
-            "FROM stack_frames sf JOIN frames f ON f.frame_id = sf.frame_id "
+            "SELECT sf.stack_id, f.frame_id, f.function, f.file, f.line, m.path, f.offset, "
+            "f.inlined FROM stack_frames sf JOIN frames f ON f.frame_id = sf.frame_id "
             "LEFT JOIN modules m ON m.module_id = f.module_id "
             f"WHERE sf.stack_id IN {in_list(batch)} ORDER BY sf.stack_id, sf.pos")
-        for sid, function, file, line, module, offset, inlined in rows:
-            out.setdefault(sid, []).append(dict(function=function, file=file, line=line,
-                                                module=module, offset=offset,
-                                                inlined=bool(inlined)))
+        for sid, fid, function, file, line, module, offset, inlined in rows:
+            frame = cache.get(fid)
+            if frame is None:
+                frame = cache[fid] = dict(function=function, file=file, line=line,
+                                          module=module, offset=offset, inlined=bool(inlined))
+            out.setdefault(sid, []).append(frame)
     return out
 
 

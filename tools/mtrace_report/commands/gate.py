@@ -2,7 +2,7 @@
 (printing the offending stacks), 2 when the trace cannot be read. Suppressions in
 LeakSanitizer or Valgrind format; --baseline fails only on leak stacks the old trace did
 not have; --junit writes the result for CI test dashboards."""
-from ..analysis.gate import baseline_leak_keys, run_gate
+from ..analysis.gate import DEFAULT_SHOW, baseline_leak_keys, run_gate
 from ..analysis.suppressions import parse_suppressions
 from ..db import open_trace
 from ..errors import EXIT_GATE_FAILED
@@ -33,6 +33,8 @@ def add_arguments(parser):
                         help="also count blocks live at exit that no leak scan classified")
     parser.add_argument("--junit", metavar="FILE", help="also write the result as JUnit XML")
     parser.add_argument("--full", action="store_true", help="show whole stacks")
+    parser.add_argument("--limit", type=positive_int, default=DEFAULT_SHOW,
+                        help=f"offending stacks listed (default {DEFAULT_SHOW}; 0: all; all are counted)")
 
 
 def run(args):
@@ -42,7 +44,7 @@ def run(args):
     if args.baseline:
         baseline = baseline_leak_keys(open_trace(args.baseline), args.count_unknown)
     result = run_gate(trace, procs, args.max_leak_bytes, args.max_leaks, args.max_stack_bytes,
-                      args.max_errors, supps, baseline, args.count_unknown)
+                      args.max_errors, supps, baseline, args.count_unknown, args.limit)
     if args.junit:
         write_junit(result, args.junit)
     if args.json:

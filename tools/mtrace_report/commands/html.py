@@ -14,6 +14,8 @@ from .common import add_trace, open_selected, progress
 
 NAME = "html"
 TOP_LIMIT = 10
+# Leak stacks listed per process: the biggest; the totals count them all.
+LEAK_LIMIT = 50
 
 
 def add_arguments(parser):
@@ -30,7 +32,7 @@ def run(args):
     prog.step("summary")
     summary = summarize(trace, procs)
     prog.step("leaks")
-    leaks = leak_report(trace, procs, args.show_reachable)
+    leaks = leak_report(trace, procs, args.show_reachable, LEAK_LIMIT)
     prog.step("top sites")
     top_by = {by: top_sites(trace, procs, by, TOP_LIMIT) for by in ("bytes", "peak", "temporary", "calls")}
     prog.step("histogram")

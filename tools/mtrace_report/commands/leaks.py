@@ -30,20 +30,20 @@ def add_arguments(parser):
 
 def run(args):
     trace, procs = open_selected(args)
-    report = leak_report(trace, procs, args.show_reachable)
+    report = leak_report(trace, procs, args.show_reachable, args.limit)
     labels = {p: proc_label(trace.processes[p]) for p in procs}
     status = 0
     if args.fail_on_leak:
         supps = [s for path in args.suppressions or () for s in parse_suppressions(path)]
         gate = run_gate(trace, procs, max_leak_bytes=0, suppressions=supps)
         report["gate"] = dict(passed=gate["passed"], counted=gate["counted"],
-                              suppressed_stacks=len(gate["suppressed"]))
+                              suppressed_stacks=gate["suppressed"]["stacks"])
         if not gate["passed"]:
             status = EXIT_GATE_FAILED
     if args.json:
         write_json(report)
     else:
-        write(render_leaks(report, args.full, args.limit, labels))
+        write(render_leaks(report, args.full, labels))
         if args.fail_on_leak:
             g = report["gate"]
             write(("leak check: FAILED, " if status else "leak check: passed, ") +

@@ -79,6 +79,11 @@ def _leaks(r):
         top = esc(frame_text(g["frames"][0])) if g["frames"] else "(no stack)"
         out.append(f"<details><summary>pid {g['pid']}: {esc('; '.join(parts))} — {top}</summary>"
                    f"{_stack(g['frames'])}</details>")
+    for p in r["processes"]:
+        more = p["listed_stacks"] - sum(1 for g in r["stacks"] if g["proc_id"] == p["proc_id"])
+        if more > 0:
+            out.append(f"<p>… and {more} more stacks in pid {p['pid']} "
+                       "(<code>mtrace-report leaks --limit 0</code> lists all).</p>")
     return "".join(out)
 
 

@@ -159,7 +159,7 @@ def leak_line(t):
 
 
 # ---- leaks --------------------------------------------------------------------------------
-def render_leaks(r, full=False, limit=None, labels=None):
+def render_leaks(r, full=False, labels=None):
     out = []
     for p in r["processes"]:
         mine = [g for g in r["stacks"] if g["proc_id"] == p["proc_id"]]
@@ -168,8 +168,7 @@ def render_leaks(r, full=False, limit=None, labels=None):
         if not p["leak_scan"]:
             head += f" [no leak scan: {p['end_reason'] or 'process did not exit normally'}]"
         out.append(head)
-        shown = mine if not limit else mine[:limit]
-        for g in shown:
+        for g in mine:
             parts = []
             if g["leaked_blocks"]:
                 parts.append(f"{g['leaked_bytes']} bytes in {g['leaked_blocks']} blocks leaked")
@@ -181,8 +180,8 @@ def render_leaks(r, full=False, limit=None, labels=None):
                              "still reachable")
             out.append(f"  {'; '.join(parts)} (stack {g['stack_id']})")
             out += stack_lines(g["frames"], full)
-        if limit and len(mine) > limit:
-            out.append(f"  … {len(mine) - limit} more stacks (--limit 0 shows all)")
+        if p["listed_stacks"] > len(mine):
+            out.append(f"  … {p['listed_stacks'] - len(mine)} more stacks (--limit 0 shows all)")
         out.append("")
     out.append("total: " + leak_line(r["totals"]))
     return "\n".join(out) + "\n"
@@ -344,8 +343,8 @@ def render_gate(g, full=False):
         out.append(f"{mark} {c['name']}: {c['value']} (limit {c['limit']})")
     cnt = g["counted"]
     out.append(f"counted: {cnt['bytes']} bytes in {cnt['blocks']} blocks from {cnt['stacks']} "
-               f"stacks; suppressed {len(g['suppressed'])} stacks; "
-               f"in baseline {len(g['baselined'])} stacks")
+               f"stacks; suppressed {g['suppressed']['stacks']} stacks; "
+               f"in baseline {g['baselined']['stacks']} stacks")
     if g["unclassified"]["blocks"] and not g["count_unknown"]:
         out.append(f"note: {g['unclassified']['blocks']} blocks ({g['unclassified']['bytes']} "
                    "bytes) live at exit were not classified (no leak scan) and are not counted; "
@@ -357,6 +356,9 @@ def render_gate(g, full=False):
             out.append(f"  {e['bytes']} bytes in {e['blocks']} blocks, pid {e['pid']} "
                        f"(stack {e['stack_id']})")
             out += stack_lines(e["frames"], full)
+        if g["offending_stacks"] > len(g["offending"]):
+            out.append(f"  … {g['offending_stacks'] - len(g['offending'])} more stacks "
+                       "(--limit 0 lists all)")
     for e in g["errors"]:
         out.append(f"  heap error: {e['kind']} of 0x{e['ptr'] or 0:x} in {e['function']} "
                    f"at {seconds(e['ts_ns'])}")
