@@ -104,10 +104,13 @@ def live_hist(trace, proc_ids, at_ns, exact=False, progress=None):
                     total_bytes=sum(v[1] for v in buckets.values()),
                     buckets=_fill_buckets({k: tuple(v) for k, v in buckets.items()}),
                     classes=_class_rows({k: tuple(v) for k, v in by_class.items()}, classes))
-    snaps = list(trace.query(
-        "SELECT proc_id, snap_id, ts_ns FROM snapshots s WHERE proc_id IN "
-        f"{in_list(alive)} AND ts_ns = (SELECT max(ts_ns) FROM snapshots t "
-        "WHERE t.proc_id = s.proc_id AND t.ts_ns <= ?) GROUP BY proc_id", (at_ns,)))
+    snaps = []
+    for p in alive:
+        # snap_id grows with time, so this walks the process's snapshots once
+        row = trace.query("SELECT snap_id, ts_ns FROM snapshots WHERE proc_id = ? AND ts_ns <= ? "
+                          "ORDER BY ts_ns DESC, snap_id DESC LIMIT 1", (p, at_ns)).fetchone()
+        if row:
+            snaps.append((p, row[0], row[1]))
     if not snaps:
         raise ReportError(f"no snapshot at or before {at_ns / 1e9:g} s",
                           "use --exact to replay the events, or a later --at")
