@@ -274,3 +274,22 @@ def test_replay_region_pops(tmp_path):
     t = open_trace(fab.write(str(tmp_path / "r.db")))
     live = events.replay_live(t, [1], 55_000)[1]
     assert sorted(live.values()) == [10, 100]
+
+
+def test_top_in_a_time_window_from_events(app):
+    """Between 5.5 us and 100 us: the 4 TEMP pairs (6-13 us), KEEP (14 us), GROW's malloc
+    (15 us) and realloc (90 us, which frees the 16-byte block: a temporary)."""
+    r = top.top_sites_window(app, [1], "calls", 10, 5_500, 100_000)
+    assert [(names(s["frames"])[0], s["allocs"], s["alloc_bytes"]) for s in r["sites"]] == \
+        [("make_temp", 4, 96), ("grow", 2, 4016), ("keep_config", 1, 64)]
+    assert r["totals"]["calls"] == 7 and r["totals"]["bytes"] == 4176
+    temp = top.top_sites_window(app, [1], "temporary", 10, 5_500, 100_000)["sites"]
+    assert [(names(s["frames"])[0], s["temporary"]) for s in temp] == [("make_temp", 4), ("grow", 1)]
+    whole = top.top_sites_window(app, [1], "temporary", 10, None, None)["sites"]
+    assert [(names(s["frames"])[0], s["temporary"]) for s in whole] == \
+        [(names(s["frames"])[0], s["temporary"]) for s in top.top_sites(app, [1], "temporary", 10)["sites"]]
+
+
+def test_top_window_refuses_peak(app, capsys):
+    code, _, err = run_main(capsys, "top", app.path, "--by", "peak", "--from", "0.001")
+    assert code == 2 and "--by peak" in err

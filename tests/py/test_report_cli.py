@@ -207,3 +207,25 @@ def test_progress_only_when_asked(app, tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == ""
     loud = run_tool("hist", app, "--at", "0.0001", "--exact", "--progress")
     assert "mtrace-report: replaying events" in loud.stderr
+
+
+def test_installed_layout(app, tmp_path):
+    """`make install` copies the package and find-python.sh to PREFIX/lib/mtrace and
+    rewrites the launcher's MTRACE_PYDIR line: the copy must run from anywhere."""
+    import shutil
+    from reportfab import LAUNCHER, ROOT
+    lib = tmp_path / "prefix" / "lib" / "mtrace"
+    bin_dir = tmp_path / "prefix" / "bin"
+    shutil.copytree(ROOT / "tools" / "mtrace_report", lib / "mtrace_report")
+    shutil.copy(ROOT / "tools" / "find-python.sh", lib / "find-python.sh")
+    bin_dir.mkdir()
+    text = LAUNCHER.read_text()
+    assert re.search(r"^MTRACE_PYDIR=", text, re.M)
+    installed = bin_dir / "mtrace-report"
+    installed.write_text(re.sub(r"^MTRACE_PYDIR=.*$", f"MTRACE_PYDIR={lib}", text, flags=re.M))
+    installed.chmod(0o755)
+    import subprocess
+    r = subprocess.run([str(installed), "summary", str(app)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "leaks: 2300 bytes in 5 blocks" in r.stdout

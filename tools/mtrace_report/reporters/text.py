@@ -288,7 +288,12 @@ def render_top(r, full=False):
     key = {"calls": "allocs", "bytes": "alloc_bytes", "peak": "at_peak_bytes",
            "temporary": "temporary"}[r["by"]]
     total = r["totals"][r["by"]]
-    out = [f"top allocation sites by {r['by']} (total {total if r['by'] in ('calls', 'temporary') else human_bytes(total)})"]
+    shown_total = total if r["by"] in ("calls", "temporary") else human_bytes(total)
+    head = f"top allocation sites by {r['by']} (total {shown_total})"
+    if r.get("window"):
+        lo, hi = r["window"]
+        head += f", allocations from {seconds(lo or 0)} to {seconds(hi) if hi is not None else 'the end'}"
+    out = [head]
     for i, s in enumerate(r["sites"], 1):
         share = f"{100 * s[key] / total:.1f}%" if total else "-"
         out.append(f"{i:>3}. {share:>6}  calls {s['allocs']}, {human_bytes(s['alloc_bytes'])}, "
