@@ -229,3 +229,14 @@ def test_installed_layout(app, tmp_path):
                        cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "leaks: 2300 bytes in 5 blocks" in r.stdout
+
+
+def test_missing_column(tmp_path):
+    fab = TraceFab()
+    fab.process().exit(0)
+    path = fab.write(str(tmp_path / "col.db"))
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE processes DROP COLUMN peak_ns")
+    conn.commit()
+    conn.close()
+    assert_bad_input(run_tool("summary", path), "processes lacks column(s) peak_ns")

@@ -31,12 +31,35 @@ HEADER_VALID_FOR_OFFSET = 92
 PAGE_SIZE_65536_MARKER = 1
 PAGE_SIZE_MAX = 65536
 
-# Tables every report relies on; a file without them is not (or not yet) a trace.
-REQUIRED_TABLES = (
-    "meta", "processes", "threads", "modules", "frames", "stacks", "stack_frames",
-    "event_chunks", "op_counts", "stack_stats", "sizes", "snapshots", "snapshot_classes",
-    "snapshot_sizes", "live_at_exit", "errors", "marks",
-)
+# Tables and columns the reports read (docs/trace-format.md); a file without them is not
+# (or not yet) a format-1 trace. Checked up front so that a malformed trace is one clear
+# error instead of a failure deep inside a report.
+REQUIRED_COLUMNS = {
+    "meta": ("key", "value"),
+    "processes": ("proc_id", "pid", "ppid", "parent_proc_id", "exe", "argv", "start_ns",
+                  "end_ns", "exit_code", "exit_signal", "end_reason", "events", "dropped",
+                  "peak_bytes", "peak_ns", "leak_scan"),
+    "threads": ("proc_id", "thread_idx"),
+    "modules": ("module_id", "path"),
+    "frames": ("frame_id", "module_id", "offset", "function", "file", "line", "inlined"),
+    "stacks": ("stack_id",),
+    "stack_frames": ("stack_id", "pos", "frame_id"),
+    "event_chunks": ("chunk_id", "proc_id", "first_seq", "count", "first_ns", "last_ns", "data"),
+    "op_counts": ("proc_id", "op", "calls", "bytes"),
+    "stack_stats": ("proc_id", "stack_id", "allocs", "alloc_bytes", "frees", "freed_bytes",
+                    "reallocs", "peak_bytes", "at_peak_bytes", "temporary", "min_size",
+                    "max_size", "leaked_blocks", "leaked_bytes", "reachable_blocks",
+                    "reachable_bytes"),
+    "sizes": ("proc_id", "size", "allocs", "live_at_exit"),
+    "snapshots": ("proc_id", "snap_id", "ts_ns", "requested", "blocks", "in_use", "mapped",
+                  "committed", "free_bytes", "largest_free"),
+    "snapshot_classes": ("proc_id", "snap_id", "block_size", "live", "capacity"),
+    "snapshot_sizes": ("proc_id", "snap_id", "bucket", "live", "bytes"),
+    "live_at_exit": ("proc_id", "size", "stack_id", "status"),
+    "errors": ("proc_id", "ts_ns", "kind", "ptr", "size", "function", "stack_id"),
+    "marks": ("proc_id", "ts_ns", "label"),
+}
+REQUIRED_TABLES = tuple(REQUIRED_COLUMNS)
 
 NS_PER_S = 1_000_000_000
 
@@ -207,6 +230,12 @@ def open_trace(path, warn=None):
         if missing:
             raise ReportError(f"{path} lacks table(s) {', '.join(missing)}: "
                               "not a complete format-1 trace", "record the trace again")
+        for table, columns in REQUIRED_COLUMNS.items():
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            lacking = [c for c in columns if c not in have]
+            if lacking:
+                raise ReportError(f"{path}: table {table} lacks column(s) {', '.join(lacking)}: "
+                                  "not a format-1 trace", "record the trace again with this mtrace")
         meta = {k: v for k, v in conn.execute("SELECT key, value FROM meta")}
         cols = [d[0] for d in conn.execute("SELECT * FROM processes LIMIT 0").description]
         processes = {}

@@ -11,8 +11,6 @@ is a delta from the previous event of the chunk (the first from first_ns); the p
 zigzag delta from the previous event's pointer (the first from 0); aux of realloc and
 reallocarray is zigzag(old - ptr).
 """
-from .db import in_list
-
 OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_REALLOCARRAY = 1, 2, 3, 4
 OP_FREE = 10
 OP_REGION_PUSH, OP_REGION_POP = 11, 12
@@ -124,7 +122,3 @@ def replay_live(trace, proc_ids, at_ns, progress=None):
         result[proc_id] = live
     return result
 
-
-def chunk_count(trace, proc_ids):
-    return trace.query(f"SELECT count(*) FROM event_chunks WHERE proc_id IN {in_list(proc_ids)}"
-                       ).fetchone()[0]

@@ -5,7 +5,7 @@ from ..analysis.gate import run_gate
 from ..analysis.leaks import leak_report
 from ..analysis.suppressions import parse_suppressions
 from ..db import proc_label
-from ..errors import EXIT_GATE_FAILED
+from ..errors import EXIT_GATE_FAILED, ReportError
 from ..reporters.json_ import write_json
 from ..reporters.text import render_leaks, write
 from .common import add_trace, open_selected, positive_int
@@ -29,6 +29,9 @@ def add_arguments(parser):
 
 
 def run(args):
+    if args.suppressions and not args.fail_on_leak:
+        raise ReportError("--suppressions only applies with --fail-on-leak",
+                          "add --fail-on-leak, or use `mtrace-report gate`")
     trace, procs = open_selected(args)
     report = leak_report(trace, procs, args.show_reachable, args.limit)
     labels = {p: proc_label(trace.processes[p]) for p in procs}

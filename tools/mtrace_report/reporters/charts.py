@@ -62,6 +62,9 @@ def hist_figure(h):
     ax2.set_xticklabels(cl, rotation=60, ha="right", fontsize=7)
     ax2.set_xlabel("allocator size class (bytes)")
     ax2.set_ylabel("blocks")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # blocks are whole
     title = HIST_TITLE_ALL if h["kind"] == "allocations" else \
         f"Live blocks at {h['at_ns'] / NS_PER_S:.3f} s"
     fig.suptitle(title)
@@ -76,11 +79,13 @@ def frag_figure(r):
     for p in r["processes"]:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
         tag = f" (pid {p['pid']})" if len(r["processes"]) > 1 else ""
-        ax.plot(t, [100 * (pt["external"] or 0) for pt in p["points"]], label="external" + tag)
-        ax.plot(t, [100 * (pt["internal"] or 0) for pt in p["points"]], label="internal" + tag)
+        ax.plot(t, [100 * (pt["external"] or 0) for pt in p["points"]], label="external" + tag,
+                drawstyle="steps-post")
+        ax.plot(t, [100 * (pt["internal"] or 0) for pt in p["points"]], label="internal" + tag,
+                drawstyle="steps-post")
         ax2.plot(t, [pt["overhead"] if pt["overhead"] is not None else float("nan")
                      for pt in p["points"]], linestyle="--", color="gray",
-                 label="overhead" + tag)
+                 label="overhead" + tag, drawstyle="steps-post")
         w = p["worst"]
         ax.axvline(w["ts_ns"] / NS_PER_S, color="red", linewidth=0.8)
         ax.annotate("worst", (w["ts_ns"] / NS_PER_S, 100 * (w["external"] or 0)),
@@ -107,9 +112,10 @@ def timeline_figure(r):
     for p in r["processes"]:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
         tag = f" (pid {p['pid']})" if len(r["processes"]) > 1 else ""
-        ax.plot(t, [pt["requested"] / scale for pt in p["points"]], label="requested" + tag)
-        ax.plot(t, [pt["in_use"] / scale for pt in p["points"]], label="in use" + tag)
-        ax.plot(t, [pt["mapped"] / scale for pt in p["points"]], label="mapped" + tag)
+        # a snapshot's values hold until the next one: steps, not slopes
+        for key, name in (("requested", "requested"), ("in_use", "in use"), ("mapped", "mapped")):
+            ax.plot(t, [pt[key] / scale for pt in p["points"]], label=name + tag,
+                    drawstyle="steps-post")
         pk = p["peak"]
         if pk["ns"] is not None and pk["in_window"]:
             x, y = pk["ns"] / NS_PER_S, pk["bytes"] / scale
