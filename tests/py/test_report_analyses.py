@@ -293,3 +293,19 @@ def test_top_in_a_time_window_from_events(app):
 def test_top_window_refuses_peak(app, capsys):
     code, _, err = run_main(capsys, "top", app.path, "--by", "peak", "--from", "0.001")
     assert code == 2 and "--by peak" in err
+
+
+def test_replay_region_pop_without_address(tmp_path):
+    """A pop recorded with ptr 0: the region's earliest live push is position 0."""
+    fab = TraceFab()
+    p = fab.process(pid=5)
+    p.region_create(0x66)
+    first = p.region_push(0x66, 100, TEMP)
+    p.region_push(0x66, 200, TEMP)
+    p.region_pop(0x66, 112, at=50_000)
+    p.exit(0, at=60_000)
+    op, thread, ts, ptr, size, sid, aux = p.events[-1]
+    assert ptr == first + 112
+    p.events[-1] = (op, thread, ts, 0, size, sid, aux)      # as a recorder writing 0
+    t = open_trace(fab.write(str(tmp_path / "r0.db")))
+    assert sorted(events.replay_live(t, [1], 55_000)[1].values()) == [100]

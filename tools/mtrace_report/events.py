@@ -109,7 +109,12 @@ def replay_live(trace, proc_ids, at_ns, progress=None):
             elif op == OP_REGION_POP:
                 pushes = regions.get(aux, [])
                 # ptr is the region's address at its new position: every push at or above
-                # it is gone.
+                # it is gone. A recorder that wrote 0 leaves it to us: the region's earliest
+                # live push is then its position 0 (docs/trace-format.md).
+                if not ptr:
+                    if not pushes:
+                        continue
+                    ptr = pushes[0] + size
                 kept = []
                 for q in pushes:
                     if q >= ptr:
