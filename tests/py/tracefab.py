@@ -57,9 +57,9 @@ CREATE TABLE snapshots(proc_id INTEGER, snap_id INTEGER, ts_ns INTEGER, seq INTE
   requested INTEGER, blocks INTEGER, in_use INTEGER, mapped INTEGER, committed INTEGER,
   free_bytes INTEGER, largest_free INTEGER, PRIMARY KEY(proc_id, snap_id));
 CREATE TABLE snapshot_classes(proc_id INTEGER, snap_id INTEGER, block_size INTEGER,
-  live INTEGER, capacity INTEGER, PRIMARY KEY(proc_id, snap_id, block_size));
+  live INTEGER, capacity INTEGER);
 CREATE TABLE snapshot_sizes(proc_id INTEGER, snap_id INTEGER, bucket INTEGER, live INTEGER,
-  bytes INTEGER, PRIMARY KEY(proc_id, snap_id, bucket));
+  bytes INTEGER);
 CREATE TABLE live_at_exit(proc_id INTEGER, ptr INTEGER, size INTEGER, stack_id INTEGER,
   thread_idx INTEGER, alloc_ns INTEGER, seq INTEGER, status TEXT);
 CREATE TABLE errors(proc_id INTEGER, ts_ns INTEGER, thread_idx INTEGER, kind TEXT,

@@ -52,7 +52,8 @@ def summarize(trace, proc_ids):
     return dict(
         trace=trace.path, complete=trace.complete, command=trace.meta_json("command", []),
         mtrace_version=trace.meta.get("mtrace_version"), duration_ns=trace.meta_int("duration_ns"),
-        events=events, dropped=dropped, processes=processes, operations=ops,
+        events=events, dropped=dropped, unrecorded=trace.meta_int("unrecorded") if all_selected else None,
+        processes=processes, operations=ops,
         allocations=allocations, bytes_allocated=allocated,
         peak=dict(bytes=peak["peak_bytes"], ns=peak["peak_ns"], proc_id=peak["proc_id"],
                   pid=peak["pid"]),

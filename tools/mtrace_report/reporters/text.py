@@ -138,6 +138,8 @@ def render_summary(s):
     out.append(f"allocations: {s['allocations']} ({human_bytes(s['bytes_allocated'])} requested)")
     out.append(f"peak heap: {human_bytes(pk['bytes'])} at {seconds(pk['ns'])} (pid {pk['pid']})")
     out.append(f"dropped events: {s['dropped']}")
+    if s.get("unrecorded"):
+        out.append(f"unrecorded calls (recorder busy on the same thread): {s['unrecorded']}")
     if s["errors"]:
         out.append("heap errors: " + ", ".join(f"{e['count']} {e['kind']}" for e in s["errors"]))
     else:
