@@ -125,3 +125,52 @@ def test_diff_between_recordings(leaks_db, sizes_db):
     assert d["counts"]["new_leaks"] == 0
     same = json_of("diff", leaks_db, leaks_db)
     assert same["counts"]["new_leaks"] == 0 and same["counts"]["grew"] == 0
+
+
+FAKE_PRODUCER = PROGS / "fake_producer"
+
+
+@pytest.fixture(scope="module")
+def collector_db(tmp_path_factory):
+    """The collector's own test scenario (fake_producer speaks the wire protocol by hand:
+    three processes, exec, fork, a lost child, a double free, a mark), recorded without
+    the preload library."""
+    if not FAKE_PRODUCER.exists():
+        pytest.skip(f"{FAKE_PRODUCER} is not built")
+    out = tmp_path_factory.mktemp("collector") / "t.db"
+    subprocess.run([str(MTRACE_RUN), "--no-preload", "-o", str(out), "--", str(FAKE_PRODUCER)],
+                   capture_output=True, timeout=120)
+    assert out.exists()
+    return out
+
+
+@pytest.mark.parametrize("argv", [["summary"], ["leaks", "--show-reachable", "--full"],
+                                  ["hist"], ["frag"], ["timeline"], ["top", "--by", "calls"],
+                                  ["top", "--by", "temporary"], ["gate", "--count-unknown"]])
+def test_every_report_reads_the_collectors_trace(collector_db, argv):
+    r = run_tool(argv[0], collector_db, *argv[1:])
+    assert r.returncode in (0, 1), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout
+    j = run_tool(argv[0], collector_db, *argv[1:], "--json")
+    json.loads(j.stdout)
+
+
+def test_leak_totals_match_the_raw_table(collector_db):
+    import sqlite3
+    conn = sqlite3.connect(str(collector_db))
+    raw = dict(conn.execute("SELECT status, count(*) FROM live_at_exit GROUP BY status"))
+    raw_bytes = dict(conn.execute("SELECT status, sum(size) FROM live_at_exit GROUP BY status"))
+    conn.close()
+    totals = json_of("leaks", collector_db)["totals"]
+    assert totals["leaked_blocks"] == raw.get("leaked", 0)
+    assert totals["leaked_bytes"] == (raw_bytes.get("leaked") or 0)
+    assert totals["reachable_blocks"] == raw.get("reachable", 0)
+    assert totals["unknown_blocks"] == raw.get("unknown", 0)
+
+
+def test_html_and_diff_on_the_collectors_trace(collector_db, tmp_path):
+    out = tmp_path / "r.html"
+    assert run_tool("html", collector_db, "-o", out).returncode == 0
+    assert "https://" not in out.read_text() and "http://" not in out.read_text()
+    d = json_of("diff", collector_db, collector_db)
+    assert d["counts"]["new_leaks"] == 0 and d["counts"]["grew"] == 0
