@@ -240,3 +240,40 @@ def test_missing_column(tmp_path):
     conn.commit()
     conn.close()
     assert_bad_input(run_tool("summary", path), "processes lacks column(s) peak_ns")
+
+
+def test_exe_filter_and_quiet_processes(tmp_path, capsys):
+    fab = TraceFab()
+    for pid, exe, size in ((10, "/usr/bin/make", 0), (20, "/src/tests/test_list", 48),
+                           (30, "/src/tests/test_map", 0)):
+        p = fab.process(pid=pid, argv=[exe])
+        if size:
+            p.malloc(size, [("list_push", "list.c", 3, exe)])
+        p.exit(0)
+    path = fab.write(str(tmp_path / "check.db"))
+    code, out, _ = run_main(capsys, "leaks", path)
+    assert "== pid 20 /src/tests/test_list" in out and "== pid 10" not in out
+    assert "2 other processes: nothing to list" in out
+    code, out, _ = run_main(capsys, "gate", path, "--exe", "test_map")
+    assert code == 0
+    code, out, _ = run_main(capsys, "gate", path, "--exe", "test_*")
+    assert code == 1 and "48 bytes in 1 blocks, pid 20" in out
+    code, out, _ = run_main(capsys, "gate", path, "--exe", "*/make")
+    assert code == 0
+    assert_bad_input(run_tool("summary", path, "--exe", "nothing*"), "nothing*")
+
+
+def test_time_charts_draw_the_busiest_processes(tmp_path, capsys):
+    fab = TraceFab()
+    for i in range(10):
+        p = fab.process(pid=1000 + i, start_ns=0)
+        p.malloc(100 * (i + 1), [("work", "w.c", 1, "/bin/w")])
+        p.snapshot(at=1_000_000)
+        p.exit(0, at=2_000_000)
+    path = fab.write(str(tmp_path / "many.db"))
+    svg = tmp_path / "t.svg"
+    code, _, err = run_main(capsys, "timeline", path, "--svg", svg)
+    assert code == 0, err
+    text = " ".join(ET.parse(svg).getroot().itertext())
+    assert "Heap over time (8 of 10 processes)" in text
+    assert "pid 1009" in text and "pid 1000" not in text and "pid 1001" not in text

@@ -8,6 +8,7 @@ a report can run beside the collector while it records (the file is in WAL mode)
 Invariant: nothing here reads events; it runs in constant time and memory whatever the
 size of the trace.
 """
+import fnmatch
 import json
 import os
 import sqlite3
@@ -106,9 +107,18 @@ class Trace:
         return sorted({int(c) for c in classes if isinstance(c, (int, float)) and c > 0})
 
     # -- selections -----------------------------------------------------------------------
-    def select(self, pids=None, proc_ids=None):
-        """proc_ids chosen by --pid (every image of that pid) and --proc; all by default."""
+    def select(self, pids=None, proc_ids=None, exe_patterns=None):
+        """proc_ids chosen by --pid (every image of that pid), --proc and --exe (a shell
+        pattern on the executable's path or base name); all by default."""
         chosen = []
+        for pattern in exe_patterns or ():
+            matches = [p for p, row in self.processes.items()
+                       if row.get("exe") and (fnmatch.fnmatchcase(row["exe"], pattern) or
+                                              fnmatch.fnmatchcase(os.path.basename(row["exe"]), pattern))]
+            if not matches:
+                raise ReportError(f"no process in {self.path} runs an executable matching "
+                                  f"{pattern!r}", "see the exe column of `mtrace-report summary --json`")
+            chosen.extend(matches)
         for pid in pids or ():
             matches = [p for p, row in self.processes.items() if row["pid"] == pid]
             if not matches:

@@ -14,6 +14,9 @@ def add_trace(parser, filters=True, window=False, json_out=True):
                             help="only this process id (every image of it after exec; repeatable)")
         parser.add_argument("--proc", type=int, action="append", metavar="PROC_ID",
                             help="only this process by its proc_id in the trace (repeatable)")
+        parser.add_argument("--exe", action="append", metavar="PATTERN",
+                            help="only processes whose executable (path or base name) matches "
+                            "this shell pattern, e.g. 'test_*' (repeatable)")
     if window:
         parser.add_argument("--from", dest="t_from", type=float, metavar="SECONDS",
                             help="start of the time window, seconds since the trace started")
@@ -32,7 +35,8 @@ def add_charts(parser):
 
 def open_selected(args):
     trace = open_trace(args.trace)
-    procs = trace.select(getattr(args, "pid", None), getattr(args, "proc", None))
+    procs = trace.select(getattr(args, "pid", None), getattr(args, "proc", None),
+                         getattr(args, "exe", None))
     return trace, procs
 
 

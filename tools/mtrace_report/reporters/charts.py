@@ -14,6 +14,16 @@ FIG_SIZE = (9, 4.5)     # inches: readable in a browser and on a slide
 DPI = 100
 MIB = 1024 * 1024
 HIST_TITLE_ALL = "Requested sizes, all allocations"
+# Processes drawn in one time chart: more lines than this cannot be told apart.
+MAX_CHART_PROCESSES = 8
+
+
+def _busiest(processes, weight):
+    """The processes worth drawing, and a title suffix saying how many were left out."""
+    if len(processes) <= MAX_CHART_PROCESSES:
+        return processes, ""
+    chosen = sorted(processes, key=weight, reverse=True)[:MAX_CHART_PROCESSES]
+    return chosen, f" ({MAX_CHART_PROCESSES} of {len(processes)} processes)"
 
 
 def _pyplot():
@@ -76,9 +86,10 @@ def frag_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
     ax2 = ax.twinx()
-    for p in r["processes"]:
+    procs, note = _busiest(r["processes"], lambda p: p["worst"]["mapped"] - p["worst"]["requested"])
+    for p in procs:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
-        tag = f" (pid {p['pid']})" if len(r["processes"]) > 1 else ""
+        tag = f" (pid {p['pid']})" if len(procs) > 1 else ""
         ax.plot(t, [100 * (pt["external"] or 0) for pt in p["points"]], label="external" + tag,
                 drawstyle="steps-post")
         ax.plot(t, [100 * (pt["internal"] or 0) for pt in p["points"]], label="internal" + tag,
@@ -97,7 +108,7 @@ def frag_figure(r):
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
-    ax.set_title("Heap fragmentation over time")
+    ax.set_title("Heap fragmentation over time" + note)
     fig.tight_layout()
     return fig
 
@@ -105,13 +116,13 @@ def frag_figure(r):
 def timeline_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
-    every = [pt[k] for p in r["processes"] for pt in p["points"]
-             for k in ("requested", "in_use", "mapped")] + \
-        [p["peak"]["bytes"] for p in r["processes"]]
+    procs, note = _busiest(r["processes"], lambda p: p["peak"]["bytes"])
+    every = [pt[k] for p in procs for pt in p["points"]
+             for k in ("requested", "in_use", "mapped")] + [p["peak"]["bytes"] for p in procs]
     scale, unit = _bytes_axis(ax, every)
-    for p in r["processes"]:
+    for p in procs:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
-        tag = f" (pid {p['pid']})" if len(r["processes"]) > 1 else ""
+        tag = f" (pid {p['pid']})" if len(procs) > 1 else ""
         # a snapshot's values hold until the next one: steps, not slopes
         for key, name in (("requested", "requested"), ("in_use", "in use"), ("mapped", "mapped")):
             ax.plot(t, [pt[key] / scale for pt in p["points"]], label=name + tag,
@@ -131,7 +142,7 @@ def timeline_figure(r):
     ax.set_ylabel(f"heap ({unit})")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Heap over time")
+    ax.set_title("Heap over time" + note)
     fig.tight_layout()
     return fig
 

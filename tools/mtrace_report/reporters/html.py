@@ -51,8 +51,7 @@ def _summary(s):
                    "recorder died).</p>")
     out.append(_table(("proc", "pid", "argv", "exit", "duration", "events", "peak", "peak at"),
                       [(p["proc_id"], p["pid"], " ".join(str(a) for a in p["argv"]),
-                        p["exit_signal"] and f"signal {p['exit_signal']}" or p["exit_code"]
-                        if p["exit_code"] is not None or p["exit_signal"] else p["end_reason"],
+                        textrep.end_text(p),
                         textrep.seconds(p["duration_ns"]), p["events"], hb(p["peak_bytes"]),
                         textrep.seconds(p["peak_ns"])) for p in s["processes"]], left=(2,)))
     out.append(_table(("operation", "calls", "requested"),

@@ -119,13 +119,7 @@ def render_summary(s):
     out.append("")
     rows = []
     for p in s["processes"]:
-        if p["exit_signal"]:
-            end = f"signal {p['exit_signal']}"
-        elif p["exit_code"] is not None:
-            end = f"exit {p['exit_code']}"
-        else:
-            end = p["end_reason"] or "running"
-        rows.append((p["proc_id"], p["pid"], " ".join(str(a) for a in p["argv"])[:50], end,
+        rows.append((p["proc_id"], p["pid"], " ".join(str(a) for a in p["argv"])[:50], end_text(p),
                      seconds(p["duration_ns"]), p["events"], human_bytes(p["peak_bytes"]),
                      seconds(p["peak_ns"])))
     out += table(rows, ("proc", "pid", "argv", "end", "duration", "events", "peak", "peak at"),
@@ -148,6 +142,15 @@ def render_summary(s):
     return "\n".join(out) + "\n"
 
 
+def end_text(p):
+    """How a process ended: `exit 0`, `signal 9`, `exec`, `lost`, or `running`."""
+    if p.get("exit_signal"):
+        return f"signal {p['exit_signal']}"
+    if p.get("exit_code") is not None:
+        return f"exit {p['exit_code']}"
+    return p.get("end_reason") or "running"
+
+
 def leak_line(t):
     text = (f"leaks: {t['leaked_bytes']} bytes in {t['leaked_blocks']} blocks"
             f" ({human_bytes(t['leaked_bytes'])})")
@@ -163,8 +166,12 @@ def leak_line(t):
 # ---- leaks --------------------------------------------------------------------------------
 def render_leaks(r, full=False, labels=None):
     out = []
+    quiet = 0
     for p in r["processes"]:
         mine = [g for g in r["stacks"] if g["proc_id"] == p["proc_id"]]
+        if not mine and len(r["processes"]) > 1:
+            quiet += 1      # `make check` traces hundreds of processes: list only the leaky
+            continue
         label = (labels or {}).get(p["proc_id"], f"pid {p['pid']}")
         head = f"== {label}: " + leak_line(p)
         if not p["leak_scan"]:
@@ -184,6 +191,9 @@ def render_leaks(r, full=False, labels=None):
             out += stack_lines(g["frames"], full)
         if p["listed_stacks"] > len(mine):
             out.append(f"  … {p['listed_stacks'] - len(mine)} more stacks (--limit 0 shows all)")
+        out.append("")
+    if quiet:
+        out.append(f"{quiet} other processes: nothing to list")
         out.append("")
     out.append("total: " + leak_line(r["totals"]))
     return "\n".join(out) + "\n"
