@@ -195,7 +195,7 @@ def test_html_is_one_self_contained_file(app, tmp_path):
     assert not re.search(r"https?://", page)
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
     assert page.count("<svg") == 3
-    for title in ("Summary", "Leaks", "Heap over time", "Top allocation sites",
+    for title in ("Summary", "Leaks", "Heap errors", "Heap over time", "Top allocation sites",
                   "Allocation sizes", "Fragmentation"):
         assert f">{title}</h2>" in page
     assert "leak_b at util.c:20" in page
@@ -277,3 +277,13 @@ def test_time_charts_draw_the_busiest_processes(tmp_path, capsys):
     text = " ".join(ET.parse(svg).getroot().itertext())
     assert "Heap over time (8 of 10 processes)" in text
     assert "pid 1009" in text and "pid 1000" not in text and "pid 1001" not in text
+
+
+def test_html_lists_heap_errors_with_stacks(tmp_path):
+    path = leaky_app(tmp_path / "e.db", with_error=True)
+    out = tmp_path / "e.html"
+    assert run_tool("html", path, "-o", out).returncode == 0
+    page = out.read_text()
+    section = page.split("id='errors'>Heap errors</h2>")[1].split("<h2")[0]
+    assert "double free of 0x1234 (size 48) in free()" in section
+    assert "make_temp at app.c:30" in section

@@ -4,6 +4,7 @@ import json
 
 from ..db import in_list
 from ..events import ALLOC_OPS, OP_NAMES
+from .stacks import frames_of
 
 
 def _argv(row):
@@ -61,3 +62,20 @@ def summarize(trace, proc_ids):
         leaks=dict(leaked_blocks=lb, leaked_bytes=lbytes, leak_stacks=leak_stacks,
                    reachable_blocks=rb, reachable_bytes=rbytes,
                    unknown_blocks=ub, unknown_bytes=ubytes))
+
+
+def error_list(trace, proc_ids, limit=50):
+    """The first heap errors (double free, ...) with where they were detected, where the
+    block was allocated and where it was last freed, as far as the trace knows."""
+    cols = ("proc_id", "ts_ns", "thread_idx", "kind", "ptr", "size", "function", "detail",
+            "stack_id", "alloc_stack_id", "free_stack_id")
+    rows = [dict(zip(cols, r)) for r in trace.query(
+        f"SELECT {', '.join(cols)} FROM errors WHERE proc_id IN {in_list(proc_ids)} "
+        f"ORDER BY ts_ns LIMIT {int(limit)}")]
+    stacks = frames_of(trace, [r[k] for r in rows for k in ("stack_id", "alloc_stack_id",
+                                                            "free_stack_id") if r[k]])
+    for r in rows:
+        r["pid"] = trace.processes[r["proc_id"]]["pid"]
+        for k in ("stack_id", "alloc_stack_id", "free_stack_id"):
+            r[k.replace("_id", "") + "_frames"] = stacks.get(r[k], []) if r[k] else []
+    return rows

@@ -5,7 +5,7 @@ import os
 from ..analysis.hist import alloc_hist
 from ..analysis.leaks import leak_report
 from ..analysis.series import frag_report, timeline_report
-from ..analysis.summary import summarize
+from ..analysis.summary import error_list, summarize
 from ..analysis.top import top_sites
 from ..errors import ReportError
 from ..reporters import charts
@@ -31,6 +31,7 @@ def run(args):
     prog = progress(args, "")
     prog.step("summary")
     summary = summarize(trace, procs)
+    errors = error_list(trace, procs)
     prog.step("leaks")
     leaks = leak_report(trace, procs, args.show_reachable, LEAK_LIMIT)
     prog.step("top sites")
@@ -49,7 +50,7 @@ def run(args):
             figures["frag"] = charts.inline_svg(charts.frag_figure(frag))
         figures["timeline"] = charts.inline_svg(charts.timeline_figure(timeline))
     prog.done()
-    page = render_html(trace.path, summary, leaks, top_by, hist, frag, timeline, figures)
+    page = render_html(trace.path, summary, leaks, top_by, hist, frag, timeline, figures, errors)
     try:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(page)

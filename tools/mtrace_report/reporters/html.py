@@ -86,13 +86,40 @@ def _leaks(r):
     return "".join(out)
 
 
+def _site(frames):
+    """A stack in one table cell: the innermost frames, the whole stack when opened."""
+    if not frames:
+        return "(no stack)"
+    head = " ← ".join(frame_text(f) for f in frames[:2])
+    return f"<details><summary>{esc(head)}</summary>{_stack(frames)}</details>"
+
+
 def _top(r):
     hb = textrep.human_bytes
-    rows = []
+    out = ["<table><tr><th class='l'>site</th><th>calls</th><th>bytes</th><th>at peak</th>"
+           "<th>temporary</th></tr>"]
     for s in r["sites"]:
-        top = frame_text(s["frames"][0]) if s["frames"] else "(no stack)"
-        rows.append((top, s["allocs"], hb(s["alloc_bytes"]), hb(s["at_peak_bytes"]), s["temporary"]))
-    return _table(("site", "calls", "bytes", "at peak", "temporary"), rows)
+        out.append(f"<tr><td class='l'>{_site(s['frames'])}</td><td>{s['allocs']}</td>"
+                   f"<td>{esc(hb(s['alloc_bytes']))}</td><td>{esc(hb(s['at_peak_bytes']))}</td>"
+                   f"<td>{s['temporary']}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _errors(errors):
+    if not errors:
+        return "<p>No heap errors.</p>"
+    out = []
+    for e in errors:
+        out.append(f"<details><summary>pid {e['pid']}: {esc(e['kind'])} of 0x{e['ptr'] or 0:x}"
+                   f" (size {esc(e['size'])}) in {esc(e['function'])} at "
+                   f"{esc(textrep.seconds(e['ts_ns']))}</summary>")
+        for title, key in (("detected at", "stack_frames"), ("allocated at", "alloc_stack_frames"),
+                           ("freed at", "free_stack_frames")):
+            if e.get(key):
+                out.append(f"<p>{title}</p>{_stack(e[key])}")
+        out.append("</details>")
+    return "".join(out)
 
 
 def _hist_table(h):
@@ -105,7 +132,7 @@ def _hist_table(h):
             _table(("size class", "blocks", "bytes"), cls))
 
 
-def render_html(trace_path, summary, leaks, top_by, hist, frag, timeline, charts):
+def render_html(trace_path, summary, leaks, top_by, hist, frag, timeline, charts, errors=()):
     """charts: {"hist": svg, "frag": svg, "timeline": svg} (missing ones are left out)."""
     def chart(name):
         return f"<div class='chart'>{charts[name]}</div>" if charts.get(name) else ""
@@ -115,6 +142,7 @@ def render_html(trace_path, summary, leaks, top_by, hist, frag, timeline, charts
         f"<h1>mtrace report: {esc(trace_path)}</h1>",
         "<h2 id='summary'>Summary</h2>", _summary(summary),
         "<h2 id='leaks'>Leaks</h2>", _leaks(leaks),
+        "<h2 id='errors'>Heap errors</h2>", _errors(errors),
         "<h2 id='timeline'>Heap over time</h2>", chart("timeline"),
         f"<pre>{esc(textrep.render_timeline(timeline))}</pre>",
         "<h2 id='top'>Top allocation sites</h2>",
