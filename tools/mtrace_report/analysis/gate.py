@@ -24,23 +24,23 @@ def key_digest(frames):
     return hashlib.blake2b(stack_key(frames).encode(), digest_size=KEY_DIGEST_BYTES).digest()
 
 
-def baseline_leak_keys(trace, count_unknown=False):
+def baseline_leak_keys(trace, count_unknown=False, progress=None):
     """Digests of the symbolized keys of every stack that leaked in a (baseline) trace."""
     return {key_digest(g["frames"]) for g in iter_leak_groups(trace, list(trace.processes),
-                                                              count_unknown)
+                                                              count_unknown, progress)
             if g["leaked_blocks"] or (count_unknown and g["unknown_blocks"])}
 
 
 def run_gate(trace, proc_ids, max_leak_bytes=None, max_leaks=None, max_stack_bytes=None,
              max_errors=None, suppressions=(), baseline_keys=None, count_unknown=False,
-             show=DEFAULT_SHOW):
+             show=DEFAULT_SHOW, progress=None):
     if max_leak_bytes is None and max_leaks is None and max_stack_bytes is None:
         max_leak_bytes = 0
     counted = []          # (bytes, blocks, proc_id, stack_id)
     n_suppressed = n_baselined = 0
     suppressed_bytes = baselined_bytes = 0
     unclassified = dict(blocks=0, bytes=0)
-    for g in iter_leak_groups(trace, proc_ids, include_unknown=True):
+    for g in iter_leak_groups(trace, proc_ids, include_unknown=True, progress=progress):
         unclassified["blocks"] += g["unknown_blocks"]
         unclassified["bytes"] += g["unknown_bytes"]
         blocks = g["leaked_blocks"] + (g["unknown_blocks"] if count_unknown else 0)

@@ -55,16 +55,21 @@ def leak_groups(trace, proc_ids, show_reachable=False, include_unknown=True, lim
     return rows
 
 
-def iter_leak_groups(trace, proc_ids, include_unknown=True):
+def iter_leak_groups(trace, proc_ids, include_unknown=True, progress=None):
     """Every group (as leak_groups, reachable-only stacks left out), streamed in batches
     with their frames: for the gate and baselines, whatever the number of stacks."""
+    sql = _groups_sql(proc_ids, False, include_unknown)
+    total = trace.query(f"SELECT count(*) FROM ({sql})").fetchone()[0] if progress else 0
     cursor = trace.conn.cursor()
-    cursor.execute(f"SELECT * FROM ({_groups_sql(proc_ids, False, include_unknown)}) "
-                   f"ORDER BY {ORDER}")
+    cursor.execute(f"SELECT * FROM ({sql}) ORDER BY {ORDER}")
+    done = 0
     while True:
         batch = [_group(trace, r) for r in cursor.fetchmany(STACK_BATCH)]
         if not batch:
             return
+        done += len(batch)
+        if progress:
+            progress.update(done, total)
         frames = frames_of(trace, [g["stack_id"] for g in batch])
         for g in batch:
             g["frames"] = frames.get(g["stack_id"], [])

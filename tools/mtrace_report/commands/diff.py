@@ -4,7 +4,7 @@ from ..analysis.diff import diff_traces
 from ..db import open_trace
 from ..reporters.json_ import write_json
 from ..reporters.text import render_diff, write
-from .common import positive_int
+from .common import positive_int, progress
 
 NAME = "diff"
 DEFAULT_LIMIT = 10
@@ -23,7 +23,10 @@ def add_arguments(parser):
 def run(args):
     a = open_trace(args.a)
     b = open_trace(args.b)
+    prog = progress(args, "")
+    prog.step("matching stacks by symbols")
     data = diff_traces(a, b, args.limit)
+    prog.done()
     if args.json:
         write_json(data)
     else:

@@ -9,7 +9,7 @@ from ..errors import EXIT_GATE_FAILED
 from ..reporters.json_ import write_json
 from ..reporters.junit import write_junit
 from ..reporters.text import render_gate, write
-from .common import add_trace, open_selected, positive_int
+from .common import add_trace, open_selected, positive_int, progress
 
 NAME = "gate"
 
@@ -42,9 +42,13 @@ def run(args):
     supps = [s for path in args.suppressions or () for s in parse_suppressions(path)]
     baseline = None
     if args.baseline:
-        baseline = baseline_leak_keys(open_trace(args.baseline), args.count_unknown)
+        prog = progress(args, "reading the baseline's leak stacks")
+        baseline = baseline_leak_keys(open_trace(args.baseline), args.count_unknown, prog)
+        prog.done()
+    prog = progress(args, "checking leak stacks")
     result = run_gate(trace, procs, args.max_leak_bytes, args.max_leaks, args.max_stack_bytes,
-                      args.max_errors, supps, baseline, args.count_unknown, args.limit)
+                      args.max_errors, supps, baseline, args.count_unknown, args.limit, prog)
+    prog.done()
     if args.junit:
         write_junit(result, args.junit)
     if args.json:
