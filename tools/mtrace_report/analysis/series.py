@@ -67,7 +67,8 @@ def frag_report(trace, proc_ids, lo=None, hi=None, max_points=DEFAULT_MAX_POINTS
         out.append(dict(
             proc_id=p, pid=trace.processes[p]["pid"], label=proc_label(trace.processes[p]),
             points=points,
-            worst=_named_snapshot(trace, p, "mapped - requested DESC, ts_ns", lo, hi),
+            worst=_named_snapshot(trace, p, "coalesce(mapped, 0) - coalesce(requested, 0) DESC, ts_ns",
+                                  lo, hi),
             max_external=_named_snapshot(trace, p, f"{ext} DESC, ts_ns", lo, hi),
             max_internal=_named_snapshot(trace, p, f"{internal} DESC, ts_ns", lo, hi),
             max_overhead=_named_snapshot(trace, p, f"coalesce({over}, 0) DESC, ts_ns", lo, hi),

@@ -86,7 +86,8 @@ def frag_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
     ax2 = ax.twinx()
-    procs, note = _busiest(r["processes"], lambda p: p["worst"]["mapped"] - p["worst"]["requested"])
+    procs, note = _busiest(r["processes"],
+                           lambda p: (p["worst"]["mapped"] or 0) - (p["worst"]["requested"] or 0))
     for p in procs:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
         tag = f" (pid {p['pid']})" if len(procs) > 1 else ""
@@ -117,7 +118,7 @@ def timeline_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
     procs, note = _busiest(r["processes"], lambda p: p["peak"]["bytes"])
-    every = [pt[k] for p in procs for pt in p["points"]
+    every = [pt[k] or 0 for p in procs for pt in p["points"]
              for k in ("requested", "in_use", "mapped")] + [p["peak"]["bytes"] for p in procs]
     scale, unit = _bytes_axis(ax, every)
     for p in procs:
@@ -125,7 +126,7 @@ def timeline_figure(r):
         tag = f" (pid {p['pid']})" if len(procs) > 1 else ""
         # a snapshot's values hold until the next one: steps, not slopes
         for key, name in (("requested", "requested"), ("in_use", "in use"), ("mapped", "mapped")):
-            ax.plot(t, [pt[key] / scale for pt in p["points"]], label=name + tag,
+            ax.plot(t, [(pt[key] or 0) / scale for pt in p["points"]], label=name + tag,
                     drawstyle="steps-post")
         pk = p["peak"]
         if pk["ns"] is not None and pk["in_window"]:

@@ -254,7 +254,7 @@ def render_frag(r):
         out.append(f"== {p['label']}")
         w = p["worst"]
         out.append(f"worst moment (most memory held beyond requests: "
-                   f"{human_bytes(w['mapped'] - w['requested'])}) {_moment(w)}")
+                   f"{human_bytes((w['mapped'] or 0) - (w['requested'] or 0))}) {_moment(w)}")
         out.append(f"highest external: {percent(p['max_external']['external'])} "
                    f"at {seconds(p['max_external']['ts_ns'])}")
         out.append(f"highest internal: {percent(p['max_internal']['internal'])} "
