@@ -5,7 +5,7 @@
  * Locking: each arena's lock covers its regions, bins, top and counters. A thread frees
  * into any arena: it tries the lock and, when busy, pushes the block on the arena's
  * deferred stack instead of waiting. Whoever next holds the lock drains the stack, and an
- * unlock re-checks it after releasing (seq_cst fences on both sides), so a block pushed
+ * unlock re-checks it after releasing (seq_cst on both sides), so a block pushed
  * while the holder was leaving is never stranded: either the holder sees it, or the
  * pusher's own trylock after the push succeeds.
  *
@@ -25,9 +25,17 @@
  * of growth; it costs no memory until touched. */
 #define COMMIT_GRANULE ((size_t)1 << 20)
 /* A free chunk at least this big (and at least the trim threshold) has its interior pages
- * given back when it is freed. Below that the madvise and the page faults of reuse cost
- * more than the memory is worth; glibc gives back nothing but the top. */
+ * given back when it is freed, once the arena holds more resident free memory than its
+ * budget. Below that size the madvise and the page faults of reuse cost more than the
+ * memory is worth; glibc gives back nothing but the top. */
 #define DECOMMIT_CHUNK_MIN ((size_t)1 << 20)
+/* Resident free memory an arena keeps before decommitting: 8 MiB, or a quarter of what is
+ * in use. A program churning through a working set reuses that memory without paying a
+ * madvise and the page faults after it on every big free (measured: 8 threads churning
+ * 8-300 KiB blocks made 60k madvise calls without a budget); a program that frees its
+ * working set still falls back to about the budget. */
+#define RESIDENT_FREE_BUDGET ((size_t)8 << 20)
+#define RESIDENT_FREE_IN_USE_SHIFT 2
 /* What a region holds besides the largest request: its header, the fence, and the slack
  * an aligned request needs (alignment up to the request size, see alloc.c). 64 KiB keeps
  * every supported request inside a fresh region with room to spare. */
@@ -96,6 +104,19 @@ static size_t decommit_min(void)
 {
     size_t threshold = mt_trim_threshold();
     return threshold > DECOMMIT_CHUNK_MIN ? threshold : DECOMMIT_CHUNK_MIN;
+}
+
+/* Whether a free chunk of `size` bytes about to be binned should give back its interior. */
+static bool should_decommit(const struct mt_medium_arena *a, size_t size)
+{
+    if (size < decommit_min())
+        return false;
+    size_t resident_free = a->free_bytes - a->decommitted + size;
+    uintptr_t top = (uintptr_t)a->top, dirty = (uintptr_t)a->current->dirty_end;
+    if (dirty > top)
+        resident_free += dirty - top;
+    size_t budget = a->in_use >> RESIDENT_FREE_IN_USE_SHIFT;
+    return resident_free > (budget > RESIDENT_FREE_BUDGET ? budget : RESIDENT_FREE_BUDGET);
 }
 
 static void account_alloc(struct mt_medium_arena *a, size_t csize)
@@ -226,11 +247,13 @@ static size_t trim_top(struct mt_medium_arena *a, size_t threshold, size_t pad)
     if (pad > (uintptr_t)r->fence - top)
         return 0;
     uintptr_t keep = mt_align_up(top + MT_CHUNK_HEADER + pad, mt_medium_page);
-    if (keep >= dirty)
+    uintptr_t limit = (uintptr_t)fence_page_of(r); /* the fence's page stays */
+    uintptr_t end = dirty < limit ? dirty : limit;
+    if (keep >= end)
         return 0;
-    mt_os_decommit((void *)keep, dirty - keep);
+    mt_os_decommit((void *)keep, end - keep);
     r->dirty_end = (uint8_t *)keep;
-    return dirty - keep;
+    return end - keep;
 }
 
 static bool top_ok(const struct mt_medium_arena *a, struct mt_medium_fault *fault)
@@ -341,7 +364,7 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
                             "the header of the block after a freed one was overwritten");
     }
     unsigned flags = 0;
-    if (size >= decommit_min()) {
+    if (should_decommit(a, size)) {
         uintptr_t lo, hi;
         mt_chunk_interior(c, size, mt_medium_page, &lo, &hi);
         if (hi > lo) {
@@ -455,15 +478,15 @@ MT_INLINE void arena_lock(struct mt_medium_arena *a, struct mt_medium_fault *dra
         drain_locked(a, drain_fault);
 }
 
-/* Unlock, then take care of blocks deferred while we held the lock (see file comment). */
+/* Unlock, then take care of blocks deferred while we held the lock (see file comment):
+ * the release and the load of the stack are sequentially consistent, as are the pusher's
+ * push and its trylock, so one of the two sides always sees the other. */
 MT_INLINE void arena_unlock(struct mt_medium_arena *a, struct mt_medium_fault *drain_fault)
 {
-    mt_unlock(&a->lock);
-    atomic_thread_fence(memory_order_seq_cst);
-    while (MT_UNLIKELY(atomic_load_explicit(&a->deferred, memory_order_relaxed) != 0) && mt_trylock(&a->lock)) {
+    mt_unlock_sc(&a->lock);
+    while (MT_UNLIKELY(atomic_load_explicit(&a->deferred, memory_order_seq_cst) != 0) && mt_trylock_sc(&a->lock)) {
         drain_locked(a, drain_fault);
-        mt_unlock(&a->lock);
-        atomic_thread_fence(memory_order_seq_cst);
+        mt_unlock_sc(&a->lock);
     }
 }
 
@@ -473,7 +496,7 @@ static void deferred_push(struct mt_medium_arena *a, void *ptr)
     uintptr_t head = atomic_load_explicit(&a->deferred, memory_order_relaxed);
     do
         *slot = mt_link_encode(slot, (void *)head);
-    while (!atomic_compare_exchange_weak_explicit(&a->deferred, &head, (uintptr_t)ptr, memory_order_release,
+    while (!atomic_compare_exchange_weak_explicit(&a->deferred, &head, (uintptr_t)ptr, memory_order_seq_cst,
                                                   memory_order_relaxed));
 }
 
@@ -578,8 +601,7 @@ void mt_medium_free(void *ptr, uint8_t entry, enum mt_api api)
     }
     /* Busy: leave the block for the holder rather than wait. */
     deferred_push(a, ptr);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (mt_trylock(&a->lock)) {
+    if (mt_trylock_sc(&a->lock)) {
         drain_locked(a, &fault);
         arena_unlock(a, &fault);
         report(&fault, MT_API_FREE);
