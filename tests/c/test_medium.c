@@ -8,7 +8,9 @@
 
 #include <fcntl.h>
 
+#include "../../allocator/medium_internal.h"
 #include "../../allocator/segmap.h"
+#include "../../allocator/small.h"
 #include "../../allocator/stats.h"
 #include "../../allocator/walk.h"
 #include "check.h"
@@ -63,6 +65,34 @@ static uint64_t rng(void)
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return rng_state;
+}
+
+/* First test, so the thread's arena is fresh: a block that ends in the region's last page
+ * leaves a minimal top next to the fence; freeing it trims the top, which must keep the
+ * fence's page (a trim once zeroed it, and the next free near the end reported the fence
+ * as a corrupted header). */
+TEST(trimming_the_top_keeps_the_fence)
+{
+    struct mt_medium_arena *a = mt_heap_arena();
+    REQUIRE(a != NULL);
+    char *first = malloc(1 * MiB); /* a fresh top is bigger than the largest request */
+    REQUIRE(first != NULL);
+    size_t room = (size_t)((uintptr_t)a->current->fence - (uintptr_t)a->top);
+    REQUIRE(room > 2 * MiB);
+    size_t request = room - MT_CHUNK_MIN - MT_CHUNK_HEADER;
+    char *top_block = (char *)a->top + MT_CHUNK_HEADER;
+    char *p = malloc(request);
+    REQUIRE(p != NULL);
+    CHECK(p == top_block); /* carved from the top, leaving a minimal top by the fence */
+    memset(p + request - 4096, 1, 4096);
+    free(p); /* merges with the top, which is trimmed */
+    CHECK(mt_heap_check() == 0);
+    char *q = malloc(request);
+    REQUIRE(q != NULL);
+    memset(q + request - 4096, 2, 4096);
+    free(q);
+    free(first);
+    CHECK(mt_heap_check() == 0);
 }
 
 TEST(sizes_8k_to_32m_keep_their_contents)
