@@ -611,8 +611,10 @@ void mt_medium_free(void *ptr, uint8_t entry, enum mt_api api)
 /* ---- allocation ------------------------------------------------------------------------- */
 
 /* A chunk taken from a bin (prev and next in use) serves nb bytes; the rest, when big
- * enough, is split off and goes to the unsorted bin, keeping the decommitted flag when its
- * interior lies inside the original's (it always does: it ends where the original ended). */
+ * enough, is split off and filed straight into its bin (an exact fit for the next request
+ * is unlikely, and the unsorted bin would only file it one request later), keeping the
+ * decommitted flag when its interior lies inside the original's (it always does: it ends
+ * where the original ended). */
 static size_t use_binned(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word, size_t nb)
 {
     size_t rest = size - nb;
@@ -624,7 +626,7 @@ static size_t use_binned(struct mt_medium_arena *a, struct mt_chunk *c, size_t s
                              : 0;
         mt_chunk_write(tail, rest, flags, true);
         mt_chunk_write_footer(tail, rest);
-        mt_medium_unsorted_push(a, tail, rest, flags);
+        mt_medium_bin_insert(a, tail, rest, flags);
         return nb;
     }
     mt_chunk_write(c, size, MT_CHUNK_INUSE, true);

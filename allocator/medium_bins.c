@@ -61,16 +61,6 @@ static size_t node_size(const struct mt_medium_link *node)
     return mt_chunk_size_of(mt_chunk_load(&mt_chunk_of_link(node)->word));
 }
 
-bool mt_medium_link_plausible(const struct mt_medium_arena *arena, const void *node)
-{
-    uintptr_t p = (uintptr_t)node;
-    uintptr_t heads = (uintptr_t)&arena->unsorted;
-    uintptr_t heads_end = (uintptr_t)(arena->bins + MT_MEDIUM_BINS);
-    if (p >= heads && p < heads_end)
-        return (p - heads) % sizeof(struct mt_medium_link) == 0;
-    return (p & (MT_ALIGNMENT - 1)) == 0 && mt_segmap_kind(mt_segmap_entry(p)) == MT_SEG_MEDIUM;
-}
-
 static bool is_head(const struct mt_medium_arena *arena, const struct mt_medium_link *node)
 {
     return node >= &arena->unsorted && node < arena->bins + MT_MEDIUM_BINS;

@@ -24,6 +24,7 @@
 #include "error.h"
 #include "medium.h"
 #include "medium_chunk.h"
+#include "segmap.h"
 #include "stats.h"
 
 /* Most arenas ever created (mallopt(M_ARENA_MAX) beyond this is clamped): the arena table
@@ -122,8 +123,17 @@ MT_INLINE uint8_t *mt_medium_region_end(const struct mt_medium_region *r)
 /* ---- bins (medium_bins.c); all under the arena lock ---- */
 unsigned mt_medium_bin_index(size_t size);
 /* A link target is either one of the arena's bin heads or a free chunk of some medium
- * region: anything else means a corrupted list. */
-bool mt_medium_link_plausible(const struct mt_medium_arena *arena, const void *node);
+ * region: anything else means a corrupted list. Checked before a decoded link is followed,
+ * so a scribbled link is reported instead of dereferenced. */
+MT_INLINE bool mt_medium_link_plausible(const struct mt_medium_arena *arena, const void *node)
+{
+    uintptr_t p = (uintptr_t)node;
+    uintptr_t heads = (uintptr_t)&arena->unsorted;
+    uintptr_t heads_end = (uintptr_t)(arena->bins + MT_MEDIUM_BINS);
+    if (p >= heads && p < heads_end)
+        return (p - heads) % sizeof(struct mt_medium_link) == 0;
+    return (p & (MT_ALIGNMENT - 1)) == 0 && mt_segmap_kind(mt_segmap_entry(p)) == MT_SEG_MEDIUM;
+}
 /* File a free chunk (header, footer and flags already written): small and large bins, or
  * the unsorted bin. */
 void mt_medium_bin_insert(struct mt_medium_arena *arena, struct mt_chunk *c, size_t size, uint64_t word);
