@@ -489,10 +489,13 @@ TEST(stats_and_walk_see_medium_blocks)
 
 TEST(heap_check_finds_a_corrupted_free_list)
 {
-    char *p = malloc(30000);
-    char *guard = malloc(30000);
-    REQUIRE(p && guard);
-    free(p);
+    char *before = malloc(30000 - 48); /* unusual size: carved one after the other */
+    char *p = malloc(30000 - 48);
+    char *guard = malloc(30000 - 48);
+    REQUIRE(before && p && guard);
+    size_t chunk = malloc_usable_size(p) + 16;
+    REQUIRE(p == before + chunk && guard == p + chunk); /* p's neighbours stay in use */
+    free(p); /* p is a free chunk of its own, its links at p */
     uint64_t saved[2];
     memcpy(saved, p, sizeof saved); /* the free chunk's encoded links */
     memset(p, 0x42, sizeof saved);
@@ -507,6 +510,7 @@ TEST(heap_check_finds_a_corrupted_free_list)
     memcpy(p, saved, sizeof saved);
     CHECK(mt_heap_check() == 0);
     free(guard);
+    free(before);
 }
 
 static void *fork_worker(void *arg)
