@@ -451,24 +451,22 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
 static void drain_locked(struct mt_medium_arena *a, struct mt_medium_fault *fault)
 {
     uintptr_t head = atomic_exchange_explicit(&a->deferred, 0, memory_order_acquire);
-    while (head) {
+    struct mt_medium_fault local = {0};
+    while (head && !local.set) {
         uintptr_t *slot = (uintptr_t *)head;
         uintptr_t next = (uintptr_t)mt_link_decode(slot, *slot);
-        struct mt_medium_region *r = region_of_addr(slot);
-        free_chunk_locked(a, r, mt_chunk_of_user(slot), fault, MT_API_FREE);
-        if (fault->set)
-            return;
-        if (next) {
+        free_chunk_locked(a, region_of_addr(slot), mt_chunk_of_user(slot), &local, MT_API_FREE);
+        if (next && !local.set) {
             uint8_t entry = mt_segmap_entry(next);
             if (mt_segmap_kind(entry) != MT_SEG_MEDIUM || region_of((void *)next, entry)->arena != a ||
-                !pointer_in_region(region_of((void *)next, entry), (void *)next)) {
-                mt_medium_fault_set(fault, MT_ERR_CORRUPT_FREELIST, slot, 0,
+                !pointer_in_region(region_of((void *)next, entry), (void *)next))
+                mt_medium_fault_set(&local, MT_ERR_CORRUPT_FREELIST, slot, 0,
                                     "a block waiting to be freed was written to (write after free?)");
-                return;
-            }
         }
         head = next;
     }
+    if (local.set)
+        mt_medium_fault_set(fault, local.kind, local.ptr, local.size, local.detail);
 }
 
 MT_INLINE void arena_lock(struct mt_medium_arena *a, struct mt_medium_fault *drain_fault)

@@ -298,6 +298,62 @@ TEST(cross_thread_frees_from_four_threads)
     CHECK_EQ_U(after.live_blocks, before.live_blocks);
 }
 
+static void *free_twice_or_once(void *arg)
+{
+    void **blocks = arg;
+    free(blocks[0]);
+    if (blocks[1])
+        free(blocks[1]);
+    return NULL;
+}
+
+static struct mt_medium_arena *arena_of(const void *p)
+{
+    uintptr_t region = mt_segmap_region_start((uintptr_t)p, mt_segmap_entry((uintptr_t)p));
+    return ((struct mt_medium_region *)region)->arena;
+}
+
+/* The arena's lock is held (as by a thread in the middle of a malloc): a free from another
+ * thread must not wait for it, and the block is freed when the stack is drained. */
+TEST(remote_free_into_a_busy_arena_is_deferred)
+{
+    char *p = malloc(50000);
+    REQUIRE(p != NULL && is_medium(p));
+    struct mt_medium_arena *a = arena_of(p);
+    struct mt_zone_stats before, after;
+    mt_medium_stats(&before);
+    mt_lock(&a->lock);
+    void *blocks[2] = {p, NULL};
+    pthread_t tid;
+    int rc = pthread_create(&tid, NULL, free_twice_or_once, blocks);
+    REQUIRE(rc == 0);
+    pthread_join(tid, NULL); /* returns: the free did not wait for the lock */
+    CHECK(atomic_load(&a->deferred) == (uintptr_t)p);
+    mt_unlock(&a->lock);
+    mt_medium_collect();
+    CHECK(atomic_load(&a->deferred) == 0);
+    mt_medium_stats(&after);
+    CHECK_EQ_U(after.live_blocks, before.live_blocks - 1);
+    CHECK_EQ_U(after.total_frees, before.total_frees + 1);
+    CHECK(mt_heap_check() == 0);
+}
+
+static void deferred_double_free(void *arg)
+{
+    (void)arg;
+    char *p = malloc(50000);
+    char *guard = malloc(50000);
+    struct mt_medium_arena *a = arena_of(p);
+    mt_lock(&a->lock);
+    void *blocks[2] = {p, p};
+    pthread_t tid;
+    pthread_create(&tid, NULL, free_twice_or_once, blocks);
+    pthread_join(tid, NULL);
+    mt_unlock(&a->lock);
+    mt_medium_collect(); /* drains: the second copy is a double free */
+    free(guard);
+}
+
 /* ---- random sequence against a model --------------------------------------------------------- */
 
 #define MODEL_SLOTS 1500
@@ -609,6 +665,11 @@ static void usable_size_of_freed(void *arg)
 TEST(death_double_free)
 {
     CHECK(expect_death(double_free, NULL, SIGABRT, "mtrace: error: double free of"));
+}
+
+TEST(death_double_free_through_the_deferred_stack)
+{
+    CHECK(expect_death(deferred_double_free, NULL, SIGABRT, "mtrace: error: double free of"));
 }
 
 TEST(death_interior_free)
