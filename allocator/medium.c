@@ -327,9 +327,11 @@ static bool arena_add_region(struct mt_medium_arena *a)
 
 /* Make [c, c + size) free memory; the chunk before it is in use. Merges with the next
  * chunk when it is free or the top, gives back the interior of a big result, bins it.
- * `kept`: interiors of free chunks merged in before that are already decommitted. */
+ * `kept`: interiors of free chunks merged in before that are already decommitted.
+ * `next_word`: the next chunk's header word when the caller has verified it, else NULL. */
 static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r, struct mt_chunk *c, size_t size,
-                          struct kept_range *kept, unsigned nkept, struct mt_medium_fault *fault)
+                          struct kept_range *kept, unsigned nkept, const uint64_t *next_word,
+                          struct mt_medium_fault *fault)
 {
     struct mt_chunk *next = mt_chunk_next(c, size);
     if (next == a->top) {
@@ -342,8 +344,8 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
         trim_top(a, mt_trim_threshold(), mt_top_pad());
         return;
     }
-    uint64_t nw;
-    bool next_verified = mt_chunk_read(next, &nw);
+    uint64_t nw = next_word ? *next_word : 0;
+    bool next_verified = next_word || mt_chunk_read(next, &nw);
     if (next_verified && !(nw & MT_CHUNK_INUSE)) {
         size_t nsize = mt_chunk_size_of(nw);
         if (nsize >= MT_CHUNK_MIN && mt_chunk_footer(next, nsize) == nsize &&
@@ -384,13 +386,20 @@ static enum mt_heap_error_kind freed_kind(enum mt_api api, bool freeing)
     return freeing ? MT_ERR_DOUBLE_FREE : MT_ERR_FREED_BLOCK;
 }
 
-/* Free the in-use chunk c of region r (lock held). */
+/* Free the in-use chunk c of region r (lock held). `verified`: its header word as the
+ * caller read and verified it without the lock, or NULL. Either way the word is read
+ * again under the lock: two threads freeing the same block at once both saw it in use. */
 static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region *r, struct mt_chunk *c,
-                              struct mt_medium_fault *fault, enum mt_api api)
+                              const uint64_t *verified, struct mt_medium_fault *fault, enum mt_api api)
 {
     uint64_t word;
     void *user = mt_chunk_user(c);
-    if (MT_UNLIKELY(!mt_chunk_read(c, &word))) {
+    if (verified) {
+        word = mt_chunk_load(&c->word);
+        if (MT_UNLIKELY(word != *verified) && !mt_chunk_read(c, &word))
+            verified = NULL;
+    }
+    if (MT_UNLIKELY(!verified && !mt_chunk_read(c, &word))) {
         mt_medium_fault_set(fault, MT_ERR_CORRUPT_HEADER, user, 0, "the 16 bytes before the block were overwritten");
         return;
     }
@@ -439,11 +448,13 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
         start = prev;
         total += psize;
     }
-    /* The block's own header now says free, even when it becomes the inside of a merged
-     * chunk: a second free() of it then finds a verified header without the in-use bit. */
-    mt_chunk_write(c, size, 0, mt_chunk_prev_inuse(c));
+    /* The block's own header must say free even when it becomes the inside of a merged
+     * chunk: a second free() of it then finds a verified header without the in-use bit.
+     * (Unmerged, release_range rewrites it anyway.) */
+    if (start != c)
+        mt_chunk_write(c, size, 0, false);
     account_free(a, size);
-    release_range(a, r, start, total, kept, nkept, fault);
+    release_range(a, r, start, total, kept, nkept, next == a->top ? NULL : &nw, fault);
 }
 
 /* Free every block of the deferred stack (lock held). Stops at the first failure: the
@@ -455,7 +466,7 @@ static void drain_locked(struct mt_medium_arena *a, struct mt_medium_fault *faul
     while (head && !local.set) {
         uintptr_t *slot = (uintptr_t *)head;
         uintptr_t next = (uintptr_t)mt_link_decode(slot, *slot);
-        free_chunk_locked(a, region_of_addr(slot), mt_chunk_of_user(slot), &local, MT_API_FREE);
+        free_chunk_locked(a, region_of_addr(slot), mt_chunk_of_user(slot), NULL, &local, MT_API_FREE);
         if (next && !local.set) {
             uint8_t entry = mt_segmap_entry(next);
             if (mt_segmap_kind(entry) != MT_SEG_MEDIUM || region_of((void *)next, entry)->arena != a ||
@@ -591,7 +602,7 @@ void mt_medium_free(void *ptr, uint8_t entry, enum mt_api api)
         if (MT_UNLIKELY(atomic_load_explicit(&a->deferred, memory_order_relaxed) != 0))
             drain_locked(a, &fault);
         struct mt_medium_fault own = {0};
-        free_chunk_locked(a, r, c, &own, api);
+        free_chunk_locked(a, r, c, &word, &own, api);
         arena_unlock(a, &fault);
         report(&own, api);
         report(&fault, MT_API_FREE);
@@ -677,7 +688,7 @@ static size_t shrink_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_
         return size;
     mt_chunk_write(c, nb, MT_CHUNK_INUSE, mt_chunk_prev_inuse(c));
     struct kept_range kept[1];
-    release_range(a, region_of_addr(c), mt_chunk_next(c, nb), size - nb, kept, 0, fault);
+    release_range(a, region_of_addr(c), mt_chunk_next(c, nb), size - nb, kept, 0, NULL, fault);
     return nb;
 }
 
