@@ -67,7 +67,7 @@ void mt_medium_stats(struct mt_zone_stats *out)
         out->total_allocs += a->total_allocs;
         out->total_frees += a->total_frees;
         out->free_chunks += a->free_chunks + 1; /* the top */
-        out->free_bytes += a->free_bytes + top;
+        out->free_bytes += a->free_bytes - a->decommitted + top; /* resident free memory */
         size_t largest = mt_medium_bins_largest(a);
         if (top > largest)
             largest = top;
@@ -76,6 +76,11 @@ void mt_medium_stats(struct mt_zone_stats *out)
         out->releasable += a->releasable_free + (dirty > keep ? dirty - keep : 0);
         mt_unlock(&a->lock);
     }
+    /* A decommitted free chunk can serve a request without a system call, but its pages
+     * are not part of free_bytes: keep 1 - largest_free / free_bytes (external
+     * fragmentation) within [0, 1]. */
+    if (out->largest_free > out->free_bytes)
+        out->largest_free = out->free_bytes;
 }
 
 void mt_medium_histogram(uint64_t live[MT_LOG2_BUCKETS], uint64_t allocs[MT_LOG2_BUCKETS])

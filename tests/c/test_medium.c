@@ -9,6 +9,7 @@
 #include <fcntl.h>
 
 #include "../../allocator/medium_internal.h"
+#include "../../common/options.h"
 #include "../../allocator/segmap.h"
 #include "../../allocator/small.h"
 #include "../../allocator/stats.h"
@@ -505,10 +506,24 @@ TEST(malloc_trim_releases_free_chunks)
     memset(a, 1, 600 * KiB);
     free(a); /* below the interior-decommit size, stays resident */
     struct mallinfo2 before = mallinfo2();
-    CHECK(before.fordblks >= 600 * KiB);
+    struct mt_zone_stats medium_before, medium_after;
+    mt_medium_stats(&medium_before);
+    CHECK(medium_before.free_bytes >= 600 * KiB);
+    CHECK(before.keepcost >= 580 * KiB); /* its interior pages could go back */
     CHECK(malloc_trim(0) == 1);
+    struct mallinfo2 after = mallinfo2();
+    CHECK_MSG(after.keepcost + 580 * KiB <= before.keepcost, "keepcost %zu -> %zu", before.keepcost,
+              after.keepcost);
+    mt_medium_stats(&medium_after);
+    CHECK(medium_after.free_bytes + 580 * KiB <= medium_before.free_bytes); /* no longer resident */
+    CHECK(medium_after.committed + 580 * KiB <= medium_before.committed);
     CHECK(mt_heap_check() == 0);
+    char *again = malloc(600 * KiB); /* decommitted pages come back as zeros */
+    REQUIRE(again != NULL);
+    memset(again, 3, 600 * KiB);
+    free(again);
     free(guard);
+    CHECK(mt_heap_check() == 0);
 }
 
 /* ---- statistics, walk ------------------------------------------------------------------------ */
@@ -660,6 +675,48 @@ static void usable_size_of_freed(void *arg)
     free(p);
     printf("%zu\n", malloc_usable_size(p));
     free(guard);
+}
+
+/* MTRACE_ON_ERROR=continue: each bad call is reported once and skipped, and the heap stays
+ * consistent afterwards. In a child, since the option is process-wide. */
+static int continue_mode_child(void)
+{
+    setenv("MTRACE_ON_ERROR", "continue", 1);
+    mt_options_reload(true);
+    size_t errors = mt_heap_error_count();
+    char *p = malloc(20000);
+    char *guard = malloc(20000);
+    char *q = malloc(30000);
+    fill(q, 30000, 5);
+    free(p);
+    free(p);                                  /* double free */
+    char *volatile inside = q + 4096;
+    free(inside);                             /* interior */
+    if (realloc(p, 40000) != NULL)            /* realloc of freed */
+        return 10;
+    if (malloc_usable_size(p) != 0)           /* use of freed */
+        return 11;
+    if (mt_heap_error_count() != errors + 4)
+        return 12;
+    if (!verify(q, 30000, 5) || mt_heap_check() != 0)
+        return 13;
+    free(q);
+    free(guard);
+    return mt_heap_check() == 0 ? 0 : 14;
+}
+
+TEST(continue_mode_reports_and_keeps_the_heap_consistent)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        _exit(continue_mode_child());
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 }
 
 TEST(death_double_free)
