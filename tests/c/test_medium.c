@@ -700,6 +700,40 @@ static int continue_mode_child(void)
         return 12;
     if (!verify(q, 30000, 5) || mt_heap_check() != 0)
         return 13;
+    /* Pointers near and inside live blocks, aligned or not: each call is reported once
+     * and nothing else changes. */
+    enum { FUZZ_BLOCKS = 64, FUZZ_CALLS = 3000 };
+    char *blocks[FUZZ_BLOCKS];
+    size_t sizes[FUZZ_BLOCKS];
+    for (int i = 0; i < FUZZ_BLOCKS; i++) {
+        sizes[i] = 8200 + (size_t)(rng() % 100000);
+        blocks[i] = malloc(sizes[i]);
+        fill(blocks[i], sizes[i], (uint32_t)i);
+    }
+    size_t calls = 0;
+    errors = mt_heap_error_count();
+    for (int k = 0; k < FUZZ_CALLS; k++) {
+        uint64_t r = rng();
+        int i = (int)(r % FUZZ_BLOCKS);
+        long offset = (long)((r >> 16) % (sizes[i] + 128)) - 64;
+        if (r >> 63)
+            offset &= ~15L;
+        bool is_start = false;
+        for (int t = 0; t < FUZZ_BLOCKS; t++)
+            is_start |= blocks[t] == blocks[i] + offset;
+        if (is_start)
+            continue;
+        char *volatile wild = blocks[i] + offset;
+        free(wild);
+        calls++;
+    }
+    if (mt_heap_error_count() != errors + calls || mt_heap_check() != 0)
+        return 15;
+    for (int i = 0; i < FUZZ_BLOCKS; i++) {
+        if (!verify(blocks[i], sizes[i], (uint32_t)i))
+            return 16;
+        free(blocks[i]);
+    }
     free(q);
     free(guard);
     return mt_heap_check() == 0 ? 0 : 14;
