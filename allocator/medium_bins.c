@@ -4,9 +4,9 @@
  * - Large bins: 16 per power of two, each kept sorted by size (ascending), so the first
  *   chunk at least as big as a request is its best fit, and the first chunk of any later
  *   non-empty bin is the best fit among the bigger ones.
- * - The unsorted bin: chunks just freed or split off. A request first looks at them,
- *   oldest first, taking an exact fit and filing the others into their bins on the way,
- *   which is where the sorting cost goes (a free is O(1)).
+ * - The unsorted bin: chunks just freed (and leftovers of aligned and in-place requests).
+ *   A request first looks at them, oldest first, taking an exact fit and filing the others
+ *   into their bins on the way, which is where the sorting cost goes (a free is O(1)).
  * - A bitmap of non-empty bins, so finding the next bigger one is a few word scans.
  *
  * Lists are circular and doubly linked through the free chunk's user area; each link is
