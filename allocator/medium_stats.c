@@ -48,6 +48,9 @@ static size_t top_dirty(const struct mt_medium_arena *a)
 
 void mt_medium_stats(struct mt_zone_stats *out)
 {
+    /* Frees parked on deferred lists are frees already made: count them as such, so
+     * mallinfo2, malloc_stats and the tracer's snapshots agree with the program's view. */
+    mt_medium_collect();
     memset(out, 0, sizeof *out);
     unsigned count = arena_count();
     for (unsigned i = 0; i < count; i++) {
