@@ -1,5 +1,6 @@
 /* Death tests for every hardening check: the always-on ones (small-block slot bitmaps, the
- * large registry and header checksum, the segment map) and the debug allocator's
+ * segment map, medium chunk checksums, links and top, the large registry and header
+ * checksum) and the debug allocator's
  * (canaries, poison and quarantine, guard pages, zero on free).
  *
  * Each bug runs in a forked child that must die of SIGABRT with exactly one report line
@@ -282,6 +283,86 @@ TEST(large_block_checks)
                       "mtrace: error: corrupted block header of " PTR " in free\\(\\): the header of a large block "
                       "was overwritten$");
     EXPECT_REPORT(large_interior_free, NULL, "mtrace: error: invalid free of " PTR " in free\\(\\)");
+}
+
+/* ---- always-on checks: medium chunks ------------------------------------------------------- */
+
+/* A medium request (between the small classes and the mmap threshold). */
+#define MEDIUM_REQUEST ((size_t)16376)
+
+static void medium_double_free(void *arg)
+{
+    (void)arg;
+    char *p = malloc(MEDIUM_REQUEST);
+    sink = malloc(MEDIUM_REQUEST); /* keeps p off the top chunk */
+    free(p);
+    sink = p;
+    free(sink);
+}
+
+static void medium_interior_free(void *arg)
+{
+    (void)arg;
+    char *p = malloc(MEDIUM_REQUEST);
+    sink = p + 4096;
+    free(sink);
+}
+
+/* An overflow out of a into b's header: reported when either block is freed. */
+static void medium_overflow_into_next_header(void *arg)
+{
+    char *a = opaque(malloc(MEDIUM_REQUEST));
+    char *b = malloc(MEDIUM_REQUEST);
+    sink = malloc(MEDIUM_REQUEST);
+    memset(a, 'x', malloc_usable_size(a) + 8);
+    free(arg ? (void *)a : (void *)b);
+}
+
+/* A write after free over the links of a freed chunk, followed by the malloc that takes it. */
+static void medium_poisoned_link(void *arg)
+{
+    (void)arg;
+    char *a = malloc(MEDIUM_REQUEST);
+    void *spacer = malloc(MEDIUM_REQUEST);
+    char *b = malloc(MEDIUM_REQUEST);
+    void *barrier = malloc(MEDIUM_REQUEST);
+    free(b);
+    free(a);
+    sink = a;
+    memset(sink, 'L', 16);
+    sink = malloc(MEDIUM_REQUEST);
+    sink = spacer;
+    sink = barrier;
+}
+
+/* House of force: the top chunk's header overwritten from the block before it. */
+static void medium_top_overwritten(void *arg)
+{
+    (void)arg;
+    char *a = opaque(malloc(MEDIUM_REQUEST));
+    memset(a + malloc_usable_size(a), 0xff, 16);
+    sink = malloc(MEDIUM_REQUEST);
+}
+
+TEST(medium_chunk_checks)
+{
+    EXPECT_REPORT(medium_double_free, NULL, "mtrace: error: double free of " PTR " \\(size 16384\\) in free\\(\\)$");
+    EXPECT_REPORT(medium_interior_free, NULL,
+                  "mtrace: error: invalid free of " PTR " \\(size 16384\\) in free\\(\\): points inside a live block, "
+                  "not at its start$");
+    /* Freeing a: its own trailer is gone; freeing b: the header before it is. */
+    EXPECT_REPORT(medium_overflow_into_next_header, (void *)1,
+                  "mtrace: error: corrupted block header of " PTR " \\(size 16384\\) in free\\(\\): the header after "
+                  "the block was overwritten");
+    EXPECT_REPORT(medium_overflow_into_next_header, NULL,
+                  "mtrace: error: corrupted block header of " PTR " in free\\(\\): the 16 bytes before the block were "
+                  "overwritten");
+    EXPECT_REPORT(medium_poisoned_link, NULL,
+                  "mtrace: error: corrupted free list of " PTR " in malloc\\(\\): the links of a free chunk do not "
+                  "point back to it");
+    EXPECT_REPORT(medium_top_overwritten, NULL,
+                  "mtrace: error: corrupted top chunk of " PTR " in malloc\\(\\): the top chunk's header does not "
+                  "match the end of its region$");
 }
 
 /* ---- debug mode: scenarios run in a re-executed child --------------------------------------- */

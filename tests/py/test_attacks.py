@@ -30,10 +30,7 @@ HARMLESS = ("harmless",)
 OVERFLOW_AT_FREE = ("detected", "heap buffer overflow", "free()")
 
 
-# Until allocator/medium.c lands, a stand-in serves medium requests with a mapping each.
-MEDIUM_STUB = (ROOT / "allocator" / "medium_stub.c").exists()
 MEDIUM_HEADER = ("detected", "corrupted block header", "free()")
-STUB_PAST_THE_END = ("harmless", "crashed")
 
 
 def expected_default(program, tier, variant):
@@ -48,21 +45,14 @@ def expected_default(program, tier, variant):
         return REALLOC_FREED
     if program == "uaf_read":
         # Not stopped by design: scrubbing every freed block would cost a memset on each
-        # free; MTRACE_ZERO_ON_FREE or MTRACE_DEBUG stop it (docs/hardening.md). (The
-        # stand-in unmaps a freed medium block: the dangling read faults.)
-        return ("crashed",) if tier == "medium" and MEDIUM_STUB else ("succeeded",)
+        # free; MTRACE_ZERO_ON_FREE or MTRACE_DEBUG stop it (docs/hardening.md).
+        return ("succeeded",)
     if tier == "small":
         if program == "heap_overflow":
             # A data overflow into an adjacent block: only canaries see it (debug mode).
             return ("succeeded",)
         # The forged headers and links land in block data: the allocator never reads them.
         return HARMLESS
-    if MEDIUM_STUB:
-        if program == "freelist_poison":
-            return ("crashed",)  # the write into a freed (unmapped) block faults
-        # The write right after the block's usable end lands past its mapping: harmless when
-        # the next page happens to be mapped, a fault when not (the layout varies by run).
-        return STUB_PAST_THE_END
     # Medium chunks: the forged header or link does not verify without the key.
     if program == "freelist_poison":
         return ("detected", "corrupted free list", "malloc()")
@@ -89,9 +79,6 @@ def expected_debug(program, tier, variant):
 
 def check(result, expected):
     output = result["output"]
-    if expected == STUB_PAST_THE_END:
-        assert result["outcome"] in expected, output
-        return
     assert result["outcome"] == expected[0], output
     if expected[0] == "detected":
         _, bug, function = expected
@@ -130,10 +117,11 @@ def test_uaf_read_guarded(tier):
     check(result, ("detected", "use of freed block", "a memory access"))
 
 
-def test_uaf_read_zero_on_free():
+@pytest.mark.parametrize("tier", ["small", "medium"])
+def test_uaf_read_zero_on_free(tier):
     """MTRACE_ZERO_ON_FREE=1 without debug mode (a memset per free) stops the leak."""
     env = dict(ALLOCATORS["mtrace"], MTRACE_ZERO_ON_FREE="1")
-    check(attack_table.run_case(BUILD, ("uaf_read", "small", None), env), HARMLESS)
+    check(attack_table.run_case(BUILD, ("uaf_read", tier, None), env), HARMLESS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
