@@ -22,14 +22,12 @@ CASES = attack_table.CASES
 ALLOCATORS = attack_table.allocators(BUILD)
 
 # Expected outcome of each case: ("detected", bug, function) or ("harmless",) or
-# ("succeeded",) / ("crashed",) where mtrace knowingly does not stop it (see the comments).
+# ("succeeded",) where mtrace knowingly does not stop it (see the comments).
 DOUBLE_FREE = ("detected", "double free", "free()")
 INVALID_FREE = ("detected", "invalid free", "free()")
 REALLOC_FREED = ("detected", "realloc of freed block", "realloc()")
 HARMLESS = ("harmless",)
 OVERFLOW_AT_FREE = ("detected", "heap buffer overflow", "free()")
-
-
 MEDIUM_HEADER = ("detected", "corrupted block header", "free()")
 
 
