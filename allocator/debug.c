@@ -1,12 +1,20 @@
 /* The hardened debug allocator (see debug.h for what each check catches).
  *
- * State: 64 stripes, each a lock and an open-addressing table of the blocks it knows (live
- * or quarantined); a block's stripe is chosen by a hash of its address, so threads working
- * on different blocks rarely meet on a lock. One global FIFO quarantine with one byte
- * budget: per-stripe budgets would starve, because an address released by one stripe is
- * reused and freed into that same stripe again, leaving the others frozen below their
- * budget with their oldest blocks never verified. Lock order: quarantine, then a stripe;
- * the allocator underneath never calls back into this layer. */
+ * State: what the layer knows of each block lives in one of two places. Small blocks that
+ * are not guarded (nearly all of them) have a record per slot beside their segment
+ * (debug_slots.c): found by arithmetic, changed with one compare-and-swap, no lock.
+ * Every other block (medium, large, guarded, aligned blocks outside the slabs) is in a
+ * table: 64 stripes, each a lock and an open-addressing table, a block's stripe chosen by
+ * a hash of its address. Those blocks are 8 KiB and more or cost a mapping each, so a
+ * probe is small next to their fills. One global FIFO quarantine with one byte budget:
+ * per-stripe budgets would starve, because an address released by one stripe is reused
+ * and freed into that same stripe again, leaving the others frozen below their budget
+ * with their oldest blocks never verified. Lock order: quarantine, then a stripe; the
+ * allocator underneath never calls back into this layer.
+ *
+ * A block is owned by whoever moved it out of the live state: the free that marked it
+ * quarantined poisons it and queues it, the eviction that takes it off the queue verifies
+ * and releases it; a second free of it in between sees it quarantined and reports. */
 #include "debug.h"
 
 #include <errno.h>
@@ -17,6 +25,7 @@
 #include "../common/options.h"
 #include "../common/platform.h"
 #include "alloc.h"
+#include "debug_slots.h"
 #include "harden.h"
 #include "small.h"
 #include "tunables.h"
@@ -36,9 +45,12 @@ struct mt_debug_config mt_debug_config;
  * unnoticeable next to the program's own memory. */
 #define QUARANTINE_DEFAULT ((size_t)16 << 20)
 
-enum { SLOT_EMPTY = 0, SLOT_TOMBSTONE = 1 };
-enum block_state { BLOCK_LIVE = 1, BLOCK_QUARANTINED = 2 };
+_Static_assert(MT_SMALL_MAX < ((size_t)1 << (64 - MT_DEBUG_SITE_BITS)), "a slot record holds a small block's size");
 
+enum { SLOT_EMPTY = 0, SLOT_TOMBSTONE = 1 };
+enum block_state { BLOCK_LIVE = MT_DEBUG_LIVE, BLOCK_QUARANTINED = MT_DEBUG_QUARANTINED };
+
+/* A block as the checks and reports see it: a table entry, or a copy of a slot record. */
 struct debug_block {
     uintptr_t ptr; /* user pointer; SLOT_EMPTY / SLOT_TOMBSTONE for free table slots */
     size_t size;   /* requested size */
@@ -65,7 +77,14 @@ struct stripe {
 struct quarantined {
     uintptr_t ptr;
     size_t size;
+    struct mt_debug_slot *slot; /* a small block's record; NULL for a block of the table */
 };
+
+/* Eviction verifies blocks freed 16 MiB of frees ago, long gone from the caches: the
+ * queue says which ones come next, so their first lines and records are fetched this
+ * many evictions ahead (on churn, half the time of an eviction was those misses). */
+#define PREFETCH_AHEAD 8
+#define PREFETCH_MAX_BYTES 256
 
 static struct {
     mt_lock_t lock;
@@ -112,7 +131,26 @@ bool mt_debug_init(void)
     return c->enabled;
 }
 
-/* ---- the block table ------------------------------------------------------------------ */
+/* Small blocks keep their records beside their slots; a slot-start pointer in a small
+ * segment is never in the table. Guarded blocks have mappings of their own (MT_SEG_NONE). */
+static bool in_small_segment(const void *ptr)
+{
+    return mt_segmap_kind(mt_segmap_entry((uintptr_t)ptr)) == MT_SEG_SMALL;
+}
+
+static struct debug_block slot_view(const void *ptr, uint64_t alloc, uint64_t state)
+{
+    struct debug_block b;
+    memset(&b, 0, sizeof b);
+    b.ptr = (uintptr_t)ptr;
+    b.size = mt_debug_size_of(alloc);
+    b.alloc_site = mt_debug_site_of(alloc);
+    b.free_site = mt_debug_site_of(state);
+    b.state = (uint8_t)mt_debug_state_of(state);
+    return b;
+}
+
+/* ---- the table of the other blocks ----------------------------------------------------- */
 
 static struct stripe *stripe_of(uintptr_t ptr, uint64_t *hash)
 {
@@ -192,42 +230,83 @@ static size_t canary_len(const struct debug_block *b)
     return mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0;
 }
 
-/* Every canary byte is nonzero except the last: the commonest overflow is the off-by-one
- * NUL of strcpy into malloc(strlen(s)), which a zero first byte would let through; the
- * zero at the end still stops a runaway read of an unterminated string within the canary. */
-static uint8_t canary_byte(uintptr_t ptr, size_t i)
+/* The canary of the block at ptr. Every byte is nonzero except the last: the commonest
+ * overflow is the off-by-one NUL of strcpy into malloc(strlen(s)), which a zero first byte
+ * would let through; the zero at the end still stops a runaway read of an unterminated
+ * string within the canary. Two keyed hashes per block, not one per byte. */
+static void canary_pattern(uintptr_t ptr, uint8_t out[MT_DEBUG_CANARY_BYTES])
 {
-    if (i == MT_DEBUG_CANARY_BYTES - 1)
-        return 0;
-    uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr ^ (uint64_t)(i / 8));
-    return (uint8_t)(key >> (8 * (i % 8))) | 1;
+    for (size_t w = 0; w < MT_DEBUG_CANARY_BYTES / 8; w++) {
+        uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr ^ (uint64_t)w);
+        for (size_t i = 0; i < 8; i++)
+            out[w * 8 + i] = (uint8_t)(key >> (8 * i)) | 1;
+    }
+    out[MT_DEBUG_CANARY_BYTES - 1] = 0;
 }
 
 static void canary_write(const struct debug_block *b)
 {
-    uint8_t *end = (uint8_t *)b->ptr + b->size;
-    for (size_t i = 0, n = canary_len(b); i < n; i++)
-        end[i] = canary_byte(b->ptr, i);
+    size_t n = canary_len(b);
+    if (!n)
+        return;
+    uint8_t pattern[MT_DEBUG_CANARY_BYTES];
+    canary_pattern(b->ptr, pattern);
+    memcpy((uint8_t *)b->ptr + b->size, pattern, n);
 }
 
 /* Offset past the end of the first changed canary byte, or SIZE_MAX when intact. */
 static size_t canary_broken_at(const struct debug_block *b)
 {
+    size_t n = canary_len(b);
+    if (!n)
+        return SIZE_MAX;
+    uint8_t pattern[MT_DEBUG_CANARY_BYTES];
+    canary_pattern(b->ptr, pattern);
     const uint8_t *end = (const uint8_t *)b->ptr + b->size;
-    for (size_t i = 0, n = canary_len(b); i < n; i++)
-        if (end[i] != canary_byte(b->ptr, i))
+    if (memcmp(end, pattern, n) == 0)
+        return SIZE_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (end[i] != pattern[i])
             return i;
     return SIZE_MAX;
 }
 
+/* Bytes compared per step of the poison check: four words, which the compiler turns into
+ * vector compares. */
+#define POISON_STEP 32
+
 static size_t poison_broken_at(const struct debug_block *b)
 {
     uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
+    uint64_t pattern = expect * 0x0101010101010101ull;
     const uint8_t *p = (const uint8_t *)b->ptr;
-    for (size_t i = 0; i < b->size; i++)
+    size_t i = 0;
+    for (; i + POISON_STEP <= b->size; i += POISON_STEP) {
+        uint64_t w[POISON_STEP / 8];
+        memcpy(w, p + i, sizeof w);
+        uint64_t diff = 0;
+        for (size_t k = 0; k < POISON_STEP / 8; k++)
+            diff |= w[k] ^ pattern;
+        if (diff)
+            break; /* the byte loop below finds which */
+    }
+    for (; i < b->size; i++)
         if (p[i] != expect)
             return i;
     return SIZE_MAX;
+}
+
+static void poison(void *ptr, size_t size)
+{
+    if (mt_debug_config.zero_on_free)
+        memset(ptr, 0, size);
+    else if (mt_debug_config.poison)
+        memset(ptr, MT_DEBUG_POISON_BYTE, size);
+}
+
+static bool verifies_poison(void)
+{
+    return mt_debug_config.poison || mt_debug_config.zero_on_free;
 }
 
 static void report(enum mt_heap_error_kind kind, const struct debug_block *b, enum mt_api api, const char *detail)
@@ -245,7 +324,15 @@ static void report_canary(const struct debug_block *b, size_t at, enum mt_api ap
     report(MT_ERR_OVERFLOW, b, api, detail);
 }
 
-/* ---- allocation and release ----------------------------------------------------------------- */
+static void report_poison(const struct debug_block *b, size_t at, enum mt_api api)
+{
+    char detail[128];
+    mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at,
+           ((const uint8_t *)b->ptr)[at]);
+    report(MT_ERR_WRITE_AFTER_FREE, b, api, detail);
+}
+
+/* ---- allocation ------------------------------------------------------------------------------ */
 
 static bool want_guard(size_t size)
 {
@@ -321,6 +408,14 @@ static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
         memset(p, MT_DEBUG_FILL_BYTE, size);
     canary_write(&block);
 
+    if (!block.guarded && in_small_segment(p)) {
+        /* Published after the fill and the canary: mt_debug_check may look at once. */
+        if (mt_debug_slot_claim(p, size, site))
+            return p;
+        mt_alloc_free(p);
+        errno = ENOMEM;
+        return NULL;
+    }
     uint64_t hash;
     struct stripe *s = stripe_of(block.ptr, &hash);
     mt_lock(&s->lock);
@@ -339,21 +434,35 @@ static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
     return p;
 }
 
-/* Leave the quarantine for good: verify the poison, give the memory back, forget the
- * block (b is invalid afterwards: the table may be rebuilt). Caller holds the stripe lock. */
-static void release(struct stripe *s, struct debug_block *b)
+/* ---- release: a block leaves the quarantine for good ---------------------------------------- */
+
+/* Verify the poison of a small block and give it back (the caller took it off the queue). */
+static void slot_release(void *ptr, struct mt_debug_slot *slot)
+{
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
+    if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
+        return; /* not reached: only the queue's owner of a block releases it */
+    if (verifies_poison()) {
+        struct debug_block b = slot_view(ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
+        size_t at = poison_broken_at(&b);
+        if (at != SIZE_MAX)
+            report_poison(&b, at, MT_API_FREE);
+    }
+    mt_debug_slot_forget(ptr, slot);
+    mt_alloc_free(ptr);
+}
+
+/* Verify the poison, give the memory back, forget the block (b is invalid afterwards: the
+ * table may be rebuilt). Caller holds the stripe lock. */
+static void table_release(struct stripe *s, struct debug_block *b)
 {
     if (b->guarded) {
         mt_os_unmap(b->map_base, b->map_size);
     } else {
-        if (mt_debug_config.poison || mt_debug_config.zero_on_free) {
+        if (verifies_poison()) {
             size_t at = poison_broken_at(b);
-            if (at != SIZE_MAX) {
-                char detail[128];
-                const uint8_t *p = (const uint8_t *)b->ptr;
-                mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at, p[at]);
-                report(MT_ERR_WRITE_AFTER_FREE, b, MT_API_FREE, detail);
-            }
+            if (at != SIZE_MAX)
+                report_poison(b, at, MT_API_FREE);
         }
         mt_alloc_free((void *)b->ptr);
     }
@@ -363,22 +472,26 @@ static void release(struct stripe *s, struct debug_block *b)
         table_rehash(s); /* may fail for want of memory: the old table stays, still valid */
 }
 
-/* Release a quarantined block by address (it may have been released already by a racing
- * eviction of the same address after reuse: then its entry is live and left alone). */
-static void release_quarantined(uintptr_t ptr)
+/* Release a block taken off the quarantine. */
+static void release_quarantined(struct quarantined q)
 {
+    if (q.slot) {
+        slot_release((void *)q.ptr, q.slot);
+        return;
+    }
+    uintptr_t ptr = q.ptr;
     uint64_t hash;
     struct stripe *s = stripe_of(ptr, &hash);
     mt_lock(&s->lock);
     struct debug_block *b = table_find(s, ptr, hash);
     if (b && b->state == BLOCK_QUARANTINED)
-        release(s, b);
+        table_release(s, b);
     mt_unlock(&s->lock);
 }
 
 /* Append to the quarantine; returns false when it cannot grow (the caller releases the
  * block at once). Caller holds quarantine.lock. */
-static bool quarantine_push(uintptr_t ptr, size_t size)
+static bool quarantine_push(struct quarantined q)
 {
     if (quarantine.count == quarantine.cap) {
         size_t new_cap = quarantine.cap ? quarantine.cap * 2 : RING_MIN;
@@ -393,16 +506,87 @@ static bool quarantine_push(uintptr_t ptr, size_t size)
         quarantine.cap = new_cap;
         quarantine.head = 0;
     }
-    quarantine.ring[(quarantine.head + quarantine.count) % quarantine.cap] = (struct quarantined){ptr, size};
+    quarantine.ring[(quarantine.head + quarantine.count) % quarantine.cap] = q;
     quarantine.count++;
-    quarantine.bytes += size;
+    quarantine.bytes += q.size;
     return true;
 }
 
-void mt_debug_free(void *ptr, enum mt_api api, const void *site)
+static void prefetch_block(const struct quarantined *q)
 {
-    if (!ptr)
+    size_t n = q->size < PREFETCH_MAX_BYTES ? q->size : PREFETCH_MAX_BYTES;
+    for (size_t off = 0; off < n; off += MT_CACHE_LINE)
+        __builtin_prefetch((const uint8_t *)q->ptr + off);
+    if (q->slot)
+        __builtin_prefetch(q->slot);
+}
+
+/* Queue a block this thread just marked quarantined, and release the oldest ones beyond
+ * the budget. */
+static void quarantine_add(struct quarantined q)
+{
+    if (mt_debug_config.quarantine == 0) {
+        release_quarantined(q);
         return;
+    }
+    struct quarantined evicted[EVICT_BATCH];
+    size_t n_evicted = 0;
+    mt_lock(&quarantine.lock);
+    bool queued = quarantine_push(q);
+    while (queued && quarantine.bytes > mt_debug_config.quarantine && n_evicted < EVICT_BATCH &&
+           quarantine.count > 1) {
+        struct quarantined oldest = quarantine.ring[quarantine.head];
+        quarantine.head = (quarantine.head + 1) % quarantine.cap;
+        quarantine.count--;
+        quarantine.bytes -= oldest.size;
+        evicted[n_evicted++] = oldest;
+        if (quarantine.count > PREFETCH_AHEAD)
+            prefetch_block(&quarantine.ring[(quarantine.head + PREFETCH_AHEAD) % quarantine.cap]);
+    }
+    mt_unlock(&quarantine.lock);
+    if (!queued)
+        evicted[n_evicted++] = q;
+    for (size_t i = 0; i < n_evicted; i++)
+        release_quarantined(evicted[i]);
+}
+
+/* ---- free ------------------------------------------------------------------------------------ */
+
+/* Mark a small block quarantined, or report why it cannot be (or hand a pointer that is
+ * not ours to the allocator). True when this call now owns the block. */
+static bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size)
+{
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
+    for (;;) {
+        if (state == 0) {
+            /* Not a debug block, or long released: the allocator's own checks name it. */
+            mt_alloc_free_as(ptr, api);
+            return false;
+        }
+        struct debug_block b = slot_view(ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
+        if (b.state == BLOCK_QUARANTINED) {
+            report(MT_ERR_DOUBLE_FREE, &b, api, NULL);
+            return false;
+        }
+        size_t at = canary_broken_at(&b);
+        if (at != SIZE_MAX)
+            report_canary(&b, at, api); /* continue mode: free it all the same */
+        /* Poisoned before it is marked: a quarantined block always reads as poison (the
+         * checker may look at it the moment it is marked). A racing second free that wins
+         * the exchange below only poisons a block being freed anyway. */
+        poison(ptr, b.size);
+        if (atomic_compare_exchange_strong_explicit(&slot->state, &state,
+                                                    mt_debug_state_word(MT_DEBUG_QUARANTINED, site),
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            *size = b.size;
+            return true;
+        }
+    }
+}
+
+/* As slot_free for a block of the table. */
+static bool table_free(void *ptr, enum mt_api api, const void *site, size_t *size)
+{
     uint64_t hash;
     struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
     mt_lock(&s->lock);
@@ -411,13 +595,13 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         mt_unlock(&s->lock);
         /* Not ours, or long released: the allocator's own checks name it. */
         mt_alloc_free_as(ptr, api);
-        return;
+        return false;
     }
     if (b->state == BLOCK_QUARANTINED) {
         struct debug_block copy = *b;
         mt_unlock(&s->lock);
         report(MT_ERR_DOUBLE_FREE, &copy, api, NULL);
-        return;
+        return false;
     }
     size_t at = canary_broken_at(b);
     if (at != SIZE_MAX) {
@@ -428,16 +612,13 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         b = table_find(s, (uintptr_t)ptr, hash);
         if (!b || b->state != BLOCK_LIVE) {
             mt_unlock(&s->lock);
-            return;
+            return false;
         }
     }
     b->state = BLOCK_QUARANTINED;
     b->free_site = site;
-    size_t size = b->size;
-    if (mt_debug_config.zero_on_free)
-        memset(ptr, 0, size);
-    else if (mt_debug_config.poison)
-        memset(ptr, MT_DEBUG_POISON_BYTE, size);
+    *size = b->size;
+    poison(ptr, b->size);
     if (b->guarded) {
         /* Any access to a freed guarded block now faults; its contents can never be read
          * again (it is unmapped, not verified, when it leaves the quarantine), so its pages
@@ -446,54 +627,66 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         mt_os_protect_none(b->map_base, data);
         mt_os_decommit(b->map_base, data);
     }
-    if (mt_debug_config.quarantine == 0) {
-        release(s, b);
-        mt_unlock(&s->lock);
-        return;
-    }
     mt_unlock(&s->lock);
+    return true;
+}
 
-    uintptr_t evicted[EVICT_BATCH];
-    size_t n_evicted = 0;
-    mt_lock(&quarantine.lock);
-    bool queued = quarantine_push((uintptr_t)ptr, size);
-    while (queued && quarantine.bytes > mt_debug_config.quarantine && n_evicted < EVICT_BATCH &&
-           quarantine.count > 1) {
-        struct quarantined oldest = quarantine.ring[quarantine.head];
-        quarantine.head = (quarantine.head + 1) % quarantine.cap;
-        quarantine.count--;
-        quarantine.bytes -= oldest.size;
-        evicted[n_evicted++] = oldest.ptr;
+void mt_debug_free(void *ptr, enum mt_api api, const void *site)
+{
+    if (!ptr)
+        return;
+    struct quarantined q = {(uintptr_t)ptr, 0, NULL};
+    bool owned;
+    if (in_small_segment(ptr)) {
+        q.slot = mt_debug_slot_find(ptr);
+        if (!q.slot) {
+            /* Not a slot start in use, or a segment the layer never used. */
+            mt_alloc_free_as(ptr, api);
+            return;
+        }
+        owned = slot_free(ptr, q.slot, api, site, &q.size);
+    } else {
+        owned = table_free(ptr, api, site, &q.size);
     }
-    mt_unlock(&quarantine.lock);
-    if (!queued)
-        evicted[n_evicted++] = (uintptr_t)ptr;
-    for (size_t i = 0; i < n_evicted; i++)
-        release_quarantined(evicted[i]);
+    if (owned)
+        quarantine_add(q);
+}
+
+/* The poison of a quarantined block at ptr: SIZE_MAX when intact or when the block is no
+ * longer quarantined, else the offset and (in *copy) the block, for the report. */
+static size_t quarantined_poison_broken_at(const struct quarantined *q, struct debug_block *copy)
+{
+    uintptr_t ptr = q->ptr;
+    if (q->slot) {
+        struct mt_debug_slot *slot = q->slot;
+        uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
+        if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
+            return SIZE_MAX;
+        *copy = slot_view((void *)ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
+        return poison_broken_at(copy);
+    }
+    uint64_t hash;
+    struct stripe *s = stripe_of(ptr, &hash);
+    mt_lock(&s->lock);
+    const struct debug_block *b = table_find(s, ptr, hash);
+    size_t at = SIZE_MAX;
+    if (b && b->state == BLOCK_QUARANTINED && !b->guarded && (at = poison_broken_at(b)) != SIZE_MAX)
+        *copy = *b;
+    mt_unlock(&s->lock);
+    return at;
 }
 
 bool mt_debug_verify_quarantine(enum mt_api api)
 {
-    if (!mt_debug_config.poison && !mt_debug_config.zero_on_free)
+    if (!verifies_poison())
         return true;
     mt_lock(&quarantine.lock);
     for (size_t i = 0; i < quarantine.count; i++) {
-        uintptr_t ptr = quarantine.ring[(quarantine.head + i) % quarantine.cap].ptr;
-        uint64_t hash;
-        struct stripe *s = stripe_of(ptr, &hash);
-        mt_lock(&s->lock);
-        const struct debug_block *b = table_find(s, ptr, hash);
-        size_t at = SIZE_MAX;
         struct debug_block copy;
-        if (b && b->state == BLOCK_QUARANTINED && !b->guarded && (at = poison_broken_at(b)) != SIZE_MAX)
-            copy = *b;
-        mt_unlock(&s->lock);
+        size_t at = quarantined_poison_broken_at(&quarantine.ring[(quarantine.head + i) % quarantine.cap], &copy);
         if (at != SIZE_MAX) {
             mt_unlock(&quarantine.lock);
-            char detail[128];
-            mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at,
-                   ((const uint8_t *)copy.ptr)[at]);
-            report(MT_ERR_WRITE_AFTER_FREE, &copy, api, detail);
+            report_poison(&copy, at, api);
             return false;
         }
     }
@@ -522,19 +715,33 @@ void *mt_debug_aligned(size_t align, size_t size, enum mt_api api, const void *s
     return debug_alloc(size, align, false, site);
 }
 
-/* The state of a pointer the program passed: its size when live (reporting anything
- * else as `api`), or 0 after a report. */
-static size_t live_size_or_report(const void *ptr, enum mt_api api)
+/* The block the program passed, copied: false when the layer does not know it. */
+static bool find_block(const void *ptr, struct debug_block *copy)
 {
+    if (in_small_segment(ptr)) {
+        struct mt_debug_slot *slot = mt_debug_slot_find(ptr);
+        uint64_t state = slot ? atomic_load_explicit(&slot->state, memory_order_acquire) : 0;
+        if (state == 0)
+            return false;
+        *copy = slot_view(ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
+        return true;
+    }
     uint64_t hash;
     struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
     mt_lock(&s->lock);
     struct debug_block *b = table_find(s, (uintptr_t)ptr, hash);
-    struct debug_block copy;
     if (b)
-        copy = *b;
+        *copy = *b;
     mt_unlock(&s->lock);
-    if (!b) /* not a debug block: the allocator answers for it, or reports what is wrong */
+    return b != NULL;
+}
+
+/* The state of a pointer the program passed: its size when live (reporting anything
+ * else as `api`), or 0 after a report. */
+static size_t live_size_or_report(const void *ptr, enum mt_api api)
+{
+    struct debug_block copy;
+    if (!find_block(ptr, &copy)) /* not a debug block: the allocator answers for it, or reports */
         return mt_alloc_usable_size_as(ptr, api);
     if (copy.state == BLOCK_QUARANTINED) {
         report(api == MT_API_REALLOC ? MT_ERR_REALLOC_FREED : MT_ERR_FREED_BLOCK, &copy, api, NULL);
@@ -578,36 +785,68 @@ size_t mt_debug_usable_size(const void *ptr)
     return size == SIZE_MAX ? 0 : size;
 }
 
+/* ---- heap check ------------------------------------------------------------------------------ */
+
+struct check_failure {
+    struct debug_block block;
+    size_t at;
+    bool overflow; /* canary (else poison) */
+};
+
+/* A block's canary when live, its poison when quarantined: false and *failure when broken. */
+static bool block_broken(const struct debug_block *b, struct check_failure *failure)
+{
+    size_t at;
+    if (b->state == BLOCK_LIVE && (at = canary_broken_at(b)) != SIZE_MAX) {
+        *failure = (struct check_failure){*b, at, true};
+        return true;
+    }
+    if (b->state == BLOCK_QUARANTINED && !b->guarded && verifies_poison() && (at = poison_broken_at(b)) != SIZE_MAX) {
+        *failure = (struct check_failure){*b, at, false};
+        return true;
+    }
+    return false;
+}
+
+static bool check_slot(void *ctx, const void *ptr, uint64_t alloc, uint64_t state)
+{
+    struct debug_block b = slot_view(ptr, alloc, state);
+    return !block_broken(&b, ctx);
+}
+
+static bool check_fail(struct mt_check *check, const struct check_failure *f)
+{
+    if (f->overflow)
+        return mt_check_fail(check, (const void *)f->block.ptr,
+                             "heap buffer overflow: canary %zu bytes past the end of a block of %zu bytes", f->at,
+                             f->block.size);
+    return mt_check_fail(check, (const void *)f->block.ptr,
+                         "write after free: byte %zu of a freed block of %zu bytes changed", f->at, f->block.size);
+}
+
 bool mt_debug_check(struct mt_check *check)
 {
     if (!mt_debug_config.enabled)
         return true;
+    struct check_failure failure;
+    if (!mt_debug_slots_scan(check_slot, &failure))
+        return check_fail(check, &failure);
     for (size_t i = 0; i < STRIPES; i++) {
         struct stripe *s = &stripes[i];
         mt_lock(&s->lock);
         for (size_t j = 0; j < s->table_cap; j++) {
             const struct debug_block *b = &s->table[j];
-            if (b->ptr <= SLOT_TOMBSTONE)
-                continue;
-            size_t at;
-            if (b->state == BLOCK_LIVE && (at = canary_broken_at(b)) != SIZE_MAX) {
+            if (b->ptr > SLOT_TOMBSTONE && block_broken(b, &failure)) {
                 mt_unlock(&s->lock);
-                return mt_check_fail(check, (const void *)b->ptr,
-                                     "heap buffer overflow: canary %zu bytes past the end of a block of %zu bytes",
-                                     at, b->size);
-            }
-            if (b->state == BLOCK_QUARANTINED && !b->guarded &&
-                (mt_debug_config.poison || mt_debug_config.zero_on_free) &&
-                (at = poison_broken_at(b)) != SIZE_MAX) {
-                mt_unlock(&s->lock);
-                return mt_check_fail(check, (const void *)b->ptr,
-                                     "write after free: byte %zu of a freed block of %zu bytes changed", at, b->size);
+                return check_fail(check, &failure);
             }
         }
         mt_unlock(&s->lock);
     }
     return true;
 }
+
+/* ---- guard pages and fork ------------------------------------------------------------------ */
 
 bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit)
 {
@@ -640,10 +879,12 @@ void mt_debug_fork_prepare(void)
     mt_lock(&quarantine.lock);
     for (size_t i = 0; i < STRIPES; i++)
         mt_lock(&stripes[i].lock);
+    mt_debug_slots_fork_prepare();
 }
 
 void mt_debug_fork_parent(void)
 {
+    mt_debug_slots_fork_parent();
     for (size_t i = STRIPES; i-- > 0;)
         mt_unlock(&stripes[i].lock);
     mt_unlock(&quarantine.lock);
@@ -651,6 +892,7 @@ void mt_debug_fork_parent(void)
 
 void mt_debug_fork_child(void)
 {
+    mt_debug_slots_fork_child();
     for (size_t i = 0; i < STRIPES; i++)
         mt_lock_reset(&stripes[i].lock);
     mt_lock_reset(&quarantine.lock);

@@ -1,0 +1,206 @@
+/* Debug mode's records of small blocks (see debug_slots.h for the record).
+ *
+ * Layout: each small segment that ever held a debug block has a region of its own,
+ * MT_PAGES_PER_SEGMENT slices of MT_MAX_SLOTS_PER_PAGE records (slice p for page p, record
+ * i for slot i), then a header. It is mapped on demand and never unmapped (as the segments
+ * it describes are not); only the records of slots in use are ever touched, so a page of
+ * 80-byte blocks costs 13 KiB of records, not the slice's 64 KiB. A two-level directory
+ * indexed by segment number finds a segment's region in two loads, both of them cached
+ * in any program that uses few segments.
+ *
+ * Invariants:
+ *   - a record's state word is nonzero exactly while the debug layer holds the slot (live
+ *     or quarantined): it is written after the allocator returned the slot and cleared
+ *     before the slot goes back to it, so a nonzero record describes the block in its slot
+ *     now (and the page cannot change size class under a held slot);
+ *   - held[p] counts the nonzero records of page p. When it falls to zero, the slice is
+ *     decommitted, so records do not stay resident after the program frees its blocks
+ *     (200 MiB of 64-byte blocks would leave 50 MiB). The decommit runs under region_lock
+ *     with HELD_DECOMMITTING set in held[p]; a claim that finds the bit waits for it to
+ *     clear before writing its record, so the decommit never wipes a live record. */
+#include "debug_slots.h"
+
+#include "../common/lock.h"
+#include "../common/platform.h"
+#include "small.h"
+
+#define SLICE_BYTES (MT_MAX_SLOTS_PER_PAGE * sizeof(struct mt_debug_slot))
+/* Set in held[p] while slice p is being decommitted; far above any count of slots. */
+#define HELD_DECOMMITTING (1u << 31)
+
+struct region_header {
+    struct slot_region *next; /* every region, newest first, for the scan */
+    uintptr_t segment;        /* the small segment described */
+    _Atomic uint32_t held[MT_PAGES_PER_SEGMENT];
+};
+
+struct slot_region {
+    /* Slices first: each starts at a multiple of SLICE_BYTES from the mapping, so it can be
+     * decommitted on its own whatever the OS page size (up to 64 KiB). */
+    struct mt_debug_slot slots[MT_PAGES_PER_SEGMENT][MT_MAX_SLOTS_PER_PAGE];
+    struct region_header h;
+};
+
+_Static_assert(SLICE_BYTES % 65536 == 0, "slices must be page-aligned for any OS page size up to 64 KiB");
+
+/* Directory: segment number -> region. 2^13 leaves of 2^12 entries cover the 2^25
+ * segments of the 47-bit address space (segmap.h). */
+#define DIR_LEAF_BITS 12
+#define DIR_LEAF_ENTRIES ((size_t)1 << DIR_LEAF_BITS)
+#define DIR_TOP_ENTRIES (MT_SEGMAP_ENTRIES >> DIR_LEAF_BITS)
+
+typedef _Atomic(struct slot_region *) region_ref;
+
+static _Atomic(region_ref *) directory[DIR_TOP_ENTRIES];
+static _Atomic(struct slot_region *) regions; /* list head (h.next links) */
+/* Guards region creation and slice decommits; taken rarely (a new segment, a page whose
+ * last debug block left). */
+static mt_lock_t region_lock;
+
+static struct slot_region *region_of(uintptr_t addr)
+{
+    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
+    region_ref *leaf = atomic_load_explicit(&directory[seg >> DIR_LEAF_BITS], memory_order_acquire);
+    if (!leaf)
+        return NULL;
+    return atomic_load_explicit(&leaf[seg & (DIR_LEAF_ENTRIES - 1)], memory_order_acquire);
+}
+
+static MT_NOINLINE struct slot_region *region_create(uintptr_t addr)
+{
+    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
+    mt_lock(&region_lock);
+    struct slot_region *r = region_of(addr);
+    if (r) {
+        mt_unlock(&region_lock);
+        return r;
+    }
+    region_ref *leaf = atomic_load_explicit(&directory[seg >> DIR_LEAF_BITS], memory_order_relaxed);
+    if (!leaf) {
+        leaf = mt_os_map(DIR_LEAF_ENTRIES * sizeof *leaf);
+        if (!leaf) {
+            mt_unlock(&region_lock);
+            return NULL;
+        }
+        atomic_store_explicit(&directory[seg >> DIR_LEAF_BITS], leaf, memory_order_release);
+    }
+    r = mt_os_map(sizeof *r);
+    if (r) {
+        r->h.segment = addr & ~(uintptr_t)MT_SEGMENT_MASK;
+        r->h.next = atomic_load_explicit(&regions, memory_order_relaxed);
+        atomic_store_explicit(&regions, r, memory_order_release);
+        atomic_store_explicit(&leaf[seg & (DIR_LEAF_ENTRIES - 1)], r, memory_order_release);
+    }
+    mt_unlock(&region_lock);
+    return r;
+}
+
+/* Page descriptor and slot index of ptr, or NULL when ptr is not a slot start in use. The
+ * allocator's own slot check is compiled out of the benchmark build without hardening,
+ * so the result is verified here as well (two loads of a line just read). */
+static struct mt_page *slot_of(const void *ptr, size_t *index)
+{
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+    size_t i = mt_small_slot_index(page, ptr);
+    if (i == SIZE_MAX || i >= page->capacity || page->start + i * page->block_size != (const uint8_t *)ptr)
+        return NULL;
+    *index = i;
+    return page;
+}
+
+static unsigned page_number(const void *ptr)
+{
+    return (unsigned)(((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1));
+}
+
+struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+{
+    size_t index;
+    if (!slot_of(ptr, &index))
+        return NULL;
+    struct slot_region *r = region_of((uintptr_t)ptr);
+    return r ? &r->slots[page_number(ptr)][index] : NULL;
+}
+
+bool mt_debug_slot_claim(const void *ptr, size_t size, const void *site)
+{
+    size_t index;
+    if (!slot_of(ptr, &index))
+        return false; /* not reached: the allocator returned it as a slot */
+    struct slot_region *r = region_of((uintptr_t)ptr);
+    if (MT_UNLIKELY(!r) && !(r = region_create((uintptr_t)ptr)))
+        return false;
+    unsigned p = page_number(ptr);
+    struct mt_debug_slot *slot = &r->slots[p][index];
+    uint32_t held = atomic_fetch_add_explicit(&r->h.held[p], 1, memory_order_acq_rel);
+    while (MT_UNLIKELY(held & HELD_DECOMMITTING)) {
+        mt_os_yield(); /* a decommit of this very slice is under way: one madvise */
+        held = atomic_load_explicit(&r->h.held[p], memory_order_acquire);
+    }
+    atomic_store_explicit(&slot->alloc, (uint64_t)size << MT_DEBUG_SITE_BITS | mt_debug_site_bits(site),
+                          memory_order_relaxed);
+    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_LIVE, NULL), memory_order_release);
+    return true;
+}
+
+void mt_debug_slot_forget(const void *ptr, struct mt_debug_slot *slot)
+{
+    struct slot_region *r = region_of((uintptr_t)ptr);
+    unsigned p = page_number(ptr);
+    atomic_store_explicit(&slot->state, 0, memory_order_release);
+    if (atomic_fetch_sub_explicit(&r->h.held[p], 1, memory_order_acq_rel) != 1)
+        return;
+    mt_lock(&region_lock);
+    uint32_t none = 0;
+    if (atomic_compare_exchange_strong_explicit(&r->h.held[p], &none, HELD_DECOMMITTING, memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+        mt_os_decommit(r->slots[p], SLICE_BYTES);
+        atomic_fetch_and_explicit(&r->h.held[p], ~HELD_DECOMMITTING, memory_order_release);
+    }
+    mt_unlock(&region_lock);
+}
+
+bool mt_debug_slots_scan(mt_debug_slot_visit visit, void *ctx)
+{
+    for (struct slot_region *r = atomic_load_explicit(&regions, memory_order_acquire); r; r = r->h.next) {
+        struct mt_segment *seg = (struct mt_segment *)r->h.segment;
+        for (unsigned p = 0; p < MT_PAGES_PER_SEGMENT; p++) {
+            if ((atomic_load_explicit(&r->h.held[p], memory_order_acquire) & ~HELD_DECOMMITTING) == 0)
+                continue;
+            const struct mt_page *page = &seg->meta[p].page;
+            size_t capacity = page->capacity, block_size = page->block_size;
+            const uint8_t *start = page->start;
+            for (size_t i = 0; i < capacity && i < MT_MAX_SLOTS_PER_PAGE; i++) {
+                struct mt_debug_slot *slot = &r->slots[p][i];
+                uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
+                if (state == 0)
+                    continue;
+                uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
+                if (visit(ctx, start + i * block_size, alloc, state))
+                    continue;
+                /* Broken, unless the block changed meanwhile (freed, reused, its page given
+                 * to another size class). */
+                if (atomic_load_explicit(&slot->state, memory_order_acquire) == state &&
+                    atomic_load_explicit(&slot->alloc, memory_order_relaxed) == alloc &&
+                    page->block_size == block_size)
+                    return false;
+            }
+        }
+    }
+    return true;
+}
+
+void mt_debug_slots_fork_prepare(void)
+{
+    mt_lock(&region_lock);
+}
+
+void mt_debug_slots_fork_parent(void)
+{
+    mt_unlock(&region_lock);
+}
+
+void mt_debug_slots_fork_child(void)
+{
+    mt_lock_reset(&region_lock);
+}
