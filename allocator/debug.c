@@ -25,6 +25,7 @@
 #include "../common/options.h"
 #include "../common/platform.h"
 #include "alloc.h"
+#include "debug_guard.h"
 #include "debug_slots.h"
 #include "harden.h"
 #include "small.h"
@@ -357,17 +358,13 @@ static void *guarded_alloc(size_t size, size_t align, struct debug_block *b)
     if (size > SIZE_MAX / 2 || align > SIZE_MAX / 4)
         return NULL;
     size_t data = mt_align_up(size + align, page);
-    uint8_t *map = mt_os_map_aligned(data + page, align > page ? align : page);
+    size_t map_size;
+    uint8_t *map = mt_debug_guard_map(data, align, &map_size);
     if (!map)
         return NULL;
-    uint8_t *guard = map + data;
-    if (!mt_os_protect_none(guard, page)) {
-        mt_os_unmap(map, data + page);
-        return NULL;
-    }
-    uint8_t *user = (uint8_t *)mt_align_down((uintptr_t)(guard - size), align);
+    uint8_t *user = (uint8_t *)mt_align_down((uintptr_t)(map + data - size), align);
     b->map_base = map;
-    b->map_size = data + page;
+    b->map_size = map_size;
     b->guarded = 1;
     return user;
 }
@@ -424,9 +421,10 @@ static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
         *slot = block;
     mt_unlock(&s->lock);
     if (!slot) {
-        if (block.guarded)
-            mt_os_unmap(block.map_base, block.map_size);
-        else
+        if (block.guarded) {
+            mt_debug_guard_retire(block.map_base, block.map_size);
+            mt_debug_guard_unmap(block.map_base, block.map_size);
+        } else
             mt_alloc_free(p);
         errno = ENOMEM;
         return NULL;
@@ -457,7 +455,7 @@ static void slot_release(void *ptr, struct mt_debug_slot *slot)
 static void table_release(struct stripe *s, struct debug_block *b)
 {
     if (b->guarded) {
-        mt_os_unmap(b->map_base, b->map_size);
+        mt_debug_guard_unmap(b->map_base, b->map_size);
     } else {
         if (verifies_poison()) {
             size_t at = poison_broken_at(b);
@@ -618,14 +616,13 @@ static bool table_free(void *ptr, enum mt_api api, const void *site, size_t *siz
     b->state = BLOCK_QUARANTINED;
     b->free_site = site;
     *size = b->size;
-    poison(ptr, b->size);
+    if (!b->guarded)
+        poison(ptr, b->size);
     if (b->guarded) {
         /* Any access to a freed guarded block now faults; its contents can never be read
          * again (it is unmapped, not verified, when it leaves the quarantine), so its pages
          * go back to the OS now rather than staying resident for the quarantine's time. */
-        size_t data = b->map_size - mt_os_page_size();
-        mt_os_protect_none(b->map_base, data);
-        mt_os_decommit(b->map_base, data);
+        mt_debug_guard_retire(b->map_base, b->map_size);
     }
     mt_unlock(&s->lock);
     return true;
@@ -880,10 +877,12 @@ void mt_debug_fork_prepare(void)
     for (size_t i = 0; i < STRIPES; i++)
         mt_lock(&stripes[i].lock);
     mt_debug_slots_fork_prepare();
+    mt_debug_guard_fork_prepare();
 }
 
 void mt_debug_fork_parent(void)
 {
+    mt_debug_guard_fork_parent();
     mt_debug_slots_fork_parent();
     for (size_t i = STRIPES; i-- > 0;)
         mt_unlock(&stripes[i].lock);
@@ -892,6 +891,7 @@ void mt_debug_fork_parent(void)
 
 void mt_debug_fork_child(void)
 {
+    mt_debug_guard_fork_child();
     mt_debug_slots_fork_child();
     for (size_t i = 0; i < STRIPES; i++)
         mt_lock_reset(&stripes[i].lock);

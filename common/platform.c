@@ -117,6 +117,14 @@ void mt_os_decommit(void *addr, size_t size)
     RESTORE_ERRNO;
 }
 
+bool mt_os_discard_protect_none(void *addr, size_t size)
+{
+    SAVE_ERRNO;
+    void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    RESTORE_ERRNO;
+    return p == addr;
+}
+
 bool mt_os_protect_none(void *addr, size_t size)
 {
     SAVE_ERRNO;

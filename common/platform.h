@@ -36,6 +36,9 @@ void mt_os_unmap(void *addr, size_t size);
 /* Give the physical pages back; the range stays mapped and reads as zero afterwards.
  * Page-aligned arguments only. */
 void mt_os_decommit(void *addr, size_t size);
+/* mt_os_decommit and mt_os_protect_none in one system call (a fresh PROT_NONE mapping
+ * over the range): the pages go back to the OS and any access faults. */
+bool mt_os_discard_protect_none(void *addr, size_t size);
 /* Turn a range into an inaccessible guard, or back into read-write memory. */
 bool mt_os_protect_none(void *addr, size_t size);
 bool mt_os_protect_rw(void *addr, size_t size);

@@ -1,0 +1,132 @@
+/* Mappings of guarded blocks (see debug_guard.h).
+ *
+ * Pool: for each unit size (1 to POOL_MAX_DATA_PAGES data pages, plus the guard page), a
+ * stack of free units and a chunk of reserved address space carved from the bottom up.
+ * Invariant: every page of a free unit, and the guard page of every unit, is PROT_NONE
+ * and holds no memory; only the data pages of a unit whose block is live are read-write.
+ * Chunks are never unmapped (address space only, like the stacks). One lock: one
+ * allocation in MTRACE_GUARD_SAMPLE comes here. */
+#include "debug_guard.h"
+
+#include "../common/lock.h"
+#include "../common/platform.h"
+#include "alloc.h"
+
+/* Small blocks go up to 8 KiB: two data pages hold any of them with its alignment. */
+#define POOL_MAX_DATA_PAGES 2
+/* Address space reserved at a time for one unit size: a few hundred units. */
+#define POOL_CHUNK_BYTES ((size_t)2 << 20)
+#define STACK_MIN 256
+
+struct unit_pool {
+    uint8_t **free; /* stack of free units */
+    size_t count, cap;
+    uint8_t *next, *end; /* uncarved part of the current chunk */
+};
+
+static mt_lock_t pool_lock;
+static struct unit_pool pools[POOL_MAX_DATA_PAGES];
+
+static struct unit_pool *pool_for(size_t map_size)
+{
+    size_t pages = map_size / mt_os_page_size() - 1;
+    return pages >= 1 && pages <= POOL_MAX_DATA_PAGES ? &pools[pages - 1] : NULL;
+}
+
+static uint8_t *pool_take(struct unit_pool *pool, size_t unit)
+{
+    mt_lock(&pool_lock);
+    uint8_t *u = NULL;
+    if (pool->count) {
+        u = pool->free[--pool->count];
+    } else {
+        if ((size_t)(pool->end - pool->next) < unit) {
+            uint8_t *chunk = mt_os_reserve(POOL_CHUNK_BYTES);
+            if (chunk) {
+                pool->next = chunk;
+                pool->end = chunk + POOL_CHUNK_BYTES / unit * unit;
+            }
+        }
+        if ((size_t)(pool->end - pool->next) >= unit) {
+            u = pool->next;
+            pool->next += unit;
+        }
+    }
+    mt_unlock(&pool_lock);
+    return u;
+}
+
+/* False when the stack cannot grow (the caller unmaps the unit instead). */
+static bool pool_give(struct unit_pool *pool, uint8_t *u)
+{
+    mt_lock(&pool_lock);
+    if (pool->count == pool->cap) {
+        size_t new_cap = pool->cap ? pool->cap * 2 : STACK_MIN;
+        uint8_t **stack = mt_os_map(new_cap * sizeof *stack);
+        if (!stack) {
+            mt_unlock(&pool_lock);
+            return false;
+        }
+        for (size_t i = 0; i < pool->count; i++)
+            stack[i] = pool->free[i];
+        if (pool->free)
+            mt_os_unmap(pool->free, pool->cap * sizeof *pool->free);
+        pool->free = stack;
+        pool->cap = new_cap;
+    }
+    pool->free[pool->count++] = u;
+    mt_unlock(&pool_lock);
+    return true;
+}
+
+uint8_t *mt_debug_guard_map(size_t data, size_t align, size_t *map_size)
+{
+    size_t page = mt_os_page_size();
+    *map_size = data + page;
+    struct unit_pool *pool = align <= page ? pool_for(*map_size) : NULL;
+    if (pool) {
+        uint8_t *u = pool_take(pool, *map_size);
+        if (u && mt_os_commit(u, data))
+            return u;
+        if (u)
+            pool_give(pool, u);
+        return NULL;
+    }
+    uint8_t *map = mt_os_map_aligned(*map_size, align > page ? align : page);
+    if (!map)
+        return NULL;
+    if (!mt_os_protect_none(map + data, page)) {
+        mt_os_unmap(map, *map_size);
+        return NULL;
+    }
+    return map;
+}
+
+void mt_debug_guard_retire(uint8_t *base, size_t map_size)
+{
+    mt_os_discard_protect_none(base, map_size - mt_os_page_size());
+}
+
+void mt_debug_guard_unmap(uint8_t *base, size_t map_size)
+{
+    struct unit_pool *pool = pool_for(map_size);
+    /* A pooled unit is retired already (its block was freed), as the stack requires. */
+    if (pool && pool_give(pool, base))
+        return;
+    mt_os_unmap(base, map_size);
+}
+
+void mt_debug_guard_fork_prepare(void)
+{
+    mt_lock(&pool_lock);
+}
+
+void mt_debug_guard_fork_parent(void)
+{
+    mt_unlock(&pool_lock);
+}
+
+void mt_debug_guard_fork_child(void)
+{
+    mt_lock_reset(&pool_lock);
+}
