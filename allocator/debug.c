@@ -85,11 +85,11 @@ struct quarantined {
  * queue says which ones come next, so their first lines and records are fetched this
  * many evictions ahead (on churn, half the time of an eviction was those misses). */
 #define PREFETCH_AHEAD 8
-#define PREFETCH_MAX_BYTES 256
+#define PREFETCH_MAX_BYTES 128
 
 static struct {
     mt_lock_t lock;
-    struct quarantined *ring; /* FIFO */
+    struct quarantined *ring; /* FIFO; cap is a power of two (RING_MIN, doubled) */
     size_t cap;
     size_t head;
     size_t count;
@@ -513,14 +513,14 @@ static bool quarantine_push(struct quarantined q)
         if (!ring)
             return false;
         for (size_t i = 0; i < quarantine.count; i++)
-            ring[i] = quarantine.ring[(quarantine.head + i) % quarantine.cap];
+            ring[i] = quarantine.ring[(quarantine.head + i) & (quarantine.cap - 1)];
         if (quarantine.ring)
             mt_os_unmap(quarantine.ring, quarantine.cap * sizeof *quarantine.ring);
         quarantine.ring = ring;
         quarantine.cap = new_cap;
         quarantine.head = 0;
     }
-    quarantine.ring[(quarantine.head + quarantine.count) % quarantine.cap] = q;
+    quarantine.ring[(quarantine.head + quarantine.count) & (quarantine.cap - 1)] = q;
     quarantine.count++;
     quarantine.bytes += q.size;
     return true;
@@ -550,12 +550,12 @@ static void quarantine_add(struct quarantined q)
     while (queued && quarantine.bytes > mt_debug_config.quarantine && n_evicted < EVICT_BATCH &&
            quarantine.count > 1) {
         struct quarantined oldest = quarantine.ring[quarantine.head];
-        quarantine.head = (quarantine.head + 1) % quarantine.cap;
+        quarantine.head = (quarantine.head + 1) & (quarantine.cap - 1);
         quarantine.count--;
         quarantine.bytes -= oldest.size;
         evicted[n_evicted++] = oldest;
         if (quarantine.count > PREFETCH_AHEAD)
-            prefetch_block(&quarantine.ring[(quarantine.head + PREFETCH_AHEAD) % quarantine.cap]);
+            prefetch_block(&quarantine.ring[(quarantine.head + PREFETCH_AHEAD) & (quarantine.cap - 1)]);
     }
     mt_unlock(&quarantine.lock);
     if (!queued)
@@ -696,7 +696,7 @@ bool mt_debug_verify_quarantine(enum mt_api api)
     mt_lock(&quarantine.lock);
     for (size_t i = 0; i < quarantine.count; i++) {
         struct debug_block copy;
-        size_t at = quarantined_poison_broken_at(&quarantine.ring[(quarantine.head + i) % quarantine.cap], &copy);
+        size_t at = quarantined_poison_broken_at(&quarantine.ring[(quarantine.head + i) & (quarantine.cap - 1)], &copy);
         if (at != SIZE_MAX) {
             mt_unlock(&quarantine.lock);
             report_poison(&copy, at, api);
