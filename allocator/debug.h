@@ -18,13 +18,18 @@
  *   predicted and adjacent-block bugs show up in different places from run to run;
  * - fill: new blocks (not calloc's) are filled with MT_DEBUG_FILL_BYTE, exposing reads of
  *   uninitialised memory.
- * Every block is also known to a table (ptr -> requested size, state, the code addresses
- * that allocated and freed it), so reports say where the block came from even without the
- * tracer, malloc_usable_size returns the requested size (the canary is not the program's
- * to write), and a double free is recognised while the block sits in quarantine.
+ * Every block also has a record (requested size, state, the code addresses that allocated
+ * and freed it), so reports say where the block came from even without the tracer,
+ * malloc_usable_size returns the requested size (the canary is not the program's to
+ * write), and a double free is recognised while the block sits in quarantine. Small
+ * blocks keep theirs in an array beside their segment, indexed by slot (debug_slots.h);
+ * the others in a striped table.
  *
- * Cost: one table lookup under a striped lock per call plus the fills; target at most 3x
- * glibc's time on the bench workloads. */
+ * Cost: per call, the record found by arithmetic (small blocks) plus the fills, the canary
+ * and, at eviction, the poison check; guarded blocks a system call at allocation and one
+ * at free (debug_guard.h). Measured in docs/hardening.md: 6 to 10 times glibc's time on
+ * the bench workloads, most of it the features' own work (guard pages, the quarantine's
+ * cold memory, the scattered layout of randomization). */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 
