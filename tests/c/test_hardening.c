@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "check.h"
+#include "mtrace.h"
 
 /* Small requests and the class they land in (size_class.c: 16-byte steps to 256). */
 #define SMALL_REQUEST 64
@@ -25,6 +26,10 @@
 #define EVICTING_FREES 64
 /* Large frees between the two frees of a block: more than the registry used to remember. */
 #define LARGE_FREES_BETWEEN 200
+/* Debug mode: enough small blocks allocated and freed to reuse pooled guard mappings many
+ * times, and to empty pages (and sweep their records) thousands of times. */
+#define GUARD_POOL_CYCLES 300
+#define RECORD_CHURN_CYCLES 100000
 
 static void *volatile sink; /* keeps the compiler from reasoning about freed pointers */
 
@@ -437,6 +442,56 @@ static void debug_realloc_freed(void)
     sink = realloc(sink, 10);
 }
 
+/* Every small block guarded (MTRACE_GUARD_SAMPLE=1): mappings are pooled and reused, and a
+ * block freed into a reused one still faults when read. */
+static void debug_guard_pool_reuse(void)
+{
+    for (int i = 0; i < GUARD_POOL_CYCLES; i++)
+        free(opaque(malloc(100)));
+    char *p = malloc(100);
+    free(p);
+    sink = p;
+    printf("%d\n", ((volatile char *)sink)[10]);
+}
+
+/* Without quarantine, a malloc/free loop empties pages and sweeps their records over and
+ * over; the record of a block that stayed live all along must survive it (else the free
+ * below would go unchecked). */
+static void debug_records_survive_sweeps(void)
+{
+    char *keep = opaque(malloc(100));
+    for (int i = 0; i < RECORD_CHURN_CYCLES; i++)
+        free(opaque(malloc(16 + (size_t)(i % 200))));
+    memset(keep, 'x', 101);
+    free(keep);
+}
+
+/* Not a death: mt_heap_check() sees a small block's broken canary and a quarantined small
+ * block's broken poison (the per-slot records are walked), and neither once repaired.
+ * Exits 0 when all of that holds. */
+static void debug_heap_check_walks_records(void)
+{
+    char *p = opaque(malloc(100));
+    if (mt_heap_check() != 0)
+        exit(2);
+    char canary = p[100];
+    p[100] = (char)(canary ^ 1);
+    if (mt_heap_check() == 0)
+        exit(1);
+    p[100] = canary;
+    if (mt_heap_check() != 0)
+        exit(3);
+    char *q = malloc(SMALL_REQUEST);
+    free(q);
+    sink = q;
+    volatile char *freed = sink;
+    char poison = freed[7];
+    freed[7] = 'w';
+    int seen = mt_heap_check() != 0;
+    freed[7] = poison; /* else the check at exit reports it and aborts */
+    exit(seen ? 0 : 4);
+}
+
 /* Not a death: exits 0 when the freed block reads as zeros, 1 otherwise. */
 static void debug_zero_on_free(void)
 {
@@ -485,6 +540,9 @@ static const struct scenario scenarios[] = {
     {"double_free", debug_double_free, {"MTRACE_GUARD=0"}},
     {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0"}},
     {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"guard_pool_reuse", debug_guard_pool_reuse, {"MTRACE_GUARD_SAMPLE=1", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"records_survive_sweeps", debug_records_survive_sweeps, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=0"}},
+    {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0"}},
     {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
 };
 
@@ -572,6 +630,21 @@ TEST(debug_zero_on_free_zeroes)
 {
     CHECK_EQ_U(scenario_status("zero_on_free"), 0);
     CHECK_EQ_U(scenario_status("light_zero_on_free"), 0);
+}
+
+TEST(debug_guard_pool_and_records)
+{
+    EXPECT_DEBUG_REPORT("guard_pool_reuse", "mtrace: error: use of freed block of " PTR
+                                            " \\(size 100\\) in a memory access: offset 10 of the freed block was "
+                                            "touched$");
+    EXPECT_DEBUG_REPORT("records_survive_sweeps",
+                        "mtrace: error: heap buffer overflow of " PTR " \\(size 100\\) in free\\(\\): a write 1 byte "
+                        "past the end");
+}
+
+TEST(debug_heap_check_sees_small_blocks)
+{
+    CHECK_EQ_U(scenario_status("heap_check_walks_records"), 0);
 }
 
 int main(int argc, char **argv)
