@@ -1,0 +1,175 @@
+/* Draining a process: its threads' rings merged into one stream by sequence number.
+ *
+ * Each ring holds one thread's records in increasing seq order, and seqs are dense over
+ * the process, so the next record of the stream is always at the head of some ring. The
+ * merge takes it from the ring whose head has seq == next_seq and keeps taking from the
+ * same ring while its next record continues the sequence: a thread that allocates in a
+ * burst is copied out in one run. When no ring has next_seq, a record is being written
+ * right now (its space is reserved, its head not yet published): we wait for it while the
+ * process lives, and skip the number once the process is gone (it will never come).
+ *
+ * Cost: records are copied cell by cell out of shared memory (they may wrap the ring's
+ * end); the producer's head is read once per run, not per record, and our tail is
+ * published once per batch so the producer's cache line is not bounced per event. */
+#include "collector.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "host.h"
+
+/* Publish our tail to the producer after this many cells even in the middle of a run, so
+ * a thread waiting for space is not held up by a long drain. */
+#define TAIL_PUBLISH_CELLS 1024
+/* Most cells of one record: the cells field is a byte. */
+#define RECORD_MAX_CELLS 255
+
+static inline const struct mt_wire_rec *cell_at(const struct mt_ring_view *r, uint64_t index)
+{
+    return (const struct mt_wire_rec *)(r->cells + (index & r->mask) * MT_WIRE_CELL);
+}
+
+static void publish_tail(struct mt_ring_view *r)
+{
+    if (r->published_tail == r->tail)
+        return;
+    atomic_store_explicit(&r->hdr->tail, r->tail, memory_order_seq_cst);
+    r->published_tail = r->tail;
+    /* seq_cst store then load pairs with the producer's "set waiting, re-read tail, wait":
+     * either it sees our new tail or we see its flag. */
+    if (atomic_load_explicit(&r->hdr->waiting, memory_order_seq_cst))
+        mt_host_futex_wake_shared((void *)&r->hdr->tail);
+}
+
+void mt_drain_publish_tails(struct mt_proc *proc)
+{
+    for (size_t i = 0; i < proc->ring_count; i++)
+        publish_tail(&proc->rings[i]);
+}
+
+/* The ring's next record that carries a seq (pads are skipped here), or NULL when the
+ * ring is empty for now. */
+static const struct mt_wire_rec *ring_peek(struct mt_ring_view *r)
+{
+    for (;;) {
+        if (r->tail == r->head) {
+            r->head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+            if (r->tail == r->head)
+                return NULL;
+        }
+        const struct mt_wire_rec *rec = cell_at(r, r->tail);
+        if (rec->kind != MT_REC_PAD)
+            return rec;
+        r->tail += rec->cells ? rec->cells : 1;
+    }
+}
+
+/* Copy a record that wraps the ring's end into `buf`; records that do not wrap are used
+ * in place (the producer does not touch cells before our tail passes them). */
+static const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
+                                                   unsigned char *buf)
+{
+    uint64_t first = r->tail & r->mask;
+    unsigned cells = rec->cells ? rec->cells : 1;
+    if (first + cells <= r->mask + 1)
+        return rec;
+    for (unsigned i = 0; i < cells; i++)
+        memcpy(buf + (size_t)i * MT_WIRE_CELL, cell_at(r, r->tail + i), MT_WIRE_CELL);
+    return (const struct mt_wire_rec *)buf;
+}
+
+/* A signal handler that records while its thread is between reserving ring space and
+ * taking its seq leaves the thread's two records in the ring in inverted seq order: the
+ * head has next_seq + 1 and the record after it next_seq. Apply them in seq order. */
+static bool take_swapped_pair(struct mt_proc *proc, size_t *done)
+{
+    static unsigned char first_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    static unsigned char second_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    for (size_t i = 0; i < proc->ring_count; i++) {
+        struct mt_ring_view *r = &proc->rings[i];
+        const struct mt_wire_rec *first = ring_peek(r);
+        if (!first || first->seq != proc->next_seq + 1)
+            continue;
+        unsigned first_cells = first->cells ? first->cells : 1;
+        uint64_t at = r->tail + first_cells;
+        if (at >= r->head)
+            continue;
+        const struct mt_wire_rec *second = cell_at(r, at);
+        if (second->kind == MT_REC_PAD || second->seq != proc->next_seq)
+            continue;
+        const struct mt_wire_rec *a = record_contiguous(r, first, first_buf);
+        uint64_t saved_tail = r->tail;
+        r->tail = at;
+        const struct mt_wire_rec *b = record_contiguous(r, second, second_buf);
+        unsigned second_cells = second->cells ? second->cells : 1;
+        r->tail = saved_tail;
+        mt_proc_apply(proc, r, b);
+        mt_proc_apply(proc, r, a);
+        r->tail = at + second_cells;
+        proc->next_seq += 2;
+        *done += 2;
+        return true;
+    }
+    return false;
+}
+
+size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
+{
+    static unsigned char wrap_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    size_t done = 0;
+    *drained = false;
+    while (done < budget) {
+        struct mt_ring_view *best = NULL;
+        uint64_t lowest = UINT64_MAX;
+        for (size_t i = 0; i < proc->ring_count; i++) {
+            struct mt_ring_view *r = &proc->rings[i];
+            const struct mt_wire_rec *rec = ring_peek(r);
+            if (!rec)
+                continue;
+            if (rec->seq == proc->next_seq) {
+                best = r;
+                break;
+            }
+            if (rec->seq < lowest)
+                lowest = rec->seq;
+        }
+        if (!best) {
+            if (lowest == UINT64_MAX) {
+                if (proc->state != MT_PROC_LIVE)
+                    *drained = true;
+                break;
+            }
+            if (take_swapped_pair(proc, &done))
+                continue;
+            if (proc->state == MT_PROC_LIVE)
+                break; /* a record is being written: wait for it */
+            if (lowest < proc->next_seq) {
+                /* A seq we already passed (corrupt or duplicate): drop the record. */
+                for (size_t i = 0; i < proc->ring_count; i++) {
+                    struct mt_ring_view *r = &proc->rings[i];
+                    const struct mt_wire_rec *rec = ring_peek(r);
+                    if (rec && rec->seq == lowest)
+                        r->tail += rec->cells ? rec->cells : 1;
+                }
+                continue;
+            }
+            proc->skipped_seqs += lowest - proc->next_seq;
+            proc->next_seq = lowest;
+            continue;
+        }
+        /* Take a run from this ring. */
+        const struct mt_wire_rec *rec = ring_peek(best);
+        while (rec && rec->seq == proc->next_seq && done < budget) {
+            const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
+            mt_proc_apply(proc, best, whole);
+            best->tail += rec->cells ? rec->cells : 1;
+            proc->next_seq++;
+            done++;
+            if (best->tail - best->published_tail >= TAIL_PUBLISH_CELLS)
+                publish_tail(best);
+            rec = ring_peek(best);
+        }
+    }
+    mt_drain_publish_tails(proc);
+    return done;
+}
