@@ -194,9 +194,18 @@ static char *command_json(char **argv)
 
 static void print_summary(const char *out, const struct mt_collector_result *r)
 {
-    double mib = (double)mt_host_file_size(out) / (1024.0 * 1024.0);
+    uint64_t bytes = mt_host_file_size(out);
+    double mib = (double)bytes / (1024.0 * 1024.0);
     fprintf(stderr, PROG ": %llu events from %u process%s in %s (%.1f MiB)\n", (unsigned long long)r->events,
             r->processes, r->processes == 1 ? "" : "es", out, mib);
+    /* MTRACE_RUN_STATS=1: the collector's own cost, for benchmarks. */
+    const char *stats = getenv("MTRACE_RUN_STATS");
+    if (stats && strcmp(stats, "1") == 0) {
+        double user = 0, sys = 0;
+        mt_host_self_cpu(&user, &sys);
+        fprintf(stderr, PROG ": collector cpu %.3f s user %.3f s sys, %.2f bytes per event\n", user, sys,
+                r->events ? (double)bytes / (double)r->events : 0.0);
+    }
 }
 
 int main(int argc, char **argv)

@@ -211,6 +211,7 @@ struct mt_ring_view {
     uint64_t tail;       /* our copy of hdr->tail */
     uint64_t head;       /* last value read from hdr->head */
     uint64_t published_tail; /* last tail stored to hdr->tail */
+    uint64_t woken_tail;     /* tail when we last woke a waiting producer */
     int32_t tid;
     int thread;          /* thread_idx, -1 until its first record */
     char name[16];

@@ -29,7 +29,10 @@ static inline const struct mt_wire_rec *cell_at(const struct mt_ring_view *r, ui
     return (const struct mt_wire_rec *)(r->cells + (index & r->mask) * MT_WIRE_CELL);
 }
 
-static void publish_tail(struct mt_ring_view *r)
+/* Publish our tail. A producer waiting for space is woken once a quarter of its ring is
+ * free again (or at the end of a drain pass, `finished`): waking it per published batch
+ * would let it write one batch and sleep again, a context switch per thousand events. */
+static void publish_tail(struct mt_ring_view *r, bool finished)
 {
     if (r->published_tail == r->tail)
         return;
@@ -37,14 +40,18 @@ static void publish_tail(struct mt_ring_view *r)
     r->published_tail = r->tail;
     /* seq_cst store then load pairs with the producer's "set waiting, re-read tail, wait":
      * either it sees our new tail or we see its flag. */
-    if (atomic_load_explicit(&r->hdr->waiting, memory_order_seq_cst))
+    if (!atomic_load_explicit(&r->hdr->waiting, memory_order_seq_cst))
+        return;
+    if (finished || r->tail - r->woken_tail >= (r->mask + 1) / 4) {
+        r->woken_tail = r->tail;
         mt_host_futex_wake_shared((void *)&r->hdr->tail);
+    }
 }
 
 void mt_drain_publish_tails(struct mt_proc *proc)
 {
     for (size_t i = 0; i < proc->ring_count; i++)
-        publish_tail(&proc->rings[i]);
+        publish_tail(&proc->rings[i], true);
 }
 
 /* The ring's next record that carries a seq (pads are skipped here), or NULL when the
@@ -166,7 +173,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             proc->next_seq++;
             done++;
             if (best->tail - best->published_tail >= TAIL_PUBLISH_CELLS)
-                publish_tail(best);
+                publish_tail(best, false);
             rec = ring_peek(best);
         }
     }

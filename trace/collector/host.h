@@ -68,6 +68,8 @@ char *mt_host_read_proc_maps(int32_t pid);
 /* The path of the running executable (for finding libmtrace.so beside it). */
 bool mt_host_self_exe(char *buf, size_t cap);
 bool mt_host_hostname(char *buf, size_t cap);
+/* CPU seconds this process used itself (children excluded). */
+void mt_host_self_cpu(double *user, double *sys);
 /* Bytes of a file (0 if absent). */
 uint64_t mt_host_file_size(const char *path);
 

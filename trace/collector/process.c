@@ -91,6 +91,7 @@ void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map
     r->tail = atomic_load_explicit(&hdr->tail, memory_order_acquire);
     r->head = r->tail;
     r->published_tail = r->tail;
+    r->woken_tail = r->tail;
     r->tid = hdr->tid;
     r->thread = -1;
     memcpy(r->name, hdr->name, sizeof r->name);
