@@ -7,6 +7,10 @@
  *   fake_producer --exec-image  (internal) the image after exec
  *   fake_producer --flood N     N malloc/free events on the main thread, then SIGKILL
  *   fake_producer --bench N T   N events from T threads as fast as possible
+ *   fake_producer --preload-mode  as a plain LD_PRELOAD run's root: connects to
+ *                               MTRACE_SOCKET, asks to wait at exit, says GOODBYE, exits 5
+ *   fake_producer --rejectable  the scenario's first part, accepting that the collector may
+ *                               refuse it (--skip, --no-follow): then it exits 4
  *
  * Stacks hold real return addresses of this program (capture() called from the site_*
  * functions), so the test can check that symbolization names them. Lines marked
@@ -16,6 +20,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -101,6 +106,9 @@ static int connect_collector(void)
 
 /* ---- process area and stacks ------------------------------------------------------------ */
 
+static bool accept_rejection;
+static uint32_t wait_at_exit;
+
 static void hello(uint32_t flags)
 {
     int fd = memfd_create("fake-area", 0);
@@ -138,8 +146,14 @@ static void hello(uint32_t flags)
     send_fd(conn, &h, sizeof h, fd);
     close(fd);
     struct mt_msg_hello_reply reply;
-    if (recv(conn, &reply, sizeof reply, 0) != (ssize_t)sizeof reply || reply.verdict != MT_HELLO_ACCEPT)
+    if (recv(conn, &reply, sizeof reply, 0) != (ssize_t)sizeof reply)
         die("hello reply");
+    if (reply.verdict != MT_HELLO_ACCEPT) {
+        if (!accept_rejection)
+            die("hello rejected");
+        exit(4); /* untraced: nothing to record */
+    }
+    wait_at_exit = reply.wait_at_exit;
 }
 
 /* Store a stack (innermost first) and return its id. */
@@ -435,7 +449,7 @@ static int scenario(char **argv)
     char fd_text[16];
     snprintf(fd_text, sizeof fd_text, "%d", conn);
     setenv("MTRACE_CONN_FD", fd_text, 1);
-    char *args[] = {argv[0], "--exec-image", NULL};
+    char *args[] = {argv[0], "--exec-image", accept_rejection ? "--rejectable" : NULL, NULL};
     execv("/proc/self/exe", args);
     die("exec");
     return 1;
@@ -513,12 +527,38 @@ static int bench(long n, int threads)
     return 0;
 }
 
+static int preload_mode(void)
+{
+    hello(MT_HELLO_SPAWNED_COLLECTOR);
+    if (!wait_at_exit)
+        die("the root of a plain LD_PRELOAD run must be asked to wait at exit");
+    struct ring *r = ring_open("main");
+    uint32_t s = site_alpha();
+    event(r, MT_OP_MALLOC, 0xa000, 10, 0, s);
+    scan_done(r, 0);
+    exit_record(r, 5);
+    struct mt_msg_head bye;
+    head(&bye, MT_MSG_GOODBYE);
+    send_fd(conn, &bye, sizeof bye, -1);
+    shutdown(conn, SHUT_WR);
+    char b;
+    while (recv(conn, &b, 1, 0) > 0) {
+    } /* the collector closes the connection once the trace is final */
+    return 5;
+}
+
 int main(int argc, char **argv)
 {
     const char *fd_text = getenv("MTRACE_CONN_FD");
     conn = fd_text ? atoi(fd_text) : connect_collector();
-    if (argc > 1 && strcmp(argv[1], "--exec-image") == 0)
+    if (argc > 1 && strcmp(argv[1], "--preload-mode") == 0)
+        return preload_mode();
+    if (argc > 1 && strcmp(argv[1], "--rejectable") == 0)
+        accept_rejection = true;
+    if (argc > 1 && strcmp(argv[1], "--exec-image") == 0) {
+        accept_rejection = argc > 2 && strcmp(argv[2], "--rejectable") == 0;
         return exec_image();
+    }
     if (argc > 2 && strcmp(argv[1], "--flood") == 0)
         return flood(atol(argv[2]));
     if (argc > 3 && strcmp(argv[1], "--bench") == 0)

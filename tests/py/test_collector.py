@@ -344,3 +344,52 @@ def test_untraced_program_status(build, tmp_path):
     db = sqlite3.connect(str(out))
     assert dict(db.execute("SELECT key, value FROM meta"))["complete"] == 1
     assert db.execute("SELECT count(*) FROM processes").fetchone() == (0,)
+
+
+def test_no_follow_traces_only_the_first_image(build, tmp_path):
+    out = tmp_path / "n.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "--no-follow", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--rejectable"], timeout=60)
+    assert res.returncode == 4, res.stderr  # the exec'd image was refused and said so
+    db = sqlite3.connect(str(out))
+    assert db.execute("SELECT proc_id, end_reason, events FROM processes").fetchall() == [(1, "exec", 8)]
+    assert json.loads(dict(db.execute("SELECT key, value FROM meta"))["options"])["MTRACE_FOLLOW_CHILDREN"] == "off"
+
+
+def test_skip_pattern_refuses_matching_executables(build, tmp_path):
+    out = tmp_path / "s.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "--skip", "nothing*", "--skip", "fake_*", "-q",
+               "-o", str(out), "--", str(build / "progs" / "fake_producer"), "--rejectable"], timeout=60)
+    assert res.returncode == 4, res.stderr
+    db = sqlite3.connect(str(out))
+    assert db.execute("SELECT count(*) FROM processes").fetchone() == (0,)
+    assert json.loads(dict(db.execute("SELECT key, value FROM meta"))["options"])["MTRACE_SKIP"] == "nothing*:fake_*"
+
+
+def test_collector_fd_mode_trace_final_before_program_returns(build, tmp_path):
+    """A plain LD_PRELOAD run: the program starts `mtrace-run --collector-fd N` on its own
+    listening socket; being the root, it waits at exit until the trace is final."""
+    import os
+    import socket
+    import subprocess
+    out = tmp_path / "p.db"
+    name = f"@mtrace-test-{os.getpid()}-{id(tmp_path)}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind("\0" + name[1:])
+    listener.listen(16)
+    collector = subprocess.Popen([str(build / "mtrace-run"), "--collector-fd", str(listener.fileno()), "-q",
+                                  "-o", str(out)], pass_fds=[listener.fileno()])
+    listener.close()
+    try:
+        res = run([str(build / "progs" / "fake_producer"), "--preload-mode"], env_extra={"MTRACE_SOCKET": name},
+                  timeout=60)
+        assert res.returncode == 5, res.stderr
+        # No waiting for the collector: the program returned, so the trace is final.
+        db = sqlite3.connect(str(out))
+        assert dict(db.execute("SELECT key, value FROM meta"))["complete"] == 1
+        assert db.execute("SELECT end_reason, exit_code, events FROM processes").fetchall() == [("exit", 5, 1)]
+        db.close()
+        assert collector.wait(timeout=60) == 0
+    finally:
+        if collector.poll() is None:
+            collector.kill()

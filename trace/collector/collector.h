@@ -310,6 +310,8 @@ size_t mt_proc_count(void);
 /* The newest live image with this pid, or NULL. */
 struct mt_proc *mt_proc_find_live_pid(int32_t pid);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
+/* Unmap a drained ring whose thread is gone (order of the rings is not kept). */
+void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 /* Apply one complete record of the process's stream (drain.c calls it in seq order). */
 void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec);
 /* No more records will come: called once drained. Writes live_at_exit, the last chunk. */

@@ -120,6 +120,23 @@ static bool take_swapped_pair(struct mt_proc *proc, size_t *done)
     return false;
 }
 
+/* A ring whose thread is gone and whose records are all consumed: unmap it, so a program
+ * that starts thousands of short threads does not keep thousands of rings alive. The
+ * producer sets `closed` after its last record; re-reading head after seeing it makes
+ * sure that record was not missed. */
+static void retire_closed_rings(struct mt_proc *proc)
+{
+    for (size_t i = 0; i < proc->ring_count;) {
+        struct mt_ring_view *r = &proc->rings[i];
+        if (atomic_load_explicit(&r->hdr->closed, memory_order_acquire) && !ring_peek(r)) {
+            publish_tail(r, true);
+            mt_proc_retire_ring(proc, i);
+            continue;
+        }
+        i++;
+    }
+}
+
 size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
 {
     static unsigned char wrap_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
@@ -178,5 +195,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         }
     }
     mt_drain_publish_tails(proc);
+    if (done < budget)
+        retire_closed_rings(proc);
     return done;
 }

@@ -98,6 +98,13 @@ void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map
     r->name[sizeof r->name - 1] = '\0';
 }
 
+void mt_proc_retire_ring(struct mt_proc *proc, size_t index)
+{
+    struct mt_ring_view *r = &proc->rings[index];
+    mt_host_unmap(r->hdr, r->map_bytes);
+    proc->rings[index] = proc->rings[--proc->ring_count];
+}
+
 /* ---- threads and stacks ----------------------------------------------------------------- */
 
 static uint32_t ring_thread(struct mt_proc *proc, struct mt_ring_view *ring)

@@ -141,7 +141,7 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
     bool accept = valid && !exe_skipped(exe) && (follow || accepted_images == 0);
     struct mt_wire_proc *area = NULL;
     if (accept && area_fd >= 0)
-        area = mt_host_map_shared(area_fd, hello->proc_area_size, true);
+        area = mt_host_map_shared(area_fd, hello->proc_area_size, false);
     if (area && (area->magic != MT_WIRE_MAGIC || area->version != MT_WIRE_VERSION)) {
         mt_host_unmap(area, hello->proc_area_size);
         area = NULL;
