@@ -129,7 +129,7 @@ $(BUILD)/progs/%: tests/progs/%.c
 
 $(BUILD)/progs/%: tests/progs/%.cc
 	@mkdir -p $(dir $@)
-	g++ -std=c++17 -O1 -g -Wall -Iinclude -pthread -o $@ $<
+	@g++ -std=c++17 -O1 -g -Wall -Iinclude -pthread -o $@ $<
 
 # Dependencies first (apt must not run twice at once under -j), then build, then run.
 test:

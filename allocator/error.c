@@ -24,6 +24,13 @@ static const char *const api_names[] = {
     [MT_API_PVALLOC] = "pvalloc()",
     [MT_API_USABLE_SIZE] = "malloc_usable_size()",
     [MT_API_HEAP_CHECK] = "mt_heap_check()",
+    [MT_API_ARENA_PUSH] = "mt_arena_push()",
+    [MT_API_ARENA_POS] = "mt_arena_pos()",
+    [MT_API_ARENA_POP_TO] = "mt_arena_pop_to()",
+    [MT_API_ARENA_POP] = "mt_arena_pop()",
+    [MT_API_ARENA_CLEAR] = "mt_arena_clear()",
+    [MT_API_ARENA_RELEASE] = "mt_arena_release()",
+    [MT_API_ARENA_SET_AUTO_ALIGN] = "mt_arena_set_auto_align()",
     [MT_API_ACCESS] = "a memory access",
     [MT_API_INTERNAL] = "the allocator",
 };

@@ -26,6 +26,13 @@ enum mt_api {
     MT_API_PVALLOC,
     MT_API_USABLE_SIZE,
     MT_API_HEAP_CHECK,
+    MT_API_ARENA_PUSH, /* mt_arena_push, _push_zero and _push_aligned */
+    MT_API_ARENA_POS,
+    MT_API_ARENA_POP_TO,
+    MT_API_ARENA_POP,
+    MT_API_ARENA_CLEAR,
+    MT_API_ARENA_RELEASE,
+    MT_API_ARENA_SET_AUTO_ALIGN,
     MT_API_ACCESS, /* a load or store of the program (debug mode's guard pages) */
     MT_API_INTERNAL,
 };

@@ -381,14 +381,19 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
     size_t wi = index >> 6;
     uint64_t bit = 1ull << (index & 63);
     struct mt_page_bits *b = &mt_page_bits(page)[wi];
-    uint64_t old = atomic_fetch_or_explicit(&b->remote, bit, memory_order_seq_cst);
-    if (MT_UNLIKELY(old & bit)) {
+    /* The owner's free bit is read BEFORE our remote bit is published: once published, the
+     * owner may collect it into `free` at any moment, and reading `free` afterwards would
+     * take our own legal free for a double free. A live block's free bit is clear, so a set
+     * bit here always means the block was already freed (and collected, or freed by the
+     * owner). Two threads freeing at once are caught by the fetch_or or, if the owner
+     * collected in between, by mt_page_collect's free-and-remote check. */
+    if (MT_UNLIKELY(atomic_load_explicit(&b->free, memory_order_relaxed) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;
     }
-    if (MT_UNLIKELY(atomic_load_explicit(&b->free, memory_order_relaxed) & bit)) {
-        atomic_fetch_and_explicit(&b->remote, ~bit, memory_order_relaxed);
+    uint64_t old = atomic_fetch_or_explicit(&b->remote, bit, memory_order_seq_cst);
+    if (MT_UNLIKELY(old & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;

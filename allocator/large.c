@@ -125,6 +125,11 @@ static void account(size_t usable, size_t mapped, int delta)
 void *mt_large_malloc(size_t size, size_t align)
 {
     size_t page = mt_os_page_size();
+    /* A zero-byte block (memalign(4096, 0) reaches here) still gets a byte: otherwise its
+     * pointer would sit at the very end of its mapping with a usable size of 0, which
+     * realloc reads as "not a live block" and fails without setting errno. */
+    if (size == 0)
+        size = 1;
     if (align < MT_LARGE_HEADER)
         align = MT_LARGE_HEADER;
     /* Header before the pointer; for alignments beyond a page the mapping is over-sized and

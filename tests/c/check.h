@@ -72,12 +72,17 @@ static int total_checks;
         }                                                                                      \
     } while (0)
 
-/* Stop the current test: used when continuing would crash. */
+/* Stop the current test: used when continuing would crash. `cond` is evaluated once, so
+ * REQUIRE(pthread_create(...) == 0) creates one thread. */
 #define REQUIRE(cond)                                                                          \
     do {                                                                                       \
-        CHECK(cond);                                                                           \
-        if (!(cond))                                                                           \
+        bool required_ = (cond);                                                               \
+        total_checks++;                                                                        \
+        if (!required_) {                                                                      \
+            fprintf(stderr, "  %s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);      \
+            current_failures++;                                                                \
             return;                                                                            \
+        }                                                                                      \
     } while (0)
 
 /* Run fn(arg) in a child; true when it died of `sig` and its stderr contains `needle`

@@ -1,0 +1,212 @@
+/* Memory goes back to the OS: after a large working set is freed, the resident set size
+ * (/proc/self/statm) falls back near where it started, for small, medium and large blocks,
+ * and also when the blocks were allocated by threads that have since exited and are freed
+ * by another thread (which glibc 2.36 does not manage for its per-thread arenas). */
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include "check.h"
+#include "mtrace.h"
+
+#define MiB ((size_t)1 << 20)
+/* What a freed working set may leave resident: the per-thread cache of empty small pages
+ * (8 x 64 KiB per heap), segment headers, medium arena tops kept below the trim threshold,
+ * and the test's own bookkeeping. Small against the hundreds of MiB the tests free. */
+#define RSS_MARGIN (24 * MiB)
+
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Pointer arrays come straight from mmap, so the test's bookkeeping is not part of what
+ * it measures the allocator on. */
+static void **pointer_array(size_t count)
+{
+    void *p = mmap(NULL, count * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void pointer_array_free(void **a, size_t count)
+{
+    munmap(a, count * sizeof(void *));
+}
+
+/* Allocate `total` bytes in blocks of sizes from `next_size`, touching each, into `out`;
+ * returns the number of blocks. */
+static size_t fill_working_set(void **out, size_t max_blocks, size_t total, size_t (*next_size)(size_t i))
+{
+    size_t used = 0, n = 0;
+    while (used < total && n < max_blocks) {
+        size_t size = next_size(n);
+        char *p = malloc(size);
+        if (!p)
+            break;
+        memset(p, (int)(n & 0xff) | 1, size);
+        out[n++] = p;
+        used += size;
+    }
+    return n;
+}
+
+static size_t small_size(size_t i)
+{
+    (void)i;
+    return 64;
+}
+
+static size_t mixed_small_size(size_t i)
+{
+    return 16 + (i * 7919) % 4000;
+}
+
+static size_t medium_size(size_t i)
+{
+    return 9000 + (i * 7919) % 110000;
+}
+
+static size_t large_size(size_t i)
+{
+    return MiB + (i * 7919) % (3 * MiB);
+}
+
+struct rss_case {
+    const char *name;
+    size_t total;
+    size_t (*next_size)(size_t i);
+    size_t max_blocks;
+};
+
+static void check_returns(const struct rss_case *c, bool reverse_order)
+{
+    size_t start = rss_bytes();
+    void **blocks = pointer_array(c->max_blocks);
+    REQUIRE(blocks != NULL);
+    size_t n = fill_working_set(blocks, c->max_blocks, c->total, c->next_size);
+    size_t peak = rss_bytes();
+    CHECK_MSG(peak >= start + c->total * 9 / 10, "%s: rss %zu MiB -> %zu MiB, working set %zu MiB", c->name,
+              start >> 20, peak >> 20, c->total >> 20);
+    for (size_t i = 0; i < n; i++)
+        free(blocks[reverse_order ? n - 1 - i : i]);
+    pointer_array_free(blocks, c->max_blocks);
+    size_t end = rss_bytes();
+    CHECK_MSG(end <= start + RSS_MARGIN, "%s: rss %zu MiB at start, %zu MiB at peak, %zu MiB after free", c->name,
+              start >> 20, peak >> 20, end >> 20);
+    CHECK(mt_heap_check() == 0);
+}
+
+TEST(small_blocks_200_MiB_of_64_bytes)
+{
+    struct rss_case c = {"64-byte blocks", 200 * MiB, small_size, 200 * MiB / 64 + 1};
+    check_returns(&c, false);
+}
+
+TEST(small_blocks_of_mixed_sizes_freed_in_reverse)
+{
+    struct rss_case c = {"mixed small blocks", 150 * MiB, mixed_small_size, 150 * MiB / 16};
+    check_returns(&c, true);
+}
+
+TEST(medium_blocks)
+{
+    struct rss_case c = {"medium blocks", 150 * MiB, medium_size, 150 * MiB / 9000 + 1};
+    check_returns(&c, false);
+}
+
+TEST(large_blocks)
+{
+    struct rss_case c = {"large blocks", 200 * MiB, large_size, 200};
+    check_returns(&c, false);
+}
+
+/* Every other block freed first, then the rest: memory returns even when the heap went
+ * through a fragmented state. */
+TEST(fragmented_then_fully_freed)
+{
+    size_t start = rss_bytes();
+    size_t max = 100 * MiB / 16;
+    void **blocks = pointer_array(max);
+    REQUIRE(blocks != NULL);
+    size_t n = fill_working_set(blocks, max, 100 * MiB, mixed_small_size);
+    for (size_t i = 0; i < n; i += 2)
+        free(blocks[i]);
+    for (size_t i = 1; i < n; i += 2)
+        free(blocks[i]);
+    pointer_array_free(blocks, max);
+    size_t end = rss_bytes();
+    CHECK_MSG(end <= start + RSS_MARGIN, "rss %zu MiB at start, %zu MiB after free", start >> 20, end >> 20);
+}
+
+/* ---- blocks of exited threads ---- */
+
+#define THREADS 4
+
+struct thread_set {
+    void **blocks;
+    size_t max, count;
+    size_t total;
+    size_t (*next_size)(size_t i);
+};
+
+static void *allocate_and_exit(void *arg)
+{
+    struct thread_set *s = arg;
+    s->count = fill_working_set(s->blocks, s->max, s->total, s->next_size);
+    return NULL;
+}
+
+static void check_thread_memory_returns(size_t (*next_size)(size_t), size_t per_thread, size_t min_size,
+                                        size_t margin, const char *name)
+{
+    size_t start = rss_bytes();
+    struct thread_set sets[THREADS];
+    pthread_t tids[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        sets[i] = (struct thread_set){pointer_array(per_thread / min_size + 1), per_thread / min_size + 1, 0,
+                                      per_thread, next_size};
+        REQUIRE(sets[i].blocks != NULL);
+        REQUIRE(pthread_create(&tids[i], NULL, allocate_and_exit, &sets[i]) == 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(tids[i], NULL);
+    size_t peak = rss_bytes();
+    CHECK_MSG(peak >= start + THREADS * per_thread * 9 / 10, "%s: rss %zu MiB -> %zu MiB", name, start >> 20,
+              peak >> 20);
+    /* The threads are gone; the main thread frees everything they allocated. */
+    for (int i = 0; i < THREADS; i++) {
+        for (size_t k = 0; k < sets[i].count; k++)
+            free(sets[i].blocks[k]);
+        pointer_array_free(sets[i].blocks, sets[i].max);
+    }
+    size_t end = rss_bytes();
+    CHECK_MSG(end <= start + margin, "%s: rss %zu MiB at start, %zu MiB at peak, %zu MiB after free", name,
+              start >> 20, peak >> 20, end >> 20);
+    CHECK(mt_heap_check() == 0);
+}
+
+TEST(small_blocks_of_exited_threads)
+{
+    check_thread_memory_returns(small_size, 50 * MiB, 64, RSS_MARGIN, "64-byte blocks of exited threads");
+}
+
+TEST(medium_blocks_of_exited_threads)
+{
+    check_thread_memory_returns(medium_size, 40 * MiB, 9000, RSS_MARGIN, "medium blocks of exited threads");
+}
+
+TEST(large_blocks_of_exited_threads)
+{
+    /* large_blocks above freed mapped blocks of up to 4 MiB: as in glibc, that raised the
+     * mmap threshold to their size and the trim threshold to twice it, so these blocks may
+     * now be medium ones, and each thread's arena may keep up to 8 MiB of free top. */
+    check_thread_memory_returns(large_size, 40 * MiB, MiB, RSS_MARGIN + THREADS * 8 * MiB, "large blocks of exited threads");
+}
+
+TEST_MAIN()
