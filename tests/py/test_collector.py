@@ -291,9 +291,10 @@ def test_sigkill_keeps_every_published_event(build, tmp_path):
     assert res.returncode == 128 + signal.SIGKILL
     assert res.stderr == b""
     db = sqlite3.connect(str(out))
-    assert dict(db.execute("SELECT key, value FROM meta"))["complete"] == 1
-    assert db.execute("SELECT events, end_reason, exit_signal, exit_code FROM processes").fetchall() == [
-        (n, "signal", signal.SIGKILL, None)]
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert (meta["complete"], meta["events"], meta["dropped"], meta["unrecorded"]) == (1, n, 7, 2)
+    assert db.execute("SELECT events, dropped, end_reason, exit_signal, exit_code FROM processes").fetchall() == [
+        (n, 7, "signal", signal.SIGKILL, None)]
     events = events_of(db, 1)
     assert len(events) == n
     assert [e["ptr"] for e in events[-2:]] == [0x10000 + (n // 2 - 1) * 64] * 2

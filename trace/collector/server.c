@@ -53,6 +53,17 @@ static int root_status;
 static bool any_connection;
 static uint32_t accepted_images;
 
+/* Processes not yet ended, in order of appearance: the drain pass walks only these, so a
+ * test suite's thousands of finished processes cost nothing per pass. */
+static struct mt_proc **active;
+static size_t active_count, active_cap;
+
+static void activate(struct mt_proc *p)
+{
+    MT_VEC_RESERVE(active, active_cap, active_count + 1);
+    active[active_count++] = p;
+}
+
 static struct mt_conn *conn_add(int fd)
 {
     MT_VEC_RESERVE(conns, conn_cap, conn_count + 1);
@@ -187,6 +198,7 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
         memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
         mt_sym_read_maps(&p->maps, p->pid);
         c->proc = p;
+        activate(p);
         if (accepted_images == 0 && !cfg->command_json)
             mt_sink_meta("command", p->argv_json);
         accepted_images++;
@@ -317,28 +329,38 @@ static bool any_open_connection(void)
 static size_t drain_all(void)
 {
     size_t total = 0;
-    size_t n = mt_proc_count();
-    for (uint32_t id = 1; id <= n; id++) {
-        struct mt_proc *p = mt_proc_by_id(id);
-        if (p->state == MT_PROC_ENDED)
-            continue;
+    size_t kept = 0;
+    for (size_t i = 0; i < active_count; i++) {
+        struct mt_proc *p = active[i];
         bool drained = false;
         total += mt_drain_proc(p, DRAIN_BUDGET, &drained);
         if (p->query_pending && (p->next_seq > p->query_upto || p->state != MT_PROC_LIVE))
             answer_query(p);
         if (drained)
             mt_proc_end(p);
+        else
+            active[kept++] = p;
     }
+    active_count = kept;
     return total;
 }
 
 static bool all_processes_ended(void)
 {
-    size_t n = mt_proc_count();
-    for (uint32_t id = 1; id <= n; id++)
-        if (mt_proc_by_id(id)->state != MT_PROC_ENDED)
-            return false;
-    return true;
+    return active_count == 0;
+}
+
+/* Forget connections that are closed for good (not those kept open for a GOODBYE). */
+static void compact_connections(void)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < conn_count; i++) {
+        if (conns[i]->closed && conns[i]->fd < 0)
+            free(conns[i]);
+        else
+            conns[kept++] = conns[i];
+    }
+    conn_count = kept;
 }
 
 static void reap_root(void)
@@ -502,6 +524,7 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
             if (ready[conn_base + i])
                 conn_read(conns[i]);
         size_t consumed = drain_all();
+        compact_connections();
         uint64_t now = mt_host_monotonic_ns();
         mt_sink_maybe_commit(now);
         if (consumed) {
