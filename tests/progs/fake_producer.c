@@ -483,29 +483,47 @@ static int flood(long n)
 }
 
 static long bench_per_thread;
-static uint32_t bench_stacks[8];
+/* Stacks of the benchmark: many distinct ones, like a real program's, made of real code
+ * addresses of this program (so they land in a known module). */
+#define BENCH_STACKS 1024
+/* Block slots per thread: about half are live at any time, so the collector's live set
+ * holds tens of thousands of blocks at random addresses, as a real heap does. */
+#define BENCH_SLOTS 65536
+static uint32_t bench_stacks[BENCH_STACKS];
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
 
 static void *bench_thread(void *arg)
 {
-    uint64_t base = (uint64_t)(uintptr_t)arg << 32;
+    uint64_t base = (uint64_t)(uintptr_t)arg << 36;
     struct ring *r = ring_open("bench");
+    static _Thread_local unsigned char live[BENCH_SLOTS];
     uint64_t ts = now_ns();
     for (long i = 0; i < bench_per_thread; i++) {
-        /* Time is read once per 64 events: the fake must outrun the collector. */
-        if ((i & 63) == 0)
+        /* Time is read once per 16 events: the fake must outrun the collector. */
+        if ((i & 15) == 0)
             ts = now_ns();
+        uint64_t h = mix((uint64_t)i + (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull);
+        uint64_t slot = h % BENCH_SLOTS;
         struct mt_wire_event e = {0};
         e.rec.kind = MT_REC_EVENT;
         e.rec.ts_ns = ts;
-        e.rec.stack_id = bench_stacks[i & 7];
-        uint64_t slot = (uint64_t)(i / 2) % 4096;
-        if (i & 1) {
+        e.rec.stack_id = bench_stacks[(h >> 20) % BENCH_STACKS];
+        e.ptr = base + slot * 256 + ((h >> 40) & 0x30);
+        if (live[slot]) {
             e.rec.op = MT_OP_FREE;
-            e.ptr = base + slot * 64;
+            e.ptr = base + slot * 256 + (live[slot] - 1) * 16;
+            live[slot] = 0;
         } else {
             e.rec.op = MT_OP_MALLOC;
-            e.ptr = base + slot * 64;
-            e.size = 16 + (uint64_t)(i & 0x1f0);
+            live[slot] = (unsigned char)(((h >> 40) & 0x30) / 16 + 1);
+            e.size = 8 + (h >> 48) % 200;
         }
         put(r, &e.rec, sizeof e);
     }
@@ -515,12 +533,11 @@ static void *bench_thread(void *arg)
 static int bench(long n, int threads)
 {
     hello(0);
-    bench_stacks[0] = site_alpha();
-    bench_stacks[1] = site_beta();
-    bench_stacks[2] = site_gamma();
-    bench_stacks[3] = site_delta();
-    for (int i = 4; i < 8; i++)
-        bench_stacks[i] = bench_stacks[i - 4];
+    uint64_t base = (uint64_t)(uintptr_t)&site_alpha;
+    for (int i = 0; i < BENCH_STACKS; i++) {
+        uint64_t addrs[3] = {base + (uint64_t)(i % 32), base + 64 + (uint64_t)(i / 32), (uint64_t)(uintptr_t)&scenario};
+        bench_stacks[i] = store_stack(addrs, 3);
+    }
     bench_per_thread = n / threads;
     pthread_t t[64];
     for (int i = 0; i < threads && i < 64; i++)

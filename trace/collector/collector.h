@@ -102,6 +102,8 @@ bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struc
 /* Remove and return the block at ptr; false when unknown. */
 bool mt_live_remove(struct mt_live_set *set, uint64_t ptr, struct mt_block *out);
 const struct mt_block *mt_live_find(const struct mt_live_set *set, uint64_t ptr);
+/* Start loading the slot where ptr would be (a hint; no effect on the set). */
+void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr);
 
 /* Recently freed blocks, for BLOCK_QUERY and error rows: a ring of the last N frees. */
 struct mt_freed_block {
@@ -310,6 +312,8 @@ size_t mt_proc_count(void);
 /* The newest live image with this pid, or NULL. */
 struct mt_proc *mt_proc_find_live_pid(int32_t pid);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
+/* Prefetch what applying this (later) record will touch. */
+void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec);
 /* Unmap a drained ring whose thread is gone (order of the rings is not kept). */
 void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 /* Apply one complete record of the process's stream (drain.c calls it in seq order). */

@@ -21,6 +21,9 @@
 /* Publish our tail to the producer after this many cells even in the middle of a run, so
  * a thread waiting for space is not held up by a long drain. */
 #define TAIL_PUBLISH_CELLS 1024
+/* Records ahead whose live-set slot is prefetched (single-cell events are the common case;
+ * a multi-cell record in between only makes the prefetch land on a non-event). */
+#define PREFETCH_AHEAD 8
 /* Most cells of one record: the cells field is a byte. */
 #define RECORD_MAX_CELLS 255
 
@@ -192,6 +195,10 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             if (best->tail - best->published_tail >= TAIL_PUBLISH_CELLS)
                 publish_tail(best, false);
             rec = ring_peek(best);
+            /* The live-set slot of a record a few ahead: its cache miss overlaps this
+             * record's work instead of stalling when its turn comes. */
+            if (rec && best->tail + PREFETCH_AHEAD < best->head)
+                mt_proc_prefetch(proc, cell_at(best, best->tail + PREFETCH_AHEAD));
         }
     }
     mt_drain_publish_tails(proc);

@@ -49,6 +49,11 @@ static void live_grow(struct mt_live_set *set)
     free(old);
 }
 
+void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr)
+{
+    __builtin_prefetch(&set->slots[home_slot(set, ptr)], 1);
+}
+
 bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struct mt_block *replaced)
 {
     if ((set->count + 1) * 2 > set->mask + 1)

@@ -400,6 +400,16 @@ static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     proc->events++;
 }
 
+void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    if (rec->kind != MT_REC_EVENT)
+        return;
+    const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
+    mt_live_prefetch(&proc->live, ev->ptr);
+    if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
+        mt_live_prefetch(&proc->live, ev->aux);
+}
+
 /* ---- other records ------------------------------------------------------------------------ */
 
 /* Bytes available to a record: its cells. */
