@@ -366,7 +366,7 @@ static void exit_record(struct ring *r, int code)
     put(r, &e.rec, sizeof e);
 }
 
-static void block_query(uint64_t ptr, char *answer, size_t cap)
+static uint32_t block_query(uint64_t ptr, char *answer, size_t cap)
 {
     struct mt_msg_block_query q = {0};
     head(&q.head, MT_MSG_BLOCK_QUERY);
@@ -378,6 +378,7 @@ static void block_query(uint64_t ptr, char *answer, size_t cap)
     if (n < (ssize_t)offsetof(struct mt_msg_block_info, text))
         die("block info");
     snprintf(answer, cap, "%.*s", (int)info.len, info.text);
+    return info.found;
 }
 
 /* ---- scenarios ----------------------------------------------------------------------------- */
@@ -425,6 +426,8 @@ static int scenario(char **argv)
     char answer[4096];
     block_query(0x1000, answer, sizeof answer);
     printf("BLOCK_INFO_BEGIN\n%sBLOCK_INFO_END\n", answer);
+    uint32_t found = block_query(0xdead0, answer, sizeof answer);
+    printf("UNKNOWN_BLOCK found=%u len=%zu\n", found, strlen(answer));
     fflush(stdout);
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);

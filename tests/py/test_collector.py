@@ -283,6 +283,28 @@ def test_block_query_answer(scenario):
                         freed[0])
 
 
+def test_block_query_unknown_block(scenario):
+    res, _ = scenario
+    assert b"UNKNOWN_BLOCK found=0 len=0\n" in res.stdout
+
+
+def test_depth_option_reaches_program_and_meta(build, tmp_path):
+    out = tmp_path / "d.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "--depth=8", "-q", "-o", str(out), "--", "sh", "-c",
+               'test "$MTRACE_DEPTH" = 8 && test -n "$MTRACE_SOCKET" && test -n "$MTRACE_CONN_FD"'])
+    assert res.returncode == 0, res.stderr
+    db = sqlite3.connect(str(out))
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert meta["stack_depth"] == 8 and json.loads(meta["options"])["MTRACE_DEPTH"] == 8
+
+
+def test_missing_library_is_an_error(build, tmp_path):
+    res = run([str(build / "mtrace-run"), "-o", str(tmp_path / "t.db"), "--", "true"],
+              env_extra={"MTRACE_LIB": str(tmp_path / "nope.so")})
+    assert res.returncode == 127
+    assert res.stderr == f"mtrace-run: error: MTRACE_LIB={tmp_path / 'nope.so'}: No such file or directory\n".encode()
+
+
 def test_sigkill_keeps_every_published_event(build, tmp_path):
     out = tmp_path / "k.db"
     n = 200_000  # several times the ring: the producer waits for the collector on the way

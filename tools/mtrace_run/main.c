@@ -153,6 +153,10 @@ static int resolve_program(const char *name, char *out, size_t cap)
 static const char *find_library(char *buf, size_t cap)
 {
     const char *env = getenv("MTRACE_LIB");
+    if (env && env[0] && access(env, R_OK) != 0) {
+        fprintf(stderr, PROG ": error: MTRACE_LIB=%s: %s\n", env, strerror(errno));
+        exit(EXIT_CANNOT_RUN);
+    }
     if (env)
         return env[0] ? env : NULL;
     char self[PATH_MAX - 64]; /* room for the suffixes below */
