@@ -229,6 +229,13 @@ struct mt_region_push {
     uint64_t region, ptr;
 };
 
+/* A record taken out of its ring before its turn (drain.c). */
+struct mt_held_rec {
+    uint64_t seq;
+    uint32_t thread;
+    unsigned char *data;
+};
+
 struct mt_conn;
 
 enum mt_proc_state {
@@ -259,6 +266,8 @@ struct mt_proc {
     uint64_t area_dropped_final; /* mt_wire_proc.dropped when the process ended */
     uint64_t unrecorded;         /* mt_wire_proc.unrecorded when the process ended */
     uint64_t skipped_seqs;  /* gaps skipped after the process ended */
+    struct mt_held_rec *held;
+    size_t held_count, held_cap;
 
     uint32_t page_size, small_class_count, small_classes[64]; /* from the process area */
     struct mt_proc_maps maps;
@@ -318,6 +327,10 @@ void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec);
 void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 /* Apply one complete record of the process's stream (drain.c calls it in seq order). */
 void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec);
+/* The same for a record held out of its ring, of thread `thread`. */
+void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec);
+/* The thread_idx of a ring's thread (assigned at its first record). */
+uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring);
 /* No more records will come: called once drained. Writes live_at_exit, the last chunk. */
 void mt_proc_end(struct mt_proc *proc);
 /* Text lines describing where the block at ptr was allocated and freed (BLOCK_INFO). */

@@ -14,6 +14,7 @@
 #include "collector.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host.h"
@@ -88,39 +89,84 @@ static const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r,
     return (const struct mt_wire_rec *)buf;
 }
 
-/* A signal handler that records while its thread is between reserving ring space and
- * taking its seq leaves the thread's two records in the ring in inverted seq order: the
- * head has next_seq + 1 and the record after it next_seq. Apply them in seq order. */
-static bool take_swapped_pair(struct mt_proc *proc, size_t *done)
+/* Records whose turn has not come, taken out of a ring ahead of it. A signal handler that
+ * records while its thread is between reserving ring space and taking its seq leaves the
+ * thread's records in the ring out of seq order: the interrupted record (seq S + k) comes
+ * first, the handler's (S .. S + k - 1) after it. When no ring's head continues the
+ * sequence, the next few records of each ring are searched for it; the records in front
+ * of it are held here until their turn. */
+#define LOOKAHEAD_RECORDS 32
+
+static void hold_record(struct mt_proc *proc, struct mt_ring_view *r, const struct mt_wire_rec *rec)
 {
-    static unsigned char first_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
-    static unsigned char second_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    static unsigned char buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    const struct mt_wire_rec *whole = record_contiguous(r, rec, buf);
+    size_t bytes = (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
+    MT_VEC_RESERVE(proc->held, proc->held_cap, proc->held_count + 1);
+    struct mt_held_rec *h = &proc->held[proc->held_count++];
+    h->seq = rec->seq;
+    h->thread = mt_proc_ring_thread(proc, r);
+    h->data = malloc(bytes);
+    if (!h->data) {
+        proc->held_count--;
+        return;
+    }
+    memcpy(h->data, whole, bytes);
+    r->tail += rec->cells ? rec->cells : 1;
+}
+
+/* Search each ring's next records for next_seq; hold what is in front of it. */
+static bool unstick(struct mt_proc *proc)
+{
     for (size_t i = 0; i < proc->ring_count; i++) {
         struct mt_ring_view *r = &proc->rings[i];
-        const struct mt_wire_rec *first = ring_peek(r);
-        if (!first || first->seq != proc->next_seq + 1)
+        if (!ring_peek(r))
             continue;
-        unsigned first_cells = first->cells ? first->cells : 1;
-        uint64_t at = r->tail + first_cells;
-        if (at >= r->head)
+        uint64_t at = r->tail;
+        unsigned found = 0;
+        for (unsigned k = 0; k < LOOKAHEAD_RECORDS && at < r->head; k++) {
+            const struct mt_wire_rec *rec = cell_at(r, at);
+            if (rec->kind != MT_REC_PAD && rec->seq == proc->next_seq) {
+                found = k;
+                break;
+            }
+            at += rec->cells ? rec->cells : 1;
+        }
+        if (!found)
             continue;
-        const struct mt_wire_rec *second = cell_at(r, at);
-        if (second->kind == MT_REC_PAD || second->seq != proc->next_seq)
-            continue;
-        const struct mt_wire_rec *a = record_contiguous(r, first, first_buf);
-        uint64_t saved_tail = r->tail;
-        r->tail = at;
-        const struct mt_wire_rec *b = record_contiguous(r, second, second_buf);
-        unsigned second_cells = second->cells ? second->cells : 1;
-        r->tail = saved_tail;
-        mt_proc_apply(proc, r, b);
-        mt_proc_apply(proc, r, a);
-        r->tail = at + second_cells;
-        proc->next_seq += 2;
-        *done += 2;
+        for (unsigned k = 0; k < found; k++) {
+            const struct mt_wire_rec *rec = ring_peek(r);
+            if (rec)
+                hold_record(proc, r, rec);
+        }
         return true;
     }
     return false;
+}
+
+/* Apply the held record with next_seq, if there is one. */
+static bool apply_held(struct mt_proc *proc)
+{
+    for (size_t i = 0; i < proc->held_count; i++) {
+        struct mt_held_rec h = proc->held[i];
+        if (h.seq != proc->next_seq)
+            continue;
+        proc->held[i] = proc->held[--proc->held_count];
+        mt_proc_apply_as(proc, h.thread, (const struct mt_wire_rec *)h.data);
+        free(h.data);
+        proc->next_seq++;
+        return true;
+    }
+    return false;
+}
+
+static uint64_t lowest_held(const struct mt_proc *proc)
+{
+    uint64_t lowest = UINT64_MAX;
+    for (size_t i = 0; i < proc->held_count; i++)
+        if (proc->held[i].seq < lowest)
+            lowest = proc->held[i].seq;
+    return lowest;
 }
 
 /* A ring whose thread is gone and whose records are all consumed: unmap it, so a program
@@ -161,12 +207,19 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
                 lowest = rec->seq;
         }
         if (!best) {
+            if (proc->held_count) {
+                if (apply_held(proc)) {
+                    done++;
+                    continue;
+                }
+                lowest = MT_MIN(lowest, lowest_held(proc));
+            }
             if (lowest == UINT64_MAX) {
                 if (proc->state != MT_PROC_LIVE)
                     *drained = true;
                 break;
             }
-            if (take_swapped_pair(proc, &done))
+            if (unstick(proc))
                 continue;
             if (proc->state == MT_PROC_LIVE)
                 break; /* a record is being written: wait for it */
@@ -178,6 +231,11 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
                     if (rec && rec->seq == lowest)
                         r->tail += rec->cells ? rec->cells : 1;
                 }
+                for (size_t i = 0; i < proc->held_count; i++)
+                    if (proc->held[i].seq == lowest) {
+                        free(proc->held[i].data);
+                        proc->held[i--] = proc->held[--proc->held_count];
+                    }
                 continue;
             }
             proc->skipped_seqs += lowest - proc->next_seq;

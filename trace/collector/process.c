@@ -107,7 +107,7 @@ void mt_proc_retire_ring(struct mt_proc *proc, size_t index)
 
 /* ---- threads and stacks ----------------------------------------------------------------- */
 
-static uint32_t ring_thread(struct mt_proc *proc, struct mt_ring_view *ring)
+uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring)
 {
     if (ring->thread >= 0)
         return (uint32_t)ring->thread;
@@ -469,7 +469,11 @@ static void on_leaked(struct mt_proc *proc, const struct mt_wire_rec *rec)
 
 void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec)
 {
-    uint32_t thread = ring_thread(proc, ring);
+    mt_proc_apply_as(proc, mt_proc_ring_thread(proc, ring), rec);
+}
+
+void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
+{
     uint64_t ts = mt_trace_ns(rec->ts_ns);
     if (ts < proc->last_ns)
         ts = proc->last_ns;
@@ -557,6 +561,11 @@ void mt_proc_end(struct mt_proc *proc)
     proc->regions = NULL;
     free(proc->chunk);
     proc->chunk = NULL;
+    for (size_t i = 0; i < proc->held_count; i++)
+        free(proc->held[i].data);
+    free(proc->held);
+    proc->held = NULL;
+    proc->held_count = 0;
     for (size_t i = 0; i < proc->ring_count; i++)
         mt_host_unmap(proc->rings[i].hdr, proc->rings[i].map_bytes);
     free(proc->rings);
