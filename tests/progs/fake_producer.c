@@ -7,6 +7,8 @@
  *   fake_producer --exec-image  (internal) the image after exec
  *   fake_producer --flood N     N malloc/free events on the main thread, then SIGKILL
  *   fake_producer --bench N T   N events from T threads as fast as possible
+ *   fake_producer --nested      records out of seq order in one ring, as a signal handler
+ *                               that allocates inside an interrupted record leaves them
  *   fake_producer --preload-mode  as a plain LD_PRELOAD run's root: connects to
  *                               MTRACE_SOCKET, asks to wait at exit, says GOODBYE, exits 5
  *   fake_producer --rejectable  the scenario's first part, accepting that the collector may
@@ -550,6 +552,54 @@ static int bench(long n, int threads)
     return 0;
 }
 
+/* Write `count` events into consecutive cells with the given seqs and publish them at once. */
+static void put_with_seqs(struct ring *r, struct mt_wire_event *events, const uint64_t *seqs, int count)
+{
+    uint64_t mask = r->hdr->cells - 1;
+    for (int i = 0; i < count; i++) {
+        events[i].rec.cells = 1;
+        events[i].rec.seq = seqs[i];
+        events[i].rec.ts_ns = now_ns();
+        memcpy(r->cells + ((r->next + (uint64_t)i) & mask) * MT_WIRE_CELL, &events[i], sizeof events[i]);
+    }
+    r->next += (uint64_t)count;
+    atomic_store_explicit(&r->hdr->head, r->next, memory_order_release);
+}
+
+static int nested(void)
+{
+    hello(0);
+    uint32_t s = site_alpha();
+    struct ring *r = ring_open("main");
+    struct ring *other = ring_open("other");
+    for (int round = 0; round < 3; round++) {
+        /* The interrupted malloc reserved its cell first but took its seq last; the
+         * handler's malloc and free came in between. An event in a second ring follows. */
+        uint64_t base = atomic_fetch_add(&area->next_seq, 4);
+        struct mt_wire_event ev[3] = {0};
+        for (int i = 0; i < 3; i++) {
+            ev[i].rec.kind = MT_REC_EVENT;
+            ev[i].rec.stack_id = s;
+        }
+        uint64_t p = 0x100000 * (uint64_t)(round + 1);
+        ev[0].rec.op = MT_OP_MALLOC, ev[0].ptr = p, ev[0].size = 1;          /* seq base + 2 */
+        ev[1].rec.op = MT_OP_MALLOC, ev[1].ptr = p + 0x100, ev[1].size = 2;  /* seq base */
+        ev[2].rec.op = MT_OP_FREE, ev[2].ptr = p + 0x100;                    /* seq base + 1 */
+        uint64_t seqs[3] = {base + 2, base, base + 1};
+        put_with_seqs(r, ev, seqs, 3);
+        struct mt_wire_event last = {0};
+        last.rec.kind = MT_REC_EVENT;
+        last.rec.op = MT_OP_MALLOC;
+        last.rec.stack_id = s;
+        last.ptr = p + 0x200;
+        last.size = 3;
+        uint64_t seq_last = base + 3;
+        put_with_seqs(other, &last, &seq_last, 1);
+    }
+    exit_record(r, 0);
+    return 0;
+}
+
 static int preload_mode(void)
 {
     hello(MT_HELLO_SPAWNED_COLLECTOR);
@@ -574,6 +624,8 @@ int main(int argc, char **argv)
 {
     const char *fd_text = getenv("MTRACE_CONN_FD");
     conn = fd_text ? atoi(fd_text) : connect_collector();
+    if (argc > 1 && strcmp(argv[1], "--nested") == 0)
+        return nested();
     if (argc > 1 && strcmp(argv[1], "--preload-mode") == 0)
         return preload_mode();
     if (argc > 1 && strcmp(argv[1], "--rejectable") == 0)

@@ -305,6 +305,23 @@ def test_missing_library_is_an_error(build, tmp_path):
     assert res.stderr == f"mtrace-run: error: MTRACE_LIB={tmp_path / 'nope.so'}: No such file or directory\n".encode()
 
 
+def test_out_of_order_records_in_one_ring_are_applied_in_seq_order(build, tmp_path):
+    out = tmp_path / "o.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--nested"], timeout=60)
+    assert res.returncode == 0, res.stderr
+    db = sqlite3.connect(str(out))
+    got = [(e["op"], e["ptr"], e["size"], e["thread"]) for e in events_of(db, 1)]
+    expected = []
+    for r in range(1, 4):
+        p = 0x100000 * r
+        expected += [(MALLOC, p + 0x100, 2, 0), (FREE, p + 0x100, 0, 0), (MALLOC, p, 1, 0), (MALLOC, p + 0x200, 3, 0)]
+    # (Both rings are the same thread's: one tid, one thread_idx.)
+    assert got == expected
+    # The handler's block was freed before the interrupted malloc: a temporary, not live.
+    assert db.execute("SELECT count(*), sum(size) FROM live_at_exit").fetchone() == (6, 12)
+
+
 def test_sigkill_keeps_every_published_event(build, tmp_path):
     out = tmp_path / "k.db"
     n = 200_000  # several times the ring: the producer waits for the collector on the way
