@@ -465,8 +465,10 @@ static int exec_image(void)
     hello(0);
     struct ring *r = ring_open("main");
     uint32_t s = site_alpha();
+    event(r, MT_OP_MALLOC, 0x7700, 77, 0, s);
     event(r, MT_OP_MALLOC, 0x8000, 80, 0, s);
-    event(r, MT_OP_FREE, 0x8000, 0, 0, s);
+    event(r, MT_OP_FREE, 0x7700, 0, 0, s); /* not temporary: another allocation came after it */
+    event(r, MT_OP_FREE, 0x8000, 0, 0, s); /* temporary: freed before the next allocation */
     event(r, MT_OP_MALLOC, 0x9000, 90, 0, s);
     scan_done(r, 0); /* 0x9000 reachable */
     exit_record(r, 3);

@@ -312,9 +312,12 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint
     proc->bucket_live[bucket]--;
     proc->bucket_bytes[bucket] -= b.size;
     struct mt_thread *t = &proc->threads[thread];
-    if (count_temporary && t->last_alloc_valid && t->last_alloc_ptr == ptr && b.thread == thread)
-        st->temporary++;
-    t->last_alloc_valid = false;
+    if (t->last_alloc_valid && t->last_alloc_ptr == ptr) {
+        /* This thread's latest allocation, freed before it allocated again. */
+        if (count_temporary && b.thread == thread)
+            st->temporary++;
+        t->last_alloc_valid = false;
+    }
     struct mt_freed_block f = {b.ptr, b.size, ts, st->gstack, proc->stats[free_stat].gstack, b.thread, thread};
     mt_freed_remember(&proc->freed, &f);
 }
