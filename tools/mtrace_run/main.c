@@ -292,8 +292,9 @@ int main(int argc, char **argv)
         if (mt_collector_start(&config) < 0)
             return 1;
         int rc = mt_collector_run(0, &result);
-        if (!quiet)
+        if (!quiet && rc == 0)
             print_summary(out, &result);
+        mt_collector_release();
         return rc < 0 ? 1 : 0;
     }
 

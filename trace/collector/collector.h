@@ -46,6 +46,9 @@ int mt_collector_start(const struct mt_collector_config *config);
 /* Record until the process tree is gone (and `root_pid`, if > 0, was reaped), then
  * finalize the trace. 0, or -1 after printing why the trace could not be written. */
 int mt_collector_run(pid_t root_pid, struct mt_collector_result *result);
+/* Close the connections of programs waiting at exit for the trace to be final (after the
+ * summary is printed, so it comes before the program's shell prompt returns). */
+void mt_collector_release(void);
 
 /* ---- small growable arrays and hashing ----------------------------------------------------- */
 

@@ -551,13 +551,19 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
     mt_sink_symbols();
     write_meta_end();
     int rc = mt_sink_finish();
-    /* The trace is final: release producers waiting at exit (GOODBYE). */
-    for (size_t i = 0; i < conn_count; i++)
-        if (conns[i]->fd >= 0)
-            mt_host_close(conns[i]->fd);
     result->events = mt_sink_events();
     result->processes = (uint32_t)n;
     result->root_reaped = root_reaped;
     result->root_wait_status = root_status;
     return rc;
+}
+
+void mt_collector_release(void)
+{
+    /* The trace is final: producers waiting at exit (GOODBYE) may go. */
+    for (size_t i = 0; i < conn_count; i++)
+        if (conns[i]->fd >= 0) {
+            mt_host_close(conns[i]->fd);
+            conns[i]->fd = -1;
+        }
 }
