@@ -1,0 +1,71 @@
+"""Options and steps the subcommands share: the trace argument, --pid/--proc, the time
+window, --json, chart outputs and progress."""
+import os
+
+from ..db import open_trace, window_ns
+from ..errors import ReportError
+from ..progress import Progress
+
+
+def add_trace(parser, filters=True, window=False, json_out=True):
+    parser.add_argument("trace", help="the trace.db written by mtrace-run")
+    if filters:
+        parser.add_argument("--pid", type=int, action="append", metavar="PID",
+                            help="only this process id (every image of it after exec; repeatable)")
+        parser.add_argument("--proc", type=int, action="append", metavar="PROC_ID",
+                            help="only this process by its proc_id in the trace (repeatable)")
+        parser.add_argument("--exe", action="append", metavar="PATTERN",
+                            help="only processes whose executable (path or base name) matches "
+                            "this shell pattern, e.g. 'test_*' (repeatable)")
+    if window:
+        parser.add_argument("--from", dest="t_from", type=float, metavar="SECONDS",
+                            help="start of the time window, seconds since the trace started")
+        parser.add_argument("--to", dest="t_to", type=float, metavar="SECONDS",
+                            help="end of the time window")
+    if json_out:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--progress", action="store_true",
+                        help="show progress on stderr even when it is not a terminal")
+
+
+def add_charts(parser):
+    parser.add_argument("--png", metavar="FILE", help="also write the chart as PNG")
+    parser.add_argument("--svg", metavar="FILE", help="also write the chart as SVG")
+
+
+def open_selected(args):
+    trace = open_trace(args.trace)
+    procs = trace.select(getattr(args, "pid", None), getattr(args, "proc", None),
+                         getattr(args, "exe", None))
+    return trace, procs
+
+
+def window(args):
+    return window_ns(getattr(args, "t_from", None), getattr(args, "t_to", None))
+
+
+def progress(args, label):
+    return Progress(label, enabled=True if args.progress else None)
+
+
+def write_charts(args, make_figure):
+    """Write --png/--svg files; make_figure() builds a fresh figure for each."""
+    from ..reporters import charts
+    for fmt in ("png", "svg"):
+        path = getattr(args, fmt, None)
+        if not path:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ReportError(f"cannot write {path}: no directory {parent}", "create it first")
+        charts.save(make_figure(), path, fmt)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise ReportError(f"{text!r} is not a whole number", "give a number such as 10")
+    if value < 0:
+        raise ReportError(f"{value} is negative", "give 0 or more")
+    return value

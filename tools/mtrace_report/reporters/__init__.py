@@ -1,0 +1,1 @@
+"""Reporters: render the plain data of analysis/ as text, JSON, charts or HTML."""
