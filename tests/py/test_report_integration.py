@@ -14,8 +14,8 @@ from reportfab import run_tool
 MTRACE_RUN = BUILD / "mtrace-run"
 PROGS = BUILD / "progs"
 
-pytestmark = pytest.mark.skipif(not MTRACE_RUN.exists(),
-                                reason="build/mtrace-run is not built yet (the collector)")
+pytestmark = pytest.mark.skipif(not MTRACE_RUN.exists() or not (BUILD / "libmtrace.so").exists(),
+                                reason="build/mtrace-run or build/libmtrace.so is not built yet")
 
 
 def record(tmp_path_factory, prog):
