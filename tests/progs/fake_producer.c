@@ -434,7 +434,7 @@ static int scenario(char **argv)
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);
     pthread_join(t, NULL);
-    event(r, MT_OP_MALLOC, 0x6000, 16, 0, 0);                   /* F: no stack */
+    event(r, MT_OP_REALLOC, 0x6000, 16, 0, 0);                  /* F = realloc(NULL, 16): no stack */
 
     /* A child: its connection is opened here, before the fork. */
     int child_conn = connect_collector();

@@ -77,7 +77,7 @@ def decode_chunk(first_ns, data):
         ts += dt
         ptr += unzigzag(dptr)
         op = op_thread & 0xF
-        if op in (REALLOC, 4) and aux:
+        if op in (REALLOC, 4):
             aux = ptr + unzigzag(aux)
         events.append(dict(op=op, thread=op_thread >> 4, ts=ts, ptr=ptr, size=size, stack=stack, aux=aux))
     return events
@@ -174,7 +174,7 @@ def test_events_decode(scenario):
         (FREE, 0, 0x3000, 0, "site_gamma", 0),
         (REALLOC, 0, 0x4000, 400, "site_alpha", 0x2000),
         (MALLOC, 1, 0x5000, 50, "site_delta", 0),
-        (MALLOC, 0, 0x6000, 16, None, 0),
+        (REALLOC, 0, 0x6000, 16, None, 0),  # realloc(NULL, 16): old pointer 0
     ]
     times = [e["ts"] for e in events_of(db, 1)]
     assert times == sorted(times)
@@ -185,7 +185,7 @@ def test_events_decode(scenario):
 def test_op_counts_and_sizes(scenario):
     _, db = scenario
     assert db.execute("SELECT op, calls, bytes FROM op_counts WHERE proc_id=1 ORDER BY op").fetchall() == [
-        (MALLOC, 5, 666), (REALLOC, 1, 400), (FREE, 2, 0)]
+        (MALLOC, 4, 650), (REALLOC, 2, 416), (FREE, 2, 0)]
     assert db.execute("SELECT size, allocs, live_at_exit FROM sizes WHERE proc_id=1 ORDER BY size").fetchall() == [
         (16, 1, 1), (50, 1, 1), (100, 1, 0), (200, 1, 0), (300, 1, 0), (400, 1, 1)]
 
@@ -204,7 +204,7 @@ def test_stack_stats(scenario):
         "beta_inner": (1, 200, 1, 200, 0, 0, 200, 200, 0, 200, 200, 0, 0, 0, 0),
         "site_gamma": (0, 0, 0, 0, 2, 0, 0, 0, 0, None, None, 0, 0, 0, 0),
         "site_delta": (1, 50, 0, 0, 0, 0, 50, 0, 0, 50, 50, 0, 0, 1, 50),
-        None: (1, 16, 0, 0, 0, 0, 16, 0, 0, 16, 16, 0, 0, 1, 16),
+        None: (1, 16, 0, 0, 0, 1, 16, 0, 0, 16, 16, 0, 0, 1, 16),
     }
     assert db.execute("SELECT peak_bytes FROM processes WHERE proc_id=1").fetchone() == (500,)
     # After exec: two mallocs, free of the first, free of the second (temporary: freeing

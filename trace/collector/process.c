@@ -197,7 +197,7 @@ static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uin
     p = put_varint(p, size);
     p = put_varint(p, gstack);
     if (op == MT_OP_REALLOC || op == MT_OP_REALLOCARRAY)
-        p = put_varint(p, aux ? zigzag((int64_t)(aux - ptr)) : 0);
+        p = put_varint(p, zigzag((int64_t)(aux - ptr))); /* realloc(NULL, n): old 0 */
     else
         p = put_varint(p, aux);
     proc->chunk_len = (size_t)(p - proc->chunk);
