@@ -20,6 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Descriptors polled without a heap allocation (the common case: a few processes). */
+#define POLL_STACK_FDS 64
+/* /proc/<pid>/maps: first buffer, and the room kept free for each read. */
+#define MAPS_INITIAL_BYTES 16384
+#define MAPS_READ_ROOM 4096
+
 /* Connections waiting in the kernel before accept(): a fork burst of a test suite may
  * queue many at once; the backlog holds them, so none is refused. */
 #define LISTEN_BACKLOG 4096
@@ -155,8 +161,8 @@ void mt_host_futex_wake_shared(void *word)
 
 int mt_host_poll(const int *fds, size_t count, unsigned char *ready, uint64_t timeout_ns)
 {
-    struct pollfd stack_set[64];
-    struct pollfd *set = count <= 64 ? stack_set : malloc(count * sizeof *set);
+    struct pollfd stack_set[POLL_STACK_FDS];
+    struct pollfd *set = count <= POLL_STACK_FDS ? stack_set : malloc(count * sizeof *set);
     if (!set)
         return 0;
     for (size_t i = 0; i < count; i++)
@@ -312,12 +318,12 @@ char *mt_host_read_proc_maps(int32_t pid)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    size_t cap = 16384, len = 0;
+    size_t cap = MAPS_INITIAL_BYTES, len = 0;
     char *buf = malloc(cap);
     for (;;) {
         if (!buf)
             break;
-        if (cap - len < 4096) {
+        if (cap - len < MAPS_READ_ROOM) {
             char *grown = realloc(buf, cap * 2);
             if (!grown) {
                 free(buf);

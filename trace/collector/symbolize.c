@@ -30,7 +30,10 @@
 
 #include "host.h"
 
+/* Loadable segments remembered per module (executables and libraries have 2 to 5). */
 #define PT_LOADS_MAX 16
+/* Mappings start on page boundaries; a segment's file offset is rounded down to one. */
+#define MAP_PAGE_MASK 0xfffull
 
 struct load_segment {
     uint64_t vaddr, offset, filesz;
@@ -137,7 +140,7 @@ static bool mapping_bias(const struct module *m, uint64_t start, uint64_t file_o
 {
     for (unsigned i = 0; i < m->load_count; i++) {
         const struct load_segment *s = &m->loads[i];
-        uint64_t seg_page = s->offset & ~(uint64_t)0xfff;
+        uint64_t seg_page = s->offset & ~MAP_PAGE_MASK;
         if (file_off >= seg_page && file_off < s->offset + (s->filesz ? s->filesz : 1)) {
             uint64_t vaddr_at_start = s->vaddr + file_off - s->offset;
             *bias = start - vaddr_at_start;
