@@ -558,6 +558,9 @@ void mt_proc_end(struct mt_proc *proc)
         proc->area_dropped_final = atomic_load_explicit(&proc->area->dropped, memory_order_relaxed);
     mt_live_free(&proc->live);
     mt_freed_free(&proc->freed);
+    free(proc->local_stat); /* no record will name a local stack again */
+    proc->local_stat = NULL;
+    proc->local_stat_cap = 0;
     free(proc->leaked);
     proc->leaked = NULL;
     free(proc->regions);
