@@ -470,7 +470,12 @@ static int exec_image(void)
     event(r, MT_OP_FREE, 0x7700, 0, 0, s); /* not temporary: another allocation came after it */
     event(r, MT_OP_FREE, 0x8000, 0, 0, s); /* temporary: freed before the next allocation */
     event(r, MT_OP_MALLOC, 0x9000, 90, 0, s);
-    scan_done(r, 0); /* 0x9000 reachable */
+    /* A region: three pushes, then a pop back to position 32 frees the last two. */
+    event(r, MT_OP_REGION_PUSH, 0xa000, 32, 0xe000, s);
+    event(r, MT_OP_REGION_PUSH, 0xa020, 32, 0xe000, s);
+    event(r, MT_OP_REGION_PUSH, 0xa040, 32, 0xe000, s);
+    event(r, MT_OP_REGION_POP, 0, 32, 0xe000, s);
+    scan_done(r, 0); /* 0x9000 and 0xa000 reachable */
     exit_record(r, 3);
     return 3;
 }

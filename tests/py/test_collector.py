@@ -118,7 +118,7 @@ def test_exit_status_and_summary(scenario):
     res, _ = scenario
     # The last image exits with 3 (after exec); the summary counts all three images.
     assert res.returncode == 3, res.stderr
-    assert re.fullmatch(rb"mtrace-run: 15 events from 3 processes in \S+ \(\d+\.\d MiB\)\n", res.stderr)
+    assert re.fullmatch(rb"mtrace-run: 19 events from 3 processes in \S+ \(\d+\.\d MiB\)\n", res.stderr)
 
 
 def test_schema_and_pragmas(scenario):
@@ -136,7 +136,7 @@ def test_meta(scenario, build):
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert meta["complete"] == 1
     assert meta["format_version"] == 1
-    assert meta["events"] == 15
+    assert meta["events"] == 19
     assert meta["dropped"] == 0
     assert meta["page_size"] == 4096
     assert json.loads(meta["small_classes"]) == [16, 32, 48]
@@ -156,10 +156,10 @@ def test_processes(scenario):
     # The forked child was SIGKILLed: no exit record, not the launched program.
     assert p2[:9] == (2, 1, "lost", None, None, 2, 134, 0, None)
     # The exec'd image: same pid, its parent is the image it replaced.
-    assert p3[:9] == (3, 1, "exit", 3, None, 5, 157, 1, "--exec-image")
+    assert p3[:9] == (3, 1, "exit", 3, None, 9, 186, 1, "--exec-image")
     assert p3[9] == p1[9] and p2[9] != p1[9]
     threads = db.execute("SELECT proc_id, thread_idx, name, events FROM threads ORDER BY 1, 2").fetchall()
-    assert threads == [(1, 0, "main", 7), (1, 1, "worker", 1), (2, 0, "child", 2), (3, 0, "main", 5)]
+    assert threads == [(1, 0, "main", 7), (1, 1, "worker", 1), (2, 0, "child", 2), (3, 0, "main", 9)]
 
 
 def test_events_decode(scenario):
@@ -208,9 +208,12 @@ def test_stack_stats(scenario):
     }
     assert db.execute("SELECT peak_bytes FROM processes WHERE proc_id=1").fetchone() == (500,)
     # After exec: two mallocs, free of the first, free of the second (temporary: freeing
-    # another block in between does not matter, only an allocation would).
+    # another block in between does not matter, only an allocation would); a malloc; three
+    # region pushes and a pop that frees two of them (one call).
     assert db.execute("SELECT allocs, frees, free_calls, temporary FROM stack_stats WHERE proc_id=3").fetchall() == [
-        (3, 2, 2, 1)]
+        (6, 4, 3, 1)]
+    assert db.execute("SELECT op, calls, bytes FROM op_counts WHERE proc_id=3 ORDER BY op").fetchall() == [
+        (MALLOC, 3, 247), (FREE, 2, 0), (11, 3, 96), (12, 1, 0)]
 
 
 def test_live_at_exit(scenario):
@@ -223,6 +226,7 @@ def test_live_at_exit(scenario):
         (2, 0x7000, 70, 0, 0, "unknown"),
         (2, 0x7100, 64, 0, 1, "unknown"),
         (3, 0x9000, 90, 0, 4, "reachable"),
+        (3, 0xA000, 32, 0, 5, "reachable"),  # the region push below the pop's position
     ]
 
 
