@@ -55,11 +55,17 @@ def test_process_tree(recording):
 def test_sites_in_each_process(recording):
     _, db = recording
     root = site_stats(db, 1)
-    assert root["leaky_alloc"] == (3, 3 * 48, 0, 3, 0)
-    assert root["keep_alloc"] == (1, 100, 0, 0, 1)
+    assert root["keep_alloc"] == (1, 100, 0, 0, 0)  # live at exec: not classified
     assert root["worker_alloc"] == (50, 50 * 24, 50, 0, 0)
     assert site_stats(db, 2)["child_alloc"] == (5, 5 * 56, 5, 0, 0)
-    assert site_stats(db, 3)["exec_alloc"] == (7, 7 * 70, 7, 0, 0)
+    after_exec = site_stats(db, 3)
+    assert after_exec["exec_alloc"] == (7, 7 * 70, 7, 0, 0)
+    assert after_exec["leaky_alloc"] == (3, 3 * 48, 0, 3, 0)
+    assert after_exec["keep_alloc"] == (1, 100, 0, 0, 1)
+    statuses = dict(db.execute("SELECT proc_id, group_concat(DISTINCT status) FROM live_at_exit l "
+                               "JOIN stack_frames sf ON sf.stack_id = l.stack_id AND sf.pos = 0 "
+                               "JOIN frames f USING(frame_id) WHERE f.function = 'keep_alloc' GROUP BY proc_id"))
+    assert statuses == {1: "unknown", 3: "reachable"}
 
 
 def test_worker_thread_and_symbols(recording):
