@@ -59,20 +59,31 @@ void mt_drain_publish_tails(struct mt_proc *proc)
 }
 
 /* The ring's next record that carries a seq (pads are skipped here), or NULL when the
- * ring is empty for now. */
+ * ring is empty as far as we last looked. Reads only our cached copy of `head`: the
+ * producer's cache line is touched by ring_refresh, once per ring per merge round, not
+ * once per record per ring (with many threads that would be a cache miss per ring for
+ * every record merged). */
 static const struct mt_wire_rec *ring_peek(struct mt_ring_view *r)
 {
-    for (;;) {
-        if (r->tail == r->head) {
-            r->head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
-            if (r->tail == r->head)
-                return NULL;
-        }
+    while (r->tail != r->head) {
         const struct mt_wire_rec *rec = cell_at(r, r->tail);
         if (rec->kind != MT_REC_PAD)
             return rec;
         r->tail += rec->cells ? rec->cells : 1;
     }
+    return NULL;
+}
+
+static void ring_refresh(struct mt_ring_view *r)
+{
+    if (r->tail == r->head)
+        r->head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+}
+
+static void refresh_all(struct mt_proc *proc)
+{
+    for (size_t i = 0; i < proc->ring_count; i++)
+        ring_refresh(&proc->rings[i]);
 }
 
 /* Copy a record that wraps the ring's end into `buf`; records that do not wrap are used
@@ -177,7 +188,9 @@ static void retire_closed_rings(struct mt_proc *proc)
 {
     for (size_t i = 0; i < proc->ring_count;) {
         struct mt_ring_view *r = &proc->rings[i];
-        if (atomic_load_explicit(&r->hdr->closed, memory_order_acquire) && !ring_peek(r)) {
+        bool closed = atomic_load_explicit(&r->hdr->closed, memory_order_acquire);
+        ring_refresh(r);
+        if (closed && !ring_peek(r)) {
             publish_tail(r, true);
             mt_proc_retire_ring(proc, i);
             continue;
@@ -191,6 +204,8 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
     static unsigned char wrap_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
     size_t done = 0;
     *drained = false;
+    refresh_all(proc);
+    bool fresh = true; /* every ring's head was read since the last record was applied */
     while (done < budget) {
         struct mt_ring_view *best = NULL;
         uint64_t lowest = UINT64_MAX;
@@ -205,6 +220,11 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             }
             if (rec->seq < lowest)
                 lowest = rec->seq;
+        }
+        if (!best && !fresh) {
+            refresh_all(proc);
+            fresh = true;
+            continue;
         }
         if (!best) {
             if (proc->held_count) {
@@ -243,6 +263,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             continue;
         }
         /* Take a run from this ring. */
+        fresh = false;
         const struct mt_wire_rec *rec = ring_peek(best);
         while (rec && rec->seq == proc->next_seq && done < budget) {
             const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
@@ -253,6 +274,10 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             if (best->tail - best->published_tail >= TAIL_PUBLISH_CELLS)
                 publish_tail(best, false);
             rec = ring_peek(best);
+            if (!rec) {
+                ring_refresh(best);
+                rec = ring_peek(best);
+            }
             /* The live-set slot of a record a few ahead: its cache miss overlaps this
              * record's work instead of stalling when its turn comes. */
             if (rec && best->tail + PREFETCH_AHEAD < best->head)
