@@ -1,9 +1,11 @@
-// link: build/obj/host/trace/collector/live.o build/obj/host/trace/collector/util.o
 /* The collector's live set (trace/collector/live.c) against a plain reference model:
  * random inserts, replacements and removals over a small key space, so probe runs wrap the
  * table and backward-shift deletion is exercised on every path; and the freed-block
  * memory's newest-first lookup. */
-#include "../../trace/collector/collector.h"
+/* Compiled in (not linked from build/obj): this test must not depend on the order in which
+ * a parallel make builds mtrace-run's objects. */
+#include "../../trace/collector/live.c"
+#include "../../trace/collector/util.c"
 #include "check.h"
 
 /* Keys 1..KEYS << 4 (16-byte aligned like heap blocks); few enough that runs collide. */
