@@ -9,6 +9,7 @@
  *   fake_producer --bench N T   N events from T threads as fast as possible
  *   fake_producer --nested      records out of seq order in one ring, as a signal handler
  *                               that allocates inside an interrupted record leaves them
+ *   fake_producer --hold        one event, then "ready" on stdout; exits when stdin closes
  *   fake_producer --preload-mode  as a plain LD_PRELOAD run's root: connects to
  *                               MTRACE_SOCKET, asks to wait at exit, says GOODBYE, exits 5
  *   fake_producer --rejectable  the scenario's first part, accepting that the collector may
@@ -607,6 +608,20 @@ static int nested(void)
     return 0;
 }
 
+static int hold(void)
+{
+    hello(0);
+    struct ring *r = ring_open("main");
+    event(r, MT_OP_MALLOC, 0xb000, 11, 0, site_alpha());
+    printf("ready\n");
+    fflush(stdout);
+    char buf[16];
+    while (fread(buf, 1, sizeof buf, stdin) > 0) {
+    }
+    exit_record(r, 0);
+    return 0;
+}
+
 static int preload_mode(void)
 {
     hello(MT_HELLO_SPAWNED_COLLECTOR);
@@ -631,6 +646,8 @@ int main(int argc, char **argv)
 {
     const char *fd_text = getenv("MTRACE_CONN_FD");
     conn = fd_text ? atoi(fd_text) : connect_collector();
+    if (argc > 1 && strcmp(argv[1], "--hold") == 0)
+        return hold();
     if (argc > 1 && strcmp(argv[1], "--nested") == 0)
         return nested();
     if (argc > 1 && strcmp(argv[1], "--preload-mode") == 0)

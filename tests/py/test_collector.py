@@ -330,6 +330,30 @@ def test_out_of_order_records_in_one_ring_are_applied_in_seq_order(build, tmp_pa
     assert db.execute("SELECT count(*), sum(size) FROM live_at_exit").fetchone() == (6, 12)
 
 
+def test_trace_readable_while_recording(build, tmp_path):
+    """A reader may open the trace while it is written: schema there, complete = 0; and
+    the reader's open connection does not stop the collector from finishing it."""
+    import subprocess
+    out = tmp_path / "h.db"
+    proc = subprocess.Popen([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+                             str(build / "progs" / "fake_producer"), "--hold"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        reader = sqlite3.connect(str(out))
+        meta = dict(reader.execute("SELECT key, value FROM meta"))
+        assert meta["complete"] == 0
+        assert reader.execute("PRAGMA application_id").fetchone()[0] == 1836348003
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert dict(reader.execute("SELECT key, value FROM meta"))["complete"] == 1
+        assert reader.execute("SELECT events FROM processes").fetchall() == [(1,)]
+        reader.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_sigkill_keeps_every_published_event(build, tmp_path):
     out = tmp_path / "k.db"
     n = 200_000  # several times the ring: the producer waits for the collector on the way

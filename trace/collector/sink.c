@@ -556,8 +556,9 @@ int mt_sink_finish(void)
     exec_sql("COMMIT");
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(stmts[i]);
-    /* One self-contained file: fold the WAL back in and drop it. */
-    exec_sql("PRAGMA journal_mode=DELETE");
+    /* One self-contained file: fold the WAL back in and drop it. Best effort: a reader
+     * that has the trace open keeps it in WAL mode, which is just as valid. */
+    sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
     if (sqlite3_close(db) != SQLITE_OK)
         failed = true;
     db = NULL;
