@@ -531,8 +531,10 @@ void mt_proc_end(struct mt_proc *proc)
     if (proc->state == MT_PROC_ENDED)
         return;
     chunk_flush(proc);
-    if (!proc->end_ns)
-        proc->end_ns = proc->last_ns > proc->start_ns ? proc->last_ns : proc->start_ns;
+    if (proc->end_ns < proc->last_ns)
+        proc->end_ns = proc->last_ns;
+    if (proc->end_ns < proc->start_ns)
+        proc->end_ns = proc->start_ns;
     qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
     for (size_t i = 0; i <= proc->live.mask; i++) {
         const struct mt_block *b = &proc->live.slots[i];

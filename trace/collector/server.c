@@ -89,6 +89,9 @@ static void proc_finalize_input(struct mt_proc *proc, const char *reason)
     proc->state = MT_PROC_FINAL;
     if (reason)
         proc->end_reason = reason;
+    /* Without an exit record, the image ended when we learned it did. */
+    if (!proc->saw_exit && !proc->end_ns)
+        proc->end_ns = mt_trace_ns(mt_host_monotonic_ns());
     proc->conn = NULL;
 }
 
