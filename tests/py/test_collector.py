@@ -158,6 +158,11 @@ def test_processes(scenario):
     # The exec'd image: same pid, its parent is the image it replaced.
     assert p3[:9] == (3, 1, "exit", 3, None, 9, 186, 1, "--exec-image")
     assert p3[9] == p1[9] and p2[9] != p1[9]
+    times = dict((r[0], r[1:]) for r in db.execute("SELECT proc_id, start_ns, end_ns FROM processes"))
+    assert all(0 < start <= end for start, end in times.values())
+    assert times[1][1] == times[3][0]  # the replaced image ends when the new one starts
+    duration = dict(db.execute("SELECT key, value FROM meta"))["duration_ns"]
+    assert duration == max(end for _, end in times.values())
     threads = db.execute("SELECT proc_id, thread_idx, name, events FROM threads ORDER BY 1, 2").fetchall()
     assert threads == [(1, 0, "main", 7), (1, 1, "worker", 1), (2, 0, "child", 2), (3, 0, "main", 9)]
 
