@@ -328,18 +328,17 @@ int main(int argc, char **argv)
         return 1;
     }
     config.command_json = command_json(argv + i);
-    char out_abs[PATH_MAX];
-    if (!realpath(out, out_abs)) {
-        /* Not there yet: the directory's real path and the name. */
-        snprintf(out_abs, sizeof out_abs, "%s", out);
-    }
     if (mt_collector_start(&config) < 0)
         return 1;
-    if (realpath(out, out_abs))
+    char out_abs[PATH_MAX];
+    if (realpath(out, out_abs)) /* exists now: the program may change directory */
         setenv("MTRACE_OUT", out_abs, 1);
 
     setenv("MTRACE_SOCKET", socket_name, 1);
     set_env_int("MTRACE_CONN_FD", child_end);
+    /* The connection is the program's (an outer traced process's owner pid, if we were
+     * started by one, would make the program open another connection instead). */
+    unsetenv("MTRACE_CONN_PID");
     if (lib) {
         const char *old = getenv("LD_PRELOAD");
         char preload[8192];
