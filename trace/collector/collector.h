@@ -321,8 +321,6 @@ struct mt_proc {
 struct mt_proc *mt_proc_create(void);
 struct mt_proc *mt_proc_by_id(uint32_t proc_id);
 size_t mt_proc_count(void);
-/* The newest live image with this pid, or NULL. */
-struct mt_proc *mt_proc_find_live_pid(int32_t pid);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
 /* Prefetch what applying this (later) record will touch. */
 void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec);

@@ -71,14 +71,6 @@ size_t mt_proc_count(void)
     return proc_count;
 }
 
-struct mt_proc *mt_proc_find_live_pid(int32_t pid)
-{
-    for (size_t i = proc_count; i-- > 0;)
-        if (procs[i]->pid == pid && procs[i]->state == MT_PROC_LIVE)
-            return procs[i];
-    return NULL;
-}
-
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes)
 {
     MT_VEC_RESERVE(proc->rings, proc->ring_cap, proc->ring_count + 1);

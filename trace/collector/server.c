@@ -64,6 +64,15 @@ static void activate(struct mt_proc *p)
     active[active_count++] = p;
 }
 
+/* The newest live image of a pid (a fork child's parent), among the active processes. */
+static struct mt_proc *find_live_pid(int32_t pid)
+{
+    for (size_t i = active_count; i-- > 0;)
+        if (active[i]->pid == pid && active[i]->state == MT_PROC_LIVE)
+            return active[i];
+    return NULL;
+}
+
 static struct mt_conn *conn_add(int fd)
 {
     MT_VEC_RESERVE(conns, conn_cap, conn_count + 1);
@@ -192,7 +201,7 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
         if (old)
             p->parent_proc_id = old->proc_id;
         else {
-            struct mt_proc *parent = mt_proc_find_live_pid(hello->ppid);
+            struct mt_proc *parent = find_live_pid(hello->ppid);
             if (parent)
                 p->parent_proc_id = parent->proc_id;
         }
