@@ -506,6 +506,10 @@ int mt_collector_start(const struct mt_collector_config *config)
 int mt_collector_run(pid_t root, struct mt_collector_result *result)
 {
     root_pid = root;
+    /* libdw would fetch missing debug information from the network when this is set
+     * (Debian sets it in login shells): finishing a trace must not wait on a download.
+     * Unset here, after the program started with its environment intact. */
+    unsetenv("DEBUGINFOD_URLS");
     int child_fd = root_pid > 0 ? mt_host_child_watch_start() : -1;
     if (cfg->first_conn_fd >= 0)
         conn_add(cfg->first_conn_fd);
