@@ -249,7 +249,7 @@ void *mt_alloc_aligned(size_t align, size_t size, enum mt_api api)
     if (cls < MT_SMALL_CLASSES)
         return mt_small_malloc(cls);
     void *p = NULL;
-    if (size + align < mt_mmap_threshold() && size + align <= mt_medium_max_request()) {
+    if (use_medium(size + align)) {
         struct mt_medium_arena *arena = mt_heap_arena();
         if (arena)
             p = mt_medium_memalign(arena, align, size);

@@ -44,6 +44,23 @@ MT_INLINE void mt_unlock(mt_lock_t *lock)
         mt_os_futex_wake(&lock->state, 1);
 }
 
+/* As mt_unlock and mt_trylock, sequentially consistent: a load of another variable after
+ * mt_unlock_sc, or before mt_trylock_sc's preceding store, is not reordered across them.
+ * For store-then-load handshakes such as a deferred-work list drained by lock holders
+ * (medium arenas): an xchg and a lock cmpxchg on x86-64 either way, without a fence. */
+MT_INLINE void mt_unlock_sc(mt_lock_t *lock)
+{
+    if (MT_UNLIKELY(atomic_exchange_explicit(&lock->state, 0, memory_order_seq_cst) == 2))
+        mt_os_futex_wake(&lock->state, 1);
+}
+
+MT_INLINE bool mt_trylock_sc(mt_lock_t *lock)
+{
+    uint32_t expected = 0;
+    return atomic_compare_exchange_strong_explicit(&lock->state, &expected, 1, memory_order_seq_cst,
+                                                   memory_order_seq_cst);
+}
+
 /* After fork() in the child: only the forking thread exists, so any holder is gone. */
 MT_INLINE void mt_lock_reset(mt_lock_t *lock)
 {

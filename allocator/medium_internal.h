@@ -1,0 +1,154 @@
+/* Cross-file names of the medium arenas (medium.c, medium_bins.c, medium_stats.c).
+ *
+ * Region layout (MT_MEDIUM_REGION_SIZE bytes of reserved address space, segment-aligned):
+ *
+ *   [region header][arena, in the arena's first region only][chunks ... top][fence]
+ *
+ * Pages up to region->commit_end are read-write; the rest is PROT_NONE until the top grows
+ * into it, except the last page, which holds the fence. region->dirty_end bounds what may
+ * be resident: the top's pages beyond it were never touched or were given back.
+ *
+ * Everything in an arena is under its lock, except `deferred` (a lock-free stack of blocks
+ * freed while the lock was busy) and the headers of live blocks, which their owners read
+ * without it (medium_chunk.h). */
+#ifndef MT_ALLOCATOR_MEDIUM_INTERNAL_H
+#define MT_ALLOCATOR_MEDIUM_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/lock.h"
+#include "config.h"
+#include "error.h"
+#include "medium.h"
+#include "medium_chunk.h"
+#include "segmap.h"
+#include "stats.h"
+
+/* Most arenas ever created (mallopt(M_ARENA_MAX) beyond this is clamped): the arena table
+ * is a static array so lookups need no lock. */
+#define MT_MEDIUM_ARENAS_LIMIT 256
+/* Default arena count per CPU when arena_max is 0: glibc's 64-bit default (8) halved,
+ * since our small blocks never take an arena lock. */
+#define MT_MEDIUM_ARENAS_PER_CPU 4
+
+/* Bins: exact sizes below 1 KiB (16-byte steps, as glibc's small bins), then 16 bins per
+ * power of two (so a bin spans at most 1/16 of its sizes, kept sorted for best fit) up
+ * to the region size. */
+#define MT_MEDIUM_SMALL_BIN_LIMIT 1024
+#define MT_MEDIUM_SMALL_BINS (MT_MEDIUM_SMALL_BIN_LIMIT / 16)
+#define MT_MEDIUM_BINS_PER_DOUBLING 16
+#define MT_MEDIUM_LARGE_FIRST_LOG2 10 /* log2(MT_MEDIUM_SMALL_BIN_LIMIT) */
+#define MT_MEDIUM_REGION_LOG2 26      /* log2(MT_MEDIUM_REGION_SIZE) */
+#define MT_MEDIUM_BINS \
+    (MT_MEDIUM_SMALL_BINS + (MT_MEDIUM_REGION_LOG2 - MT_MEDIUM_LARGE_FIRST_LOG2) * MT_MEDIUM_BINS_PER_DOUBLING)
+#define MT_MEDIUM_BITMAP_WORDS ((MT_MEDIUM_BINS + 63) / 64)
+_Static_assert(MT_MEDIUM_REGION_SIZE == (size_t)1 << MT_MEDIUM_REGION_LOG2, "region size and its log2 agree");
+
+struct mt_medium_region {
+    uint64_t check;                 /* mt_header_check(region, arena): a forged region fails */
+    struct mt_medium_arena *arena;  /* owner; never changes */
+    struct mt_medium_region *next;  /* the arena's regions, newest first */
+    uint8_t *chunks;                /* first chunk */
+    struct mt_chunk *fence;         /* last MT_CHUNK_FENCE bytes of the region */
+    uint8_t *commit_end;            /* [region, commit_end) is read-write (and the fence page) */
+    uint8_t *dirty_end;             /* pages from here to the fence page are not resident */
+};
+
+struct mt_medium_arena {
+    mt_lock_t lock;
+    uint8_t pad_lock[MT_CACHE_LINE - sizeof(mt_lock_t)];
+    /* Blocks freed by threads that found the lock busy: user pointers linked through their
+     * first word (encoded), pushed with a CAS, taken whole by the next lock holder. */
+    _Atomic uintptr_t deferred;
+    uint8_t pad_deferred[MT_CACHE_LINE - sizeof(uintptr_t)];
+
+    unsigned index;
+    struct mt_medium_region *regions; /* newest first */
+    struct mt_medium_region *current; /* the region holding the top */
+    struct mt_chunk *top;
+
+    struct mt_medium_link unsorted;
+    struct mt_medium_link bins[MT_MEDIUM_BINS];
+    uint64_t bitmap[MT_MEDIUM_BITMAP_WORDS]; /* bit b: bins[b] is not empty */
+
+    /* Counters (under the lock). Free chunks are those in bins, the top excluded. */
+    size_t in_use;          /* usable bytes of live blocks */
+    size_t live_blocks;
+    size_t total_allocs;
+    size_t total_frees;
+    size_t free_chunks;
+    size_t free_bytes;      /* sum of free chunk sizes */
+    size_t decommitted;     /* interior bytes of free chunks flagged MT_CHUNK_DECOMMITTED */
+    size_t releasable_free; /* interior bytes of free chunks not flagged */
+    uint64_t hist_live[MT_LOG2_BUCKETS];
+    uint64_t hist_allocs[MT_LOG2_BUCKETS];
+};
+
+/* A check that failed under the lock: reported after the lock is released (the report
+ * hook may take other locks, and continue mode goes on running). */
+struct mt_medium_fault {
+    bool set;
+    enum mt_heap_error_kind kind;
+    const void *ptr;
+    size_t size;
+    const char *detail;
+};
+
+MT_INLINE void mt_medium_fault_set(struct mt_medium_fault *fault, enum mt_heap_error_kind kind, const void *ptr,
+                                   size_t size, const char *detail)
+{
+    if (fault->set)
+        return; /* keep the first */
+    fault->set = true;
+    fault->kind = kind;
+    fault->ptr = ptr;
+    fault->size = size;
+    fault->detail = detail;
+}
+
+/* Every arena created so far; entries [0, mt_medium_arena_count) are set. */
+extern struct mt_medium_arena *_Atomic mt_medium_arenas[MT_MEDIUM_ARENAS_LIMIT];
+extern _Atomic unsigned mt_medium_arena_count;
+/* The OS page size, read once at init. */
+extern size_t mt_medium_page;
+
+MT_INLINE uint8_t *mt_medium_region_end(const struct mt_medium_region *r)
+{
+    return (uint8_t *)r + MT_MEDIUM_REGION_SIZE;
+}
+
+/* ---- bins (medium_bins.c); all under the arena lock ---- */
+unsigned mt_medium_bin_index(size_t size);
+/* A link target is either one of the arena's bin heads or a free chunk of some medium
+ * region: anything else means a corrupted list. Checked before a decoded link is followed,
+ * so a scribbled link is reported instead of dereferenced. */
+MT_INLINE bool mt_medium_link_plausible(const struct mt_medium_arena *arena, const void *node)
+{
+    uintptr_t p = (uintptr_t)node;
+    uintptr_t heads = (uintptr_t)&arena->unsorted;
+    uintptr_t heads_end = (uintptr_t)(arena->bins + MT_MEDIUM_BINS);
+    if (p >= heads && p < heads_end)
+        return (p - heads) % sizeof(struct mt_medium_link) == 0;
+    return (p & (MT_ALIGNMENT - 1)) == 0 && mt_segmap_kind(mt_segmap_entry(p)) == MT_SEG_MEDIUM;
+}
+/* File a free chunk (header, footer and flags already written): small and large bins, or
+ * the unsorted bin. */
+void mt_medium_bin_insert(struct mt_medium_arena *arena, struct mt_chunk *c, size_t size, uint64_t word);
+void mt_medium_unsorted_push(struct mt_medium_arena *arena, struct mt_chunk *c, size_t size, uint64_t word);
+/* Remove a free chunk from whichever bin holds it, checking its neighbours' links point
+ * back to it; false (nothing changed, fault set) when they do not. */
+bool mt_medium_bin_unlink(struct mt_medium_arena *arena, struct mt_chunk *c, uint64_t word,
+                          struct mt_medium_fault *fault);
+/* The best free chunk for a chunk size `nb`, removed from its bin: an exact small bin, the
+ * unsorted bin (sorting what it passes), then best fit in the large bins. NULL when the
+ * bins have nothing big enough (or a list is corrupted: fault set). *word_out is the
+ * chunk's header word. */
+struct mt_chunk *mt_medium_bins_take(struct mt_medium_arena *arena, size_t nb, uint64_t *word_out,
+                                     struct mt_medium_fault *fault);
+/* The largest chunk in the bins (statistics). */
+size_t mt_medium_bins_largest(const struct mt_medium_arena *arena);
+
+#endif
