@@ -33,18 +33,20 @@ TEST(live_set_matches_model)
         uint64_t k = next_random() % KEYS + 1;
         uint64_t ptr = k << 4;
         if (next_random() % 3) {
-            struct mt_block b = {ptr, next_random() % 1000, 0, (uint64_t)op, 0, 0};
+            struct mt_block b = mt_block_make(ptr, next_random() % 1000, 0, (uint64_t)op, (uint32_t)k, (uint32_t)op);
             struct mt_block old;
             bool replaced = mt_live_insert(&set, &b, &old);
-            if (replaced != (model[k] != 0) || (replaced && old.size + 1 != model[k]))
+            if (replaced != (model[k] != 0) || (replaced && mt_block_size(&old) + 1 != model[k]))
                 mismatches++;
             if (!model[k])
                 live++;
-            model[k] = b.size + 1;
+            model[k] = mt_block_size(&b) + 1;
+            if (mt_block_stat(&b) != k || mt_block_seq(&b) != (uint64_t)op || mt_block_thread(&b) != (uint32_t)op)
+                mismatches++;
         } else {
             struct mt_block out;
             bool removed = mt_live_remove(&set, ptr, &out);
-            if (removed != (model[k] != 0) || (removed && out.size + 1 != model[k]))
+            if (removed != (model[k] != 0) || (removed && mt_block_size(&out) + 1 != model[k]))
                 mismatches++;
             if (model[k])
                 live--;
@@ -54,7 +56,7 @@ TEST(live_set_matches_model)
         if (op % 50000 == 0) {
             for (uint64_t j = 1; j <= KEYS; j++) {
                 const struct mt_block *f = mt_live_find(&set, j << 4);
-                if ((f != NULL) != (model[j] != 0) || (f && f->size + 1 != model[j]))
+                if ((f != NULL) != (model[j] != 0) || (f && mt_block_size(f) + 1 != model[j]))
                     mismatches++;
             }
         }
@@ -67,6 +69,17 @@ TEST(live_set_matches_model)
     CHECK(occupied == live);
     CHECK((set.mask + 1) >= 2 * live); /* load stays at most 1/2 */
     mt_live_free(&set);
+}
+
+TEST(block_fields_pack_and_clamp)
+{
+    struct mt_block b = mt_block_make(0x10, (1ull << 40) - 1, 7, (1ull << 40) - 1, (1u << 24) - 1, (1u << 24) - 1);
+    CHECK(mt_block_size(&b) == (1ull << 40) - 1 && mt_block_seq(&b) == (1ull << 40) - 1);
+    CHECK(mt_block_stat(&b) == (1u << 24) - 1 && mt_block_thread(&b) == (1u << 24) - 1);
+    b = mt_block_make(0x10, 1ull << 50, 7, 3, 5, 6);
+    CHECK(mt_block_size(&b) == (1ull << 40) - 1); /* clamped, not wrapped into stat */
+    CHECK(mt_block_stat(&b) == 5 && mt_block_seq(&b) == 3 && mt_block_thread(&b) == 6);
+    CHECK(sizeof(struct mt_block) == 32);
 }
 
 TEST(freed_memory_newest_first_and_interior)

@@ -82,14 +82,35 @@ void mt_buf_free(struct mt_buf *b);
 
 /* ---- the live set (live.c): blocks allocated and not freed, per process --------------------- */
 
+/* 32 bytes, so that two blocks share a cache line: the live set is the collector's
+ * largest random-access structure and its misses are most of the cost per event. Packed
+ * fields: size (40 bits, requests beyond 1 TiB are recorded as 1 TiB - 1) with the stack
+ * statistics index (24 bits; a process has at most MT_WIRE_STACKS_MAX stacks); the event
+ * index (40 bits) with the thread_idx (24 bits). */
 struct mt_block {
-    uint64_t ptr;  /* 0: empty slot */
-    uint64_t size;
+    uint64_t ptr; /* 0: empty slot */
     uint64_t ts_ns;
-    uint64_t seq;       /* event index of its allocation in the process */
-    uint32_t stat;      /* index of its stack's statistics in the process (mt_stack_stat) */
-    uint32_t thread;    /* thread_idx */
+    uint64_t size_stat;
+    uint64_t seq_thread;
 };
+#define MT_BLOCK_LOW_BITS 40
+#define MT_BLOCK_LOW_MASK ((1ull << MT_BLOCK_LOW_BITS) - 1)
+
+static inline struct mt_block mt_block_make(uint64_t ptr, uint64_t size, uint64_t ts_ns, uint64_t seq, uint32_t stat,
+                                            uint32_t thread)
+{
+    if (size > MT_BLOCK_LOW_MASK)
+        size = MT_BLOCK_LOW_MASK;
+    return (struct mt_block){ptr, ts_ns, size | (uint64_t)stat << MT_BLOCK_LOW_BITS,
+                             (seq & MT_BLOCK_LOW_MASK) | (uint64_t)thread << MT_BLOCK_LOW_BITS};
+}
+static inline uint64_t mt_block_size(const struct mt_block *b) { return b->size_stat & MT_BLOCK_LOW_MASK; }
+static inline uint32_t mt_block_stat(const struct mt_block *b) { return (uint32_t)(b->size_stat >> MT_BLOCK_LOW_BITS); }
+static inline uint64_t mt_block_seq(const struct mt_block *b) { return b->seq_thread & MT_BLOCK_LOW_MASK; }
+static inline uint32_t mt_block_thread(const struct mt_block *b)
+{
+    return (uint32_t)(b->seq_thread >> MT_BLOCK_LOW_BITS);
+}
 
 struct mt_live_set {
     struct mt_block *slots;

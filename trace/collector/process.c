@@ -263,18 +263,19 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
     t->last_alloc_valid = true;
     if (!ptr)
         return;
-    struct mt_block b = {ptr, size, ts, proc->events, stat, thread};
+    struct mt_block b = mt_block_make(ptr, size, ts, proc->events, stat, thread);
     struct mt_block stale;
     if (mt_live_insert(&proc->live, &b, &stale)) {
         /* Its free was never seen (a gap skipped after the process died): forget it. */
-        struct mt_stack_stat *old = &proc->stats[stale.stat];
+        uint64_t stale_size = mt_block_size(&stale);
+        struct mt_stack_stat *old = &proc->stats[mt_block_stat(&stale)];
         note_change(proc, old);
-        old->live_bytes -= stale.size;
-        proc->live_bytes -= stale.size;
+        old->live_bytes -= stale_size;
+        proc->live_bytes -= stale_size;
         proc->live_blocks--;
-        unsigned ob = size_bucket(stale.size);
+        unsigned ob = size_bucket(stale_size);
         proc->bucket_live[ob]--;
-        proc->bucket_bytes[ob] -= stale.size;
+        proc->bucket_bytes[ob] -= stale_size;
     }
     note_change(proc, st);
     st->live_bytes += size;
@@ -293,24 +294,26 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint
     struct mt_block b;
     if (!mt_live_remove(&proc->live, ptr, &b))
         return; /* allocated before tracing started, or untraced */
-    struct mt_stack_stat *st = &proc->stats[b.stat];
+    uint64_t size = mt_block_size(&b);
+    uint32_t alloc_thread = mt_block_thread(&b);
+    struct mt_stack_stat *st = &proc->stats[mt_block_stat(&b)];
     note_change(proc, st);
     st->frees++;
-    st->freed_bytes += b.size;
-    st->live_bytes -= b.size;
-    proc->live_bytes -= b.size;
+    st->freed_bytes += size;
+    st->live_bytes -= size;
+    proc->live_bytes -= size;
     proc->live_blocks--;
-    unsigned bucket = size_bucket(b.size);
+    unsigned bucket = size_bucket(size);
     proc->bucket_live[bucket]--;
-    proc->bucket_bytes[bucket] -= b.size;
+    proc->bucket_bytes[bucket] -= size;
     struct mt_thread *t = &proc->threads[thread];
     if (t->last_alloc_valid && t->last_alloc_ptr == ptr) {
         /* This thread's latest allocation, freed before it allocated again. */
-        if (count_temporary && b.thread == thread)
+        if (count_temporary && alloc_thread == thread)
             st->temporary++;
         t->last_alloc_valid = false;
     }
-    struct mt_freed_block f = {b.ptr, b.size, ts, st->gstack, proc->stats[free_stat].gstack, b.thread, thread};
+    struct mt_freed_block f = {b.ptr, size, ts, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
     mt_freed_remember(&proc->freed, &f);
 }
 
@@ -437,7 +440,7 @@ static void on_error(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     uint32_t alloc_stack = 0, free_stack = 0;
     const struct mt_block *live = mt_live_find(&proc->live, err->ptr);
     if (live) {
-        alloc_stack = proc->stats[live->stat].gstack;
+        alloc_stack = proc->stats[mt_block_stat(live)].gstack;
     } else {
         const struct mt_freed_block *f = mt_freed_find(&proc->freed, err->ptr);
         if (f) {
@@ -532,20 +535,21 @@ void mt_proc_end(struct mt_proc *proc)
         const struct mt_block *b = &proc->live.slots[i];
         if (!b->ptr)
             continue;
-        struct mt_stack_stat *st = &proc->stats[b->stat];
+        struct mt_stack_stat *st = &proc->stats[mt_block_stat(b)];
+        uint64_t size = mt_block_size(b);
         const char *status = "unknown";
         if (proc->scan_done) {
             bool leaked = bsearch(&b->ptr, proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
             status = leaked ? "leaked" : "reachable";
             if (leaked) {
                 st->leaked_blocks++;
-                st->leaked_bytes += b->size;
+                st->leaked_bytes += size;
             } else {
                 st->reachable_blocks++;
-                st->reachable_bytes += b->size;
+                st->reachable_bytes += size;
             }
         }
-        size_entry(proc, b->size)->live_at_exit++;
+        size_entry(proc, size)->live_at_exit++;
         mt_sink_live_block(proc, b, st->gstack, status);
     }
     if (proc->area)
@@ -625,7 +629,8 @@ size_t mt_proc_describe_block(struct mt_proc *proc, uint64_t ptr, char *text, si
     const struct mt_block *live = mt_live_find(&proc->live, ptr);
     if (live) {
         *found = true;
-        return describe_stack(proc, proc->stats[live->stat].gstack, "allocated", live->thread, text, cap);
+        return describe_stack(proc, proc->stats[mt_block_stat(live)].gstack, "allocated", mt_block_thread(live),
+                              text, cap);
     }
     const struct mt_freed_block *f = mt_freed_find(&proc->freed, ptr);
     if (f) {

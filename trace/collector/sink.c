@@ -313,11 +313,11 @@ void mt_sink_live_block(const struct mt_proc *proc, const struct mt_block *block
     sqlite3_stmt *s = stmts[ST_LIVE];
     sqlite3_bind_int(s, 1, (int)proc->proc_id);
     bind_u64(s, 2, block->ptr);
-    bind_u64(s, 3, block->size);
+    bind_u64(s, 3, mt_block_size(block));
     sqlite3_bind_int(s, 4, (int)gstack);
-    sqlite3_bind_int(s, 5, (int)block->thread);
+    sqlite3_bind_int(s, 5, (int)mt_block_thread(block));
     bind_u64(s, 6, block->ts_ns);
-    bind_u64(s, 7, block->seq);
+    bind_u64(s, 7, mt_block_seq(block));
     bind_text(s, 8, status, strlen(status));
     step(ST_LIVE);
 }
