@@ -9,6 +9,8 @@
  *   fake_producer --bench N T   N events from T threads as fast as possible
  *   fake_producer --nested      records out of seq order in one ring, as a signal handler
  *                               that allocates inside an interrupted record leaves them
+ *   fake_producer --garbage N   N records of random kinds, sizes and contents (dense seqs):
+ *                               the collector must survive a corrupt producer
  *   fake_producer --hold        one event, then "ready" on stdout; exits when stdin closes
  *   fake_producer --preload-mode  as a plain LD_PRELOAD run's root: connects to
  *                               MTRACE_SOCKET, asks to wait at exit, says GOODBYE, exits 5
@@ -608,6 +610,28 @@ static int nested(void)
     return 0;
 }
 
+static int garbage(long n)
+{
+    hello(0);
+    struct ring *r = ring_open("main");
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (long i = 0; i < n; i++) {
+        unsigned char buf[4 * MT_WIRE_CELL];
+        for (size_t k = 0; k < sizeof buf; k += 8) {
+            x = mix(x + (uint64_t)i);
+            memcpy(buf + k, &x, 8);
+        }
+        struct mt_wire_rec *rec = (struct mt_wire_rec *)buf;
+        rec->kind = (uint8_t)(1 + x % 12);
+        if (rec->kind == MT_REC_PAD)
+            rec->kind = MT_REC_EVENT;
+        rec->ts_ns = 0;
+        put(r, rec, (size_t)(1 + (x >> 8) % 4) * MT_WIRE_CELL);
+    }
+    raise(SIGKILL);
+    return 0;
+}
+
 static int hold(void)
 {
     hello(0);
@@ -646,6 +670,8 @@ int main(int argc, char **argv)
 {
     const char *fd_text = getenv("MTRACE_CONN_FD");
     conn = fd_text ? atoi(fd_text) : connect_collector();
+    if (argc > 2 && strcmp(argv[1], "--garbage") == 0)
+        return garbage(atol(argv[2]));
     if (argc > 1 && strcmp(argv[1], "--hold") == 0)
         return hold();
     if (argc > 1 && strcmp(argv[1], "--nested") == 0)

@@ -377,6 +377,16 @@ def test_sigkill_keeps_every_published_event(build, tmp_path):
     assert db.execute("SELECT count(*) FROM live_at_exit").fetchone() == (0,)
 
 
+def test_corrupt_records_do_not_crash_the_collector(build, tmp_path):
+    out = tmp_path / "g.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--garbage", "20000"], timeout=120)
+    assert res.returncode == 128 + signal.SIGKILL, res.stderr
+    db = sqlite3.connect(str(out))
+    assert dict(db.execute("SELECT key, value FROM meta"))["complete"] == 1
+    assert db.execute("SELECT count(*) FROM processes").fetchone() == (1,)
+
+
 def test_missing_program(build, tmp_path):
     res = run([str(build / "mtrace-run"), "--no-preload", "-o", str(tmp_path / "t.db"), "--",
                "no-such-program-mtrace"])

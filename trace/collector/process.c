@@ -530,7 +530,8 @@ void mt_proc_end(struct mt_proc *proc)
         proc->end_ns = proc->last_ns;
     if (proc->end_ns < proc->start_ns)
         proc->end_ns = proc->start_ns;
-    qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
+    if (proc->leaked_count)
+        qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
     for (size_t i = 0; i <= proc->live.mask; i++) {
         const struct mt_block *b = &proc->live.slots[i];
         if (!b->ptr)
@@ -539,7 +540,8 @@ void mt_proc_end(struct mt_proc *proc)
         uint64_t size = mt_block_size(b);
         const char *status = "unknown";
         if (proc->scan_done) {
-            bool leaked = bsearch(&b->ptr, proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
+            bool leaked = proc->leaked_count &&
+                          bsearch(&b->ptr, proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
             status = leaked ? "leaked" : "reachable";
             if (leaked) {
                 st->leaked_blocks++;

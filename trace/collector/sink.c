@@ -358,7 +358,8 @@ static void write_stack_stats(struct mt_proc *proc)
             continue;
         st->at_peak_bytes = proc->peak_epoch && st->changed_epoch <= proc->peak_epoch ? st->live_bytes : 0;
     }
-    qsort(proc->stats, proc->stat_count, sizeof *proc->stats, compare_stat_gstack);
+    if (proc->stat_count)
+        qsort(proc->stats, proc->stat_count, sizeof *proc->stats, compare_stat_gstack);
     sqlite3_stmt *s = stmts[ST_STACK_STAT];
     for (size_t i = 0; i < proc->stat_count;) {
         struct mt_stack_stat st = proc->stats[i++];
