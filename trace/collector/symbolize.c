@@ -187,7 +187,8 @@ void mt_sym_read_maps(struct mt_proc_maps *maps, int32_t pid)
         line = next;
     }
     free(text);
-    qsort(maps->ranges, maps->count, sizeof *maps->ranges, compare_range);
+    if (maps->count)
+        qsort(maps->ranges, maps->count, sizeof *maps->ranges, compare_range);
 }
 
 bool mt_sym_locate(const struct mt_proc_maps *maps, uint64_t addr, struct mt_code_loc *loc)
