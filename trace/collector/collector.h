@@ -338,8 +338,12 @@ struct mt_proc {
     uint64_t query_ptr, query_upto;
 };
 
-/* Find the process table. */
+/* The process table: proc_ids 1, 2, ... in order of creation. */
 struct mt_proc *mt_proc_create(void);
+/* A new live image from its accepted HELLO (`len` bytes received), with its mapped
+ * process area; reads its code mappings. parent_proc_id 0: none. */
+struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len, struct mt_wire_proc *area,
+                                   uint32_t parent_proc_id);
 struct mt_proc *mt_proc_by_id(uint32_t proc_id);
 size_t mt_proc_count(void);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);

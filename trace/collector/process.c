@@ -61,6 +61,53 @@ struct mt_proc *mt_proc_create(void)
     return p;
 }
 
+static void json_argv(struct mt_buf *b, const char *argv, size_t len)
+{
+    mt_buf_append(b, "[", 1);
+    size_t i = 0;
+    bool first = true;
+    while (i < len) {
+        size_t n = strnlen(argv + i, len - i);
+        if (!first)
+            mt_buf_append(b, ",", 1);
+        mt_buf_json_string(b, argv + i, n);
+        first = false;
+        i += n + 1;
+    }
+    mt_buf_append(b, "]", 1);
+}
+
+struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len, struct mt_wire_proc *area,
+                                   uint32_t parent_proc_id)
+{
+    struct mt_proc *p = mt_proc_create();
+    p->pid = hello->pid;
+    p->ppid = hello->ppid;
+    char exe[MT_WIRE_PATH_MAX];
+    memcpy(exe, hello->exe, sizeof exe);
+    exe[sizeof exe - 1] = '\0';
+    p->exe = mt_xstrdup(exe);
+    /* The argument block is what the message holds, whatever argv_len claims. */
+    size_t argv_len = hello->argv_len;
+    size_t room = len - offsetof(struct mt_msg_hello, argv);
+    argv_len = MT_MIN(argv_len, MT_MIN(room, (size_t)MT_WIRE_ARGV_MAX));
+    struct mt_buf argv = {0};
+    json_argv(&argv, hello->argv, argv_len);
+    p->argv_json = argv.data;
+    p->start_ns = mt_trace_ns(hello->start_mono_ns);
+    p->end_reason = "lost"; /* until an exit record, an exec or the wait status says more */
+    p->state = MT_PROC_LIVE;
+    p->area = area;
+    p->area_size = hello->proc_area_size;
+    p->parent_proc_id = parent_proc_id;
+    p->page_size = area->page_size;
+    p->small_class_count = MT_MIN(area->small_class_count, (uint32_t)MT_ARRAY_LEN(p->small_classes));
+    memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
+    /* Now, while the process waits for our reply: it cannot have exited yet. */
+    mt_sym_read_maps(&p->maps, p->pid);
+    return p;
+}
+
 struct mt_proc *mt_proc_by_id(uint32_t proc_id)
 {
     return proc_id >= 1 && proc_id <= proc_count ? procs[proc_id - 1] : NULL;

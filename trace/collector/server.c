@@ -104,22 +104,6 @@ static void proc_finalize_input(struct mt_proc *proc, const char *reason)
     proc->conn = NULL;
 }
 
-static void json_argv(struct mt_buf *b, const char *argv, size_t len)
-{
-    mt_buf_append(b, "[", 1);
-    size_t i = 0;
-    bool first = true;
-    while (i < len) {
-        size_t n = strnlen(argv + i, len - i);
-        if (!first)
-            mt_buf_append(b, ",", 1);
-        mt_buf_json_string(b, argv + i, n);
-        first = false;
-        i += n + 1;
-    }
-    mt_buf_append(b, "]", 1);
-}
-
 static bool exe_skipped(const char *exe)
 {
     const char *patterns = mt_option_str(MT_OPT_SKIP);
@@ -179,36 +163,15 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
             mt_trace_set_origin(hello->start_mono_ns);
             mt_sink_meta_int("start_unix_ns", (int64_t)hello->start_real_ns);
         }
-        struct mt_proc *p = mt_proc_create();
-        p->pid = hello->pid;
-        p->ppid = hello->ppid;
-        p->exe = mt_xstrdup(exe);
-        struct mt_buf argv = {0};
-        size_t argv_len = hello->argv_len;
-        size_t room = (size_t)len - offsetof(struct mt_msg_hello, argv);
-        if (argv_len > room)
-            argv_len = room;
-        if (argv_len > MT_WIRE_ARGV_MAX)
-            argv_len = MT_WIRE_ARGV_MAX;
-        json_argv(&argv, hello->argv, argv_len);
-        p->argv_json = argv.data ? argv.data : mt_xstrdup("[]");
-        p->start_ns = mt_trace_ns(hello->start_mono_ns);
-        p->end_reason = "lost";
-        p->state = MT_PROC_LIVE;
-        p->conn = c;
-        p->area = area;
-        p->area_size = hello->proc_area_size;
-        if (old)
-            p->parent_proc_id = old->proc_id;
-        else {
+        uint32_t parent_id = 0;
+        if (old) {
+            parent_id = old->proc_id;
+        } else {
             struct mt_proc *parent = find_live_pid(hello->ppid);
-            if (parent)
-                p->parent_proc_id = parent->proc_id;
+            parent_id = parent ? parent->proc_id : 0;
         }
-        p->page_size = area->page_size;
-        p->small_class_count = MT_MIN(area->small_class_count, 64u);
-        memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
-        mt_sym_read_maps(&p->maps, p->pid);
+        struct mt_proc *p = mt_proc_from_hello(hello, (size_t)len, area, parent_id);
+        p->conn = c;
         c->proc = p;
         activate(p);
         if (accepted_images == 0 && !cfg->command_json)
