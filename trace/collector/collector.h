@@ -359,6 +359,11 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
 uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring);
 /* No more records will come: called once drained. Writes live_at_exit, the last chunk. */
 void mt_proc_end(struct mt_proc *proc);
+/* Once recording ended: each image's end_reason and exit status. An image replaced by
+ * exec ended by `exec`; the last image of the launched program (root_pid > 0) takes its
+ * wait status (exit code, or the signal that killed it); others `exit` when they recorded
+ * an exit, else `lost`. */
+void mt_proc_settle_end_reasons(pid_t root_pid, bool root_reaped, int root_status);
 /* Text lines describing where the block at ptr was allocated and freed (BLOCK_INFO). */
 size_t mt_proc_describe_block(struct mt_proc *proc, uint64_t ptr, char *text, size_t cap, bool *found);
 /* Trace time of a CLOCK_MONOTONIC stamp. */

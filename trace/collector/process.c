@@ -9,6 +9,8 @@
  *   predecessor's; the encoding stores deltas and the reports expect sorted times.
  * - A stack's statistics live in proc->stats; proc->local_stat maps the process's own
  *   stack ids to them, resolving (and interning) a stack the first time it is used.
+ * - proc_ids are given in order of accepted HELLOs; an exec'd image is a new process whose
+ *   parent is the image it replaced, a fork child's parent is the live image of its ppid.
  * - at_peak_bytes is computed lazily: a stack's live bytes at the latest process peak are
  *   saved only when the stack next changes (note_change), so a new peak costs O(1) instead
  *   of a walk over every stack. */
@@ -630,6 +632,39 @@ void mt_proc_end(struct mt_proc *proc)
         proc->area = NULL;
     }
     proc->state = MT_PROC_ENDED;
+}
+
+/* End reasons decided once everything is known: the launched program's wait status is
+ * the truth for its last image. */
+void mt_proc_settle_end_reasons(pid_t root_pid, bool root_reaped, int root_status)
+{
+    size_t n = mt_proc_count();
+    struct mt_proc *root_last = NULL;
+    for (uint32_t id = 1; id <= n; id++) {
+        struct mt_proc *p = mt_proc_by_id(id);
+        if (root_pid > 0 && p->pid == root_pid && strcmp(p->end_reason, "exec") != 0)
+            root_last = p;
+    }
+    for (uint32_t id = 1; id <= n; id++) {
+        struct mt_proc *p = mt_proc_by_id(id);
+        if (strcmp(p->end_reason, "exec") == 0)
+            continue;
+        if (p == root_last && root_reaped) {
+            int code, sig;
+            mt_host_status_to_exit_code(root_status, &code, &sig);
+            if (sig) {
+                p->end_reason = "signal";
+                p->exit_signal = sig;
+                p->has_exit_code = false;
+            } else {
+                p->end_reason = "exit";
+                p->exit_code = code;
+                p->has_exit_code = true;
+            }
+        } else if (p->saw_exit) {
+            p->end_reason = "exit";
+        }
+    }
 }
 
 /* ---- block queries ---------------------------------------------------------------------- */

@@ -344,39 +344,6 @@ static void reap_root(void)
         root_reaped = true;
 }
 
-/* End reasons decided once everything is known: the launched program's wait status is
- * the truth for its last image. */
-static void settle_end_reasons(void)
-{
-    size_t n = mt_proc_count();
-    struct mt_proc *root_last = NULL;
-    for (uint32_t id = 1; id <= n; id++) {
-        struct mt_proc *p = mt_proc_by_id(id);
-        if (root_pid > 0 && p->pid == root_pid && strcmp(p->end_reason, "exec") != 0)
-            root_last = p;
-    }
-    for (uint32_t id = 1; id <= n; id++) {
-        struct mt_proc *p = mt_proc_by_id(id);
-        if (strcmp(p->end_reason, "exec") == 0)
-            continue;
-        if (p == root_last && root_reaped) {
-            int code, sig;
-            mt_host_status_to_exit_code(root_status, &code, &sig);
-            if (sig) {
-                p->end_reason = "signal";
-                p->exit_signal = sig;
-                p->has_exit_code = false;
-            } else {
-                p->end_reason = "exit";
-                p->exit_code = code;
-                p->has_exit_code = true;
-            }
-        } else if (p->saw_exit) {
-            p->end_reason = "exit";
-        }
-    }
-}
-
 static void write_meta_start(void)
 {
     char host[256] = "";
@@ -523,7 +490,7 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
     }
     free(fds);
     free(ready);
-    settle_end_reasons();
+    mt_proc_settle_end_reasons(root_pid, root_reaped, root_status);
     size_t n = mt_proc_count();
     for (uint32_t id = 1; id <= n; id++)
         mt_sink_process_rows(mt_proc_by_id(id));
