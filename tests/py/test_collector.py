@@ -4,6 +4,7 @@ import json
 import re
 import signal
 import sqlite3
+import time
 
 import pytest
 
@@ -349,6 +350,12 @@ def test_trace_readable_while_recording(build, tmp_path):
         meta = dict(reader.execute("SELECT key, value FROM meta"))
         assert meta["complete"] == 0
         assert reader.execute("PRAGMA application_id").fetchone()[0] == 1836348003
+        # A quiet process's events reach the file within a second or so, chunk not full.
+        deadline = time.monotonic() + 30
+        while not reader.execute("SELECT count(*) FROM event_chunks").fetchone()[0]:
+            assert time.monotonic() < deadline, "the partial chunk never reached the file"
+            time.sleep(0.05)
+        assert reader.execute("SELECT proc_id, first_seq, count FROM event_chunks").fetchall() == [(1, 0, 1)]
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
         assert dict(reader.execute("SELECT key, value FROM meta"))["complete"] == 1

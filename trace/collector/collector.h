@@ -349,6 +349,9 @@ size_t mt_proc_count(void);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
 /* Prefetch what applying this (later) record will touch. */
 void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec);
+/* Write the events encoded so far as a chunk (a quiet process's events then reach the
+ * file without waiting for a full chunk). */
+void mt_proc_flush_chunk(struct mt_proc *proc);
 /* Unmap a drained ring whose thread is gone (order of the rings is not kept). */
 void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 /* Apply one complete record of the process's stream (drain.c calls it in seq order). */

@@ -209,7 +209,7 @@ static inline uint64_t zigzag(int64_t n)
     return ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
 }
 
-static void chunk_flush(struct mt_proc *proc)
+void mt_proc_flush_chunk(struct mt_proc *proc)
 {
     if (!proc->chunk_count)
         return;
@@ -245,7 +245,7 @@ static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uin
     proc->chunk_last_ns = ts;
     proc->chunk_prev_ptr = ptr;
     if (++proc->chunk_count == CHUNK_EVENTS)
-        chunk_flush(proc);
+        mt_proc_flush_chunk(proc);
 }
 
 static inline unsigned size_bucket(uint64_t size)
@@ -574,7 +574,7 @@ void mt_proc_end(struct mt_proc *proc)
 {
     if (proc->state == MT_PROC_ENDED)
         return;
-    chunk_flush(proc);
+    mt_proc_flush_chunk(proc);
     if (proc->end_ns < proc->last_ns)
         proc->end_ns = proc->last_ns;
     if (proc->end_ns < proc->start_ns)

@@ -33,6 +33,9 @@
 #define DRAIN_BUDGET 65536
 /* How long a collector started by a plain LD_PRELOAD run waits for its first connection
  * (the producer connects right after starting it) before concluding it is not coming. */
+/* A process's partial event chunk is written after this long: a quiet process's events
+ * reach readers (and survive the collector's death) within about a second. */
+#define CHUNK_FLUSH_INTERVAL_NS (1000ull * 1000u * 1000u)
 #define FIRST_CONNECTION_WAIT_NS (60ull * 1000u * 1000u * 1000u)
 /* Largest socket message: a HELLO. */
 #define MSG_MAX (sizeof(struct mt_msg_hello) + 64)
@@ -445,6 +448,7 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
         conn_add(cfg->first_conn_fd);
     uint64_t wait_ns = 0;
     uint64_t started = mt_host_monotonic_ns();
+    uint64_t last_chunk_flush = started;
     int *fds = NULL;
     unsigned char *ready = NULL;
     size_t fds_cap = 0, ready_cap = 0;
@@ -472,6 +476,11 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
         size_t consumed = drain_all();
         compact_connections();
         uint64_t now = mt_host_monotonic_ns();
+        if (now - last_chunk_flush >= CHUNK_FLUSH_INTERVAL_NS) {
+            for (size_t i = 0; i < active_count; i++)
+                mt_proc_flush_chunk(active[i]);
+            last_chunk_flush = now;
+        }
         mt_sink_maybe_commit(now);
         if (consumed) {
             wait_ns = 0;
