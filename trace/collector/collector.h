@@ -224,7 +224,8 @@ struct mt_stack_stat {
 struct mt_thread {
     int32_t tid;
     char name[16];
-    uint64_t start_ns, end_ns, events;
+    uint64_t start_ns, end_ns, events; /* times of its first and last record */
+    bool seen;
     uint64_t last_alloc_ptr; /* for `temporary`: freed before this thread's next alloc */
     bool last_alloc_valid;
 };

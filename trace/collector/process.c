@@ -439,11 +439,7 @@ static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
         note_peak(proc, ts);
         break;
     }
-    struct mt_thread *t = &proc->threads[thread];
-    if (!t->events)
-        t->start_ns = ts;
-    t->end_ns = ts;
-    t->events++;
+    proc->threads[thread].events++;
     proc->events++;
 }
 
@@ -525,6 +521,12 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
     if (ts < proc->last_ns)
         ts = proc->last_ns;
     proc->last_ns = ts;
+    struct mt_thread *t = &proc->threads[thread];
+    if (!t->seen) {
+        t->seen = true;
+        t->start_ns = ts;
+    }
+    t->end_ns = ts;
     switch (rec->kind) {
     case MT_REC_EVENT:
         on_event(proc, thread, ts, (const struct mt_wire_event *)rec);
@@ -533,11 +535,11 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
         on_snapshot(proc, ts, rec);
         break;
     case MT_REC_MARK: {
-        const struct mt_wire_text *t = (const void *)rec;
-        size_t len = t->len;
-        if (sizeof *t + len > record_bytes(rec))
-            len = record_bytes(rec) - sizeof *t;
-        mt_sink_mark(proc, ts, (const char *)(t + 1), len);
+        const struct mt_wire_text *text = (const void *)rec;
+        size_t len = text->len;
+        if (sizeof *text + len > record_bytes(rec))
+            len = record_bytes(rec) - sizeof *text;
+        mt_sink_mark(proc, ts, (const char *)(text + 1), len);
         break;
     }
     case MT_REC_ERROR:
