@@ -166,6 +166,8 @@ def test_processes(scenario):
     assert duration == max(end for _, end in times.values())
     threads = db.execute("SELECT proc_id, thread_idx, name, events FROM threads ORDER BY 1, 2").fetchall()
     assert threads == [(1, 0, "main", 7), (1, 1, "worker", 1), (2, 0, "child", 2), (3, 0, "main", 9)]
+    spans = db.execute("SELECT start_ns, end_ns FROM threads").fetchall()
+    assert all(0 < start <= end for start, end in spans)
 
 
 def test_events_decode(scenario):
