@@ -116,6 +116,9 @@ $(BUILD)/mtrace-run: $(RUN_OBJ)
 C_TESTS    := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 TEST_PROGS := $(patsubst tests/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/progs/*.c))
 TEST_PROGS_CXX := $(patsubst tests/progs/%.cc,$(BUILD)/progs/%,$(wildcard tests/progs/*.cc))
+# tests/attacks/*.c: classic heap attacks, run under each allocator by tests/py/test_attacks.py
+# and tools/attack-table.py. Built without the allocator: they pick one with LD_PRELOAD.
+ATTACKS    := $(patsubst tests/attacks/%.c,$(BUILD)/attacks/%,$(wildcard tests/attacks/*.c))
 
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a
 	@mkdir -p $(dir $@)
@@ -126,6 +129,10 @@ $(BUILD)/progs/%: tests/progs/%.c
 	@mkdir -p $(dir $@)
 	@$(CC) -std=gnu11 -O1 -g -fno-omit-frame-pointer -fno-builtin-malloc -fno-builtin-free -Wall -Iinclude -pthread -o $@ $< \
 	  $$(sed -n '1s|^// link: ||p' $<)
+
+$(BUILD)/attacks/%: tests/attacks/%.c tests/attacks/attack.h
+	@mkdir -p $(dir $@)
+	@$(CC) -std=gnu11 -O1 -g -fno-builtin-malloc -fno-builtin-free -fno-builtin-realloc -Wall -Werror -pthread -o $@ $<
 
 $(BUILD)/progs/%: tests/progs/%.cc
 	@mkdir -p $(dir $@)
@@ -138,12 +145,12 @@ test:
 	@tests/run-c-tests.sh $(C_TESTS)
 	@$(MAKE) --no-print-directory test-py
 
-test-build: all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX)
+test-build: all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
 
 test-c: all $(C_TESTS)
 	@tests/run-c-tests.sh $(C_TESTS)
 
-test-py: all $(TEST_PROGS) $(TEST_PROGS_CXX)
+test-py: all $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
 	@PY=$$(tools/find-python.sh --need pytest) || exit 1; \
 	  cd tests && MTRACE_BUILD=$(CURDIR)/$(BUILD) $$PY -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) py
 

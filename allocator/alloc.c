@@ -45,6 +45,8 @@ bool mt_alloc_init_slow(void)
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_PERTURB);
     if (mt_debug_init())
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_DEBUG);
+    else if (mt_debug_config.zero_on_free)
+        atomic_fetch_or(&mt_alloc_mode, MT_MODE_ZERO);
     atomic_store_explicit(&mt_alloc_init_state, 2, memory_order_release);
     atomic_fetch_and(&mt_alloc_mode, ~(uint32_t)MT_MODE_UNINIT);
     /* After the state is ready: pthread_atfork may allocate. Handlers registered first run

@@ -24,6 +24,7 @@ enum mt_alloc_mode_bits {
     MT_MODE_PERTURB = 1u << 0, /* M_PERTURB: fill allocations and freed blocks */
     MT_MODE_DEBUG = 1u << 1,   /* MTRACE_DEBUG: the hardened debug allocator */
     MT_MODE_TRACE = 1u << 2,   /* libmtrace.so is recording */
+    MT_MODE_ZERO = 1u << 3,    /* MTRACE_ZERO_ON_FREE without the debug layer: clear freed blocks */
     MT_MODE_UNINIT = 1u << 31, /* the allocator has not run its init yet */
 };
 extern _Atomic uint32_t mt_alloc_mode;

@@ -26,6 +26,10 @@ struct mt_debug_config mt_debug_config;
 /* A power of two; enough that 8 threads seldom share a lock. */
 #define STRIPES 64
 #define TABLE_MIN 256
+/* A table is rebuilt at half full (entries and tombstones), to at most 1/TABLE_SPARSITY
+ * full, and shrunk when its entries fall below 1/TABLE_SHRINK of it. */
+#define TABLE_SPARSITY 4
+#define TABLE_SHRINK 16
 #define RING_MIN 256
 /* Default quarantine when MTRACE_DEBUG is on and MTRACE_QUARANTINE is auto: large enough
  * to hold several generations of a typical working set's small blocks, small enough to be
@@ -51,6 +55,7 @@ struct stripe {
     struct debug_block *table;
     size_t table_cap;  /* power of two */
     size_t table_used; /* live + quarantined + tombstones */
+    size_t table_entries; /* live + quarantined */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 /* Evicted blocks are released in batches of at most this many per free, outside the
@@ -101,8 +106,9 @@ bool mt_debug_init(void)
     c->quarantine = q < 0 ? (debug ? QUARANTINE_DEFAULT : 0) : (size_t)q;
     c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
     c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
-    c->enabled = debug || c->canary || c->guard || c->poison || c->zero_on_free || c->quarantine || c->randomize ||
-                 c->fill;
+    /* Zeroing freed blocks alone needs no block table: the interposer does it with a
+     * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
+    c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
     return c->enabled;
 }
 
@@ -128,9 +134,15 @@ static struct debug_block *table_find(struct stripe *s, uintptr_t ptr, uint64_t 
     }
 }
 
-static bool table_grow(struct stripe *s)
+/* Rebuild the table without its tombstones, sized for its entries: at most 1/TABLE_SPARSITY
+ * full afterwards, so the next rebuild is at least a quarter of the capacity away, and
+ * shrunk as well as grown. Doubling at every rebuild kept the largest size a program ever
+ * needed for good: freeing 200 MiB of small blocks left 500 MiB of tables resident. */
+static bool table_rehash(struct stripe *s)
 {
-    size_t new_cap = s->table_cap ? s->table_cap * 2 : TABLE_MIN;
+    size_t new_cap = TABLE_MIN;
+    while (new_cap < (s->table_entries + 1) * TABLE_SPARSITY)
+        new_cap *= 2;
     struct debug_block *table = mt_os_map(new_cap * sizeof *table);
     if (!table)
         return false;
@@ -155,7 +167,7 @@ static bool table_grow(struct stripe *s)
 
 static struct debug_block *table_insert(struct stripe *s, uintptr_t ptr, uint64_t hash)
 {
-    if ((s->table_used + 1) * 2 > s->table_cap && !table_grow(s))
+    if ((s->table_used + 1) * 2 > s->table_cap && !table_rehash(s))
         return NULL;
     size_t mask = s->table_cap - 1;
     size_t i = (hash >> 6) & mask;
@@ -163,6 +175,7 @@ static struct debug_block *table_insert(struct stripe *s, uintptr_t ptr, uint64_
         i = (i + 1) & mask;
     if (s->table[i].ptr == SLOT_EMPTY)
         s->table_used++;
+    s->table_entries++;
     memset(&s->table[i], 0, sizeof s->table[i]);
     s->table[i].ptr = ptr;
     return &s->table[i];
@@ -179,10 +192,13 @@ static size_t canary_len(const struct debug_block *b)
     return mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0;
 }
 
+/* Every canary byte is nonzero except the last: the commonest overflow is the off-by-one
+ * NUL of strcpy into malloc(strlen(s)), which a zero first byte would let through; the
+ * zero at the end still stops a runaway read of an unterminated string within the canary. */
 static uint8_t canary_byte(uintptr_t ptr, size_t i)
 {
-    if (i == 0)
-        return 0; /* a string overflow writes a NUL here and stops */
+    if (i == MT_DEBUG_CANARY_BYTES - 1)
+        return 0;
     uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr ^ (uint64_t)(i / 8));
     return (uint8_t)(key >> (8 * (i % 8))) | 1;
 }
@@ -324,8 +340,8 @@ static void *debug_alloc(size_t size, size_t align, bool zero, const void *site)
 }
 
 /* Leave the quarantine for good: verify the poison, give the memory back, forget the
- * block. Caller holds the block's stripe lock. */
-static void release(struct debug_block *b)
+ * block (b is invalid afterwards: the table may be rebuilt). Caller holds the stripe lock. */
+static void release(struct stripe *s, struct debug_block *b)
 {
     if (b->guarded) {
         mt_os_unmap(b->map_base, b->map_size);
@@ -342,6 +358,9 @@ static void release(struct debug_block *b)
         mt_alloc_free((void *)b->ptr);
     }
     b->ptr = SLOT_TOMBSTONE;
+    s->table_entries--;
+    if (s->table_cap > TABLE_MIN && s->table_entries * TABLE_SHRINK < s->table_cap)
+        table_rehash(s); /* may fail for want of memory: the old table stays, still valid */
 }
 
 /* Release a quarantined block by address (it may have been released already by a racing
@@ -353,7 +372,7 @@ static void release_quarantined(uintptr_t ptr)
     mt_lock(&s->lock);
     struct debug_block *b = table_find(s, ptr, hash);
     if (b && b->state == BLOCK_QUARANTINED)
-        release(b);
+        release(s, b);
     mt_unlock(&s->lock);
 }
 
@@ -419,10 +438,16 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         memset(ptr, 0, size);
     else if (mt_debug_config.poison)
         memset(ptr, MT_DEBUG_POISON_BYTE, size);
-    if (b->guarded) /* any access to a freed guarded block now faults */
-        mt_os_protect_none(b->map_base, b->map_size - mt_os_page_size());
+    if (b->guarded) {
+        /* Any access to a freed guarded block now faults; its contents can never be read
+         * again (it is unmapped, not verified, when it leaves the quarantine), so its pages
+         * go back to the OS now rather than staying resident for the quarantine's time. */
+        size_t data = b->map_size - mt_os_page_size();
+        mt_os_protect_none(b->map_base, data);
+        mt_os_decommit(b->map_base, data);
+    }
     if (mt_debug_config.quarantine == 0) {
-        release(b);
+        release(s, b);
         mt_unlock(&s->lock);
         return;
     }
@@ -445,6 +470,35 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         evicted[n_evicted++] = (uintptr_t)ptr;
     for (size_t i = 0; i < n_evicted; i++)
         release_quarantined(evicted[i]);
+}
+
+bool mt_debug_verify_quarantine(enum mt_api api)
+{
+    if (!mt_debug_config.poison && !mt_debug_config.zero_on_free)
+        return true;
+    mt_lock(&quarantine.lock);
+    for (size_t i = 0; i < quarantine.count; i++) {
+        uintptr_t ptr = quarantine.ring[(quarantine.head + i) % quarantine.cap].ptr;
+        uint64_t hash;
+        struct stripe *s = stripe_of(ptr, &hash);
+        mt_lock(&s->lock);
+        const struct debug_block *b = table_find(s, ptr, hash);
+        size_t at = SIZE_MAX;
+        struct debug_block copy;
+        if (b && b->state == BLOCK_QUARANTINED && !b->guarded && (at = poison_broken_at(b)) != SIZE_MAX)
+            copy = *b;
+        mt_unlock(&s->lock);
+        if (at != SIZE_MAX) {
+            mt_unlock(&quarantine.lock);
+            char detail[128];
+            mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at,
+                   ((const uint8_t *)copy.ptr)[at]);
+            report(MT_ERR_WRITE_AFTER_FREE, &copy, api, detail);
+            return false;
+        }
+    }
+    mt_unlock(&quarantine.lock);
+    return true;
 }
 
 void *mt_debug_malloc(size_t size, const void *site)
@@ -555,7 +609,7 @@ bool mt_debug_check(struct mt_check *check)
     return true;
 }
 
-bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed)
+bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit)
 {
     uintptr_t a = (uintptr_t)addr;
     for (size_t i = 0; i < STRIPES; i++) {
@@ -567,9 +621,11 @@ bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, b
             if (b->ptr <= SLOT_TOMBSTONE || !b->guarded)
                 continue;
             if (a >= (uintptr_t)b->map_base && a < (uintptr_t)b->map_base + b->map_size) {
-                *block = (const void *)b->ptr;
-                *size = b->size;
-                *freed = b->state == BLOCK_QUARANTINED;
+                hit->block = (const void *)b->ptr;
+                hit->size = b->size;
+                hit->freed = b->state == BLOCK_QUARANTINED;
+                hit->alloc_site = b->alloc_site;
+                hit->free_site = hit->freed ? b->free_site : NULL;
                 mt_unlock(&s->lock);
                 return true;
             }

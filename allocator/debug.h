@@ -1,16 +1,17 @@
 /* The hardened debug allocator (MTRACE_DEBUG=1 and the finer switches of the options
  * table): a layer over the normal tiers that catches heap bugs as they happen.
  *
- * - canaries: 16 bytes after every block, the first one zero (a runaway string copy stops
- *   there), the rest keyed by a per-process secret and the block address; checked at free,
- *   realloc and by mt_heap_check();
+ * - canaries: 16 bytes after every block, keyed by a per-process secret and the block
+ *   address, all nonzero but the last (so an off-by-one NUL is caught, and a runaway read
+ *   of an unterminated string still stops within the canary); checked at free, realloc
+ *   and by mt_heap_check();
  * - guard pages: large blocks and one small block in MTRACE_GUARD_SAMPLE get a mapping of
  *   their own that ends at an inaccessible page, the block pushed against it, so an
  *   overflow faults at the first byte past the end; freed guarded blocks become
  *   inaccessible entirely, so a use after free faults too;
  * - poison: freed blocks are filled with MT_DEBUG_POISON_BYTE (or zero with
- *   MTRACE_ZERO_ON_FREE) and verified when they leave the quarantine: a write after free
- *   is reported with the offset it touched;
+ *   MTRACE_ZERO_ON_FREE) and verified when they leave the quarantine and, for those still
+ *   in it, at exit: a write after free is reported with the offset it touched;
  * - quarantine: freed blocks are held back from reuse (FIFO, bounded in bytes) so a use
  *   after free reads poison instead of someone else's data;
  * - randomization: small blocks come from a random free slot, so heap layouts cannot be
@@ -51,7 +52,8 @@ struct mt_debug_config {
 
 extern struct mt_debug_config mt_debug_config;
 
-/* Resolve the options (auto ones follow MTRACE_DEBUG); true when the layer is enabled. */
+/* Resolve the options (auto ones follow MTRACE_DEBUG); true when the layer is enabled.
+ * MTRACE_ZERO_ON_FREE alone does not enable it (see MT_MODE_ZERO). */
 bool mt_debug_init(void);
 
 /* `site` is the code address that called the public function, kept for reports. */
@@ -62,13 +64,26 @@ void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site
 void mt_debug_free(void *ptr, enum mt_api api, const void *site);
 size_t mt_debug_usable_size(const void *ptr);
 
+/* Verify the poison of every block still in quarantine (at exit: a write after free into a
+ * block freed late would otherwise never be seen). Reports the first broken one as `api`
+ * and returns false. */
+bool mt_debug_verify_quarantine(enum mt_api api);
+
 /* Verify the canary of every live block and the poison of every quarantined one. */
 bool mt_debug_check(struct mt_check *check);
 
+/* What the fault handler learns about a faulting address. */
+struct mt_debug_guard_hit {
+    const void *block;      /* the guarded block's start */
+    size_t size;            /* its requested size */
+    bool freed;             /* the block was freed (the fault is a use after free) */
+    const void *alloc_site; /* code addresses that allocated and freed it, for the report */
+    const void *free_site;
+};
+
 /* The guard page an address falls in, for the fault handler: true and the block it
- * protects (start and requested size, and whether the block was freed) when addr lies in
- * a guard page or a freed guarded block. */
-bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed);
+ * protects when addr lies in a guard page or a freed guarded block. */
+bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit);
 
 void mt_debug_fork_prepare(void);
 void mt_debug_fork_parent(void);

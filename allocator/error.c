@@ -32,6 +32,7 @@ static const char *const api_names[] = {
     [MT_API_ARENA_RELEASE] = "mt_arena_release()",
     [MT_API_ARENA_SET_AUTO_ALIGN] = "mt_arena_set_auto_align()",
     [MT_API_ACCESS] = "a memory access",
+    [MT_API_EXIT] = "exit()",
     [MT_API_INTERNAL] = "the allocator",
 };
 

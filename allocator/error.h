@@ -34,6 +34,7 @@ enum mt_api {
     MT_API_ARENA_RELEASE,
     MT_API_ARENA_SET_AUTO_ALIGN,
     MT_API_ACCESS, /* a load or store of the program (debug mode's guard pages) */
+    MT_API_EXIT,   /* checks run when the program exits (debug mode's quarantine) */
     MT_API_INTERNAL,
 };
 const char *mt_api_name(enum mt_api api);

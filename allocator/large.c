@@ -12,7 +12,7 @@
 #include "walk.h"
 
 struct large_header {
-    uint64_t check;       /* mt_header_check(header address, usable) */
+    uint64_t check;       /* large_header_sum(): covers every field free() trusts */
     uint8_t *map_base;
     size_t map_size;
     size_t usable;
@@ -24,8 +24,11 @@ _Static_assert(sizeof(struct large_header) == MT_LARGE_HEADER, "large header siz
  * removed entry so probe chains stay intact. Grows at 50% load. */
 #define REGISTRY_MIN 256
 #define TOMBSTONE ((uintptr_t)1)
-/* Freed blocks remembered to tell a double free from an invalid one. */
-#define RECENT_FREED 64
+/* Freed blocks remembered to tell a double free from an invalid one. Searched only on the
+ * error path, so the cost is 16 KiB of address space: 1024 covers a program that frees
+ * hundreds of large buffers between the two frees (64 was often too few, and the report
+ * then called a double free "not allocated by mtrace"). */
+#define RECENT_FREED 1024
 
 static mt_lock_t large_lock = MT_LOCK_INIT;
 static uintptr_t *registry;
@@ -47,6 +50,17 @@ static size_t recent_next;
 static struct large_header *header_of(const void *ptr)
 {
     return (struct large_header *)((uintptr_t)ptr - MT_LARGE_HEADER);
+}
+
+/* The keyed checksum of a header. free() passes map_base and map_size to munmap, so they
+ * are covered as well as usable: an overwritten map_base would otherwise unmap memory of
+ * the attacker's choosing. One keyed term per field (keyed by the field's address), so a
+ * change to one field cannot be compensated in another without the key. */
+static uint64_t large_header_sum(const struct large_header *h)
+{
+    uintptr_t at = (uintptr_t)h;
+    return mt_header_check(at, h->usable) ^ mt_header_check(at + sizeof(uint64_t), (uint64_t)(uintptr_t)h->map_base) ^
+           mt_header_check(at + 2 * sizeof(uint64_t), h->map_size);
 }
 
 static size_t slot_of(uintptr_t key, size_t cap)
@@ -162,7 +176,7 @@ void *mt_large_malloc(size_t size, size_t align)
     h->map_base = base;
     h->map_size = map_size;
     h->usable = (size_t)((uintptr_t)base + map_size - user);
-    h->check = mt_header_check((uintptr_t)h, h->usable);
+    h->check = large_header_sum(h);
     mt_lock(&large_lock);
     bool ok = registry_insert(user);
     if (ok)
@@ -209,7 +223,8 @@ static void report_unknown(const void *ptr, enum mt_api api, bool is_free)
         mt_heap_error_simple(kind, ptr, size, api, NULL);
     } else {
         mt_heap_error_simple(MT_ERR_INVALID_FREE, ptr, 0, api,
-                             "not allocated by mtrace (stack, global, or another allocator's memory)");
+                             "not allocated by mtrace (stack, global, another allocator's memory) or a large "
+                             "block freed long before");
     }
 }
 
@@ -217,7 +232,7 @@ static void report_unknown(const void *ptr, enum mt_api api, bool is_free)
 static bool header_ok(const void *ptr, enum mt_api api)
 {
     struct large_header *h = header_of(ptr);
-    if (MT_UNLIKELY(h->check != mt_header_check((uintptr_t)h, h->usable))) {
+    if (MT_UNLIKELY(h->check != large_header_sum(h))) {
         mt_heap_error_simple(MT_ERR_CORRUPT_HEADER, ptr, 0, api, "the header of a large block was overwritten");
         return false;
     }
@@ -286,7 +301,7 @@ void *mt_large_realloc(void *ptr, size_t new_size)
     nh->map_base = base;
     nh->map_size = new_map;
     nh->usable = new_map - MT_LARGE_HEADER;
-    nh->check = mt_header_check((uintptr_t)nh, nh->usable);
+    nh->check = large_header_sum(nh);
     mt_lock(&large_lock);
     size_t s = registry_find((uintptr_t)ptr);
     if (s != SIZE_MAX)
@@ -352,7 +367,7 @@ bool mt_large_check(struct mt_check *check)
             continue;
         seen++;
         struct large_header *h = header_of((void *)key);
-        if (h->check != mt_header_check((uintptr_t)h, h->usable))
+        if (h->check != large_header_sum(h))
             ok = mt_check_fail(check, (void *)key, "large block header checksum does not verify");
         else if ((uintptr_t)h < (uintptr_t)h->map_base ||
                  key + h->usable != (uintptr_t)h->map_base + h->map_size)

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/auxv.h>
 
 #include "../common/format.h"
 #include "../common/log.h"
@@ -28,14 +29,20 @@ void mt_error_report_set_extra(mt_error_report_extra_fn fn)
     report_extra = fn;
 }
 
-/* The object mtrace itself was loaded from: its frames are noise in a user's report. */
+/* The object mtrace itself was loaded from: its frames are noise in a user's report. NULL
+ * when mtrace is linked into the program (libmtalloc.a): the object is then the program
+ * itself, whose frames are the point of the report, so nothing is filtered. */
 static const void *own_base(void)
 {
     static const void *base;
-    if (!base) {
-        Dl_info info;
-        if (dladdr((const void *)(uintptr_t)&own_base, &info))
-            base = info.dli_fbase;
+    static bool resolved;
+    if (!resolved) {
+        Dl_info self, program;
+        const void *program_phdr = (const void *)(uintptr_t)getauxval(AT_PHDR);
+        if (dladdr((const void *)(uintptr_t)&own_base, &self) &&
+            !(program_phdr && dladdr(program_phdr, &program) && program.dli_fbase == self.dli_fbase))
+            base = self.dli_fbase;
+        resolved = true;
     }
     return base;
 }
@@ -57,7 +64,8 @@ static void describe_code(char *buf, size_t cap, uintptr_t ip)
 static bool is_own_code(uintptr_t ip)
 {
     Dl_info info;
-    return dladdr((const void *)ip, &info) && info.dli_fbase == own_base();
+    const void *base = own_base();
+    return base && dladdr((const void *)ip, &info) && info.dli_fbase == base;
 }
 
 void mt_print_backtrace(int fd)

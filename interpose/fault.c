@@ -13,19 +13,21 @@
 
 static bool on_guard_fault(void *address)
 {
-    const void *block;
-    size_t size;
-    bool freed;
-    if (!mt_debug_guard_lookup(address, &block, &size, &freed))
+    struct mt_debug_guard_hit hit;
+    if (!mt_debug_guard_lookup(address, &hit))
         return false;
     char detail[160];
-    intptr_t offset = (intptr_t)((uintptr_t)address - (uintptr_t)block);
-    long past = (long)(offset - (intptr_t)size + 1);
-    if (freed)
+    intptr_t offset = (intptr_t)((uintptr_t)address - (uintptr_t)hit.block);
+    long past = (long)(offset - (intptr_t)hit.size + 1);
+    if (hit.freed)
         mt_fmt(detail, sizeof detail, "offset %ld of the freed block was touched", (long)offset);
     else
         mt_fmt(detail, sizeof detail, "%ld byte%s past the end hit the guard page", past, past == 1 ? "" : "s");
-    mt_heap_error_simple(freed ? MT_ERR_FREED_BLOCK : MT_ERR_OVERFLOW, block, size, MT_API_ACCESS, detail);
+    /* With the block's allocation and free sites: the report points at the cause, not
+     * just at the access. */
+    struct mt_heap_error e = {hit.freed ? MT_ERR_FREED_BLOCK : MT_ERR_OVERFLOW, hit.block, hit.size, MT_API_ACCESS,
+                              detail, hit.alloc_site, hit.free_site};
+    mt_heap_error(&e);
     /* Continue mode: the access cannot be resumed; let it fault again without us. */
     return false;
 }

@@ -34,17 +34,37 @@ static void perturb_alloc(void *p, size_t size)
         memset(p, mt_perturb_byte() ^ 0xff, size);
 }
 
+/* What a freed block is filled with (MTRACE_ZERO_ON_FREE wins over M_PERTURB), or -1 for
+ * nothing. */
+static int free_fill_byte(void)
+{
+    uint32_t mode = mt_alloc_mode_now();
+    if (mode & MT_MODE_ZERO)
+        return 0;
+    if (mode & MT_MODE_PERTURB)
+        return mt_perturb_byte();
+    return -1;
+}
+
+/* A block with a mapping of its own: freeing it unmaps it, and the OS hands out only
+ * zeroed pages, so zeroing it first would only cost time. */
+static bool is_large(const void *ptr)
+{
+    return mt_segmap_kind(mt_segmap_entry((uintptr_t)ptr)) == MT_SEG_NONE;
+}
+
 static void checked_free(void *ptr, enum mt_api api)
 {
     if (debug_on()) {
         mt_debug_free(ptr, api, mt_interpose_caller);
         return;
     }
-    if (ptr && (mt_alloc_mode_now() & MT_MODE_PERTURB)) {
+    int fill = free_fill_byte();
+    if (ptr && fill >= 0 && !(fill == 0 && is_large(ptr))) {
         size_t usable = mt_alloc_usable_size_as(ptr, api);
         if (usable == 0)
             return; /* reported (continue mode): do not free what is not a live block */
-        memset(ptr, mt_perturb_byte(), usable);
+        memset(ptr, fill, usable);
     }
     mt_alloc_free_as(ptr, api);
 }
@@ -65,10 +85,35 @@ static void *checked_calloc(size_t count, size_t size)
     return mt_alloc_calloc(count, size);
 }
 
+/* realloc that clears the old block when it moves (MT_MODE_ZERO): the allocator's own
+ * realloc would free it uncleared. */
+static void *zeroing_realloc(void *ptr, size_t size, enum mt_api api)
+{
+    if (!ptr || is_large(ptr))
+        return mt_alloc_realloc(ptr, size); /* mremap or munmap: no copy is left behind */
+    size_t old = mt_alloc_usable_size_as(ptr, api);
+    if (old == 0)
+        return NULL; /* reported (continue mode) */
+    if (size == 0) {
+        checked_free(ptr, api);
+        return NULL;
+    }
+    if (size <= old && size > old / 2)
+        return ptr; /* as the allocator would: in place, and nothing is freed */
+    void *fresh = mt_alloc_malloc(size);
+    if (!fresh)
+        return NULL;
+    memcpy(fresh, ptr, old < size ? old : size);
+    checked_free(ptr, api);
+    return fresh;
+}
+
 static void *checked_realloc(void *ptr, size_t size, enum mt_api api)
 {
     if (debug_on())
         return mt_debug_realloc(ptr, size, api, mt_interpose_caller);
+    if (mt_alloc_mode_now() & MT_MODE_ZERO)
+        return zeroing_realloc(ptr, size, api);
     return mt_alloc_realloc(ptr, size);
 }
 
@@ -93,6 +138,15 @@ static size_t checked_usable_size(void *ptr)
     if (debug_on())
         return mt_debug_usable_size(ptr);
     return mt_alloc_usable_size(ptr);
+}
+
+/* Debug mode: blocks still in quarantine when the program ends were never verified, so a
+ * write after free into one freed late (the usual case for a short program) would go
+ * unreported. A destructor of the library itself runs after the program's own. */
+__attribute__((destructor)) static void verify_quarantine_at_exit(void)
+{
+    if (debug_on())
+        mt_debug_verify_quarantine(MT_API_EXIT);
 }
 
 /* ---- entry points ------------------------------------------------------------------------ */

@@ -85,8 +85,12 @@ static int total_checks;
         }                                                                                      \
     } while (0)
 
+/* The stderr of the last expect_death() child, for finer checks of the report. */
+__attribute__((unused)) static char expect_death_output[16384];
+
 /* Run fn(arg) in a child; true when it died of `sig` and its stderr contains `needle`
- * (NULL: any output). The child's stderr is captured, and echoed on mismatch. */
+ * (NULL: any output). The child's stderr is captured (expect_death_output), and echoed on
+ * mismatch. */
 __attribute__((unused)) static bool expect_death(void (*fn)(void *), void *arg, int sig, const char *needle)
 {
     int fds[2];
@@ -101,10 +105,11 @@ __attribute__((unused)) static bool expect_death(void (*fn)(void *), void *arg, 
         _exit(0);
     }
     close(fds[1]);
-    static char out[16384];
+    char *out = expect_death_output;
+    const size_t out_cap = sizeof expect_death_output;
     size_t used = 0;
     ssize_t n;
-    while ((n = read(fds[0], out + used, sizeof out - 1 - used)) > 0)
+    while ((n = read(fds[0], out + used, out_cap - 1 - used)) > 0)
         used += (size_t)n;
     out[used] = '\0';
     close(fds[0]);
