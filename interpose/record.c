@@ -59,6 +59,7 @@ static struct {
     int code;
     bool known;
     bool done; /* the exit records are written */
+    bool destructors_ran;
 } ending;
 
 /* ---- the guard ------------------------------------------------------------------------------ */
@@ -413,11 +414,19 @@ static void write_exit(enum mt_exit_how how, int code)
     t->busy--;
 }
 
+/* exit(): which of our two exit hooks runs last does the work. The on_exit handler is
+ * registered by our constructor, which ld.so runs before __libc_start_main registers
+ * _dl_fini, so in practice it runs after every destructor (ours included) and knows the
+ * status; should the order ever be the other way round, the destructor does it. */
 static void on_exit_code(int status, void *arg)
 {
     (void)arg;
     ending.code = status;
     ending.known = true;
+    if (ending.destructors_ran) {
+        write_exit(MT_EXIT_NORMAL, status);
+        mt_session_finish();
+    }
 }
 
 MT_API void _exit(int status)
@@ -437,6 +446,7 @@ static void fork_child_mode(void)
     bool traced = mt_session_traced();
     ending.done = false;
     ending.known = false;
+    ending.destructors_ran = false;
     atomic_store(&paused, false);
     atomic_store(&recording, traced);
     if (traced)
@@ -477,7 +487,10 @@ __attribute__((constructor)) static void record_init(void)
 
 __attribute__((destructor)) static void record_fini(void)
 {
-    write_exit(MT_EXIT_NORMAL, ending.known ? ending.code : 0);
-    mt_session_finish();
+    ending.destructors_ran = true;
+    if (ending.known) {
+        write_exit(MT_EXIT_NORMAL, ending.code);
+        mt_session_finish();
+    }
 }
 #endif

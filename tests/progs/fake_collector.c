@@ -54,6 +54,13 @@ struct proc {
     uint64_t malloc_frame0[8]; /* first frame of the first malloc events' stacks */
     int n_frame0;
     uint64_t dropped, unrecorded, stacks;
+    /* Events of the "tagged" size (FAKE_TAG_SIZE, default 1234), and frees of such blocks:
+     * what a test program did itself, apart from libc's own calls. */
+    uint64_t tagged_allocs, tagged_frees;
+    uint64_t *tagged; /* open addressing set of live tagged pointers */
+    uint64_t *live_ptr, *live_size; /* every live block: pointer -> requested size */
+    uint64_t leaked_sizes[64];
+    int n_leaked_sizes;
     int rejected;
 };
 
@@ -70,6 +77,53 @@ static struct conn conns[MAX_CONNS];
 static int nconns;
 
 static void finish_area(struct proc *p);
+
+#define TAG_SET 4194304u
+
+static uint64_t tag_size = 1234;
+
+static void track_tagged(struct proc *p, const struct mt_wire_event *ev)
+{
+    if (!p->tagged)
+        p->tagged = calloc(TAG_SET, sizeof(uint64_t));
+    if (ev->rec.op == MT_OP_FREE || ev->rec.op == MT_OP_REALLOC) {
+        uint64_t old = ev->rec.op == MT_OP_FREE ? ev->ptr : ev->aux;
+        for (uint64_t i = (old >> 4) % TAG_SET; p->tagged[i]; i = (i + 1) % TAG_SET)
+            if (p->tagged[i] == old) {
+                p->tagged[i] = 1; /* tombstone */
+                p->tagged_frees++;
+                break;
+            }
+    }
+    if (ev->rec.op != MT_OP_FREE && ev->rec.op != MT_OP_REGION_POP && ev->size == tag_size) {
+        p->tagged_allocs++;
+        uint64_t i = (ev->ptr >> 4) % TAG_SET;
+        while (p->tagged[i] > 1)
+            i = (i + 1) % TAG_SET;
+        p->tagged[i] = ev->ptr;
+    }
+}
+
+static uint64_t *live_slot(struct proc *p, uint64_t ptr)
+{
+    if (!p->live_ptr) {
+        p->live_ptr = calloc(TAG_SET, sizeof(uint64_t));
+        p->live_size = calloc(TAG_SET, sizeof(uint64_t));
+    }
+    uint64_t i = (ptr >> 4) % TAG_SET;
+    while (p->live_ptr[i] && p->live_ptr[i] != ptr)
+        i = (i + 1) % TAG_SET;
+    return &p->live_ptr[i];
+}
+
+static void track_live(struct proc *p, const struct mt_wire_event *ev)
+{
+    if (ev->rec.op == MT_OP_FREE || ev->rec.op == MT_OP_REGION_POP)
+        return;
+    uint64_t *slot = live_slot(p, ev->ptr);
+    *slot = ev->ptr;
+    p->live_size[slot - p->live_ptr] = ev->size;
+}
 
 static void consume(struct proc *p, const uint8_t *rec_bytes)
 {
@@ -99,6 +153,8 @@ static void consume(struct proc *p, const uint8_t *rec_bytes)
             break;
         }
         p->ops[rec->op]++;
+        track_tagged(p, ev);
+        track_live(p, ev);
         if ((rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY) && ev->aux && ev->aux != ev->ptr)
             p->realloc_moves++;
         if (rec->op == MT_OP_MALLOC && rec->stack_id && p->n_frame0 < 8) {
@@ -119,6 +175,11 @@ static void consume(struct proc *p, const uint8_t *rec_bytes)
     case MT_REC_LEAKED: {
         const struct mt_wire_leaked *l = (const void *)rec;
         p->leaked += l->count;
+        const uint64_t *ptrs = (const uint64_t *)(l + 1);
+        for (uint32_t i = 0; i < l->count && p->n_leaked_sizes < 64; i++) {
+            uint64_t *slot = live_slot(p, ptrs[i]);
+            p->leaked_sizes[p->n_leaked_sizes++] = *slot ? p->live_size[slot - p->live_ptr] : UINT64_MAX;
+        }
         p->leaked_recs++;
         break;
     }
@@ -313,14 +374,19 @@ static void write_output(const char *out)
         fprintf(f, "}, \"exit_how\": %d, \"exit_code\": %d, \"leaked\": %llu, \"scan_live\": %llu, "
                    "\"scan_leaked\": %llu, \"skips\": %llu, \"queries\": %llu, \"rings\": %d, "
                    "\"dropped\": %llu, \"unrecorded\": %llu, \"stacks\": %llu, \"snapshot_classes\": %llu, "
-                   "\"realloc_moves\": %llu, \"marks\": \"%s\", \"frame0\": [",
+                   "\"realloc_moves\": %llu, \"tagged_allocs\": %llu, \"tagged_frees\": %llu, "
+                   "\"marks\": \"%s\", \"frame0\": [",
                 p->exit_how, p->exit_code, (unsigned long long)p->leaked, (unsigned long long)p->scan_live,
                 (unsigned long long)p->scan_leaked, (unsigned long long)p->skips, (unsigned long long)p->queries,
                 p->nrings, (unsigned long long)p->dropped, (unsigned long long)p->unrecorded,
                 (unsigned long long)p->stacks, (unsigned long long)p->snapshot_classes,
-                (unsigned long long)p->realloc_moves, p->marks);
+                (unsigned long long)p->realloc_moves, (unsigned long long)p->tagged_allocs,
+                (unsigned long long)p->tagged_frees, p->marks);
         for (int j = 0; j < p->n_frame0; j++)
             fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)p->malloc_frame0[j]);
+        fprintf(f, "], \"leaked_sizes\": [");
+        for (int j = 0; j < p->n_leaked_sizes; j++)
+            fprintf(f, "%s%lld", j ? ", " : "", (long long)p->leaked_sizes[j]);
         fprintf(f, "]}%s\n", i + 1 < nprocs ? "," : "");
     }
     fprintf(f, "]\n");
@@ -344,6 +410,8 @@ int main(int argc, char **argv)
     const char *slow = getenv("FAKE_SLOW_US");
     long slow_us = slow ? atol(slow) : 0;
     bool seen_any = false;
+    if (getenv("FAKE_TAG_SIZE"))
+        tag_size = strtoull(getenv("FAKE_TAG_SIZE"), NULL, 0);
     for (;;) {
         struct pollfd pfd[MAX_CONNS + 1];
         pfd[0] = (struct pollfd){listener, POLLIN, 0};
