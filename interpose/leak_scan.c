@@ -274,17 +274,14 @@ static void scan_mappings(struct scan *s, uintptr_t stack_low)
     mt_os_unmap(maps, cap);
 }
 
-/* Spill the registers to this frame and scan from here up: the caller's registers may
- * hold the only pointer to a block. */
-static MT_NOINLINE void scan_roots(struct scan *s)
+/* The calling thread's stack is scanned from `stack_top_of_ours` up: below it are the
+ * recorder's own frames, whose dead slots hold stale copies of block addresses. */
+static void scan_roots(struct scan *s, uintptr_t stack_top_of_ours)
 {
-    __builtin_unwind_init();
-    volatile uintptr_t anchor = 0;
-    scan_mappings(s, (uintptr_t)&anchor - MT_CACHE_LINE * 4);
-    (void)anchor;
+    scan_mappings(s, stack_top_of_ours);
 }
 
-bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out)
+bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const void *stack_top_of_ours)
 {
     struct scan s;
     memset(&s, 0, sizeof s);
@@ -321,7 +318,7 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out)
                 mt_align_up(registry + registry_bytes, mt_os_page_size()));
         dl_iterate_phdr(exclude_own_data, &s);
         sort_ranges(s.excluded, s.excluded_count);
-        scan_roots(&s);
+        scan_roots(&s, (uintptr_t)stack_top_of_ours);
         while (s.work_len > 0) {
             uint32_t i = s.work[--s.work_len];
             scan_words(&s, s.blocks[i].start, s.blocks[i].end);

@@ -3,8 +3,9 @@
  * Roots: every writable mapping of the process (data and bss of every module, thread
  * stacks, TLS, anonymous memory of other allocators) except the allocator's own memory
  * (its segments, large mappings and their registry), libmtrace.so's own data, the trace's
- * shared memory (memfd:mtrace*) and the kernel's [vvar]/[vsyscall]; plus the calling
- * thread's registers. A block is reachable when a word in a root or in a reachable block
+ * shared memory (memfd:mtrace*) and the kernel's [vvar]/[vsyscall]. The calling thread's
+ * stack counts from the frame that entered the recorder's exit path upward (the program's
+ * frames; the recorder's own below hold only stale copies). A block is reachable when a word in a root or in a reachable block
  * points anywhere inside it; the rest are leaked (a block reachable only from leaked blocks
  * is leaked). Conservative: an integer that looks like a pointer keeps a block alive.
  *
@@ -23,7 +24,8 @@ struct mt_leak_result {
 /* Called with up to MT_WIRE_LEAKED_PER_REC leaked block addresses at a time. */
 typedef void (*mt_leak_emit_fn)(const uint64_t *ptrs, uint32_t count);
 
-/* Run the scan; false if it could not (no memory for its tables). */
-bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out);
+/* Run the scan; false if it could not (no memory for its tables). `stack_top_of_ours`:
+ * the frame address of the recorder's exit entry point on this thread. */
+bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const void *stack_top_of_ours);
 
 #endif

@@ -383,7 +383,8 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
     put_record(&rec.head.rec, sizeof rec.head + count * sizeof *ptrs);
 }
 
-static void write_exit(enum mt_exit_how how, int code)
+/* `entry_frame`: the frame of the exit hook that called us (see mt_leak_scan_run). */
+static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
 {
     if (ending.done || !atomic_load(&recording))
         return;
@@ -395,7 +396,7 @@ static void write_exit(enum mt_exit_how how, int code)
     take_snapshot(mt_os_monotonic_ns());
     if (how == MT_EXIT_NORMAL && mt_option_bool(MT_OPT_LEAK_SCAN)) {
         struct mt_leak_result result;
-        if (mt_leak_scan_run(emit_leaked, &result)) {
+        if (mt_leak_scan_run(emit_leaked, &result, entry_frame)) {
             struct mt_wire_scan_done done;
             memset(&done, 0, sizeof done);
             fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_os_monotonic_ns());
@@ -424,14 +425,14 @@ static void on_exit_code(int status, void *arg)
     ending.code = status;
     ending.known = true;
     if (ending.destructors_ran) {
-        write_exit(MT_EXIT_NORMAL, status);
+        write_exit(MT_EXIT_NORMAL, status, __builtin_frame_address(0));
         mt_session_finish();
     }
 }
 
 MT_API void _exit(int status)
 {
-    write_exit(MT_EXIT_IMMEDIATE, status);
+    write_exit(MT_EXIT_IMMEDIATE, status, __builtin_frame_address(0));
     mt_session_finish();
     mt_os_exit_now(status);
 }
@@ -489,7 +490,7 @@ __attribute__((destructor)) static void record_fini(void)
 {
     ending.destructors_ran = true;
     if (ending.known) {
-        write_exit(MT_EXIT_NORMAL, ending.code);
+        write_exit(MT_EXIT_NORMAL, ending.code, __builtin_frame_address(0));
         mt_session_finish();
     }
 }
