@@ -11,7 +11,8 @@
  * - The common path of a recorded call takes no lock and makes no system call beyond the
  *   vDSO clock: timestamp, unw_backtrace, a cached stack id, one ring cell.
  * - A call is unrecorded only while its thread is inside a non-nestable recorder section
- *   (thread_state.busy); those are counted in the process area's `unrecorded`. */
+ *   (thread_state.busy: making its ring, the exit scan) or nested implausibly deep; those
+ *   are counted in the process area's `unrecorded`. */
 #ifdef MT_TRACING
 #include "record.h"
 
@@ -41,6 +42,11 @@
  * shared counter off the common path (one contended atomic per 64 KiB, not per call). */
 #define BYTES_FLUSH_CHUNK (64u * 1024u)
 #define NS_PER_MS 1000000ull
+/* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
+ * a signal handler nests one level, a handler interrupted by another signal two; deeper
+ * means the recorder is recursing into itself (libunwind allocating, say), which must
+ * stop somewhere. */
+#define MAX_NESTED_CALLS 8
 
 /* Recording is on: the session was accepted, and not finished. */
 static _Atomic bool recording;
@@ -70,7 +76,7 @@ bool mt_record_enter(void)
         atomic_load_explicit(&paused, memory_order_relaxed))
         return false;
     struct mt_thread_state *t = mt_session_thread_raw();
-    if (MT_UNLIKELY(t->busy)) {
+    if (MT_UNLIKELY(t->busy || t->calls >= MAX_NESTED_CALLS)) {
         struct mt_wire_proc *proc = mt_session_proc();
         if (proc)
             atomic_fetch_add_explicit(&proc->unrecorded, 1, memory_order_relaxed);
@@ -220,7 +226,8 @@ static void take_snapshot(uint64_t ts)
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    t->busy++;
+    /* Not a busy section: a signal handler's call during it records its event as usual
+     * (it cannot start a snapshot of its own: snap.taking, and only outermost calls try). */
     static struct snapshot_record rec; /* one snapshot at a time (snap.taking) */
     memset(&rec, 0, sizeof rec);
     struct mt_zone_stats stats;
@@ -246,7 +253,6 @@ static void take_snapshot(uint64_t ts)
         rec.buckets[b] = medium_live[b] + large_live[b];
     fill_rec(&rec.head.rec, MT_REC_SNAPSHOT, 0, ts);
     mt_ring_put(&t->writer, &rec.head.rec, sizeof rec);
-    t->busy--;
 }
 
 static void snapshot_now(uint64_t ts)
@@ -335,6 +341,22 @@ MT_API int mt_trace_active(void)
 /* The collector's answer can be long; it is printed as received (its own lines). */
 #define ERROR_ANSWER_MAX 4096
 
+/* A heap error inside realloc (of a freed or foreign block) is detected while its record is
+ * open: close it now as a skip (such a realloc fails and changes nothing), so that the
+ * error record is published and the collector can answer before the process aborts. */
+static void close_open_reallocs(struct mt_thread_state *t)
+{
+    uint32_t levels = realloc_depth < REALLOC_NEST_MAX ? realloc_depth : REALLOC_NEST_MAX;
+    for (uint32_t level = levels; level-- > 0;) {
+        if (!realloc_open[level].open)
+            continue;
+        realloc_open[level].open = false;
+        realloc_open[level].ev.rec.kind = MT_REC_SKIP;
+        mt_ring_end(&t->writer, realloc_open[level].pos, &realloc_open[level].ev.rec,
+                    sizeof realloc_open[level].ev);
+    }
+}
+
 static void error_extra(const struct mt_heap_error *error)
 {
     if (!atomic_load(&recording))
@@ -342,6 +364,7 @@ static void error_extra(const struct mt_heap_error *error)
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
+    close_open_reallocs(t);
     struct {
         struct mt_wire_error head;
         char detail[MT_WIRE_TEXT_MAX];
@@ -450,9 +473,10 @@ static void fork_child_mode(void)
     ending.destructors_ran = false;
     atomic_store(&paused, false);
     atomic_store(&recording, traced);
-    if (traced)
+    if (traced) {
+        mt_session_thread(); /* the forking thread's ring, as at start-up */
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
-    else
+    } else
         atomic_fetch_and(&mt_alloc_mode, ~(uint32_t)MT_MODE_TRACE);
     atomic_flag_clear(&snap.taking);
     atomic_store(&snap.bytes, 0);
@@ -481,6 +505,9 @@ __attribute__((constructor)) static void record_init(void)
     /* Registered after the session's handlers: in a child it runs after the HELLO. */
     pthread_atfork(NULL, NULL, fork_child_mode);
     if (traced) {
+        /* The main thread's ring now, before the program can have a signal handler whose
+         * malloc would find the ring half made (and go unrecorded). */
+        mt_session_thread();
         atomic_store(&recording, true);
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
     }

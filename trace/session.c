@@ -488,6 +488,7 @@ struct mt_thread_state *mt_session_thread(void)
         t->generation = generation;
     }
     t->busy++;
+    mt_unwind_warm_up();
     bool ok = make_ring(t);
     t->busy--;
     return ok ? t : NULL;

@@ -47,6 +47,17 @@ void mt_unwind_init(void)
         return;
     dl_iterate_phdr(find_own_text, (void *)(uintptr_t)&mt_unwind_init);
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+    mt_unwind_warm_up();
+}
+
+void mt_unwind_warm_up(void)
+{
+    /* libunwind initialises itself on first use, once per process under pthread_once and
+     * once per thread (its trace cache): a signal handler that unwinds while that is in
+     * progress on its thread would deadlock on the once or race the cache. Run it here, at
+     * start-up and when a thread gets its ring, where nothing can nest. */
+    void *frames[4];
+    unw_backtrace(frames, (int)MT_ARRAY_LEN(frames));
 }
 
 static bool is_own(uintptr_t ip)

@@ -18,6 +18,10 @@
  * caching policy. */
 void mt_unwind_init(void);
 
+/* Run libunwind's one-time initialisations for the calling thread (see unwind.c); called by
+ * mt_unwind_init and for every new thread, outside any nestable section. */
+void mt_unwind_warm_up(void);
+
 /* Capture up to `depth` (<= MT_WIRE_DEPTH_MAX) return addresses of the caller's callers,
  * innermost first, starting at the first frame outside libmtrace.so. Returns the count. */
 uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);

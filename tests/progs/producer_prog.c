@@ -261,6 +261,14 @@ static int mode_double_free(void)
     return 0;
 }
 
+static int mode_realloc_freed(void)
+{
+    void *p = malloc(50);
+    free(p);
+    p = realloc(p, 100);
+    return p != NULL;
+}
+
 static int mode_bench(int n)
 {
     struct timespec a, b;
@@ -308,6 +316,8 @@ int main(int argc, char **argv)
         return mode_callsite();
     if (strcmp(mode, "double_free") == 0)
         return mode_double_free();
+    if (strcmp(mode, "realloc_freed") == 0)
+        return mode_realloc_freed();
     if (strcmp(mode, "bench") == 0)
         return mode_bench(a);
     if (strcmp(mode, "exitcode") == 0)

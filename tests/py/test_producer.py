@@ -224,6 +224,36 @@ def test_heap_error_asks_the_collector(tmp_path):
     assert p["kinds"]["4"] == 1 and p["queries"] == 1
 
 
+def test_heap_error_inside_realloc_is_answered(tmp_path):
+    """The realloc's record is open when the error is detected: it must not hold back the
+    error record the collector is asked about."""
+    res, procs = trace(tmp_path, "realloc_freed")
+    assert res.returncode == -signal.SIGABRT
+    assert "realloc of freed block" in res.stderr
+    assert "fake collector: block 0x" in res.stderr
+    (p,) = procs
+    check_stream(p)
+    assert p["kinds"]["4"] == 1 and p["queries"] == 1 and p["skips"] == 1
+
+
+def test_snapshots_by_volume(tmp_path):
+    n = 4000
+    res, procs = trace(tmp_path, "threads", str(n), "2",
+                       env={"MTRACE_SNAPSHOT_BYTES": "64K", "MTRACE_SNAPSHOT_MS": "0"})
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    check_stream(p)
+    allocated = 2 * n * TAG
+    # One per 64 KiB allocated, give or take the per-thread batching, plus the final one.
+    assert allocated // 65536 // 2 <= p["kinds"]["2"] <= allocated // 65536 + 2
+
+
+def test_snapshots_off_but_the_final_one(tmp_path):
+    res, procs = trace(tmp_path, "threads", "4000", "2",
+                       env={"MTRACE_SNAPSHOT_BYTES": "0", "MTRACE_SNAPSHOT_MS": "0"})
+    assert procs[0]["kinds"]["2"] == 1
+
+
 def test_rejected_process_runs_untraced_but_its_children_are_asked(tmp_path):
     res, procs = trace(tmp_path, "fork", "1", env={"FAKE_REJECT": "producer_prog"})
     assert res.returncode == 0, res.stderr
