@@ -57,6 +57,8 @@ struct proc {
     /* Events of the "tagged" size (FAKE_TAG_SIZE, default 1234), and frees of such blocks:
      * what a test program did itself, apart from libc's own calls. */
     uint64_t tagged_allocs, tagged_frees;
+    uint64_t max_depth;
+    int closed_rings;
     uint64_t *tagged; /* open addressing set of live tagged pointers */
     uint64_t *live_ptr, *live_size; /* every live block: pointer -> requested size */
     uint64_t leaked_sizes[64];
@@ -125,10 +127,15 @@ static void track_live(struct proc *p, const struct mt_wire_event *ev)
     p->live_size[slot - p->live_ptr] = ev->size;
 }
 
+/* FAKE_DIE_AFTER: vanish (like a crashed collector) after this many records in all. */
+static uint64_t die_after, consumed_total;
+
 static void consume(struct proc *p, const uint8_t *rec_bytes)
 {
     const struct mt_wire_rec *rec = (const void *)rec_bytes;
     p->records++;
+    if (die_after && ++consumed_total >= die_after)
+        _exit(0);
     if (rec->kind == 0 || rec->kind > MT_REC_SKIP || rec->cells == 0) {
         p->bad++;
         return;
@@ -248,6 +255,13 @@ static void finish_area(struct proc *p)
     p->dropped = p->area->dropped;
     p->unrecorded = p->area->unrecorded;
     p->stacks = p->area->next_stack - 1;
+    const struct mt_wire_stack *stacks = (const void *)((char *)p->area + p->area->stacks_at);
+    for (uint64_t id = 1; id <= p->stacks && id < MT_WIRE_STACKS_MAX; id++)
+        if (stacks[id].depth > p->max_depth)
+            p->max_depth = stacks[id].depth;
+    p->closed_rings = 0;
+    for (int i = 0; i < p->nrings; i++)
+        p->closed_rings += p->rings[i].r->closed != 0;
 }
 
 static int recv_fd(int fd, void *buf, size_t cap, int *passed)
@@ -384,7 +398,8 @@ static void write_output(const char *out)
                 (unsigned long long)p->tagged_frees, p->marks);
         for (int j = 0; j < p->n_frame0; j++)
             fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)p->malloc_frame0[j]);
-        fprintf(f, "], \"leaked_sizes\": [");
+        fprintf(f, "], \"max_depth\": %llu, \"closed_rings\": %d, \"leaked_sizes\": [",
+                (unsigned long long)p->max_depth, p->closed_rings);
         for (int j = 0; j < p->n_leaked_sizes; j++)
             fprintf(f, "%s%lld", j ? ", " : "", (long long)p->leaked_sizes[j]);
         fprintf(f, "]}%s\n", i + 1 < nprocs ? "," : "");
@@ -410,6 +425,8 @@ int main(int argc, char **argv)
     const char *slow = getenv("FAKE_SLOW_US");
     long slow_us = slow ? atol(slow) : 0;
     bool seen_any = false;
+    if (getenv("FAKE_DIE_AFTER"))
+        die_after = strtoull(getenv("FAKE_DIE_AFTER"), NULL, 0);
     if (getenv("FAKE_TAG_SIZE"))
         tag_size = strtoull(getenv("FAKE_TAG_SIZE"), NULL, 0);
     for (;;) {

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not LIB.exists() or not FAKE.exists(),
                                 reason="libmtrace.so or the fake collector not built")
 
 
-def trace(tmp_path, *args, env=None, timeout=60):
+def trace(tmp_path, *args, env=None, timeout=60, want_output=True):
     """Run producer_prog under libmtrace.so; returns (CompletedProcess, [process dicts])."""
     out = tmp_path / "fake.json"
     environ = dict(os.environ)
@@ -41,7 +41,7 @@ def trace(tmp_path, *args, env=None, timeout=60):
         os.close(done_w)
     with os.fdopen(done_r, "rb") as done:
         done.read()  # EOF: the whole tree and the collector have exited
-    return proc, json.loads(out.read_text())
+    return proc, json.loads(out.read_text()) if want_output else None
 
 
 def check_stream(p):
@@ -68,10 +68,19 @@ def test_threads_exact_counts(tmp_path):
     assert ops["5"] == 1 and ops["6"] == 1 and ops["7"] == 1 and ops["8"] == 1
     assert p["realloc_moves"] >= 1
     assert p["rings"] == threads + 1
+    assert p["closed_rings"] == threads  # the main thread's stays open until the end
+    assert p["exe"] == str(PROG) and p["argv0"] == str(PROG)
+    assert 1 < p["max_depth"] <= 64
     assert p["end"] == "goodbye" and p["exit_how"] == 1 and p["exit_code"] == 0
     assert p["flags"] & 4  # it started the collector itself
     assert p["kinds"]["2"] >= 1  # a snapshot, at least the final one
     assert p["snapshot_classes"] > 0
+
+
+def test_depth_option(tmp_path):
+    res, procs = trace(tmp_path, "threads", "100", "2", env={"MTRACE_DEPTH": "2"})
+    assert res.returncode == 0, res.stderr
+    assert procs[0]["max_depth"] == 2
 
 
 def test_fork_tree(tmp_path):
@@ -292,3 +301,11 @@ def test_wait_mode_with_a_slow_collector_loses_nothing(tmp_path):
     (p,) = procs
     check_stream(p)
     assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+
+
+def test_collector_death_does_not_hang_the_program(tmp_path):
+    """Wait mode with full rings: once the collector is gone the writers drop instead."""
+    res, _ = trace(tmp_path, "threads", "20000", "2", want_output=False,
+                   env={"MTRACE_RING_SIZE": "64K", "FAKE_DIE_AFTER": "3000"})
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "fake.json").exists()
