@@ -634,6 +634,15 @@ int mt_os_spawn_detached(const char *path, char *const argv[], char *const envp[
         pid_t grandchild = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
         if (grandchild == 0) {
             close(report[0]);
+            /* Not the program's terminal or pipes: a reader of the program's output must
+             * see EOF when the program is done, not when the collector is. */
+            int null_fd = open("/dev/null", O_RDWR);
+            if (null_fd >= 0) {
+                dup2(null_fd, 0);
+                dup2(null_fd, 1);
+                if (null_fd > 2)
+                    close(null_fd);
+            }
             int flags = fcntl(keep_fd, F_GETFD);
             fcntl(keep_fd, F_SETFD, flags & ~FD_CLOEXEC);
             execve(path, argv, envp);

@@ -455,6 +455,8 @@ static void on_exit_code(int status, void *arg)
 
 MT_API void _exit(int status)
 {
+    if (!mt_session_is_own_process())
+        mt_os_exit_now(status); /* a vfork child: the rings and connection are its parent's */
     write_exit(MT_EXIT_IMMEDIATE, status, __builtin_frame_address(0));
     mt_session_finish();
     mt_os_exit_now(status);

@@ -34,6 +34,7 @@ extern char **environ;
 #define ENV_ENTRY_MAX 48
 
 static struct {
+    int32_t pid;        /* of the process this state belongs to (a vfork child shares it) */
     int conn;           /* the connection, -1: none */
     bool traced;        /* accepted by the collector */
     bool wait_at_exit;
@@ -73,6 +74,11 @@ bool mt_session_traced(void)
 bool mt_session_connected(void)
 {
     return session.conn >= 0;
+}
+
+bool mt_session_is_own_process(void)
+{
+    return mt_os_getpid() == session.pid;
 }
 
 struct mt_wire_proc *mt_session_proc(void)
@@ -335,6 +341,7 @@ static void fork_child(void)
         session.conn = -1;
         return;
     }
+    session.pid = mt_os_getpid();
     mt_os_dup2(session.fork_conn, session.conn);
     mt_os_close(session.fork_conn);
     session.fork_conn = -1;
@@ -383,6 +390,7 @@ bool mt_session_start(const struct mt_session_config *config)
     session.depth = (uint32_t)mt_option_int(MT_OPT_DEPTH);
     session.ring_size = (size_t)mt_option_int(MT_OPT_RING_SIZE);
     session.drop = mt_option_bool(MT_OPT_DROP);
+    session.pid = mt_os_getpid();
     uint32_t flags = 0;
     int conn = find_connection(&flags);
     if (conn < 0)

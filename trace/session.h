@@ -52,6 +52,9 @@ bool mt_session_start(const struct mt_session_config *config);
 bool mt_session_traced(void);
 /* Whether this process has a connection at all (traced or rejected). */
 bool mt_session_connected(void);
+/* False in a vfork child (or a posix_spawn child before its exec), which runs on its
+ * parent's memory: everything here is the parent's, and must be left alone. */
+bool mt_session_is_own_process(void);
 
 /* The process area and its stack store (valid while traced). */
 struct mt_wire_proc *mt_session_proc(void);

@@ -112,6 +112,19 @@ static int mode_exec(const char *self, int depth, int with_fork)
     return 127;
 }
 
+/* A vfork child that calls _exit must not end its parent's trace. */
+static int mode_vfork(void)
+{
+    mallocs(2);
+    pid_t pid = vfork();
+    if (pid == 0)
+        _exit(5);
+    int status;
+    waitpid(pid, &status, 0);
+    mallocs(3);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 5 ? 0 : 1;
+}
+
 static int mode_spawn(const char *self)
 {
     mallocs(4);
@@ -298,6 +311,8 @@ int main(int argc, char **argv)
         return mode_fork(a);
     if (strcmp(mode, "exec") == 0)
         return mode_exec(argv[0], a, b);
+    if (strcmp(mode, "vfork") == 0)
+        return mode_vfork();
     if (strcmp(mode, "spawn") == 0)
         return mode_spawn(argv[0]);
     if (strcmp(mode, "die") == 0)

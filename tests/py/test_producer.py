@@ -133,6 +133,14 @@ def test_posix_spawn_child_gets_its_own_connection(tmp_path):
         check_stream(p)
 
 
+def test_vfork_child_exit_leaves_the_parent_alone(tmp_path):
+    res, procs = trace(tmp_path, "vfork")
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    check_stream(p)
+    assert p["tagged_allocs"] == 5 and p["exit_how"] == 1 and p["exit_code"] == 0
+
+
 @pytest.mark.parametrize("how,sig", [("abort", signal.SIGABRT), ("segv", signal.SIGSEGV),
                                      ("kill", signal.SIGKILL)])
 def test_events_survive_death(tmp_path, how, sig):
