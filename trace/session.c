@@ -203,6 +203,8 @@ static int spawn_collector(const char *out)
     if (err) {
         mt_os_close(listener);
         mt_warn("cannot start the collector (%s): %s; not tracing", path, strerror(err));
+        /* The whole tree runs untraced: exec'd descendants must not each try (and warn). */
+        unsetenv("MTRACE_OUT");
         return -1;
     }
     char address[ADDRESS_MAX];
@@ -487,7 +489,7 @@ struct mt_thread_state *mt_session_thread(void)
     uint32_t generation = atomic_load_explicit(&session.generation, memory_order_relaxed);
     if (MT_LIKELY(t->generation == generation && t->writer.ring))
         return t;
-    if (!session.traced)
+    if (!session.traced || t->failed_generation == generation)
         return NULL;
     if (t->generation != generation) {
         /* A ring of an older image (fork child) is the parent's: already unmapped. */
@@ -499,6 +501,8 @@ struct mt_thread_state *mt_session_thread(void)
     mt_unwind_warm_up();
     bool ok = make_ring(t);
     t->busy--;
+    if (!ok)
+        t->failed_generation = generation; /* no retry per call: the collector is gone */
     return ok ? t : NULL;
 }
 

@@ -37,6 +37,7 @@ struct mt_thread_state {
     /* Hooked calls being recorded on this thread (> 1: a signal handler interrupted one). */
     uint32_t calls;
     uint32_t registered; /* its ring is in the registry and its exit destructor is armed */
+    uint32_t failed_generation; /* making a ring failed in this generation: do not retry */
     uint64_t bytes_since_check; /* allocated bytes not yet added to the process total */
 };
 

@@ -281,7 +281,7 @@ def test_rejected_process_runs_untraced_but_its_children_are_asked(tmp_path):
 def test_missing_collector_warns_once_and_runs(tmp_path):
     env = dict(os.environ, LD_PRELOAD=str(LIB), MTRACE_OUT=str(tmp_path / "x.db"),
                MTRACE_COLLECTOR=str(tmp_path / "no-such-collector"))
-    res = subprocess.run([str(PROG), "fork", "1"], env=env, capture_output=True, text=True,
+    res = subprocess.run([str(PROG), "exec", "2", "1"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0
     lines = [l for l in res.stderr.splitlines() if "cannot start the collector" in l]
