@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/random.h>
@@ -667,6 +668,17 @@ int mt_os_spawn_detached(const char *path, char *const argv[], char *const envp[
             result = ECHILD;
     }
     close(report[0]);
+    RESTORE_ERRNO;
+    return result;
+}
+
+long mt_os_read_own_memory(uintptr_t addr, void *buf, size_t len)
+{
+    SAVE_ERRNO;
+    struct iovec local = {buf, len};
+    struct iovec remote = {(void *)addr, len};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    long result = n >= 0 ? (long)n : (errno == EFAULT || errno == ENOMEM) ? 0 : -1;
     RESTORE_ERRNO;
     return result;
 }

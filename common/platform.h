@@ -114,6 +114,11 @@ void mt_os_futex_wait_shared(_Atomic uint32_t *addr, uint32_t expected, uint64_t
 long mt_os_readlink(const char *path, char *buf, size_t cap);
 /* The calling thread's name (prctl PR_GET_NAME), 16 bytes with its NUL. */
 void mt_os_thread_name(char name[16]);
+/* Copy `len` bytes of this process's memory at `addr` into `buf` without faulting if
+ * some of it is unmapped meanwhile (process_vm_readv on ourselves). Returns the bytes
+ * copied from the start, which stop at the first unreadable page; -1 when the kernel
+ * refuses the call itself (seccomp, old kernel): the caller then reads directly. */
+long mt_os_read_own_memory(uintptr_t addr, void *buf, size_t len);
 /* Start `path` with `argv` and `envp` as a detached grandchild (double fork, setsid); the
  * descriptor `keep_fd` is inherited (its close-on-exec flag cleared in the child). Returns
  * 0 once the program was exec'd, or the errno that made it fail. */

@@ -19,6 +19,8 @@
 /* Ranges not to scan: our own data segments, the scan's tables, the large registry. */
 #define FIXED_EXCLUSIONS 32
 #define MAPS_BUFFER_START (1u << 20)
+/* Bytes copied out and scanned at a time (one system call each). */
+#define SCAN_CHUNK (256u * 1024u)
 
 struct range {
     uintptr_t start, end;
@@ -34,6 +36,7 @@ struct scan {
     uint32_t *work;
     size_t work_len;
     uintptr_t lowest, highest; /* of all blocks: a quick filter */
+    uintptr_t *chunk;          /* SCAN_CHUNK bytes */
 };
 
 static void *map_array(size_t count, size_t elem, size_t *bytes)
@@ -120,17 +123,42 @@ static size_t find_block(const struct scan *s, uintptr_t addr)
     return addr < s->blocks[lo - 1].end ? lo - 1 : SIZE_MAX;
 }
 
-static void scan_words(struct scan *s, uintptr_t start, uintptr_t end)
+static void scan_buffer(struct scan *s, const uintptr_t *words, size_t count)
 {
-    start = mt_ptr_align_up(start, sizeof(uintptr_t));
-    for (uintptr_t p = start; p + sizeof(uintptr_t) <= end; p += sizeof(uintptr_t)) {
-        uintptr_t word = *(const uintptr_t *)p;
+    for (size_t k = 0; k < count; k++) {
+        uintptr_t word = words[k];
         if (word < s->lowest || word >= s->highest)
             continue;
         size_t i = find_block(s, word);
         if (i != SIZE_MAX && !s->marked[i]) {
             s->marked[i] = 1;
             s->work[s->work_len++] = (uint32_t)i;
+        }
+    }
+}
+
+/* Memory is copied out before it is read: another thread that is still running at exit
+ * may unmap a large block or a mapping while we scan it, and a copy of an unmapped page
+ * fails where a load would kill the process. */
+static void scan_words(struct scan *s, uintptr_t start, uintptr_t end)
+{
+    start = mt_ptr_align_up(start, sizeof(uintptr_t));
+    size_t page = mt_os_page_size();
+    while (start + sizeof(uintptr_t) <= end) {
+        size_t want = MT_MIN(end - start, SCAN_CHUNK);
+        long copied = mt_os_read_own_memory(start, s->chunk, want);
+        if (copied < 0) {
+            /* No safe copy on this system: read in place (a concurrent unmap would fault). */
+            scan_buffer(s, (const uintptr_t *)start, (end - start) / sizeof(uintptr_t));
+            return;
+        }
+        size_t got = (size_t)copied;
+        scan_buffer(s, s->chunk, got / sizeof(uintptr_t));
+        if (got == want) {
+            start += want;
+        } else {
+            /* Skip the unreadable page. */
+            start = mt_ptr_align_up(start + got + 1, page);
         }
     }
 }
@@ -295,7 +323,8 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
     s.excluded = map_array(s.excluded_cap, sizeof *s.excluded, &excluded_bytes);
     s.marked = map_array(s.cap, 1, &marked_bytes);
     s.work = map_array(s.cap, sizeof *s.work, &work_bytes);
-    bool ok = s.blocks && s.excluded && s.marked && s.work;
+    s.chunk = mt_os_map(SCAN_CHUNK);
+    bool ok = s.blocks && s.excluded && s.marked && s.work && s.chunk;
     if (ok) {
         s.count = 0;
         s.excluded_count = 0;
@@ -311,6 +340,7 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
         exclude(&s, (uintptr_t)s.excluded, (uintptr_t)s.excluded + excluded_bytes);
         exclude(&s, (uintptr_t)s.marked, (uintptr_t)s.marked + marked_bytes);
         exclude(&s, (uintptr_t)s.work, (uintptr_t)s.work + work_bytes);
+        exclude(&s, (uintptr_t)s.chunk, (uintptr_t)s.chunk + SCAN_CHUNK);
         uintptr_t registry;
         size_t registry_bytes;
         mt_large_registry_range(&registry, &registry_bytes);
@@ -348,6 +378,8 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
         mt_os_unmap(s.marked, marked_bytes);
     if (s.work)
         mt_os_unmap(s.work, work_bytes);
+    if (s.chunk)
+        mt_os_unmap(s.chunk, SCAN_CHUNK);
     return ok;
 }
 #endif
