@@ -72,8 +72,8 @@ static struct {
 
 bool mt_record_enter(void)
 {
-    if (MT_LIKELY(!atomic_load_explicit(&recording, memory_order_relaxed)) ||
-        atomic_load_explicit(&paused, memory_order_relaxed))
+    if (MT_UNLIKELY(!atomic_load_explicit(&recording, memory_order_relaxed) ||
+                    atomic_load_explicit(&paused, memory_order_relaxed)))
         return false;
     struct mt_thread_state *t = mt_session_thread_raw();
     if (MT_UNLIKELY(t->busy || t->calls >= MAX_NESTED_CALLS)) {

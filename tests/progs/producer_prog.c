@@ -282,6 +282,19 @@ static int mode_realloc_freed(void)
     return p != NULL;
 }
 
+static int mode_bench(int n);
+
+/* The same loop `depth` calls deep: stack capture costs per frame. */
+static __attribute__((noinline)) int bench_at_depth(int n, int depth)
+{
+    if (depth > 0) {
+        int rc = bench_at_depth(n, depth - 1);
+        __asm__ volatile("" ::: "memory"); /* not a tail call */
+        return rc;
+    }
+    return mode_bench(n);
+}
+
 static int mode_bench(int n)
 {
     struct timespec a, b;
@@ -334,7 +347,7 @@ int main(int argc, char **argv)
     if (strcmp(mode, "realloc_freed") == 0)
         return mode_realloc_freed();
     if (strcmp(mode, "bench") == 0)
-        return mode_bench(a);
+        return bench_at_depth(a, b);
     if (strcmp(mode, "exitcode") == 0)
         return 42;
     return 2;
