@@ -25,6 +25,12 @@
 #pragma weak mt_trace_pause
 #pragma weak mt_trace_resume
 #pragma weak mt_trace_active
+#pragma weak mt_arena_create
+#pragma weak mt_arena_push
+#pragma weak mt_arena_push_zero
+#pragma weak mt_arena_pop_to
+#pragma weak mt_arena_pos
+#pragma weak mt_arena_release
 
 extern char **environ;
 
@@ -282,6 +288,21 @@ static int mode_realloc_freed(void)
     return p != NULL;
 }
 
+/* Three pushes, a pop and a release: region events 3 and 2. */
+static int mode_regions(void)
+{
+    mt_arena_t *arena = mt_arena_create(1 << 20);
+    if (!arena)
+        return 77; /* regions not built yet (allocator/region_stub.c) */
+    mt_arena_push(arena, 100);
+    size_t pos = mt_arena_pos(arena);
+    mt_arena_push(arena, 200);
+    mt_arena_push_zero(arena, 300);
+    mt_arena_pop_to(arena, pos);
+    mt_arena_release(arena);
+    return 0;
+}
+
 static int mode_bench(int n);
 
 /* The same loop `depth` calls deep: stack capture costs per frame. */
@@ -344,6 +365,8 @@ int main(int argc, char **argv)
         return mode_callsite();
     if (strcmp(mode, "double_free") == 0)
         return mode_double_free();
+    if (strcmp(mode, "regions") == 0)
+        return mode_regions();
     if (strcmp(mode, "realloc_freed") == 0)
         return mode_realloc_freed();
     if (strcmp(mode, "bench") == 0)

@@ -213,6 +213,16 @@ def test_realloc_forms(tmp_path):
     assert p["realloc_moves"] == 1
 
 
+def test_regions(tmp_path):
+    res, procs = trace(tmp_path, "regions")
+    if res.returncode == 77:
+        pytest.skip("the allocator has no regions in this build")
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    check_stream(p)
+    assert p["ops"]["11"] == 3 and p["ops"]["12"] == 2
+
+
 def test_pause_resume_mark(tmp_path):
     res, procs = trace(tmp_path, "marks")
     assert res.returncode == 0, res.stderr
