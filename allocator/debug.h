@@ -70,6 +70,9 @@ bool mt_debug_check(struct mt_check *check);
  * a guard page or a freed guarded block. */
 bool mt_debug_guard_lookup(const void *addr, const void **block, size_t *size, bool *freed);
 
+/* The debug layer's own tables (block table stripes, quarantine ring) hold the address of
+ * every block: a leak scan must not count them as roots. Calls `visit` for each. */
+void mt_debug_metadata_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx);
 void mt_debug_fork_prepare(void);
 void mt_debug_fork_parent(void);
 void mt_debug_fork_child(void);

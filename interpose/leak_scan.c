@@ -6,6 +6,7 @@
 #include <link.h>
 #include <string.h>
 
+#include "../allocator/debug.h"
 #include "../allocator/large.h"
 #include "../allocator/segmap.h"
 #include "../allocator/walk.h"
@@ -69,6 +70,12 @@ static void exclude(struct scan *s, uintptr_t start, uintptr_t end)
 {
     if (s->excluded_count < s->excluded_cap && start < end)
         s->excluded[s->excluded_count++] = (struct range){start, end};
+}
+
+static void exclude_page_range(void *ctx, uintptr_t start, size_t bytes)
+{
+    size_t page = mt_os_page_size();
+    exclude(ctx, mt_align_down(start, page), mt_align_up(start + bytes, page));
 }
 
 static void add_zone(struct mt_walker *w, const struct mt_zone_info *zone)
@@ -344,8 +351,8 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
         uintptr_t registry;
         size_t registry_bytes;
         mt_large_registry_range(&registry, &registry_bytes);
-        exclude(&s, mt_align_down(registry, mt_os_page_size()),
-                mt_align_up(registry + registry_bytes, mt_os_page_size()));
+        exclude_page_range(&s, registry, registry_bytes);
+        mt_debug_metadata_ranges(exclude_page_range, &s);
         dl_iterate_phdr(exclude_own_data, &s);
         sort_ranges(s.excluded, s.excluded_count);
         scan_roots(&s, (uintptr_t)stack_top_of_ours);

@@ -2,12 +2,14 @@
  *
  * Roots: every writable mapping of the process (data and bss of every module, thread
  * stacks, TLS, anonymous memory of other allocators) except the allocator's own memory
- * (its segments, large mappings and their registry), libmtrace.so's own data, the trace's
- * shared memory (memfd:mtrace*) and the kernel's [vvar]/[vsyscall]. The calling thread's
- * stack counts from the frame that entered the recorder's exit path upward (the program's
- * frames; the recorder's own below hold only stale copies). A block is reachable when a word in a root or in a reachable block
- * points anywhere inside it; the rest are leaked (a block reachable only from leaked blocks
- * is leaked). Conservative: an integer that looks like a pointer keeps a block alive.
+ * (its segments, large mappings and their registry, the debug layer's block table and
+ * quarantine), libmtrace.so's own data, the trace's shared memory (memfd:mtrace*) and the
+ * kernel's [vvar]/[vsyscall]. The calling thread's stack counts from the frame that
+ * entered the recorder's exit path upward (the program's frames; the recorder's own below
+ * hold only stale copies). A block is reachable when a word in a root or in a reachable
+ * block points anywhere inside it; the rest are leaked (a block reachable only from leaked
+ * blocks is leaked). Conservative: an integer that looks like a pointer keeps a block
+ * alive.
  *
  * Invariant: never calls malloc; the block table, mark bits and worklist are mmap'ed. */
 #ifndef MT_INTERPOSE_LEAK_SCAN_H

@@ -197,6 +197,15 @@ def test_leak_scan(tmp_path):
     assert p["scan_live"] >= 7
 
 
+def test_leak_scan_debug_mode(tmp_path):
+    """The debug allocator's block table lists every block: it must not be a root."""
+    res, procs = trace(tmp_path, "leak", env={"MTRACE_DEBUG": "1"})
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    assert sorted(s for s in p["leaked_sizes"] if s == 333) == [333] * 5
+    assert 16 not in p["leaked_sizes"] and 222 not in p["leaked_sizes"]
+
+
 def test_leak_scan_off(tmp_path):
     res, procs = trace(tmp_path, "leak", env={"MTRACE_LEAK_SCAN": "off"})
     (p,) = procs
