@@ -218,6 +218,11 @@ enum mt_rec_kind {
     MT_REC_PAUSE = 8,      /* mt_trace_pause(): events stop until MT_REC_RESUME */
     MT_REC_RESUME = 9,
     MT_REC_PAD = 10,       /* filler; skip (no seq) */
+    /* Holds a sequence number and records nothing: a realloc takes its number before the
+     * allocator may release the old block (so that address cannot be seen reused first)
+     * and learns only afterwards that it failed. The consumer skips it like an event
+     * that changes nothing; it is not an event and not counted. (Added compatibly.) */
+    MT_REC_SKIP = 11,
 };
 
 struct mt_wire_rec {
