@@ -5,11 +5,11 @@
  * Transport, and why:
  * - One Unix socket (SOCK_SEQPACKET; address in MTRACE_SOCKET, '@' prefix = abstract
  *   namespace) per process tree. Each traced process connects once (again in a forked
- *   child, again after exec) and sends MT_MSG_HELLO with its process area attached
- *   (SCM_RIGHTS); the collector answers MT_MSG_HELLO_REPLY (accept or reject: children not
- *   followed, executables skipped). The socket is SOCK_CLOEXEC: exec closes it, and the
- *   collector sees EOF. EOF is also how the collector learns that a process died, even by
- *   SIGKILL: the kernel closes the socket.
+ *   child, again after exec on the inherited connection: see "Lifetime" below) and sends
+ *   MT_MSG_HELLO with its process area attached (SCM_RIGHTS); the collector answers
+ *   MT_MSG_HELLO_REPLY (accept or reject: children not followed, executables skipped).
+ *   EOF is how the collector learns that a process ended, even by SIGKILL: the kernel
+ *   closes the socket.
  * - Events travel through shared memory, never through the socket: each thread owns one
  *   ring (a memfd, sent once with MT_MSG_RING) and writes fixed-size records with no lock
  *   and no system call. Because the rings are shared memory held open by the collector,
