@@ -90,6 +90,11 @@ $(BUILD)/exports.map: interpose/exports.map.in interpose/hooks.h
 	@mkdir -p $(BUILD)
 	@$(CC) -E -P -x c -Iinterpose $< -o $@
 
+# libmtrace.so also exports the tracing-only hooks (MT_TRACE_HOOKS).
+$(BUILD)/exports-trace.map: interpose/exports.map.in interpose/hooks.h
+	@mkdir -p $(BUILD)
+	@$(CC) -E -P -x c -DMT_TRACING -Iinterpose $< -o $@
+
 $(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
 	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
@@ -100,8 +105,8 @@ $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@
 	@ar rcs $@ $(ALLOC_OBJ)
 
-$(BUILD)/libmtrace.so: $(TRACE_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(TRACE_OBJ) $(LIBS_TRACE) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtrace.so
+$(BUILD)/libmtrace.so: $(TRACE_OBJ) $(BUILD)/exports-trace.map
+	@$(CC) -shared -o $@ $(TRACE_OBJ) $(LIBS_TRACE) -pthread -Wl,--version-script=$(BUILD)/exports-trace.map -Wl,-z,now -Wl,-soname,libmtrace.so
 
 $(BUILD)/mtrace-run: $(RUN_OBJ)
 	@$(CC) -o $@ $(RUN_OBJ) $(LIBS_RUN)

@@ -112,6 +112,20 @@ bool mt_debug_init(void)
     return c->enabled;
 }
 
+void mt_debug_metadata_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx)
+{
+    for (size_t i = 0; i < STRIPES; i++) {
+        mt_lock(&stripes[i].lock);
+        if (stripes[i].table)
+            visit(ctx, (uintptr_t)stripes[i].table, stripes[i].table_cap * sizeof *stripes[i].table);
+        mt_unlock(&stripes[i].lock);
+    }
+    mt_lock(&quarantine.lock);
+    if (quarantine.ring)
+        visit(ctx, (uintptr_t)quarantine.ring, quarantine.cap * sizeof *quarantine.ring);
+    mt_unlock(&quarantine.lock);
+}
+
 /* ---- the block table ------------------------------------------------------------------ */
 
 static struct stripe *stripe_of(uintptr_t ptr, uint64_t *hash)
