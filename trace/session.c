@@ -148,9 +148,12 @@ static void collector_path(char *path, size_t cap)
     Dl_info info;
     const char *lib = dladdr((const void *)(uintptr_t)&collector_path, &info) ? info.dli_fname : NULL;
     const char *slash = lib ? strrchr(lib, '/') : NULL;
-    if (slash)
-        mt_fmt(path, cap, "%.*s/%s", (int)(slash - lib), lib, COLLECTOR_NAME);
-    else
+    if (slash) {
+        /* mt_fmt has no "%.*s": copy the directory, then format the name after it. */
+        size_t dir = MT_MIN((size_t)(slash - lib), cap - 1);
+        memcpy(path, lib, dir);
+        mt_fmt(path + dir, cap - dir, "/%s", COLLECTOR_NAME);
+    } else
         mt_fmt(path, cap, "%s", COLLECTOR_NAME);
 }
 
