@@ -88,3 +88,18 @@ def test_events_match_aggregates(recording):
                              (proc_id,)).fetchone()[0]
         calls = db.execute("SELECT sum(calls) FROM op_counts WHERE proc_id = ?", (proc_id,)).fetchone()[0]
         assert chunked == events == calls
+
+
+def test_plain_preload_run_is_complete_when_the_program_returns(tmp_path):
+    """LD_PRELOAD=libmtrace.so MTRACE_OUT=...: the program starts `mtrace-run --collector-fd`
+    itself and, being the root, waits at exit until the trace is final."""
+    out = tmp_path / "p.db"
+    res = run([str(PROG)], env_extra={"LD_PRELOAD": str(BUILD / "libmtrace.so"), "MTRACE_OUT": str(out)},
+              timeout=120)
+    assert res.returncode == 9, res.stderr
+    db = sqlite3.connect(str(out))
+    assert dict(db.execute("SELECT key, value FROM meta"))["complete"] == 1
+    rows = db.execute("SELECT parent_proc_id, end_reason, exit_code FROM processes ORDER BY proc_id").fetchall()
+    assert rows == [(None, "exec", None), (1, "exit", 0), (1, "exit", 9)]
+    assert site_stats(db, 3)["leaky_alloc"] == (3, 3 * 48, 0, 3, 0)
+    db.close()
