@@ -11,6 +11,8 @@
  *                               that allocates inside an interrupted record leaves them
  *   fake_producer --garbage N   N records of random kinds, sizes and contents (dense seqs):
  *                               the collector must survive a corrupt producer
+ *   fake_producer --gap N       takes a seq it never publishes (as a signal handler that
+ *                               leaves by longjmp), then N events: more than the ring holds
  *   fake_producer --hold        one event, then "ready" on stdout; exits when stdin closes
  *   fake_producer --preload-mode  as a plain LD_PRELOAD run's root: connects to
  *                               MTRACE_SOCKET, asks to wait at exit, says GOODBYE, exits 5
@@ -632,6 +634,19 @@ static int garbage(long n)
     return 0;
 }
 
+static int gap(long n)
+{
+    hello(0);
+    uint32_t s = site_alpha();
+    struct ring *r = ring_open("main");
+    event(r, MT_OP_MALLOC, 0xc000, 12, 0, s);
+    atomic_fetch_add(&area->next_seq, 1); /* the lost record */
+    for (long i = 0; i < n; i++)
+        event(r, (i & 1) ? MT_OP_FREE : MT_OP_MALLOC, 0x100000 + (uint64_t)(i / 2) * 32, (i & 1) ? 0 : 8, 0, s);
+    exit_record(r, 0);
+    return 0;
+}
+
 static int hold(void)
 {
     hello(0);
@@ -672,6 +687,8 @@ int main(int argc, char **argv)
     conn = fd_text ? atoi(fd_text) : connect_collector();
     if (argc > 2 && strcmp(argv[1], "--garbage") == 0)
         return garbage(atol(argv[2]));
+    if (argc > 2 && strcmp(argv[1], "--gap") == 0)
+        return gap(atol(argv[2]));
     if (argc > 1 && strcmp(argv[1], "--hold") == 0)
         return hold();
     if (argc > 1 && strcmp(argv[1], "--nested") == 0)

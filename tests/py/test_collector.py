@@ -396,6 +396,20 @@ def test_corrupt_records_do_not_crash_the_collector(build, tmp_path):
     assert db.execute("SELECT count(*) FROM processes").fetchone() == (1,)
 
 
+def test_gap_that_never_fills_does_not_deadlock_the_program(build, tmp_path):
+    """A number taken and never published (a signal handler left its record by longjmp)
+    while the process lives and waits for ring space behind it: the collector gives the
+    gap up rather than wait forever."""
+    out = tmp_path / "gap.db"
+    n = 100_000  # more than the fake's 64K-cell ring: the producer must wait for us
+    res = run([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--gap", str(n)], timeout=120)
+    assert res.returncode == 0, res.stderr
+    db = sqlite3.connect(str(out))
+    assert db.execute("SELECT events, end_reason FROM processes").fetchall() == [(n + 1, "exit")]
+    assert db.execute("SELECT count(*), sum(size) FROM live_at_exit").fetchone() == (1, 12)
+
+
 def test_missing_program(build, tmp_path):
     res = run([str(build / "mtrace-run"), "--no-preload", "-o", str(tmp_path / "t.db"), "--",
                "no-such-program-mtrace"])

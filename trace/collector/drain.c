@@ -25,6 +25,10 @@
 /* Records ahead whose live-set slot is prefetched (single-cell events are the common case;
  * a multi-cell record in between only makes the prefetch land on a non-event). */
 #define PREFETCH_AHEAD 8
+/* How long a gap in a live process's sequence may block a waiting producer (see
+ * gap_abandoned): far beyond any scheduling delay of a thread between taking its number
+ * and publishing its record. */
+#define GAP_GIVE_UP_NS (2ull * 1000u * 1000u * 1000u)
 /* Most cells of one record: the cells field is a byte. */
 #define RECORD_MAX_CELLS 255
 
@@ -199,6 +203,45 @@ static void retire_closed_rings(struct mt_proc *proc)
     }
 }
 
+/* Records whose seq we already passed (a gap given up, or a corrupt producer) can no
+ * longer be applied in order: drop them, from the ring heads and the held records. */
+static void drop_passed(struct mt_proc *proc)
+{
+    for (size_t i = 0; i < proc->ring_count; i++) {
+        struct mt_ring_view *r = &proc->rings[i];
+        const struct mt_wire_rec *rec;
+        while ((rec = ring_peek(r)) && rec->seq < proc->next_seq)
+            r->tail += rec->cells ? rec->cells : 1;
+    }
+    for (size_t i = 0; i < proc->held_count; i++)
+        if (proc->held[i].seq < proc->next_seq) {
+            free(proc->held[i].data);
+            proc->held[i--] = proc->held[--proc->held_count];
+        }
+}
+
+/* A live process's gap is normally a record being written and fills within
+ * microseconds. One that lasts GAP_GIVE_UP_NS while a thread of the process waits for
+ * ring space behind it will never fill (a signal handler left its record by longjmp,
+ * docs/tracer.md): waiting longer would deadlock the program, so the number is skipped. */
+static bool gap_abandoned(struct mt_proc *proc)
+{
+    uint64_t now = mt_host_monotonic_ns();
+    if (proc->stuck_seq != proc->next_seq || !proc->stuck_since_ns) {
+        proc->stuck_seq = proc->next_seq;
+        proc->stuck_since_ns = now;
+        return false;
+    }
+    if (now - proc->stuck_since_ns < GAP_GIVE_UP_NS)
+        return false;
+    for (size_t i = 0; i < proc->ring_count; i++)
+        if (atomic_load_explicit(&proc->rings[i].hdr->waiting, memory_order_acquire)) {
+            proc->stuck_since_ns = 0;
+            return true;
+        }
+    return false;
+}
+
 size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
 {
     static unsigned char wrap_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
@@ -239,25 +282,14 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
                     *drained = true;
                 break;
             }
-            if (unstick(proc))
-                continue;
-            if (proc->state == MT_PROC_LIVE)
-                break; /* a record is being written: wait for it */
             if (lowest < proc->next_seq) {
-                /* A seq we already passed (corrupt or duplicate): drop the record. */
-                for (size_t i = 0; i < proc->ring_count; i++) {
-                    struct mt_ring_view *r = &proc->rings[i];
-                    const struct mt_wire_rec *rec = ring_peek(r);
-                    if (rec && rec->seq == lowest)
-                        r->tail += rec->cells ? rec->cells : 1;
-                }
-                for (size_t i = 0; i < proc->held_count; i++)
-                    if (proc->held[i].seq == lowest) {
-                        free(proc->held[i].data);
-                        proc->held[i--] = proc->held[--proc->held_count];
-                    }
+                drop_passed(proc);
                 continue;
             }
+            if (unstick(proc))
+                continue;
+            if (proc->state == MT_PROC_LIVE && !gap_abandoned(proc))
+                break; /* a record is being written: wait for it */
             proc->skipped_seqs += lowest - proc->next_seq;
             proc->next_seq = lowest;
             continue;
