@@ -58,7 +58,7 @@ void mt_medium_stats(struct mt_zone_stats *out)
         mt_lock(&a->lock);
         size_t committed = 0;
         for (const struct mt_medium_region *r = a->regions; r; r = r->next) {
-            out->mapped += MT_MEDIUM_REGION_SIZE;
+            out->mapped += r->size;
             committed += region_committed(r);
         }
         out->committed += committed > a->decommitted ? committed - a->decommitted : 0;
@@ -108,7 +108,7 @@ void mt_medium_walk(struct mt_walker *walker)
         mt_lock(&a->lock);
         for (const struct mt_medium_region *r = a->regions; r; r = r->next) {
             if (walker->zone) {
-                struct mt_zone_info zone = {MT_ZONE_MEDIUM, (uintptr_t)r, MT_MEDIUM_REGION_SIZE, 0};
+                struct mt_zone_info zone = {MT_ZONE_MEDIUM, (uintptr_t)r, r->size, 0};
                 walker->zone(walker, &zone);
             }
             if (!walker->block)
