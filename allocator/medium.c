@@ -24,16 +24,18 @@
 /* Address space is made read-write in steps of at least this much: one mprotect per MiB
  * of growth; it costs no memory until touched. */
 #define COMMIT_GRANULE ((size_t)1 << 20)
-/* Purging: a free never gives pages back by itself. The arena keeps an estimate of its
- * resident free memory (interiors of free chunks not flagged decommitted, pages hidden
- * inside flagged ones, the top's dirty part); when a free takes it past the budget, a
- * purge decommits the interiors of free chunks of at least PURGE_CHUNK_MIN, largest
- * first, until the estimate is down to half the budget. The half is the hysteresis: the
- * next purge comes only after another half budget of frees, so a program whose free
- * memory swings around the budget does not pay a madvise and the refaults at every free
- * (as the former per-free decommit did: `large` bench, 300k page faults against glibc's
- * 150k). Below PURGE_CHUNK_MIN the madvise and the faults of reuse cost more than the
- * memory is worth; glibc gives back nothing but the top. */
+/* Purging: freeing a chunk into the bins never gives pages back by itself. The arena keeps
+ * an upper estimate of the resident free memory in its bins (interiors of free chunks not
+ * flagged decommitted, plus pages hidden inside flagged ones); when a free takes it past
+ * the allowance (below), a purge decommits the interiors of free chunks of at least
+ * PURGE_CHUNK_MIN, largest first, until the estimate is half a budget below the
+ * allowance. That half is the hysteresis: the next purge comes only after another half
+ * budget of frees, so a program whose free memory swings around the allowance does not
+ * pay a madvise and the refaults at every free, as the former per-free decommit did (the
+ * `large` bench faulted 300k pages, glibc 150k). Below PURGE_CHUNK_MIN the madvise and
+ * the faults of reuse cost more than the memory is worth; glibc gives back nothing but
+ * the top. The top follows glibc's rule, trim_top beyond the trim threshold, with the
+ * same drop allowance (release_range). */
 #define PURGE_CHUNK_MIN ((size_t)1 << 20)
 /* The budget: 8 MiB, a quarter of what is in use, or the trim threshold, whichever is
  * largest. The trim threshold adapts (tunables.h) to twice the largest mapped block freed
@@ -44,8 +46,8 @@
 #define RESIDENT_FREE_IN_USE_SHIFT 2
 #define PURGE_TARGET_SHIFT 1 /* purge down to budget / 2 */
 /* On top of the budget, an arena keeps the memory its working set has just shrunk by: up
- * to in_use_peak - in_use. Its resident set then never grows past its recent peak of
- * blocks in use plus the budget, and a working set that shrinks and grows back again
+ * to in_use_peak - in_use (the "drop"), in its bins and again in its top. A working set
+ * that shrinks and grows back again
  * (the `large` bench: 30-60 MiB of 128 KiB-8 MiB blocks) reuses its pages instead of
  * faulting them in again. The peak is forgotten when in use falls below a quarter of it
  * (the program has let its working set go: test_medium, test_rss), and otherwise its
