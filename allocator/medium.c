@@ -28,7 +28,7 @@
  * an upper estimate of the resident free memory in its bins (interiors of free chunks not
  * flagged decommitted, plus pages hidden inside flagged ones); when a free takes it past
  * the allowance (below), a purge decommits the interiors of free chunks of at least
- * PURGE_CHUNK_MIN, largest first, until the estimate is half a budget below the
+ * PURGE_CHUNK_MIN, largest bins first, until the estimate is half a budget below the
  * allowance. That half is the hysteresis: the next purge comes only after another half
  * budget of frees, so a program whose free memory swings around the allowance does not
  * pay a madvise and the refaults at every free, as the former per-free decommit did (the
@@ -44,15 +44,15 @@
  * (test_medium, test_rss). */
 #define RESIDENT_FREE_BUDGET ((size_t)8 << 20)
 #define RESIDENT_FREE_IN_USE_SHIFT 2
-#define PURGE_TARGET_SHIFT 1 /* purge down to budget / 2 */
+#define PURGE_TARGET_SHIFT 1 /* purge down to the allowance minus budget / 2 */
 /* On top of the budget, an arena keeps the memory its working set has just shrunk by: up
  * to in_use_peak - in_use (the "drop"), in its bins and again in its top. A working set
- * that shrinks and grows back again
- * (the `large` bench: 30-60 MiB of 128 KiB-8 MiB blocks) reuses its pages instead of
- * faulting them in again. The peak is forgotten when in use falls below a quarter of it
- * (the program has let its working set go: test_medium, test_rss), and otherwise its
- * excess over in_use halves each time allocations reach PEAK_DECAY_VOLUME_FACTOR times
- * the peak (a working set that stays smaller gives the rest back as it runs). */
+ * that shrinks and grows back again (the `large` bench: 30-60 MiB of 128 KiB-8 MiB
+ * blocks) reuses its pages instead of faulting them in again. The peak is forgotten when
+ * in use falls below a quarter of it (the program has let its working set go:
+ * test_medium, test_rss), and otherwise its excess over in_use halves each time
+ * allocations reach PEAK_DECAY_VOLUME_FACTOR times the peak (a working set that stays
+ * smaller gives the rest back as it runs). */
 #define PEAK_RESET_SHIFT 2
 #define PEAK_DECAY_VOLUME_FACTOR 4
 /* What a region holds besides the largest request: its header, the fence, and the slack
