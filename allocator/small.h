@@ -1,30 +1,43 @@
-/* Small blocks: thread-owned slab pages with out-of-band slot bitmaps.
+/* Small blocks: thread-owned slab pages with out-of-band slot bitmaps, and a per-thread
+ * cache of slots per size class in front of them.
  *
  * A small segment (4 MiB, aligned) holds a header, page descriptors and slot bitmaps in its
  * first two 64 KiB pages, then 62 pages of slots. A page serves one size class. Each slot
- * has two bits kept outside the slot, in the segment header:
- *   free   - the slot is available; written only by the owning thread;
+ * has three bits kept outside the slot, in the segment header:
+ *   free   - the slot is available in the page; written only by the owning thread;
+ *   cached - the slot is free and sits in the owner's slot cache; written only by the owner;
  *   remote - another thread freed the slot; set atomically by that thread, folded into
  *            `free` by the owner when it runs out of slots ("collect").
  * No pointer is ever stored inside a free slot, so an overflow or use-after-free cannot
  * corrupt the allocator's lists, and a double free is caught deterministically from any
- * thread: the slot's bits say it is already free.
+ * thread: one of the slot's bits says it is already free.
+ *
+ * The slot cache: per thread and class, a small LIFO stack of free slots (address and slot
+ * index packed in one word) kept in the heap, its top pointer in TLS. free() of an owned
+ * slot sets its cached bit and pushes it; malloc() pops the most recently freed slot (hot
+ * in the CPU cache, with its bitmap word) and clears the bit. Neither touches the page
+ * descriptor's counters: a cached slot counts as used in its page. When a class's stack is
+ * empty, malloc's slow path moves a batch of free bits of the current page into it; when it
+ * is full, free's slow path returns the older half to the bitmaps. Each stack holds at most
+ * mt_small_cache_limit(cls) entries (fewer for big blocks, bounding what a thread keeps).
  *
  * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
  * use carries a copy (page->heap) so that free() decides local or remote from the page
  * descriptor it reads anyway. The owner allocates and frees with plain loads and stores:
  * no lock, no atomic read-modify-write, no system call. Other threads free with one
- * atomic OR on the remote word. When a thread exits, its segments are abandoned (owner and
- * page->heap NULL): frees into them take a global lock, and the next thread that needs
- * pages adopts them, so memory of dead threads is reused or returned.
+ * atomic OR on the remote word. When a thread exits, it empties its slot cache and its
+ * segments are abandoned (owner and page->heap NULL): frees into them take a global lock,
+ * and the next thread that needs pages adopts them, so memory of dead threads is reused or
+ * returned.
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - page->used == capacity - popcount(free) + page->pinned (uncollected remote frees
- *     count as used). The page a thread allocates from is pinned: the extra count keeps
- *     free() from seeing it empty (and taking the slow path) every time its last block
- *     goes, which a malloc/free loop would otherwise do on every call;
- *   - a slot is never set in both free and remote;
+ *   - page->used == capacity - popcount(free) + page->pinned (cached slots and uncollected
+ *     remote frees count as used). The page a thread refills from is pinned: the extra
+ *     count keeps a flush of the cache from releasing it under the refill;
+ *   - a slot has at most one of free, cached and remote set;
+ *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
+ *     one entry for it (so a page with cached slots is never released);
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -48,6 +61,7 @@ enum mt_page_state { MT_PAGE_FREE = 0, MT_PAGE_ACTIVE = 1, MT_PAGE_META = 2 };
 
 struct mt_page_bits {
     _Atomic uint64_t free;   /* owner writes (relaxed); others may read */
+    _Atomic uint64_t cached; /* owner writes (relaxed); others may read */
     _Atomic uint64_t remote; /* any thread sets bits (atomic OR); owner clears (exchange) */
 };
 
@@ -56,7 +70,7 @@ struct mt_page {
     _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
-    _Atomic uint16_t used;    /* slots not free from the owner's point of view */
+    _Atomic uint16_t used;    /* slots without their free bit (live, cached, remote) + pinned */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
@@ -66,7 +80,7 @@ struct mt_page {
     /* Slow-path bookkeeping. */
     uint8_t state;            /* enum mt_page_state */
     uint8_t committed;        /* memory may be resident (not decommitted since last use) */
-    uint8_t pinned;           /* a thread allocates from it: `used` holds one extra count */
+    uint8_t pinned;           /* the heap's refill page: `used` holds one extra count */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
@@ -103,9 +117,36 @@ struct mt_segment {
 _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
                "segment metadata must fit its reserved pages");
 
+/* The slot cache of one size class (see the header comment). One aligned region of
+ * MT_CACHE_REGION bytes, so the region and its counter are found from the top pointer by
+ * masking, and "empty" is a test of the top pointer's low bits, with no load. */
+#define MT_CACHE_REGION 256
+#define MT_CACHE_MASK ((uintptr_t)MT_CACHE_REGION - 1)
+#define MT_CACHE_ENTRIES (MT_CACHE_REGION / sizeof(uintptr_t) - 1)
+/* Entries are used up to this many: the slot after the last one holds the sentinel. */
+#define MT_CACHE_MAX (MT_CACHE_ENTRIES - 1)
+/* Marks the end of a class's stack: a push that finds it takes the slow path. No entry
+ * equals it (entries are 16-byte aligned addresses). */
+#define MT_CACHE_SENTINEL ((uintptr_t)1)
+/* An entry: the slot's address (below 2^47, see MT_SEGMAP_ADDRESS_BITS) with its index in
+ * the page in the top bits, so a pop finds the bitmap word without a division. */
+#define MT_CACHE_INDEX_SHIFT 48
+#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_INDEX_SHIFT) - 1)
+
+struct mt_slot_cache {
+    _Atomic uint64_t allocs; /* allocations of the class by this thread (show_alloc_hist) */
+    uintptr_t entry[MT_CACHE_ENTRIES]; /* a stack, oldest first; top in mt_tls_cache_top */
+} MT_ALIGNED(MT_CACHE_REGION);
+
+_Static_assert(sizeof(struct mt_slot_cache) == MT_CACHE_REGION, "a slot cache is one aligned region");
+_Static_assert(MT_MAX_SLOTS_PER_PAGE <= ((uintptr_t)1 << (64 - MT_CACHE_INDEX_SHIFT)),
+               "a slot index fits the top bits of a cache entry");
+_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_INDEX_SHIFT, "small block addresses fit a cache entry");
+
 struct mt_heap {
-    /* Allocations per class since the thread started (show_alloc_hist); owner-written. */
-    _Atomic uint64_t class_allocs[MT_SMALL_CLASSES];
+    struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner-written; others read allocs */
+    struct mt_page *direct[MT_SMALL_CLASSES];     /* refill page per class, pinned, or
+                                                     &mt_empty_page */
     struct mt_page_queue avail[MT_SMALL_CLASSES]; /* pages with free slots */
     struct mt_page_queue full;                   /* pages without */
     _Atomic uint32_t remote_hint;  /* a remote free hit one of our full pages */
@@ -120,48 +161,29 @@ struct mt_heap {
 /* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
  * exit destructor ran. */
 extern MT_TLS struct mt_heap *mt_tls_heap;
-/* The page each class allocates from, per thread; &mt_empty_page when there is none, so
- * the fast path needs no NULL test (the empty page has no free bit and sends it to the
- * slow path). Kept in TLS rather than in the heap so malloc's first load is the page. */
-extern MT_TLS struct mt_page *mt_tls_direct[MT_SMALL_CLASSES];
+/* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
+ * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
+ * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
+ * TLS so malloc's first load is the top. */
+extern MT_TLS uintptr_t *mt_tls_cache_top[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
-/* The page with no free slot that stands for "none" (see mt_heap.direct). */
+/* The page with no free slot that stands for "none" in mt_heap.direct. */
 extern struct mt_page_meta mt_empty_page_meta;
 #define mt_empty_page (mt_empty_page_meta.page)
 
-/* Out of line: refill (collect remote frees, next page, adopt, new segment), first use of
- * a thread, out of memory (sets errno, returns NULL). */
-void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls);
-/* Out of line: the page just became empty or was on the full list (calling thread owns it). */
-void mt_small_free_local_slow(struct mt_page *page);
+/* Out of line: the class's cache is empty. Refill it (collect remote frees, next page,
+ * adopt, new segment) and pop; first use of a thread; out of memory (sets errno, returns
+ * NULL). */
+void *mt_small_malloc_slow(unsigned cls);
+/* Out of line: the class's cache is full. Return its older half to the bitmaps, then push
+ * `entry` (whose cached bit the caller has set). */
+void mt_small_free_cache_full(uintptr_t entry, unsigned cls);
 /* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
 void mt_small_free_invalid(const void *ptr, enum mt_api api);
 /* Out of line: the slot is already free. */
 void mt_small_free_double(const void *ptr, enum mt_api api);
-
-MT_INLINE void *mt_small_malloc(unsigned cls)
-{
-    struct mt_page *page = mt_tls_direct[cls];
-    uint64_t nonempty = page->nonempty;
-    if (MT_UNLIKELY(nonempty == 0))
-        return mt_small_malloc_slow(mt_tls_heap, cls);
-    struct mt_heap *heap = mt_tls_heap;
-    unsigned wi = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t w = atomic_load_explicit(&mt_page_bits(page)[wi].free, memory_order_relaxed);
-    uint64_t rest = w & (w - 1);
-    atomic_store_explicit(&mt_page_bits(page)[wi].free, rest, memory_order_relaxed);
-    /* Clear the summary bit when the word runs dry, without a branch. */
-    page->nonempty = nonempty & ~((uint64_t)(rest == 0) << wi);
-    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
-                          memory_order_relaxed);
-    atomic_store_explicit(&heap->class_allocs[cls],
-                          atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    size_t index = (size_t)wi * 64 + (size_t)__builtin_ctzll(w);
-    return page->start + index * page->block_size;
-}
 
 MT_INLINE struct mt_segment *mt_small_segment_of(const void *ptr)
 {
@@ -186,6 +208,27 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
     return index;
 }
 
+/* Pop the class's most recently freed slot: TLS top, the entry, the slot's bitmap word.
+ * The page descriptor is not touched (a cached slot already counts as used). */
+MT_INLINE void *mt_small_malloc(unsigned cls)
+{
+    uintptr_t *top = mt_tls_cache_top[cls];
+    if (MT_UNLIKELY(((uintptr_t)top & MT_CACHE_MASK) == offsetof(struct mt_slot_cache, entry)))
+        return mt_small_malloc_slow(cls);
+    uintptr_t entry = top[-1];
+    mt_tls_cache_top[cls] = top - 1;
+    struct mt_slot_cache *cache = (struct mt_slot_cache *)((uintptr_t)top & ~MT_CACHE_MASK);
+    atomic_store_explicit(&cache->allocs, atomic_load_explicit(&cache->allocs, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    void *ptr = (void *)(entry & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(entry >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(mt_small_page_of(mt_small_segment_of(ptr), ptr))[index >> 6];
+    atomic_store_explicit(&b->cached,
+                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+                          memory_order_relaxed);
+    return ptr;
+}
+
 /* Free a pointer whose segment-map entry says MT_SEG_SMALL. The slow paths take only what
  * they cannot recompute cheaply, which keeps this path free of register spills. */
 MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
@@ -202,23 +245,28 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t w = atomic_load_explicit(&b->free, memory_order_relaxed);
+    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((w | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->free, w | bit, memory_order_relaxed);
-    page->nonempty |= 1ull << (index >> 6);
-    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&page->used, used, memory_order_relaxed);
-    if (MT_UNLIKELY(used == 0 || atomic_load_explicit(&page->full, memory_order_relaxed)))
-        mt_small_free_local_slow(page);
+    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
+    unsigned cls = page->cls;
+    uintptr_t *top = mt_tls_cache_top[cls];
+    uintptr_t entry = (uintptr_t)ptr | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+    if (MT_UNLIKELY(*top == MT_CACHE_SENTINEL)) {
+        mt_small_free_cache_full(entry, cls);
+        return;
+    }
+    *top = entry;
+    mt_tls_cache_top[cls] = top + 1;
 }
 
-/* As mt_small_malloc, but from a random free slot of the current page (debug mode's
- * randomization): `random` supplies the entropy. */
+/* As mt_small_malloc, but from a random free slot of the refill page, bypassing the
+ * cache (debug mode's randomization): `random` supplies the entropy. */
 void *mt_small_malloc_random(unsigned cls, uint64_t random);
 
 /* Usable size of a live small block, or 0 after reporting an error for a pointer that is
