@@ -39,7 +39,7 @@ struct mt_heap mt_heap_empty;
 #define EMPTY_TOP(c) &mt_heap_empty.cache[c].entry[0]
 #define EMPTY_TOP_x8(c) EMPTY_TOP(c), EMPTY_TOP(c + 1), EMPTY_TOP(c + 2), EMPTY_TOP(c + 3), \
                         EMPTY_TOP(c + 4), EMPTY_TOP(c + 5), EMPTY_TOP(c + 6), EMPTY_TOP(c + 7)
-MT_TLS uintptr_t *mt_tls_cache_top[MT_SMALL_CLASSES] = {EMPTY_TOP_x8(0),  EMPTY_TOP_x8(8),  EMPTY_TOP_x8(16),
+MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES] = {EMPTY_TOP_x8(0),  EMPTY_TOP_x8(8),  EMPTY_TOP_x8(16),
                                                         EMPTY_TOP_x8(24), EMPTY_TOP_x8(32), EMPTY_TOP_x8(40),
                                                         EMPTY_TOP_x8(48)};
 #undef EMPTY_TOP_x8
@@ -300,18 +300,16 @@ static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
 
 /* A slot freed by its owner leaves the cache: back to the page's free bits. The page may
  * leave the full list, or become empty and be released. */
-static void cache_return_slot(struct mt_heap *heap, uintptr_t entry)
+static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
 {
-    void *ptr = (void *)(entry & MT_CACHE_ADDRESS_MASK);
-    size_t index = (size_t)(entry >> MT_CACHE_INDEX_SHIFT);
-    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
-    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    uint64_t bit = 1ull << (index & 63);
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(entry.block), entry.block);
+    struct mt_page_bits *b = (struct mt_page_bits *)(entry.bits & MT_CACHE_ADDRESS_MASK);
+    uint64_t bit = 1ull << (entry.bits >> MT_CACHE_BIT_SHIFT);
     atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) & ~bit,
                           memory_order_relaxed);
     atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
                           memory_order_relaxed);
-    page->nonempty |= 1ull << (index >> 6);
+    page->nonempty |= 1ull << (b - mt_page_bits(page));
     uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
     atomic_store_explicit(&page->used, used, memory_order_relaxed);
     if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
@@ -333,7 +331,7 @@ static void cache_flush(struct mt_heap *heap, unsigned cls, size_t keep)
     if (count <= keep)
         return;
     size_t n = count - keep;
-    uintptr_t flushed[MT_CACHE_ENTRIES];
+    struct mt_cache_entry flushed[MT_CACHE_ENTRIES];
     memcpy(flushed, cache->entry, n * sizeof *flushed);
     memmove(cache->entry, cache->entry + n, keep * sizeof *flushed);
     mt_tls_cache_top[cls] = cache->entry + keep;
@@ -347,12 +345,13 @@ static void cache_flush_all(struct mt_heap *heap)
         cache_flush(heap, c, 0);
 }
 
-void mt_small_free_cache_full(uintptr_t entry, unsigned cls)
+void mt_small_free_cache_full(void *block, uintptr_t bits, unsigned cls)
 {
     struct mt_heap *heap = mt_tls_heap;
     cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
-    uintptr_t *top = mt_tls_cache_top[cls];
-    *top = entry;
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    top->block = block;
+    top->bits = bits;
     mt_tls_cache_top[cls] = top + 1;
 }
 
@@ -361,7 +360,7 @@ void mt_small_free_cache_full(uintptr_t entry, unsigned cls)
 static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, unsigned cls)
 {
     size_t want = cache_refill_count[cls];
-    uintptr_t taken[MT_CACHE_ENTRIES];
+    struct mt_cache_entry taken[MT_CACHE_ENTRIES];
     size_t n = 0;
     uint64_t nonempty = page->nonempty;
     uint8_t *start = page->start;
@@ -372,8 +371,9 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
         uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
         uint64_t rest = bits;
         for (; n < want && rest; n++) {
-            size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(rest);
-            taken[n] = (uintptr_t)(start + index * block_size) | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+            unsigned bit = (unsigned)__builtin_ctzll(rest);
+            taken[n].block = start + ((size_t)w * 64 + bit) * block_size;
+            taken[n].bits = (uintptr_t)b | ((uintptr_t)bit << MT_CACHE_BIT_SHIFT);
             rest &= rest - 1;
         }
         atomic_store_explicit(&b->free, rest, memory_order_relaxed);
@@ -386,7 +386,7 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
     atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + n),
                           memory_order_relaxed);
     /* Highest address at the bottom, so pops hand out the lowest first. */
-    uintptr_t *entry = heap->cache[cls].entry;
+    struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)
         entry[i] = taken[n - 1 - i];
     mt_tls_cache_top[cls] = entry + n;
@@ -620,7 +620,7 @@ struct mt_heap *mt_heap_get(void)
     memset(heap, 0, sizeof *heap);
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
-        heap->cache[c].entry[mt_small_cache_limit(c)] = MT_CACHE_SENTINEL;
+        heap->cache[c].entry[mt_small_cache_limit(c)].block = MT_CACHE_SENTINEL;
         mt_tls_cache_top[c] = heap->cache[c].entry;
     }
     heap->tid = mt_os_gettid();

@@ -12,8 +12,9 @@
  * corrupt the allocator's lists, and a double free is caught deterministically from any
  * thread: one of the slot's bits says it is already free.
  *
- * The slot cache: per thread and class, a small LIFO stack of free slots (address and slot
- * index packed in one word) kept in the heap, its top pointer in TLS. free() of an owned
+ * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
+ * address and its bitmap word's, with the bit number) kept in the heap, its top pointer in
+ * TLS. free() of an owned
  * slot sets its cached bit and pushes it; malloc() pops the most recently freed slot (hot
  * in the CPU cache, with its bitmap word) and clears the bit. Neither touches the page
  * descriptor's counters: a cached slot counts as used in its page. When a class's stack is
@@ -117,31 +118,35 @@ struct mt_segment {
 _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
                "segment metadata must fit its reserved pages");
 
+/* One cached slot: the block, and the address of its mt_page_bits word with the bit number
+ * in the top bits, so a pop clears the cached bit with no address arithmetic. */
+struct mt_cache_entry {
+    void *block;
+    uintptr_t bits; /* (uintptr_t)&mt_page_bits(page)[w] | bit << MT_CACHE_BIT_SHIFT */
+};
+#define MT_CACHE_BIT_SHIFT 58
+#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_BIT_SHIFT) - 1)
+_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_BIT_SHIFT, "small segment addresses fit below the bit number");
+
 /* The slot cache of one size class (see the header comment). One aligned region of
  * MT_CACHE_REGION bytes, so the region and its counter are found from the top pointer by
  * masking, and "empty" is a test of the top pointer's low bits, with no load. */
-#define MT_CACHE_REGION 256
+#define MT_CACHE_REGION 512
 #define MT_CACHE_MASK ((uintptr_t)MT_CACHE_REGION - 1)
-#define MT_CACHE_ENTRIES (MT_CACHE_REGION / sizeof(uintptr_t) - 1)
+#define MT_CACHE_ENTRIES (MT_CACHE_REGION / sizeof(struct mt_cache_entry) - 1)
 /* Entries are used up to this many: the slot after the last one holds the sentinel. */
 #define MT_CACHE_MAX (MT_CACHE_ENTRIES - 1)
-/* Marks the end of a class's stack: a push that finds it takes the slow path. No entry
- * equals it (entries are 16-byte aligned addresses). */
-#define MT_CACHE_SENTINEL ((uintptr_t)1)
-/* An entry: the slot's address (below 2^47, see MT_SEGMAP_ADDRESS_BITS) with its index in
- * the page in the top bits, so a pop finds the bitmap word without a division. */
-#define MT_CACHE_INDEX_SHIFT 48
-#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_INDEX_SHIFT) - 1)
+/* Marks the end of a class's stack in the block field: a push that finds it takes the slow
+ * path. No block is at address 1. */
+#define MT_CACHE_SENTINEL ((void *)1)
 
 struct mt_slot_cache {
     _Atomic uint64_t allocs; /* allocations of the class by this thread (show_alloc_hist) */
-    uintptr_t entry[MT_CACHE_ENTRIES]; /* a stack, oldest first; top in mt_tls_cache_top */
+    uint64_t reserved;       /* keeps the entries 16-byte aligned */
+    struct mt_cache_entry entry[MT_CACHE_ENTRIES]; /* a stack, oldest first; top in TLS */
 } MT_ALIGNED(MT_CACHE_REGION);
 
 _Static_assert(sizeof(struct mt_slot_cache) == MT_CACHE_REGION, "a slot cache is one aligned region");
-_Static_assert(MT_MAX_SLOTS_PER_PAGE <= ((uintptr_t)1 << (64 - MT_CACHE_INDEX_SHIFT)),
-               "a slot index fits the top bits of a cache entry");
-_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_INDEX_SHIFT, "small block addresses fit a cache entry");
 
 struct mt_heap {
     struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner-written; others read allocs */
@@ -165,7 +170,7 @@ extern MT_TLS struct mt_heap *mt_tls_heap;
  * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
  * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
  * TLS so malloc's first load is the top. */
-extern MT_TLS uintptr_t *mt_tls_cache_top[MT_SMALL_CLASSES];
+extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" in mt_heap.direct. */
 extern struct mt_page_meta mt_empty_page_meta;
@@ -176,8 +181,8 @@ extern struct mt_page_meta mt_empty_page_meta;
  * NULL). */
 void *mt_small_malloc_slow(unsigned cls);
 /* Out of line: the class's cache is full. Return its older half to the bitmaps, then push
- * `entry` (whose cached bit the caller has set). */
-void mt_small_free_cache_full(uintptr_t entry, unsigned cls);
+ * the block (whose cached bit the caller has set; `bits` as in mt_cache_entry). */
+void mt_small_free_cache_full(void *block, uintptr_t bits, unsigned cls);
 /* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
@@ -212,21 +217,21 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
  * The page descriptor is not touched (a cached slot already counts as used). */
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
-    uintptr_t *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
     if (MT_UNLIKELY(((uintptr_t)top & MT_CACHE_MASK) == offsetof(struct mt_slot_cache, entry)))
         return mt_small_malloc_slow(cls);
-    uintptr_t entry = top[-1];
-    mt_tls_cache_top[cls] = top - 1;
+    struct mt_cache_entry *e = top - 1;
+    mt_tls_cache_top[cls] = e;
     struct mt_slot_cache *cache = (struct mt_slot_cache *)((uintptr_t)top & ~MT_CACHE_MASK);
     atomic_store_explicit(&cache->allocs, atomic_load_explicit(&cache->allocs, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    void *ptr = (void *)(entry & MT_CACHE_ADDRESS_MASK);
-    size_t index = (size_t)(entry >> MT_CACHE_INDEX_SHIFT);
-    struct mt_page_bits *b = &mt_page_bits(mt_small_page_of(mt_small_segment_of(ptr), ptr))[index >> 6];
+    uintptr_t bits = e->bits;
+    struct mt_page_bits *b = (struct mt_page_bits *)(bits & MT_CACHE_ADDRESS_MASK);
     atomic_store_explicit(&b->cached,
-                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+                          atomic_load_explicit(&b->cached, memory_order_relaxed) &
+                              ~(1ull << (bits >> MT_CACHE_BIT_SHIFT)),
                           memory_order_relaxed);
-    return ptr;
+    return e->block;
 }
 
 /* Free a pointer whose segment-map entry says MT_SEG_SMALL. The slow paths take only what
@@ -255,13 +260,14 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
 #endif
     atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
     unsigned cls = page->cls;
-    uintptr_t *top = mt_tls_cache_top[cls];
-    uintptr_t entry = (uintptr_t)ptr | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
-    if (MT_UNLIKELY(*top == MT_CACHE_SENTINEL)) {
-        mt_small_free_cache_full(entry, cls);
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    uintptr_t bits = (uintptr_t)b | ((uintptr_t)(index & 63) << MT_CACHE_BIT_SHIFT);
+    if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL)) {
+        mt_small_free_cache_full(ptr, bits, cls);
         return;
     }
-    *top = entry;
+    top->block = ptr;
+    top->bits = bits;
     mt_tls_cache_top[cls] = top + 1;
 }
 

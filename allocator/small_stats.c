@@ -211,22 +211,23 @@ static bool check_queue(struct mt_check *check, const struct mt_page_queue *q, i
 static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsigned cls, size_t *entries)
 {
     const struct mt_slot_cache *cache = &self->cache[cls];
-    const uintptr_t *top = mt_tls_cache_top[cls];
+    const struct mt_cache_entry *top = mt_tls_cache_top[cls];
     unsigned limit = mt_small_cache_limit(cls);
     if (top < cache->entry || top > cache->entry + limit)
         return mt_check_fail(check, cache, "slot cache of class %u has its top outside the stack", cls);
-    if (cache->entry[limit] != MT_CACHE_SENTINEL)
+    if (cache->entry[limit].block != MT_CACHE_SENTINEL)
         return mt_check_fail(check, cache, "slot cache of class %u lost its end mark", cls);
-    for (const uintptr_t *e = cache->entry; e < top; e++) {
-        void *ptr = (void *)(*e & MT_CACHE_ADDRESS_MASK);
-        size_t index = (size_t)(*e >> MT_CACHE_INDEX_SHIFT);
+    for (const struct mt_cache_entry *e = cache->entry; e < top; e++) {
+        void *ptr = e->block;
         if (mt_segmap_kind(mt_segmap_entry((uintptr_t)ptr)) != MT_SEG_SMALL)
             return mt_check_fail(check, ptr, "slot cache of class %u holds a pointer outside small segments", cls);
         const struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+        size_t index = mt_small_slot_index(page, ptr);
         if (page->state != MT_PAGE_ACTIVE || page->cls != cls ||
-            atomic_load_explicit(&page->heap, memory_order_relaxed) != self ||
-            mt_small_slot_index(page, ptr) != index)
+            atomic_load_explicit(&page->heap, memory_order_relaxed) != self || index == SIZE_MAX)
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
+        if (e->bits != ((uintptr_t)&mt_page_bits(page)[index >> 6] | (uintptr_t)(index & 63) << MT_CACHE_BIT_SHIFT))
+            return mt_check_fail(check, ptr, "slot cache of class %u has a wrong bitmap word for a slot", cls);
         if (!((atomic_load_explicit(&mt_page_bits(page)[index >> 6].cached, memory_order_relaxed) >> (index & 63)) &
               1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
