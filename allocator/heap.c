@@ -144,10 +144,24 @@ static void heap_segment_unlink(struct mt_heap *heap, struct mt_segment *seg)
     seg->next = seg->prev = NULL;
 }
 
+/* Drop the cache entries of a page about to be released (its cached slots are free; the
+ * page's bitmaps are rewritten when it is used again). */
+static void cache_purge_page(struct mt_heap *heap, const struct mt_page *page)
+{
+    unsigned cls = page->cls;
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *kept = heap->cache[cls].entry;
+    for (struct mt_cache_entry *e = kept; e < top; e++)
+        if ((struct mt_page *)(e->slot & MT_CACHE_ADDRESS_MASK) != page)
+            *kept++ = *e;
+    mt_tls_cache_top[cls] = kept;
+}
+
 /* A page of ours became empty: back to its segment, and the segment to the pool when it is
  * entirely free and not our only one. */
 static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
 {
+    cache_purge_page(heap, page);
     struct mt_segment *seg = mt_small_segment_of(page->start);
     bool keep_resident = heap->committed_free_pages < HEAP_COMMITTED_FREE_MAX;
     mt_segment_put_page(seg, page, !keep_resident);
@@ -274,6 +288,18 @@ static bool heap_page_to_full(struct mt_heap *heap, struct mt_page *page)
     return false;
 }
 
+/* Release a page of ours whose last used slot went (on its avail queue or full list). */
+static void heap_page_emptied(struct mt_heap *heap, struct mt_page *page)
+{
+    if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
+        queue_remove(&heap->full, page);
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+    } else {
+        queue_remove(&heap->avail[page->cls], page);
+    }
+    heap_release_page(heap, page);
+}
+
 /* Make `page` the one the calling thread allocates class `cls` from: pin it, and unpin
  * (releasing it if that leaves it empty) the previous one. */
 static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
@@ -292,34 +318,28 @@ static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
     old->pinned = 0;
     uint16_t used = (uint16_t)(atomic_load_explicit(&old->used, memory_order_relaxed) - 1);
     atomic_store_explicit(&old->used, used, memory_order_relaxed);
-    if (used == 0 && !atomic_load_explicit(&old->full, memory_order_relaxed)) {
-        queue_remove(&heap->avail[cls], old);
-        heap_release_page(heap, old);
-    }
+    if (used == 0)
+        heap_page_emptied(heap, old);
 }
 
-/* A slot freed by its owner leaves the cache: back to the page's free bits. The page may
- * leave the full list, or become empty and be released. */
+/* A slot freed by its owner leaves the cache: back to the page's free bits, which may take
+ * the page off the full list. (Never empties a page: cached slots are not counted in
+ * `used`, and a page is released as soon as its count reaches 0.) */
 static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
 {
-    struct mt_page *page = mt_small_page_of(mt_small_segment_of(entry.block), entry.block);
-    struct mt_page_bits *b = (struct mt_page_bits *)(entry.bits & MT_CACHE_ADDRESS_MASK);
-    uint64_t bit = 1ull << (entry.bits >> MT_CACHE_BIT_SHIFT);
+    struct mt_page *page = (struct mt_page *)(entry.slot & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(entry.slot >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    uint64_t bit = 1ull << (index & 63);
     atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) & ~bit,
                           memory_order_relaxed);
     atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
                           memory_order_relaxed);
-    page->nonempty |= 1ull << (b - mt_page_bits(page));
-    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&page->used, used, memory_order_relaxed);
+    page->nonempty |= 1ull << (index >> 6);
     if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
         queue_remove(&heap->full, page);
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
         queue_push_back(&heap->avail[page->cls], page);
-    }
-    if (used == 0) { /* never the refill page: it is pinned */
-        queue_remove(&heap->avail[page->cls], page);
-        heap_release_page(heap, page);
     }
 }
 
@@ -345,14 +365,20 @@ static void cache_flush_all(struct mt_heap *heap)
         cache_flush(heap, c, 0);
 }
 
-void mt_small_free_cache_full(void *block, uintptr_t bits, unsigned cls)
+void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
 {
     struct mt_heap *heap = mt_tls_heap;
-    cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    if (top->block == MT_CACHE_SENTINEL) {
+        cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
+        top = mt_tls_cache_top[cls];
+    }
     top->block = block;
-    top->bits = bits;
+    top->slot = slot;
     mt_tls_cache_top[cls] = top + 1;
+    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
+    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+        heap_page_emptied(heap, page);
 }
 
 /* Move up to the refill batch of the page's lowest free slots into the class's cache,
@@ -371,9 +397,9 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
         uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
         uint64_t rest = bits;
         for (; n < want && rest; n++) {
-            unsigned bit = (unsigned)__builtin_ctzll(rest);
-            taken[n].block = start + ((size_t)w * 64 + bit) * block_size;
-            taken[n].bits = (uintptr_t)b | ((uintptr_t)bit << MT_CACHE_BIT_SHIFT);
+            size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(rest);
+            taken[n].block = start + index * block_size;
+            taken[n].slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
             rest &= rest - 1;
         }
         atomic_store_explicit(&b->free, rest, memory_order_relaxed);
@@ -383,8 +409,6 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
             nonempty &= ~(1ull << w);
     }
     page->nonempty = nonempty;
-    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + n),
-                          memory_order_relaxed);
     /* Highest address at the bottom, so pops hand out the lowest first. */
     struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)
@@ -699,10 +723,11 @@ static void heap_thread_exit(void *arg)
     /* Allocations made by later destructors of this thread start a new heap (and re-arm
      * this destructor, which pthread runs again). */
     cache_flush_all(heap);
-    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         direct_set(heap, c, &mt_empty_page);
+    /* Only now: releasing a page purges its class's cache through these tops. */
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         mt_tls_cache_top[c] = mt_heap_empty.cache[c].entry;
-    }
     mt_tls_heap = &mt_heap_empty;
     mt_lock(&mt_small_lock);
     heap_abandon_locked(heap, false);

@@ -13,13 +13,14 @@
  * thread: one of the slot's bits says it is already free.
  *
  * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
- * address and its bitmap word's, with the bit number) kept in the heap, its top pointer in
- * TLS. free() of an owned
+ * address, and its page descriptor's with the slot index) kept in the heap, its top pointer
+ * in TLS. free() of an owned
  * slot sets its cached bit and pushes it; malloc() pops the most recently freed slot (hot
- * in the CPU cache, with its bitmap word) and clears the bit. Neither touches the page
- * descriptor's counters: a cached slot counts as used in its page. When a class's stack is
- * empty, malloc's slow path moves a batch of free bits of the current page into it; when it
- * is full, free's slow path returns the older half to the bitmaps. Each stack holds at most
+ * in the CPU cache, with its bitmap word and page descriptor) and clears the bit. A cached
+ * slot is not counted in its page's `used`, so a page whose blocks are all freed is released
+ * at once (its entries are dropped from the cache), whatever the cache holds. When a
+ * class's stack is empty, malloc's slow path moves a batch of free bits of the current page
+ * into it; when it is full, free's slow path returns the older half to the bitmaps. Each stack holds at most
  * mt_small_cache_limit(cls) entries (fewer for big blocks, bounding what a thread keeps).
  *
  * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
@@ -33,12 +34,13 @@
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - page->used == capacity - popcount(free) + page->pinned (cached slots and uncollected
- *     remote frees count as used). The page a thread refills from is pinned: the extra
- *     count keeps a flush of the cache from releasing it under the refill;
+ *   - page->used == capacity - popcount(free) - popcount(cached) + page->pinned
+ *     (uncollected remote frees count as used), and is never 0 for a page in use: the page
+ *     is released when it reaches 0. The page a thread refills from is pinned: the extra
+ *     count keeps it from being released while it is the refill page;
  *   - a slot has at most one of free, cached and remote set;
  *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
- *     one entry for it (so a page with cached slots is never released);
+ *     one entry for it;
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -71,7 +73,7 @@ struct mt_page {
     _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
-    _Atomic uint16_t used;    /* slots without their free bit (live, cached, remote) + pinned */
+    _Atomic uint16_t used;    /* live and remotely freed slots, + pinned */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
@@ -118,15 +120,18 @@ struct mt_segment {
 _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
                "segment metadata must fit its reserved pages");
 
-/* One cached slot: the block, and the address of its mt_page_bits word with the bit number
- * in the top bits, so a pop clears the cached bit with no address arithmetic. */
+/* One cached slot: the block, and its page descriptor's address with the slot index in the
+ * top bits, so a pop reaches the page's count and the slot's bitmap word without computing
+ * either from the block. */
 struct mt_cache_entry {
     void *block;
-    uintptr_t bits; /* (uintptr_t)&mt_page_bits(page)[w] | bit << MT_CACHE_BIT_SHIFT */
+    uintptr_t slot; /* (uintptr_t)page | index << MT_CACHE_INDEX_SHIFT */
 };
-#define MT_CACHE_BIT_SHIFT 58
-#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_BIT_SHIFT) - 1)
-_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_BIT_SHIFT, "small segment addresses fit below the bit number");
+#define MT_CACHE_INDEX_SHIFT 52
+#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_INDEX_SHIFT) - 1)
+_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_INDEX_SHIFT, "small segment addresses fit below the index");
+_Static_assert(MT_MAX_SLOTS_PER_PAGE <= (uintptr_t)1 << (64 - MT_CACHE_INDEX_SHIFT),
+               "a slot index fits the top bits of a cache entry");
 
 /* The slot cache of one size class (see the header comment). One aligned region of
  * MT_CACHE_REGION bytes, so the region and its counter are found from the top pointer by
@@ -180,9 +185,10 @@ extern struct mt_page_meta mt_empty_page_meta;
  * adopt, new segment) and pop; first use of a thread; out of memory (sets errno, returns
  * NULL). */
 void *mt_small_malloc_slow(unsigned cls);
-/* Out of line: the class's cache is full. Return its older half to the bitmaps, then push
- * the block (whose cached bit the caller has set; `bits` as in mt_cache_entry). */
-void mt_small_free_cache_full(void *block, uintptr_t bits, unsigned cls);
+/* Out of line: the class's cache is full (return its older half to the bitmaps) or the
+ * block's page has no used slot left (release it). Pushes the block, whose cached bit the
+ * caller has set and counted (`slot` as in mt_cache_entry). */
+void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls);
 /* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
@@ -213,8 +219,8 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
     return index;
 }
 
-/* Pop the class's most recently freed slot: TLS top, the entry, the slot's bitmap word.
- * The page descriptor is not touched (a cached slot already counts as used). */
+/* Pop the class's most recently freed slot: TLS top, the entry, the slot's bitmap word and
+ * its page's count. */
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
@@ -225,11 +231,14 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
     struct mt_slot_cache *cache = (struct mt_slot_cache *)((uintptr_t)top & ~MT_CACHE_MASK);
     atomic_store_explicit(&cache->allocs, atomic_load_explicit(&cache->allocs, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    uintptr_t bits = e->bits;
-    struct mt_page_bits *b = (struct mt_page_bits *)(bits & MT_CACHE_ADDRESS_MASK);
+    uintptr_t slot = e->slot;
+    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     atomic_store_explicit(&b->cached,
-                          atomic_load_explicit(&b->cached, memory_order_relaxed) &
-                              ~(1ull << (bits >> MT_CACHE_BIT_SHIFT)),
+                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+                          memory_order_relaxed);
+    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
                           memory_order_relaxed);
     return e->block;
 }
@@ -250,24 +259,28 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
+    if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->cached, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
+    /* Loaded again rather than kept from the check: one register less, no spill. */
+    atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | bit,
+                          memory_order_relaxed);
+    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
+    atomic_store_explicit(&page->used, used, memory_order_relaxed);
     unsigned cls = page->cls;
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
-    uintptr_t bits = (uintptr_t)b | ((uintptr_t)(index & 63) << MT_CACHE_BIT_SHIFT);
-    if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL)) {
-        mt_small_free_cache_full(ptr, bits, cls);
+    uintptr_t slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+    if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL || used == 0)) {
+        mt_small_free_local_slow(ptr, slot, cls);
         return;
     }
     top->block = ptr;
-    top->bits = bits;
+    top->slot = slot;
     mt_tls_cache_top[cls] = top + 1;
 }
 

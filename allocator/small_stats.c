@@ -5,8 +5,7 @@
  * checker verifies the invariants that hold at every instant for every page, and the
  * stronger ones (used counts, the free-word summary, queue membership, the slot cache
  * against the cached bits) only for the calling thread's own heap, where nothing moves
- * under it. Cached slots count as used in page->used but are free blocks: the live counts
- * subtract them (a popcount of the cached words, off every fast path). */
+ * under it. */
 #include <string.h>
 
 #include "check.h"
@@ -19,18 +18,12 @@ static bool page_is_live(const struct mt_page *page)
     return page->state == MT_PAGE_ACTIVE && page->block_size != 0;
 }
 
-/* Blocks of the page that are live (used minus the pin and the cached slots), clamped to
- * its capacity as the page may change while we read it. */
+/* Blocks of the page that are live (used minus the pin), clamped to its capacity as the
+ * page may change while we read it. */
 static uint32_t page_live_blocks(const struct mt_page *page)
 {
     uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
     used -= used && page->pinned; /* the pin is not a block */
-    uint32_t words = page->words <= MT_BITMAP_WORDS ? page->words : MT_BITMAP_WORDS;
-    for (uint32_t w = 0; w < words; w++) {
-        uint32_t cached =
-            (uint32_t)__builtin_popcountll(atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed));
-        used = used >= cached ? used - cached : 0;
-    }
     return used <= page->capacity ? used : page->capacity;
 }
 
@@ -171,11 +164,14 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
                                                           page->block_size,
                                  "small slot is in two of free, cached and remotely freed");
         *cached_slots += (size_t)__builtin_popcountll(c);
+        free_slots += (uint32_t)__builtin_popcountll(c);
         if (((page->nonempty >> w) & 1) != (f != 0))
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
         free_slots += (uint32_t)__builtin_popcountll(f);
     }
     uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    if (used == 0)
+        return mt_check_fail(check, page->start, "small page in use counts no used slot (it should be released)");
     if (used + free_slots != page->capacity + page->pinned)
         return mt_check_fail(check, page->start, "small page counts %u used slots but its bitmap says %u", used,
                              page->capacity + page->pinned - free_slots);
@@ -226,8 +222,8 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
         if (page->state != MT_PAGE_ACTIVE || page->cls != cls ||
             atomic_load_explicit(&page->heap, memory_order_relaxed) != self || index == SIZE_MAX)
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
-        if (e->bits != ((uintptr_t)&mt_page_bits(page)[index >> 6] | (uintptr_t)(index & 63) << MT_CACHE_BIT_SHIFT))
-            return mt_check_fail(check, ptr, "slot cache of class %u has a wrong bitmap word for a slot", cls);
+        if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
+            return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
         if (!((atomic_load_explicit(&mt_page_bits(page)[index >> 6].cached, memory_order_relaxed) >> (index & 63)) &
               1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
