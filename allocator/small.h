@@ -248,6 +248,9 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
 MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
 {
     struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+    /* One register for the descriptor: without this GCC keeps the segment and the page's
+     * offset apart and re-adds them for each field, which spills two registers. */
+    __asm__("" : "+r"(page));
     size_t index = mt_small_slot_index(page, ptr);
     if (MT_UNLIKELY(index == SIZE_MAX)) {
         mt_small_free_invalid(ptr, api);
@@ -259,17 +262,15 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
+    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed) |
+    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    /* Loaded again rather than kept from the check: one register less, no spill. */
-    atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | bit,
-                          memory_order_relaxed);
+    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
     uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
     atomic_store_explicit(&page->used, used, memory_order_relaxed);
     unsigned cls = page->cls;
