@@ -6,8 +6,9 @@
  * queues and of its pages' free bits; everything shared with other threads goes through
  * the remote bits, the `full` flag, `remote_hint` and page->heap (see small.h). The slot
  * cache's slow paths live here too: refilling a class's cache from its refill page (a batch
- * of free bits becomes cached), and returning the older half of a full cache to the
- * bitmaps, which is where pages leave the full list and empty pages are released.
+ * of free bits becomes cached), returning the older half of a full cache to the bitmaps
+ * (where pages leave the full list), and releasing a page whose last used slot was freed
+ * (dropping its cached slots from the cache).
  *
  * The full-page handshake: the owner sets page->full, then collects remote bits; a remote
  * free sets its bit, then reads page->full and, if set, raises owner->remote_hint. With
