@@ -153,6 +153,8 @@ struct mt_slot_cache {
 } MT_ALIGNED(MT_CACHE_REGION);
 
 _Static_assert(sizeof(struct mt_slot_cache) == MT_CACHE_REGION, "a slot cache is one aligned region");
+_Static_assert(offsetof(struct mt_slot_cache, entry) == sizeof(struct mt_cache_entry),
+               "the header is one entry long: mt_small_malloc tests for empty by the entry below the top");
 
 struct mt_heap {
     struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner-written; others read allocs */
@@ -225,9 +227,10 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
-    if (MT_UNLIKELY(((uintptr_t)top & MT_CACHE_MASK) == offsetof(struct mt_slot_cache, entry)))
-        return mt_small_malloc_slow(cls);
     struct mt_cache_entry *e = top - 1;
+    /* Empty when the entry below the top would be the region's header. */
+    if (MT_UNLIKELY(((uintptr_t)e & MT_CACHE_MASK) == 0))
+        return mt_small_malloc_slow(cls);
     mt_tls_cache_top[cls] = e;
     struct mt_slot_cache *cache = (struct mt_slot_cache *)((uintptr_t)top & ~MT_CACHE_MASK);
     atomic_store_explicit(&cache->allocs, atomic_load_explicit(&cache->allocs, memory_order_relaxed) + 1,
