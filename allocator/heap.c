@@ -40,9 +40,9 @@ struct mt_heap mt_heap_empty;
 #define EMPTY_TOP(c) &mt_heap_empty.cache[c].entry[0]
 #define EMPTY_TOP_x8(c) EMPTY_TOP(c), EMPTY_TOP(c + 1), EMPTY_TOP(c + 2), EMPTY_TOP(c + 3), \
                         EMPTY_TOP(c + 4), EMPTY_TOP(c + 5), EMPTY_TOP(c + 6), EMPTY_TOP(c + 7)
-MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES] = {EMPTY_TOP_x8(0),  EMPTY_TOP_x8(8),  EMPTY_TOP_x8(16),
-                                                        EMPTY_TOP_x8(24), EMPTY_TOP_x8(32), EMPTY_TOP_x8(40),
-                                                        EMPTY_TOP_x8(48)};
+MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES] = {
+    EMPTY_TOP_x8(0), EMPTY_TOP_x8(8), EMPTY_TOP_x8(16), EMPTY_TOP_x8(24), EMPTY_TOP_x8(32), EMPTY_TOP_x8(40),
+    EMPTY_TOP_x8(48)};
 #undef EMPTY_TOP_x8
 #undef EMPTY_TOP
 _Static_assert(MT_SMALL_CLASSES == 56, "mt_tls_cache_top's initialiser lists 56 caches");
@@ -58,7 +58,7 @@ _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
 
 /* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 512 bytes
  * at the full MT_CACHE_MAX entries (the churn of small objects is what the cache is for)
- * while an 8 KiB class keeps 2, so a thread holds at most about 600 KiB in its caches. */
+ * while an 8 KiB class keeps 2, so a thread holds at most about 630 KiB in its caches. */
 #define CACHE_BYTES_MAX (16u << 10)
 /* A refill fills the cache to three quarters of its limit: a batch large enough that a
  * thread that only allocates (a producer) takes the slow path once per 22 small blocks,
@@ -533,8 +533,8 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
      * owner may collect it into `free` at any moment, and reading `free` afterwards would
      * take our own legal free for a double free. A live block's free and cached bits are
      * clear, so a set bit here always means the block was already freed (and collected, or
-     * freed by the owner). Two threads freeing at once are caught by the fetch_or or, if the owner
-     * collected in between, by mt_page_collect's free-and-remote check. */
+     * freed by the owner). Two threads freeing at once are caught by the fetch_or or, if
+     * the owner collected in between, by mt_page_collect's free-and-remote check. */
     if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
                      atomic_load_explicit(&b->cached, memory_order_relaxed)) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
