@@ -155,6 +155,7 @@ static void cache_purge_page(struct mt_heap *heap, const struct mt_page *page)
     for (struct mt_cache_entry *e = kept; e < top; e++)
         if ((struct mt_page *)(e->slot & MT_CACHE_ADDRESS_MASK) != page)
             *kept++ = *e;
+    memset(kept, 0, (size_t)(top - kept) * sizeof *kept); /* see mt_small_malloc */
     mt_tls_cache_top[cls] = kept;
 }
 
@@ -355,6 +356,7 @@ static void cache_flush(struct mt_heap *heap, unsigned cls, size_t keep)
     struct mt_cache_entry flushed[MT_CACHE_ENTRIES];
     memcpy(flushed, cache->entry, n * sizeof *flushed);
     memmove(cache->entry, cache->entry + n, keep * sizeof *flushed);
+    memset(cache->entry + keep, 0, n * sizeof *flushed); /* see mt_small_malloc */
     mt_tls_cache_top[cls] = cache->entry + keep;
     for (size_t i = 0; i < n; i++)
         cache_return_slot(heap, flushed[i]);

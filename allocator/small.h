@@ -41,7 +41,7 @@
  *     count keeps it from being released while it is the refill page;
  *   - a slot has at most one of free, cached and remote set;
  *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
- *     one entry for it;
+ *     one entry for it; entries above a cache's top hold no block (but the end mark);
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -244,7 +244,12 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
                           memory_order_relaxed);
     atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
                           memory_order_relaxed);
-    return e->block;
+    void *block = e->block;
+    /* No copy of a live block's address stays in the cache: a conservative scan for leaks
+     * (interpose/leak_scan.c reads the heap's memory as roots) would take it for a
+     * reference. */
+    e->block = NULL;
+    return block;
 }
 
 /* Free a pointer whose segment-map entry says MT_SEG_SMALL. The slow paths take only what

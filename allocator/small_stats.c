@@ -228,6 +228,9 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
               1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
     }
+    for (const struct mt_cache_entry *e = top; e < cache->entry + limit; e++)
+        if (e->block != NULL)
+            return mt_check_fail(check, e->block, "slot cache of class %u keeps a block above its top", cls);
     *entries += (size_t)(top - cache->entry);
     return true;
 }
