@@ -11,7 +11,8 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     uint32_t capacity = (uint32_t)(MT_PAGE_SIZE / block_size);
     page->block_size = block_size;
     /* ceil(2^32 / size): multiplying an offset below 2^16 by it and shifting by 32 gives
-     * the exact quotient (the error term n*e/2^32 stays below 1/size). */
+     * the exact quotient (the error term n*e/2^32 stays below 1/size), and the low half of
+     * the product says whether the offset is a multiple (mt_small_slot_index). */
     page->recip = (uint32_t)((((uint64_t)1 << 32) + block_size - 1) / block_size);
     page->capacity = (uint16_t)capacity;
     page->cls = (uint8_t)cls;

@@ -214,9 +214,14 @@ MT_INLINE struct mt_page *mt_small_page_of(struct mt_segment *seg, const void *p
 MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr)
 {
     uint32_t offset = (uint32_t)((uintptr_t)ptr & (MT_PAGE_SIZE - 1));
-    uint32_t index = (uint32_t)(((uint64_t)offset * page->recip) >> 32);
+    uint64_t product = (uint64_t)offset * page->recip;
+    uint32_t index = (uint32_t)(product >> 32);
 #ifndef MT_NO_HARDENING /* bench/ measures the cost of the always-on checks without them */
-    if (MT_UNLIKELY(index >= page->capacity || index * page->block_size != offset))
+    /* The same product tells whether the offset is a multiple of the block size (Lemire's
+     * divisibility test): with recip = ceil(2^32 / size) and offsets below 2^16, its low
+     * half is below recip exactly then (tests/c/test_small_slots.c checks every class and
+     * offset). A released page has capacity 0. */
+    if (MT_UNLIKELY(index >= page->capacity || (uint32_t)product >= page->recip))
         return SIZE_MAX;
 #endif
     return index;
