@@ -183,7 +183,7 @@ static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
 /* Queue a page of an adopted or re-examined segment by its state. Caller owns the page. */
 static void heap_requeue_page(struct mt_heap *heap, struct mt_page *page)
 {
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     if (used == 0) {
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
         heap_release_page(heap, page);
@@ -266,7 +266,7 @@ static void heap_collect_full_pages(struct mt_heap *heap)
         if (mt_page_collect(page)) {
             queue_remove(&heap->full, page);
             atomic_store_explicit(&page->full, 0, memory_order_relaxed);
-            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+            if (mt_page_used(page) == 0)
                 heap_release_page(heap, page);
             else
                 queue_push_back(&heap->avail[page->cls], page);
@@ -311,16 +311,13 @@ static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
         return;
     if (page != &mt_empty_page) {
         page->pinned = 1;
-        atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
-                              memory_order_relaxed);
+        mt_page_count_add(page, 1);
     }
     heap->direct[cls] = page;
     if (old == &mt_empty_page)
         return;
     old->pinned = 0;
-    uint16_t used = (uint16_t)(atomic_load_explicit(&old->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&old->used, used, memory_order_relaxed);
-    if (used == 0)
+    if (mt_page_count_add(old, (uint64_t)-1) == 0)
         heap_page_emptied(heap, old);
 }
 
@@ -380,7 +377,7 @@ void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
     top->slot = slot;
     mt_tls_cache_top[cls] = top + 1;
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
-    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+    if (mt_page_used(page) == 0)
         heap_page_emptied(heap, page);
 }
 
@@ -497,11 +494,7 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
     if (rest == 0)
         page->nonempty &= ~(1ull << w);
-    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    atomic_store_explicit(&heap->cache[cls].allocs,
-                          atomic_load_explicit(&heap->cache[cls].allocs, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     return page->start + ((size_t)w * 64 + b) * page->block_size;
 }
 
@@ -512,7 +505,7 @@ static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
     if (atomic_load_explicit(&page->heap, memory_order_seq_cst) == NULL && !seg->in_pool &&
         page->state == MT_PAGE_ACTIVE) {
         mt_page_collect(page);
-        if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) {
+        if (mt_page_used(page) == 0) {
             mt_segment_put_page(seg, page, true);
             if (seg->used_pages == 0) {
                 mt_abandoned_remove(seg);
@@ -692,7 +685,7 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
                 mt_page_recount(page);
             page->next = page->prev = NULL;
             atomic_store_explicit(&page->full, 0, memory_order_relaxed);
-            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+            if (mt_page_used(page) == 0)
                 mt_segment_put_page(seg, page, true);
         }
         seg->next = seg->prev = NULL;
@@ -703,11 +696,6 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
         seg = next;
     }
     heap->segments = NULL;
-    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
-        atomic_fetch_add_explicit(&mt_retired_class_allocs[c],
-                                  atomic_load_explicit(&heap->cache[c].allocs, memory_order_relaxed),
-                                  memory_order_relaxed);
-    }
     if (heap->all_prev)
         heap->all_prev->all_next = heap->all_next;
     else

@@ -21,7 +21,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->state = MT_PAGE_ACTIVE;
     page->committed = 1;
     page->pinned = 0;
-    atomic_store_explicit(&page->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {
         uint32_t slots_here = capacity - w * 64;
@@ -61,8 +61,7 @@ bool mt_page_collect(struct mt_page *page)
         found = true;
     }
     if (found)
-        atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) - collected,
-                              memory_order_relaxed);
+        mt_page_count_add(page, (uint64_t)0 - collected);
     return found;
 }
 
@@ -82,11 +81,12 @@ void mt_page_recount(struct mt_page *page)
             page->nonempty |= 1ull << w;
     }
     page->pinned = 0; /* the thread that pinned it is gone */
-    atomic_store_explicit(&page->used, page->capacity - free_slots, memory_order_relaxed);
+    uint64_t allocs = atomic_load_explicit(&page->counts, memory_order_relaxed) & ~MT_PAGE_USED_MASK;
+    atomic_store_explicit(&page->counts, allocs | (page->capacity - free_slots), memory_order_relaxed);
 }
 
 size_t mt_page_free_bytes(const struct mt_page *page)
 {
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     return used >= page->capacity ? 0 : (size_t)(page->capacity - used) * page->block_size;
 }

@@ -17,7 +17,7 @@
  * in TLS. free() of an owned slot checks its three bits, sets `cached`, counts the slot out
  * of its page and pushes it; malloc() pops the most recently freed slot (hot in the CPU
  * cache, with its bitmap word and page descriptor), clears the bit and counts it back. A
- * cached slot is not counted in its page's `used`, so a page whose blocks are all freed is
+ * cached slot is not counted in its page's used count, so a page whose blocks are all freed is
  * released at once (its entries are dropped from the cache), whatever the cache holds. When
  * a class's stack is empty, malloc's slow path moves a batch of free bits of the refill
  * page into it; when it is full, free's slow path returns the older half to the bitmaps.
@@ -35,7 +35,7 @@
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - page->used == capacity - popcount(free) - popcount(cached) + page->pinned
+ *   - mt_page_used(page) == capacity - popcount(free) - popcount(cached) + page->pinned
  *     (uncollected remote frees count as used), and is never 0 for a page in use: the page
  *     is released when it reaches 0. The page a thread refills from is pinned: the extra
  *     count keeps it from being released while it is the refill page;
@@ -74,7 +74,8 @@ struct mt_page {
     _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
-    _Atomic uint16_t used;    /* live and remotely freed slots, + pinned */
+    _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
+                                 the low bits, the page's allocations above (owner-written) */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
@@ -84,11 +85,38 @@ struct mt_page {
     /* Slow-path bookkeeping. */
     uint8_t state;            /* enum mt_page_state */
     uint8_t committed;        /* memory may be resident (not decommitted since last use) */
-    uint8_t pinned;           /* the heap's refill page: `used` holds one extra count */
+    uint8_t pinned;           /* the heap's refill page: its used count holds one more */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 _Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* page->counts: one word so that an allocation is one addition (MT_PAGE_ONE_ALLOC: a used
+ * slot more and an allocation more), which also feeds show_alloc_hist's per-class totals
+ * (folded into mt_retired_class_allocs when the page is released). */
+#define MT_PAGE_USED_BITS 16
+#define MT_PAGE_USED_MASK (((uint64_t)1 << MT_PAGE_USED_BITS) - 1)
+#define MT_PAGE_ONE_ALLOC (((uint64_t)1 << MT_PAGE_USED_BITS) + 1)
+_Static_assert(MT_MAX_SLOTS_PER_PAGE + 1 <= MT_PAGE_USED_MASK, "a page's used count fits its bits");
+
+MT_INLINE uint32_t mt_page_used(const struct mt_page *page)
+{
+    return (uint32_t)(atomic_load_explicit(&page->counts, memory_order_relaxed) & MT_PAGE_USED_MASK);
+}
+
+MT_INLINE uint64_t mt_page_allocs(const struct mt_page *page)
+{
+    return atomic_load_explicit(&page->counts, memory_order_relaxed) >> MT_PAGE_USED_BITS;
+}
+
+/* Owner only: add `delta` to the counts (modulo 2^64, so (uint64_t)-n takes n used slots
+ * off); returns the new used count. */
+MT_INLINE uint32_t mt_page_count_add(struct mt_page *page, uint64_t delta)
+{
+    uint64_t counts = atomic_load_explicit(&page->counts, memory_order_relaxed) + delta;
+    atomic_store_explicit(&page->counts, counts, memory_order_relaxed);
+    return (uint32_t)(counts & MT_PAGE_USED_MASK);
+}
 
 /* A page's descriptor followed by its bitmap: the bitmap's address is the descriptor's
  * plus a constant, not one more pointer to load on the allocation path. */
@@ -147,8 +175,7 @@ _Static_assert(MT_MAX_SLOTS_PER_PAGE <= (uintptr_t)1 << (64 - MT_CACHE_INDEX_SHI
 #define MT_CACHE_SENTINEL ((void *)1)
 
 struct mt_slot_cache {
-    _Atomic uint64_t allocs; /* allocations of the class by this thread (show_alloc_hist) */
-    uint64_t reserved;       /* keeps the entries 16-byte aligned */
+    uint64_t header[2]; /* unused: keeps an empty stack's top one entry above the region's start */
     struct mt_cache_entry entry[MT_CACHE_ENTRIES]; /* a stack, oldest first; top in TLS */
 } MT_ALIGNED(MT_CACHE_REGION);
 
@@ -157,7 +184,7 @@ _Static_assert(offsetof(struct mt_slot_cache, entry) == sizeof(struct mt_cache_e
                "the header is one entry long: mt_small_malloc tests for empty by the entry below the top");
 
 struct mt_heap {
-    struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner-written; others read allocs */
+    struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner only */
     struct mt_page *direct[MT_SMALL_CLASSES];     /* refill page per class, pinned, or
                                                      &mt_empty_page */
     struct mt_page_queue avail[MT_SMALL_CLASSES]; /* pages with free slots */
@@ -237,9 +264,6 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
     if (MT_UNLIKELY(((uintptr_t)e & MT_CACHE_MASK) == 0))
         return mt_small_malloc_slow(cls);
     mt_tls_cache_top[cls] = e;
-    struct mt_slot_cache *cache = (struct mt_slot_cache *)((uintptr_t)top & ~MT_CACHE_MASK);
-    atomic_store_explicit(&cache->allocs, atomic_load_explicit(&cache->allocs, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
     uintptr_t slot = e->slot;
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
@@ -247,8 +271,7 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
     atomic_store_explicit(&b->cached,
                           atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
                           memory_order_relaxed);
-    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
-                          memory_order_relaxed);
+    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     void *block = e->block;
     /* No copy of a live block's address stays in the cache: a conservative scan for leaks
      * (interpose/leak_scan.c reads the heap's memory as roots) would take it for a
@@ -285,8 +308,7 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
 #endif
     atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
-    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&page->used, used, memory_order_relaxed);
+    uint32_t used = mt_page_count_add(page, (uint64_t)-1);
     unsigned cls = page->cls;
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
     uintptr_t slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);

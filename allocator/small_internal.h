@@ -20,7 +20,8 @@ extern struct mt_heap *mt_heap_registry;
 /* Entries a class's slot cache holds at most (MT_CACHE_MAX, fewer for big blocks). */
 unsigned mt_small_cache_limit(unsigned cls);
 
-/* Allocation counts of heaps whose threads have exited, per class. */
+/* Allocations made from pages since released, per class (a page in use counts its own:
+ * mt_page_allocs). */
 extern _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
 
 /* ---- pages (page.c) ---- */

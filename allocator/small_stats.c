@@ -22,7 +22,7 @@ static bool page_is_live(const struct mt_page *page)
  * page may change while we read it. */
 static uint32_t page_live_blocks(const struct mt_page *page)
 {
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     used -= used && page->pinned; /* the pin is not a block */
     return used <= page->capacity ? used : page->capacity;
 }
@@ -31,6 +31,7 @@ void mt_small_stats(struct mt_zone_stats *out)
 {
     memset(out, 0, sizeof *out);
     size_t live_blocks = 0;
+    uint64_t allocs = 0;
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
         out->mapped += MT_SEGMENT_SIZE;
@@ -44,6 +45,7 @@ void mt_small_stats(struct mt_zone_stats *out)
                 out->in_use += (size_t)used * page->block_size;
                 out->free_bytes += (size_t)(cap - used) * page->block_size;
                 live_blocks += used;
+                allocs += mt_page_allocs(page);
                 if (used < cap) {
                     out->free_chunks++;
                     if (page->block_size > out->largest_free)
@@ -58,14 +60,8 @@ void mt_small_stats(struct mt_zone_stats *out)
         }
     }
     out->live_blocks = live_blocks;
-    uint64_t allocs = 0;
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         allocs += atomic_load_explicit(&mt_retired_class_allocs[c], memory_order_relaxed);
-    mt_lock(&mt_small_lock);
-    for (struct mt_heap *heap = mt_heap_registry; heap; heap = heap->all_next)
-        for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-            allocs += atomic_load_explicit(&heap->cache[c].allocs, memory_order_relaxed);
-    mt_unlock(&mt_small_lock);
     out->total_allocs = allocs;
     out->total_frees = allocs >= live_blocks ? allocs - live_blocks : 0;
 }
@@ -80,16 +76,12 @@ void mt_small_histogram(uint64_t live[MT_SMALL_CLASSES], uint64_t allocs[MT_SMAL
             if (!page_is_live(page) || page->cls >= MT_SMALL_CLASSES)
                 continue;
             live[page->cls] += page_live_blocks(page);
+            allocs[page->cls] += mt_page_allocs(page);
             capacity[page->cls] += page->capacity;
         }
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         allocs[c] += atomic_load_explicit(&mt_retired_class_allocs[c], memory_order_relaxed);
-    mt_lock(&mt_small_lock);
-    for (struct mt_heap *heap = mt_heap_registry; heap; heap = heap->all_next)
-        for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-            allocs[c] += atomic_load_explicit(&heap->cache[c].allocs, memory_order_relaxed);
-    mt_unlock(&mt_small_lock);
 }
 
 void mt_small_walk(struct mt_walker *walker)
@@ -169,7 +161,7 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
         free_slots += (uint32_t)__builtin_popcountll(f);
     }
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     if (used == 0)
         return mt_check_fail(check, page->start, "small page in use counts no used slot (it should be released)");
     if (used + free_slots != page->capacity + page->pinned)

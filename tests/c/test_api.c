@@ -756,6 +756,25 @@ TEST(cached_blocks_are_not_counted_in_use_and_survive_a_heap_check)
     CHECK(mt_heap_check() == 0);
 }
 
+/* Allocations are counted on the page that served them and added to the totals when the
+ * page is released: every one counts once, before and after. */
+TEST(small_allocation_counts_are_exact_across_page_releases)
+{
+    enum { N = 3000, SIZE = 3000 }; /* 21 per page: about 140 pages, released on free */
+    static void *p[N];
+    struct mt_heap_stats before, mid, after;
+    mt_heap_stats(&before);
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(SIZE);
+    mt_heap_stats(&mid);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+    mt_heap_stats(&after);
+    CHECK_EQ_U(mid.total_allocs - before.total_allocs, N);
+    CHECK_EQ_U(after.total_allocs - before.total_allocs, N);
+    CHECK_EQ_U(after.total_frees - before.total_frees, N);
+}
+
 /* ---- introspection ---- */
 
 /* Parse "0x... - 0x... : N bytes" lines of show_alloc_mem output. */
