@@ -164,7 +164,10 @@ bench: all $(BUILD)/libmtalloc-nohard.so
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory -C bench BUILD=$(CURDIR)/$(BUILD)
 
-demo: all
+# The demo's HTML report draws charts: it needs the test dependencies (matplotlib) too.
+demo:
+	@tools/deps.sh test
+	@$(MAKE) --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
 install: all
