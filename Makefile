@@ -146,7 +146,7 @@ $(BUILD)/progs/%: tests/progs/%.cc
 # Dependencies first (apt must not run twice at once under -j), then build, then run.
 test:
 	@tools/deps.sh test
-	@$(MAKE) --no-print-directory all test-build
+	@$(MAKE) -s --no-print-directory all test-build
 	@tests/run-c-tests.sh $(C_TESTS)
 	@$(MAKE) --no-print-directory test-py
 
@@ -167,7 +167,7 @@ bench: all $(BUILD)/libmtalloc-nohard.so
 # The demo's HTML report draws charts: it needs the test dependencies (matplotlib) too.
 demo:
 	@tools/deps.sh test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) -s --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
 install: all
