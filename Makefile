@@ -39,7 +39,8 @@ TRACE_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC)) \
                $(patsubst %.c,$(OBJ)/trace/%.o,$(INTERPOSE_SRC) $(TRACE_SRC))
 # The allocator without its always-on integrity checks, for measuring what they cost.
 NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
-RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) $(COLLECT_SRC) $(RUN_SRC))
+# The collector names heap errors with the allocator's own tables (allocator/error.c).
+RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) allocator/error.c $(COLLECT_SRC) $(RUN_SRC))
 
 LIBS_ALLOC  := -lunwind -ldl
 LIBS_TRACE  := -lunwind -ldl
@@ -89,6 +90,11 @@ $(BUILD)/exports.map: interpose/exports.map.in interpose/hooks.h
 	@mkdir -p $(BUILD)
 	@$(CC) -E -P -x c -Iinterpose $< -o $@
 
+# libmtrace.so also exports the tracing-only hooks (MT_TRACE_HOOKS).
+$(BUILD)/exports-trace.map: interpose/exports.map.in interpose/hooks.h
+	@mkdir -p $(BUILD)
+	@$(CC) -E -P -x c -DMT_TRACING -Iinterpose $< -o $@
+
 $(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
 	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
@@ -99,8 +105,8 @@ $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@
 	@ar rcs $@ $(ALLOC_OBJ)
 
-$(BUILD)/libmtrace.so: $(TRACE_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(TRACE_OBJ) $(LIBS_TRACE) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtrace.so
+$(BUILD)/libmtrace.so: $(TRACE_OBJ) $(BUILD)/exports-trace.map
+	@$(CC) -shared -o $@ $(TRACE_OBJ) $(LIBS_TRACE) -pthread -Wl,--version-script=$(BUILD)/exports-trace.map -Wl,-z,now -Wl,-soname,libmtrace.so
 
 $(BUILD)/mtrace-run: $(RUN_OBJ)
 	@$(CC) -o $@ $(RUN_OBJ) $(LIBS_RUN)
@@ -140,7 +146,7 @@ $(BUILD)/progs/%: tests/progs/%.cc
 # Dependencies first (apt must not run twice at once under -j), then build, then run.
 test:
 	@tools/deps.sh test
-	@$(MAKE) --no-print-directory all test-build
+	@$(MAKE) -s --no-print-directory all test-build
 	@tests/run-c-tests.sh $(C_TESTS)
 	@$(MAKE) --no-print-directory test-py
 
@@ -158,7 +164,10 @@ bench: all $(BUILD)/libmtalloc-nohard.so
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory -C bench BUILD=$(CURDIR)/$(BUILD)
 
-demo: all
+# The demo's HTML report draws charts: it needs the test dependencies (matplotlib) too.
+demo:
+	@tools/deps.sh test
+	@$(MAKE) -s --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
 install: all

@@ -159,6 +159,22 @@ static struct debug_block slot_view(const void *ptr, uint64_t alloc, uint64_t st
     return b;
 }
 
+void mt_debug_metadata_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx)
+{
+    for (size_t i = 0; i < STRIPES; i++) {
+        mt_lock(&stripes[i].lock);
+        if (stripes[i].table)
+            visit(ctx, (uintptr_t)stripes[i].table, stripes[i].table_cap * sizeof *stripes[i].table);
+        mt_unlock(&stripes[i].lock);
+    }
+    mt_lock(&quarantine.lock);
+    if (quarantine.ring)
+        visit(ctx, (uintptr_t)quarantine.ring, quarantine.cap * sizeof *quarantine.ring);
+    mt_unlock(&quarantine.lock);
+    mt_debug_slots_ranges(visit, ctx);
+    mt_debug_guard_ranges(visit, ctx);
+}
+
 /* ---- the table of the other blocks ----------------------------------------------------- */
 
 static struct stripe *stripe_of(uintptr_t ptr, uint64_t *hash)

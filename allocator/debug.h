@@ -90,6 +90,9 @@ struct mt_debug_guard_hit {
  * protects when addr lies in a guard page or a freed guarded block. */
 bool mt_debug_guard_lookup(const void *addr, struct mt_debug_guard_hit *hit);
 
+/* The debug layer's own tables (block table stripes, quarantine ring) hold the address of
+ * every block: a leak scan must not count them as roots. Calls `visit` for each. */
+void mt_debug_metadata_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx);
 void mt_debug_fork_prepare(void);
 void mt_debug_fork_parent(void);
 void mt_debug_fork_child(void);

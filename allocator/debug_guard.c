@@ -116,6 +116,15 @@ void mt_debug_guard_unmap(uint8_t *base, size_t map_size)
     mt_os_unmap(base, map_size);
 }
 
+void mt_debug_guard_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx)
+{
+    mt_lock(&pool_lock);
+    for (size_t i = 0; i < POOL_MAX_DATA_PAGES; i++)
+        if (pools[i].free)
+            visit(ctx, (uintptr_t)pools[i].free, pools[i].cap * sizeof *pools[i].free);
+    mt_unlock(&pool_lock);
+}
+
 void mt_debug_guard_fork_prepare(void)
 {
     mt_lock(&pool_lock);

@@ -26,6 +26,10 @@ void mt_debug_guard_retire(uint8_t *base, size_t map_size);
 /* The block left the quarantine: the address space is reused or unmapped. */
 void mt_debug_guard_unmap(uint8_t *base, size_t map_size);
 
+/* The pool's stacks of free units, for mt_debug_metadata_ranges (they list addresses of
+ * freed guarded blocks' mappings). */
+void mt_debug_guard_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx);
+
 void mt_debug_guard_fork_prepare(void);
 void mt_debug_guard_fork_parent(void);
 void mt_debug_guard_fork_child(void);

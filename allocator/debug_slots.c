@@ -218,6 +218,19 @@ bool mt_debug_slots_scan(mt_debug_slot_visit visit, void *ctx)
     return true;
 }
 
+void mt_debug_slots_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx)
+{
+    mt_lock(&region_lock);
+    for (struct slot_region *r = atomic_load_explicit(&regions, memory_order_acquire); r; r = r->h.next)
+        visit(ctx, (uintptr_t)r, sizeof *r);
+    for (size_t i = 0; i < DIR_TOP_ENTRIES; i++) {
+        region_ref *leaf = atomic_load_explicit(&directory[i], memory_order_relaxed);
+        if (leaf)
+            visit(ctx, (uintptr_t)leaf, DIR_LEAF_ENTRIES * sizeof *leaf);
+    }
+    mt_unlock(&region_lock);
+}
+
 void mt_debug_slots_fork_prepare(void)
 {
     mt_lock(&region_lock);

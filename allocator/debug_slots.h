@@ -82,6 +82,11 @@ typedef bool (*mt_debug_slot_visit)(void *ctx, const void *ptr, uint64_t alloc, 
  * and allocating meanwhile). */
 bool mt_debug_slots_scan(mt_debug_slot_visit visit, void *ctx);
 
+/* The records' own memory (regions and directory leaves), for mt_debug_metadata_ranges:
+ * they hold no block addresses, and scanning their megabytes of untouched pages as roots
+ * would only cost time. */
+void mt_debug_slots_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx);
+
 void mt_debug_slots_fork_prepare(void);
 void mt_debug_slots_fork_parent(void);
 void mt_debug_slots_fork_child(void);

@@ -4,7 +4,11 @@
  * A heap is created at a thread's first allocation and registered with a pthread key whose
  * destructor abandons it at thread exit. The owning thread is the only writer of its heap's
  * queues and of its pages' free bits; everything shared with other threads goes through
- * the remote bits, the `full` flag, `remote_hint` and page->heap (see small.h).
+ * the remote bits, the `full` flag, `remote_hint` and page->heap (see small.h). The slot
+ * cache's slow paths live here too: refilling a class's cache from its refill page (a batch
+ * of free bits becomes cached), returning the older half of a full cache to the bitmaps
+ * (where pages leave the full list), and releasing a page whose last used slot was freed
+ * (dropping its cached slots from the cache).
  *
  * The full-page handshake: the owner sets page->full, then collects remote bits; a remote
  * free sets its bit, then reads page->full and, if set, raises owner->remote_hint. With
@@ -30,13 +34,18 @@ struct mt_page_meta mt_empty_page_meta = {.page = {.state = MT_PAGE_META}};
 
 struct mt_heap mt_heap_empty;
 
-#define EMPTY_PAGE_x8 &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page, \
-                      &mt_empty_page, &mt_empty_page, &mt_empty_page, &mt_empty_page
-MT_TLS struct mt_page *mt_tls_direct[MT_SMALL_CLASSES] = {EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
-                                                          EMPTY_PAGE_x8, EMPTY_PAGE_x8, EMPTY_PAGE_x8,
-                                                          EMPTY_PAGE_x8};
-#undef EMPTY_PAGE_x8
-_Static_assert(MT_SMALL_CLASSES == 56, "mt_tls_direct's initialiser lists 56 pages");
+/* Until a thread has a heap its cache tops point at the empty heap's caches: empty, so
+ * malloc goes to the slow path; free never pushes there (no page belongs to the empty
+ * heap, so it takes the remote path). */
+#define EMPTY_TOP(c) &mt_heap_empty.cache[c].entry[0]
+#define EMPTY_TOP_x8(c) EMPTY_TOP(c), EMPTY_TOP(c + 1), EMPTY_TOP(c + 2), EMPTY_TOP(c + 3), \
+                        EMPTY_TOP(c + 4), EMPTY_TOP(c + 5), EMPTY_TOP(c + 6), EMPTY_TOP(c + 7)
+MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES] = {
+    EMPTY_TOP_x8(0), EMPTY_TOP_x8(8), EMPTY_TOP_x8(16), EMPTY_TOP_x8(24), EMPTY_TOP_x8(32), EMPTY_TOP_x8(40),
+    EMPTY_TOP_x8(48)};
+#undef EMPTY_TOP_x8
+#undef EMPTY_TOP
+_Static_assert(MT_SMALL_CLASSES == 56, "mt_tls_cache_top's initialiser lists 56 caches");
 
 struct mt_heap *mt_heap_registry;
 _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
@@ -47,11 +56,35 @@ _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
  * workloads). */
 #define HEAP_COMMITTED_FREE_MAX 8
 
+/* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 512 bytes
+ * at the full MT_CACHE_MAX entries (the churn of small objects is what the cache is for)
+ * while an 8 KiB class keeps 2, so a thread holds at most about 630 KiB in its caches. */
+#define CACHE_BYTES_MAX (16u << 10)
+/* A refill fills the cache to three quarters of its limit: a batch large enough that a
+ * thread that only allocates (a producer) takes the slow path once per 22 small blocks,
+ * with room left for frees before the cache overflows. */
+#define CACHE_REFILL_NUM 3
+#define CACHE_REFILL_DEN 4
+
 /* Heaps are carved from mapped chunks and recycled; never returned to the OS, so a
  * remote free may write a stale heap's remote_hint harmlessly. */
 #define HEAPS_PER_CHUNK 32
 static struct mt_heap *heap_free_list; /* under mt_small_lock */
 static pthread_key_t heap_exit_key;
+
+/* Per class: the cache's entry limit and the refill batch (set by mt_small_init). */
+static uint8_t cache_limit[MT_SMALL_CLASSES];
+static uint8_t cache_refill_count[MT_SMALL_CLASSES];
+
+unsigned mt_small_cache_limit(unsigned cls)
+{
+    return cache_limit[cls];
+}
+
+static size_t cache_count(const struct mt_heap *heap, unsigned cls)
+{
+    return (size_t)(mt_tls_cache_top[cls] - heap->cache[cls].entry);
+}
 
 /* ---- page queues -------------------------------------------------------------------- */
 
@@ -112,10 +145,25 @@ static void heap_segment_unlink(struct mt_heap *heap, struct mt_segment *seg)
     seg->next = seg->prev = NULL;
 }
 
+/* Drop the cache entries of a page about to be released (its cached slots are free; the
+ * page's bitmaps are rewritten when it is used again). */
+static void cache_purge_page(struct mt_heap *heap, const struct mt_page *page)
+{
+    unsigned cls = page->cls;
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *kept = heap->cache[cls].entry;
+    for (struct mt_cache_entry *e = kept; e < top; e++)
+        if ((struct mt_page *)(e->slot & MT_CACHE_ADDRESS_MASK) != page)
+            *kept++ = *e;
+    memset(kept, 0, (size_t)(top - kept) * sizeof *kept); /* see mt_small_malloc */
+    mt_tls_cache_top[cls] = kept;
+}
+
 /* A page of ours became empty: back to its segment, and the segment to the pool when it is
  * entirely free and not our only one. */
 static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
 {
+    cache_purge_page(heap, page);
     struct mt_segment *seg = mt_small_segment_of(page->start);
     bool keep_resident = heap->committed_free_pages < HEAP_COMMITTED_FREE_MAX;
     mt_segment_put_page(seg, page, !keep_resident);
@@ -135,7 +183,7 @@ static void heap_release_page(struct mt_heap *heap, struct mt_page *page)
 /* Queue a page of an adopted or re-examined segment by its state. Caller owns the page. */
 static void heap_requeue_page(struct mt_heap *heap, struct mt_page *page)
 {
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     if (used == 0) {
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
         heap_release_page(heap, page);
@@ -218,7 +266,7 @@ static void heap_collect_full_pages(struct mt_heap *heap)
         if (mt_page_collect(page)) {
             queue_remove(&heap->full, page);
             atomic_store_explicit(&page->full, 0, memory_order_relaxed);
-            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+            if (mt_page_used(page) == 0)
                 heap_release_page(heap, page);
             else
                 queue_push_back(&heap->avail[page->cls], page);
@@ -242,56 +290,145 @@ static bool heap_page_to_full(struct mt_heap *heap, struct mt_page *page)
     return false;
 }
 
+/* Release a page of ours whose last used slot went (on its avail queue or full list). */
+static void heap_page_emptied(struct mt_heap *heap, struct mt_page *page)
+{
+    if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
+        queue_remove(&heap->full, page);
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+    } else {
+        queue_remove(&heap->avail[page->cls], page);
+    }
+    heap_release_page(heap, page);
+}
+
 /* Make `page` the one the calling thread allocates class `cls` from: pin it, and unpin
  * (releasing it if that leaves it empty) the previous one. */
 static void direct_set(struct mt_heap *heap, unsigned cls, struct mt_page *page)
 {
-    struct mt_page *old = mt_tls_direct[cls];
+    struct mt_page *old = heap->direct[cls];
     if (old == page)
         return;
     if (page != &mt_empty_page) {
         page->pinned = 1;
-        atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
-                              memory_order_relaxed);
+        mt_page_count_add(page, 1);
     }
-    mt_tls_direct[cls] = page;
+    heap->direct[cls] = page;
     if (old == &mt_empty_page)
         return;
     old->pinned = 0;
-    uint16_t used = (uint16_t)(atomic_load_explicit(&old->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&old->used, used, memory_order_relaxed);
-    if (used == 0 && !atomic_load_explicit(&old->full, memory_order_relaxed)) {
-        queue_remove(&heap->avail[cls], old);
-        heap_release_page(heap, old);
-    }
+    if (mt_page_count_add(old, (uint64_t)-1) == 0)
+        heap_page_emptied(heap, old);
 }
 
-static inline void count_alloc(struct mt_heap *heap, unsigned cls)
+/* A slot freed by its owner leaves the cache: back to the page's free bits, which may take
+ * the page off the full list. (Never empties a page: cached slots are not counted in
+ * `used`, and a page is released as soon as its count reaches 0.) */
+static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
 {
-    atomic_store_explicit(&heap->class_allocs[cls],
-                          atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
+    struct mt_page *page = (struct mt_page *)(entry.slot & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(entry.slot >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    uint64_t bit = 1ull << (index & 63);
+    atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) & ~bit,
                           memory_order_relaxed);
+    atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
+                          memory_order_relaxed);
+    page->nonempty |= 1ull << (index >> 6);
+    if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
+        queue_remove(&heap->full, page);
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+        queue_push_back(&heap->avail[page->cls], page);
+    }
 }
 
-void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
+/* Return all but the `keep` newest entries of a class's cache to their pages. */
+static void cache_flush(struct mt_heap *heap, unsigned cls, size_t keep)
 {
-    if (MT_UNLIKELY(heap == &mt_heap_empty)) {
-        heap = mt_heap_get();
-        if (!heap) {
-            errno = ENOMEM;
-            return NULL;
-        }
+    struct mt_slot_cache *cache = &heap->cache[cls];
+    size_t count = cache_count(heap, cls);
+    if (count <= keep)
+        return;
+    size_t n = count - keep;
+    struct mt_cache_entry flushed[MT_CACHE_ENTRIES];
+    memcpy(flushed, cache->entry, n * sizeof *flushed);
+    memmove(cache->entry, cache->entry + n, keep * sizeof *flushed);
+    memset(cache->entry + keep, 0, n * sizeof *flushed); /* see mt_small_malloc */
+    mt_tls_cache_top[cls] = cache->entry + keep;
+    for (size_t i = 0; i < n; i++)
+        cache_return_slot(heap, flushed[i]);
+}
+
+static void cache_flush_all(struct mt_heap *heap)
+{
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+        cache_flush(heap, c, 0);
+}
+
+void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
+{
+    struct mt_heap *heap = mt_tls_heap;
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    if (top->block == MT_CACHE_SENTINEL) {
+        cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
+        top = mt_tls_cache_top[cls];
     }
-    struct mt_page *page = mt_tls_direct[cls];
+    top->block = block;
+    top->slot = slot;
+    mt_tls_cache_top[cls] = top + 1;
+    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
+    if (mt_page_used(page) == 0)
+        heap_page_emptied(heap, page);
+}
+
+/* Move up to the refill batch of the page's lowest free slots into the class's cache,
+ * which is empty. Returns how many. */
+static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, unsigned cls)
+{
+    size_t want = cache_refill_count[cls];
+    struct mt_cache_entry taken[MT_CACHE_ENTRIES];
+    size_t n = 0;
+    uint64_t nonempty = page->nonempty;
+    uint8_t *start = page->start;
+    size_t block_size = page->block_size;
+    while (n < want && nonempty) {
+        unsigned w = (unsigned)__builtin_ctzll(nonempty);
+        struct mt_page_bits *b = &mt_page_bits(page)[w];
+        uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
+        uint64_t rest = bits;
+        for (; n < want && rest; n++) {
+            size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(rest);
+            taken[n].block = start + index * block_size;
+            taken[n].slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+            rest &= rest - 1;
+        }
+        atomic_store_explicit(&b->free, rest, memory_order_relaxed);
+        atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | (bits & ~rest),
+                              memory_order_relaxed);
+        if (rest == 0)
+            nonempty &= ~(1ull << w);
+    }
+    page->nonempty = nonempty;
+    /* Highest address at the bottom, so pops hand out the lowest first. */
+    struct mt_cache_entry *entry = heap->cache[cls].entry;
+    for (size_t i = 0; i < n; i++)
+        entry[i] = taken[n - 1 - i];
+    mt_tls_cache_top[cls] = entry + n;
+    return n;
+}
+
+/* Refill the empty cache of `cls`: from the refill page, after collecting its remote
+ * frees, else the next available page, an adopted segment or a new one. False when out of
+ * memory. */
+static bool cache_refill(struct mt_heap *heap, unsigned cls)
+{
+    struct mt_page *page = heap->direct[cls];
     for (;;) {
         if (page != &mt_empty_page) {
-            void *p = mt_page_take_slot(page);
-            if (!p && mt_page_collect(page))
-                p = mt_page_take_slot(page);
-            if (p) {
-                count_alloc(heap, cls);
-                return p;
-            }
+            if (cache_take_from_page(heap, page, cls))
+                return true;
+            if (mt_page_collect(page) && cache_take_from_page(heap, page, cls))
+                return true;
             if (!heap_page_to_full(heap, page))
                 continue; /* a remote free arrived: retry this page */
         }
@@ -302,11 +439,33 @@ void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls)
             page = heap_fresh_page(heap, cls);
         if (!page) {
             direct_set(heap, cls, &mt_empty_page);
-            errno = ENOMEM;
-            return NULL;
+            return false;
         }
         direct_set(heap, cls, page);
     }
+}
+
+static bool cache_is_empty(unsigned cls)
+{
+    return ((uintptr_t)mt_tls_cache_top[cls] & MT_CACHE_MASK) == offsetof(struct mt_slot_cache, entry);
+}
+
+void *mt_small_malloc_slow(unsigned cls)
+{
+    struct mt_heap *heap = mt_tls_heap;
+    if (MT_UNLIKELY(heap == &mt_heap_empty)) {
+        heap = mt_heap_get();
+        if (!heap) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    /* Creating the heap may have allocated (pthread_setspecific) and filled the cache. */
+    if (cache_is_empty(cls) && !cache_refill(heap, cls)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return mt_small_malloc(cls);
 }
 
 void *mt_small_malloc_random(unsigned cls, uint64_t random)
@@ -316,10 +475,10 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
         errno = ENOMEM;
         return NULL;
     }
-    struct mt_page *page = mt_tls_direct[cls];
+    struct mt_page *page = heap->direct[cls];
     uint64_t nonempty = page->nonempty;
     if (nonempty == 0)
-        return mt_small_malloc_slow(heap, cls);
+        return mt_small_malloc(cls); /* the cache, or a refill (which sets the refill page) */
     /* The k-th non-empty word, then a random free bit of it. */
     unsigned skip = (unsigned)(random % (uint64_t)__builtin_popcountll(nonempty));
     for (unsigned i = 0; i < skip; i++)
@@ -335,24 +494,8 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
     if (rest == 0)
         page->nonempty &= ~(1ull << w);
-    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    count_alloc(heap, cls);
+    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     return page->start + ((size_t)w * 64 + b) * page->block_size;
-}
-
-void mt_small_free_local_slow(struct mt_page *page)
-{
-    struct mt_heap *heap = mt_tls_heap;
-    if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
-        queue_remove(&heap->full, page);
-        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
-        queue_push_back(&heap->avail[page->cls], page);
-    }
-    if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) { /* never the pinned page */
-        queue_remove(&heap->avail[page->cls], page);
-        heap_release_page(heap, page);
-    }
 }
 
 /* Free into a segment whose owner has exited: serialised by the lock. */
@@ -362,7 +505,7 @@ static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
     if (atomic_load_explicit(&page->heap, memory_order_seq_cst) == NULL && !seg->in_pool &&
         page->state == MT_PAGE_ACTIVE) {
         mt_page_collect(page);
-        if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0) {
+        if (mt_page_used(page) == 0) {
             mt_segment_put_page(seg, page, true);
             if (seg->used_pages == 0) {
                 mt_abandoned_remove(seg);
@@ -383,11 +526,12 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
     struct mt_page_bits *b = &mt_page_bits(page)[wi];
     /* The owner's free bit is read BEFORE our remote bit is published: once published, the
      * owner may collect it into `free` at any moment, and reading `free` afterwards would
-     * take our own legal free for a double free. A live block's free bit is clear, so a set
-     * bit here always means the block was already freed (and collected, or freed by the
-     * owner). Two threads freeing at once are caught by the fetch_or or, if the owner
-     * collected in between, by mt_page_collect's free-and-remote check. */
-    if (MT_UNLIKELY(atomic_load_explicit(&b->free, memory_order_relaxed) & bit)) {
+     * take our own legal free for a double free. A live block's free and cached bits are
+     * clear, so a set bit here always means the block was already freed (and collected, or
+     * freed by the owner). Two threads freeing at once are caught by the fetch_or or, if
+     * the owner collected in between, by mt_page_collect's free-and-remote check. */
+    if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->cached, memory_order_relaxed)) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;
@@ -438,6 +582,7 @@ int mt_small_slot_state(const void *ptr)
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
     uint64_t freed = atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->cached, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed);
     return (freed & bit) ? 0 : 1;
 }
@@ -493,8 +638,11 @@ struct mt_heap *mt_heap_get(void)
         return NULL;
     }
     memset(heap, 0, sizeof *heap);
-    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-        mt_tls_direct[c] = &mt_empty_page;
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
+        heap->direct[c] = &mt_empty_page;
+        heap->cache[c].entry[mt_small_cache_limit(c)].block = MT_CACHE_SENTINEL;
+        mt_tls_cache_top[c] = heap->cache[c].entry;
+    }
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;
     if (mt_heap_registry)
@@ -537,7 +685,7 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
                 mt_page_recount(page);
             page->next = page->prev = NULL;
             atomic_store_explicit(&page->full, 0, memory_order_relaxed);
-            if (atomic_load_explicit(&page->used, memory_order_relaxed) == 0)
+            if (mt_page_used(page) == 0)
                 mt_segment_put_page(seg, page, true);
         }
         seg->next = seg->prev = NULL;
@@ -548,11 +696,6 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
         seg = next;
     }
     heap->segments = NULL;
-    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
-        atomic_fetch_add_explicit(&mt_retired_class_allocs[c],
-                                  atomic_load_explicit(&heap->class_allocs[c], memory_order_relaxed),
-                                  memory_order_relaxed);
-    }
     if (heap->all_prev)
         heap->all_prev->all_next = heap->all_next;
     else
@@ -570,8 +713,12 @@ static void heap_thread_exit(void *arg)
         return;
     /* Allocations made by later destructors of this thread start a new heap (and re-arm
      * this destructor, which pthread runs again). */
+    cache_flush_all(heap);
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         direct_set(heap, c, &mt_empty_page);
+    /* Only now: releasing a page purges its class's cache through these tops. */
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+        mt_tls_cache_top[c] = mt_heap_empty.cache[c].entry;
     mt_tls_heap = &mt_heap_empty;
     mt_lock(&mt_small_lock);
     heap_abandon_locked(heap, false);
@@ -580,6 +727,12 @@ static void heap_thread_exit(void *arg)
 
 void mt_small_init(void)
 {
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
+        uint32_t n = CACHE_BYTES_MAX / mt_class_size[c];
+        cache_limit[c] = (uint8_t)(n < 1 ? 1 : n > MT_CACHE_MAX ? MT_CACHE_MAX : n);
+        uint32_t refill = cache_limit[c] * CACHE_REFILL_NUM / CACHE_REFILL_DEN;
+        cache_refill_count[c] = (uint8_t)(refill ? refill : 1);
+    }
     pthread_key_create(&heap_exit_key, heap_thread_exit);
 }
 
@@ -589,6 +742,7 @@ size_t mt_small_trim(void)
     struct mt_heap *heap = mt_tls_heap;
     if (heap == &mt_heap_empty)
         return 0;
+    cache_flush_all(heap);
     for (struct mt_segment *seg = heap->segments; seg; seg = seg->next) {
         for (struct mt_page *page = seg->free_pages; page; page = page->next) {
             if (page->committed) {
@@ -618,9 +772,10 @@ void mt_small_fork_child(void)
 {
     mt_lock_reset(&mt_small_lock);
     /* Only the forking thread survives: the other heaps' pages become abandoned, so the
-     * child can free the blocks they hold and reuse their memory. A thread stopped by the
-     * fork in the middle of a fast path may have cleared a bit without counting it:
-     * recount from the bitmaps. */
+     * child can free the blocks they hold and reuse their memory; their slot caches are
+     * gone with them, so the recount makes their cached slots free. A thread stopped by the
+     * fork in the middle of a fast path may have set or cleared a cached bit without
+     * pushing or popping its entry: either way the slot is free in the child. */
     struct mt_heap *self = mt_tls_heap;
     struct mt_heap *heap = mt_heap_registry;
     while (heap) {

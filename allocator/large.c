@@ -338,6 +338,14 @@ void mt_large_histogram(uint64_t live[MT_LOG2_BUCKETS], uint64_t allocs[MT_LOG2_
     mt_unlock(&large_lock);
 }
 
+void mt_large_registry_range(uintptr_t *start, size_t *bytes)
+{
+    mt_lock(&large_lock);
+    *start = (uintptr_t)registry;
+    *bytes = registry_cap * sizeof *registry;
+    mt_unlock(&large_lock);
+}
+
 void mt_large_walk(struct mt_walker *walker)
 {
     mt_lock(&large_lock);

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "error.h"
 
@@ -30,6 +31,9 @@ void *mt_large_realloc(void *ptr, size_t new_size);
 /* Blocks freed recently (for telling a double free from an invalid free). */
 bool mt_large_recently_freed(const void *ptr, size_t *size_out);
 
+/* The registry's table (user pointers of live large blocks): a leak scan must not count it
+ * as a root. */
+void mt_large_registry_range(uintptr_t *start, size_t *bytes);
 void mt_large_fork_prepare(void);
 void mt_large_fork_parent(void);
 void mt_large_fork_child(void);

@@ -24,20 +24,37 @@
 /* Address space is made read-write in steps of at least this much: one mprotect per MiB
  * of growth; it costs no memory until touched. */
 #define COMMIT_GRANULE ((size_t)1 << 20)
-/* A free chunk at least this big (and at least the trim threshold) has its interior pages
- * given back when it is freed, once the arena holds more resident free memory than its
- * budget. Below that size the madvise and the page faults of reuse cost more than the
- * memory is worth; glibc gives back nothing but the top. */
-#define DECOMMIT_CHUNK_MIN ((size_t)1 << 20)
-/* Resident free memory an arena keeps before decommitting: 8 MiB, or a quarter of what is
- * in use. A program whose free memory stays within that (steady churn, little
- * fragmentation) reuses it without a madvise and the page faults that follow it; a
- * program that frees its working set falls back to about the budget. Heavily fragmented
- * churn pays the faults: 8 threads replacing 8-300 KiB blocks at random hold five times
- * more free than live memory and run about twice as long as with glibc, at a fifth of
- * its peak RSS (a larger budget, up to twice the bytes in use, did not change that). */
+/* Purging: freeing a chunk into the bins never gives pages back by itself. The arena keeps
+ * an upper estimate of the resident free memory in its bins (interiors of free chunks not
+ * flagged decommitted, plus pages hidden inside flagged ones); when a free takes it past
+ * the allowance (below), a purge decommits the interiors of free chunks of at least
+ * PURGE_CHUNK_MIN, largest bins first, until the estimate is half a budget below the
+ * allowance. That half is the hysteresis: the next purge comes only after another half
+ * budget of frees, so a program whose free memory swings around the allowance does not
+ * pay a madvise and the refaults at every free, as the former per-free decommit did (the
+ * `large` bench faulted 300k pages, glibc 150k). Below PURGE_CHUNK_MIN the madvise and
+ * the faults of reuse cost more than the memory is worth; glibc gives back nothing but
+ * the top. The top follows glibc's rule, trim_top beyond the trim threshold, with the
+ * same drop allowance (release_range). */
+#define PURGE_CHUNK_MIN ((size_t)1 << 20)
+/* The budget: 8 MiB, a quarter of what is in use, or the trim threshold, whichever is
+ * largest. The trim threshold adapts (tunables.h) to twice the largest mapped block freed
+ * so far: a program cycling blocks of S bytes keeps about 2S resident, as glibc keeps a
+ * top of that size. A program that frees its working set falls back to about the budget
+ * (test_medium, test_rss). */
 #define RESIDENT_FREE_BUDGET ((size_t)8 << 20)
 #define RESIDENT_FREE_IN_USE_SHIFT 2
+#define PURGE_TARGET_SHIFT 1 /* purge down to the allowance minus budget / 2 */
+/* On top of the budget, an arena keeps the memory its working set has just shrunk by: up
+ * to in_use_peak - in_use (the "drop"), in its bins and again in its top. A working set
+ * that shrinks and grows back again (the `large` bench: 30-60 MiB of 128 KiB-8 MiB
+ * blocks) reuses its pages instead of faulting them in again. The peak is forgotten when
+ * in use falls below a quarter of it (the program has let its working set go:
+ * test_medium, test_rss), and otherwise its excess over in_use halves each time
+ * allocations reach PEAK_DECAY_VOLUME_FACTOR times the peak (a working set that stays
+ * smaller gives the rest back as it runs). */
+#define PEAK_RESET_SHIFT 2
+#define PEAK_DECAY_VOLUME_FACTOR 4
 /* What a region holds besides the largest request: its header, the fence, and the slack
  * an aligned request needs (alignment up to the request size, see alloc.c). 64 KiB keeps
  * every supported request inside a fresh region with room to spare. */
@@ -51,11 +68,6 @@ size_t mt_medium_page = 4096;
 static mt_lock_t arenas_lock = MT_LOCK_INIT; /* creation of arenas, and fork */
 static _Atomic unsigned arena_ticket;        /* round robin over arenas */
 static unsigned arena_default_max;
-
-/* Interior page ranges of free chunks merged into a new one that are already decommitted. */
-struct kept_range {
-    uintptr_t lo, hi;
-};
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -94,7 +106,9 @@ MT_INLINE bool region_ok(const struct mt_medium_region *r)
 MT_INLINE bool pointer_in_region(const struct mt_medium_region *r, const void *ptr)
 {
     uintptr_t p = (uintptr_t)ptr;
-    return (p & (MT_ALIGNMENT - 1)) == 0 && p >= (uintptr_t)r->chunks + MT_CHUNK_HEADER && p < (uintptr_t)r->fence;
+    /* The fence moves when the region grows (under the lock): read it atomically. */
+    uintptr_t fence = (uintptr_t)__atomic_load_n(&r->fence, __ATOMIC_RELAXED);
+    return (p & (MT_ALIGNMENT - 1)) == 0 && p >= (uintptr_t)r->chunks + MT_CHUNK_HEADER && p < fence;
 }
 
 static uint8_t *fence_page_of(const struct mt_medium_region *r)
@@ -102,30 +116,33 @@ static uint8_t *fence_page_of(const struct mt_medium_region *r)
     return mt_medium_region_end(r) - mt_medium_page;
 }
 
-static size_t decommit_min(void)
+/* Resident free memory the arena may keep (see PURGE_CHUNK_MIN). */
+static size_t purge_budget(const struct mt_medium_arena *a)
 {
-    size_t threshold = mt_trim_threshold();
-    return threshold > DECOMMIT_CHUNK_MIN ? threshold : DECOMMIT_CHUNK_MIN;
+    size_t budget = a->in_use >> RESIDENT_FREE_IN_USE_SHIFT;
+    size_t trim = mt_trim_threshold();
+    if (budget < RESIDENT_FREE_BUDGET)
+        budget = RESIDENT_FREE_BUDGET;
+    return budget > trim ? budget : trim;
 }
 
-/* Whether a free chunk of `size` bytes about to be binned should give back its interior. */
-static bool should_decommit(const struct mt_medium_arena *a, size_t size)
+/* An upper estimate of the resident free memory in the arena's bins: every such page is
+ * counted, some that are not resident may be (a decommitted chunk merged into a freed
+ * neighbour). The top is not: trim_top looks after it. */
+static size_t resident_free_estimate(const struct mt_medium_arena *a)
 {
-    if (size < decommit_min())
-        return false;
-    size_t resident_free = a->free_bytes - a->decommitted + size;
-    uintptr_t top = (uintptr_t)a->top, dirty = (uintptr_t)a->current->dirty_end;
-    if (dirty > top)
-        resident_free += dirty - top;
-    size_t budget = a->in_use >> RESIDENT_FREE_IN_USE_SHIFT;
-    return resident_free > (budget > RESIDENT_FREE_BUDGET ? budget : RESIDENT_FREE_BUDGET);
+    return a->releasable_free + a->hidden_resident;
 }
+
 
 static void account_alloc(struct mt_medium_arena *a, size_t csize)
 {
     size_t usable = csize - MT_CHUNK_HEADER;
     unsigned bucket = mt_log2_ceil(usable);
     a->in_use += usable;
+    if (a->in_use > a->in_use_peak)
+        a->in_use_peak = a->in_use;
+    a->volume_since_decay += usable;
     a->live_blocks++;
     a->total_allocs++;
     a->hist_live[bucket]++;
@@ -145,6 +162,8 @@ static void account_resize(struct mt_medium_arena *a, size_t old_csize, size_t n
 {
     size_t old_usable = old_csize - MT_CHUNK_HEADER, new_usable = new_csize - MT_CHUNK_HEADER;
     a->in_use = a->in_use - old_usable + new_usable;
+    if (a->in_use > a->in_use_peak)
+        a->in_use_peak = a->in_use;
     a->hist_live[mt_log2_ceil(old_usable)]--;
     a->hist_live[mt_log2_ceil(new_usable)]++;
 }
@@ -157,25 +176,27 @@ static void report(const struct mt_medium_fault *fault, enum mt_api api)
 
 /* ---- regions and the top ---------------------------------------------------------------- */
 
-/* Reserve and format a region: header, `extra` bytes after it (the arena, for a first
- * region), a top chunk spanning the rest, and the fence. Not yet in the segment map. */
-static struct mt_medium_region *region_create(size_t extra, void **extra_out)
+/* Reserve MT_MEDIUM_GROWN_REGION_SIZE and format the first `size` bytes as a region:
+ * header, `extra` bytes after it (the arena, for a first region), a top chunk spanning
+ * the rest, and the fence. Not yet in the segment map. */
+static struct mt_medium_region *region_create(size_t size, size_t extra, void **extra_out)
 {
     size_t page = mt_medium_page;
-    uint8_t *base = mt_os_reserve_aligned(MT_MEDIUM_REGION_SIZE, MT_SEGMENT_SIZE);
+    uint8_t *base = mt_os_reserve_aligned(MT_MEDIUM_GROWN_REGION_SIZE, MT_SEGMENT_SIZE);
     if (!base)
         return NULL;
     struct mt_medium_region *r = (struct mt_medium_region *)base;
-    uint8_t *end = base + MT_MEDIUM_REGION_SIZE;
+    uint8_t *end = base + size;
     uint8_t *header_end = base + mt_align_up(sizeof *r, MT_CACHE_LINE);
     uint8_t *chunks = header_end + mt_align_up(extra, MT_CACHE_LINE);
     uintptr_t commit = mt_align_up((uintptr_t)chunks + MT_CHUNK_HEADER + mt_top_pad(), COMMIT_GRANULE);
     if (commit > (uintptr_t)(end - page))
         commit = (uintptr_t)(end - page);
     if (!mt_os_commit(base, commit - (uintptr_t)base) || !mt_os_commit(end - page, page)) {
-        mt_os_unmap(base, MT_MEDIUM_REGION_SIZE);
+        mt_os_unmap(base, MT_MEDIUM_GROWN_REGION_SIZE);
         return NULL;
     }
+    r->size = size;
     r->chunks = chunks;
     r->fence = mt_chunk_at(end - MT_CHUNK_FENCE);
     r->commit_end = (uint8_t *)commit;
@@ -194,7 +215,7 @@ static void region_publish(struct mt_medium_arena *a, struct mt_medium_region *r
     a->regions = r;
     a->current = r;
     a->top = mt_chunk_at(r->chunks);
-    mt_segmap_set((uintptr_t)r, MT_MEDIUM_REGION_SIZE, MT_SEG_MEDIUM);
+    mt_segmap_set((uintptr_t)r, r->size, MT_SEG_MEDIUM);
 }
 
 /* Make [.., need) read-write, with the top pad and a granule of slack. */
@@ -219,22 +240,6 @@ static void note_dirty(struct mt_medium_region *r, const uint8_t *touched_end)
     uint8_t *end = (uint8_t *)mt_align_up((uintptr_t)touched_end, mt_medium_page);
     if (end > r->dirty_end)
         r->dirty_end = end;
-}
-
-/* Decommit [lo, hi) minus the ranges in kept (sorted, inside [lo, hi)). */
-static void decommit_except(uintptr_t lo, uintptr_t hi, const struct kept_range *kept, unsigned nkept)
-{
-    uintptr_t cursor = lo;
-    for (unsigned i = 0; i < nkept; i++) {
-        if (kept[i].hi <= kept[i].lo)
-            continue;
-        if (kept[i].lo > cursor)
-            mt_os_decommit((void *)cursor, (kept[i].lo < hi ? kept[i].lo : hi) - cursor);
-        if (kept[i].hi > cursor)
-            cursor = kept[i].hi;
-    }
-    if (cursor < hi)
-        mt_os_decommit((void *)cursor, hi - cursor);
 }
 
 /* Give back the top's resident pages beyond `pad` when more than `threshold` of them are
@@ -289,19 +294,47 @@ static struct mt_chunk *top_take(struct mt_medium_arena *a, size_t nb, struct mt
     return top;
 }
 
-/* The current region is full: start a new one, filing what is left of the old top as an
- * ordinary free chunk (its interior given back: a top that ran out is usually big). */
+/* The current region's top ran out: move its fence to the end of its reservation, the
+ * top growing with it. False when it is already that big (or the OS refuses the page). */
+static bool region_grow(struct mt_medium_arena *a)
+{
+    struct mt_medium_region *r = a->current;
+    size_t page = mt_medium_page;
+    if (r->size >= MT_MEDIUM_GROWN_REGION_SIZE)
+        return false;
+    uint8_t *old_fence_page = fence_page_of(r);
+    uint8_t *end = (uint8_t *)r + MT_MEDIUM_GROWN_REGION_SIZE;
+    if (!mt_os_commit(end - page, page))
+        return false;
+    struct mt_chunk *fence = mt_chunk_at(end - MT_CHUNK_FENCE);
+    mt_chunk_write(fence, MT_CHUNK_FENCE, MT_CHUNK_INUSE, false);
+    /* The old fence page joins the top: if it lies beyond dirty_end, give it back so that
+     * everything there is still not resident. */
+    if (r->dirty_end <= old_fence_page)
+        mt_os_decommit(old_fence_page, page);
+    mt_segmap_set((uintptr_t)r, MT_MEDIUM_GROWN_REGION_SIZE, MT_SEG_MEDIUM);
+    r->size = MT_MEDIUM_GROWN_REGION_SIZE;
+    __atomic_store_n(&r->fence, fence, __ATOMIC_RELAXED);
+    mt_chunk_write(a->top, (size_t)((uintptr_t)fence - (uintptr_t)a->top), 0, mt_chunk_prev_inuse(a->top));
+    return true;
+}
+
+/* The current region is full: grow it, or start a new one, filing what is left of the
+ * old top as an ordinary free chunk (its interior given back: a top that ran out is
+ * usually big). */
 static bool arena_add_region(struct mt_medium_arena *a)
 {
+    if (region_grow(a))
+        return true;
     void *unused;
-    struct mt_medium_region *fresh = region_create(0, &unused);
+    struct mt_medium_region *fresh = region_create(MT_MEDIUM_GROWN_REGION_SIZE, 0, &unused);
     if (!fresh)
         return false;
     struct mt_medium_region *old = a->current;
     uint8_t *limit = fence_page_of(old);
     if (old->commit_end < limit) {
         if (!mt_os_commit(old->commit_end, (size_t)(limit - old->commit_end))) {
-            mt_os_unmap(fresh, MT_MEDIUM_REGION_SIZE);
+            mt_os_unmap(fresh, MT_MEDIUM_GROWN_REGION_SIZE);
             return false;
         }
         old->commit_end = limit;
@@ -327,13 +360,44 @@ static bool arena_add_region(struct mt_medium_arena *a)
 
 /* ---- freeing ---------------------------------------------------------------------------- */
 
+static void purge_locked(struct mt_medium_arena *a, size_t target);
+
+/* How far in_use has fallen below its recent peak, once the peak is forgotten or decayed
+ * as PEAK_RESET_SHIFT says. */
+static size_t working_set_drop(struct mt_medium_arena *a)
+{
+    if (a->in_use < a->in_use_peak >> PEAK_RESET_SHIFT) {
+        a->in_use_peak = a->in_use;
+    } else if (a->volume_since_decay / PEAK_DECAY_VOLUME_FACTOR > a->in_use_peak) {
+        a->in_use_peak = a->in_use + ((a->in_use_peak - a->in_use) >> 1);
+        a->volume_since_decay = 0;
+    }
+    return a->in_use_peak - a->in_use;
+}
+
+/* Purge when the resident free estimate passes the budget plus the drop from the peak
+ * (see PURGE_CHUNK_MIN and PEAK_RESET_SHIFT). */
+static void purge_if_over_budget(struct mt_medium_arena *a)
+{
+    size_t budget = purge_budget(a);
+    size_t resident = resident_free_estimate(a);
+    if (MT_LIKELY(resident <= budget))
+        return;
+    /* The top gets the same allowance beyond the trim threshold (release_range). Sharing
+     * one allowance between them purged the bins while the top held the drop: twice the
+     * page faults on the `large` bench for the same peak. */
+    size_t allowance = budget + working_set_drop(a);
+    if (resident > allowance)
+        purge_locked(a, allowance - (budget >> PURGE_TARGET_SHIFT));
+}
+
 /* Make [c, c + size) free memory; the chunk before it is in use. Merges with the next
- * chunk when it is free or the top, gives back the interior of a big result, bins it.
- * `kept`: interiors of free chunks merged in before that are already decommitted.
- * `next_word`: the next chunk's header word when the caller has verified it, else NULL. */
+ * chunk when it is free or the top, bins the result, purges when over budget.
+ * `clean`: interior bytes of free chunks merged in before that are flagged decommitted
+ * (`flagged`: there was at least one). `next_word`: the next chunk's header word when the
+ * caller has verified it, else NULL. */
 static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r, struct mt_chunk *c, size_t size,
-                          struct kept_range *kept, unsigned nkept, const uint64_t *next_word,
-                          struct mt_medium_fault *fault)
+                          size_t clean, bool flagged, const uint64_t *next_word, struct mt_medium_fault *fault)
 {
     struct mt_chunk *next = mt_chunk_next(c, size);
     if (next == a->top) {
@@ -343,7 +407,10 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
         size_t tsize = (size_t)((uintptr_t)r->fence - (uintptr_t)next);
         a->top = c;
         mt_chunk_write(c, size + tsize, 0, true);
-        trim_top(a, mt_trim_threshold(), mt_top_pad());
+        /* glibc's rule (the top beyond the trim threshold goes back), with the same
+         * allowance for a working set that has just shrunk as the bins get. */
+        trim_top(a, mt_trim_threshold() + working_set_drop(a), mt_top_pad());
+        purge_if_over_budget(a);
         return;
     }
     uint64_t nw = next_word ? *next_word : 0;
@@ -353,8 +420,8 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
         if (nsize >= MT_CHUNK_MIN && mt_chunk_footer(next, nsize) == nsize &&
             mt_medium_bin_unlink(a, next, nw, fault)) {
             if (nw & MT_CHUNK_DECOMMITTED) {
-                mt_chunk_interior(next, nsize, mt_medium_page, &kept[nkept].lo, &kept[nkept].hi);
-                nkept++;
+                clean += mt_chunk_interior_bytes(next, nsize, mt_medium_page);
+                flagged = true;
             }
             size += nsize;
         } else {
@@ -367,18 +434,23 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
         mt_medium_fault_set(fault, MT_ERR_CORRUPT_HEADER, mt_chunk_user(next), 0,
                             "the header of the block after a freed one was overwritten");
     }
+    /* Merged with decommitted chunks: the result keeps the flag when most of its interior
+     * is clean, the freed pages counted as hidden (no madvise now: they may be reused
+     * first); otherwise it is counted resident whole. Either way the estimate only errs
+     * upwards, and the next purge corrects it. */
     unsigned flags = 0;
-    if (should_decommit(a, size)) {
-        uintptr_t lo, hi;
-        mt_chunk_interior(c, size, mt_medium_page, &lo, &hi);
-        if (hi > lo) {
-            decommit_except(lo, hi, kept, nkept);
+    if (flagged) {
+        size_t interior = mt_chunk_interior_bytes(c, size, mt_medium_page);
+        size_t dirty = interior > clean ? interior - clean : 0;
+        if (interior && clean >= dirty) {
             flags = MT_CHUNK_DECOMMITTED;
+            a->hidden_resident += dirty;
         }
     }
     mt_chunk_write(c, size, flags, true);
     mt_chunk_write_footer(c, size);
     mt_medium_unsorted_push(a, c, size, flags);
+    purge_if_over_budget(a);
 }
 
 static enum mt_heap_error_kind freed_kind(enum mt_api api, bool freeing)
@@ -426,8 +498,8 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
                             "the next chunk's prev-in-use bit says the block is already free");
         return;
     }
-    struct kept_range kept[2];
-    unsigned nkept = 0;
+    size_t clean = 0;
+    bool flagged = false;
     struct mt_chunk *start = c;
     size_t total = size;
     if (!mt_chunk_prev_inuse(c)) {
@@ -444,8 +516,8 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
         if (!mt_medium_bin_unlink(a, prev, pw, fault))
             return;
         if (pw & MT_CHUNK_DECOMMITTED) {
-            mt_chunk_interior(prev, psize, mt_medium_page, &kept[nkept].lo, &kept[nkept].hi);
-            nkept++;
+            clean = mt_chunk_interior_bytes(prev, psize, mt_medium_page);
+            flagged = true;
         }
         start = prev;
         total += psize;
@@ -456,7 +528,7 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
     if (start != c)
         mt_chunk_write(c, size, 0, false);
     account_free(a, size);
-    release_range(a, r, start, total, kept, nkept, next == a->top ? NULL : &nw, fault);
+    release_range(a, r, start, total, clean, flagged, next == a->top ? NULL : &nw, fault);
 }
 
 /* Free every block of the deferred stack (lock held). Stops at the first failure: the
@@ -689,8 +761,7 @@ static size_t shrink_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_
     if (size - nb < MT_CHUNK_MIN)
         return size;
     mt_chunk_write(c, nb, MT_CHUNK_INUSE, mt_chunk_prev_inuse(c));
-    struct kept_range kept[1];
-    release_range(a, region_of_addr(c), mt_chunk_next(c, nb), size - nb, kept, 0, NULL, fault);
+    release_range(a, region_of_addr(c), mt_chunk_next(c, nb), size - nb, 0, false, NULL, fault);
     return nb;
 }
 
@@ -847,7 +918,7 @@ static unsigned arena_limit(void)
 static struct mt_medium_arena *arena_create(unsigned index)
 {
     void *space;
-    struct mt_medium_region *r = region_create(sizeof(struct mt_medium_arena), &space);
+    struct mt_medium_region *r = region_create(MT_MEDIUM_REGION_SIZE, sizeof(struct mt_medium_arena), &space);
     if (!r)
         return NULL;
     struct mt_medium_arena *a = space; /* fresh pages: every counter is zero */
@@ -891,33 +962,95 @@ struct mt_medium_arena *mt_medium_arena_pick(void)
 
 /* ---- returning memory, collecting, fork ------------------------------------------------- */
 
-/* Decommit the interior of every free chunk not yet decommitted (lock held). */
-static size_t decommit_free_chunks(struct mt_medium_arena *a)
+/* Decommit c's interior (a free chunk of `size` bytes, header word `word`); a flagged
+ * chunk is decommitted again, for the pages hidden in it. Returns the bytes that were
+ * counted resident. */
+static size_t decommit_chunk(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word)
 {
-    size_t released = 0;
-    for (unsigned b = 0; b <= MT_MEDIUM_BINS; b++) {
-        struct mt_medium_link *head = b == 0 ? &a->unsorted : &a->bins[b - 1];
-        struct mt_medium_link *node = mt_link_decode(&head->fd, head->fd);
-        while (node != head && mt_medium_link_plausible(a, node)) {
-            struct mt_chunk *c = mt_chunk_of_link(node);
-            uint64_t word;
-            if (!mt_chunk_read(c, &word))
-                break; /* mt_heap_check reports it */
-            size_t size = mt_chunk_size_of(word);
-            uintptr_t lo, hi;
-            mt_chunk_interior(c, size, mt_medium_page, &lo, &hi);
-            if (!(word & MT_CHUNK_DECOMMITTED) && hi > lo) {
-                mt_os_decommit((void *)lo, hi - lo);
-                mt_chunk_write(c, size, (unsigned)(word & MT_CHUNK_FLAG_MASK) | MT_CHUNK_DECOMMITTED,
-                               mt_chunk_prev_inuse(c));
-                a->releasable_free -= hi - lo;
-                a->decommitted += hi - lo;
-                released += hi - lo;
-            }
-            node = mt_link_decode(&node->fd, node->fd);
-        }
+    uintptr_t lo, hi;
+    mt_chunk_interior(c, size, mt_medium_page, &lo, &hi);
+    if (hi <= lo)
+        return 0;
+    mt_os_decommit((void *)lo, hi - lo);
+    if (word & MT_CHUNK_DECOMMITTED)
+        return 0;
+    mt_chunk_write(c, size, (unsigned)(word & MT_CHUNK_FLAG_MASK) | MT_CHUNK_DECOMMITTED, mt_chunk_prev_inuse(c));
+    a->releasable_free -= hi - lo;
+    a->decommitted += hi - lo;
+    return hi - lo;
+}
+
+/* Visit the free chunks of bins[first..] from the last bin down, then the unsorted bin;
+ * `visit` returns false to stop. A list that does not decode ends its walk
+ * (mt_heap_check reports it). */
+typedef bool (*chunk_visitor)(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word,
+                              void *ctx);
+
+static bool walk_list(struct mt_medium_arena *a, struct mt_medium_link *head, chunk_visitor visit, void *ctx)
+{
+    struct mt_medium_link *node = mt_link_decode(&head->fd, head->fd);
+    while (node != head && mt_medium_link_plausible(a, node)) {
+        struct mt_chunk *c = mt_chunk_of_link(node);
+        uint64_t word;
+        if (!mt_chunk_read(c, &word))
+            return true;
+        if (!visit(a, c, mt_chunk_size_of(word), word, ctx))
+            return false;
+        node = mt_link_decode(&node->fd, node->fd);
     }
-    return released;
+    return true;
+}
+
+static void walk_free_chunks(struct mt_medium_arena *a, unsigned first, chunk_visitor visit, void *ctx)
+{
+    for (unsigned b = MT_MEDIUM_BINS; b-- > first;)
+        if (!walk_list(a, &a->bins[b], visit, ctx))
+            return;
+    walk_list(a, &a->unsorted, visit, ctx);
+}
+
+struct purge_walk {
+    size_t target;   /* stop once the estimate is at most this */
+    size_t min_size; /* leave smaller chunks alone */
+    size_t released;
+};
+
+static bool purge_flagged(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word, void *ctx)
+{
+    (void)ctx;
+    if (word & MT_CHUNK_DECOMMITTED)
+        decommit_chunk(a, c, size, word);
+    return true;
+}
+
+static bool purge_resident(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word, void *ctx)
+{
+    struct purge_walk *w = ctx;
+    if (resident_free_estimate(a) <= w->target)
+        return false;
+    if (size >= w->min_size && !(word & MT_CHUNK_DECOMMITTED))
+        w->released += decommit_chunk(a, c, size, word);
+    return true;
+}
+
+/* Bring the resident free estimate down to `target` (lock held): first pages hidden in
+ * flagged chunks (every flagged chunk decommitted again: the only way to know they are
+ * gone), then the interiors of resident chunks of at least PURGE_CHUNK_MIN, largest bins
+ * first. The top is left to trim_top. Returns the bytes released. */
+static size_t purge_chunks(struct mt_medium_arena *a, size_t target, size_t min_size)
+{
+    if (a->hidden_resident) {
+        walk_free_chunks(a, 0, purge_flagged, NULL);
+        a->hidden_resident = 0;
+    }
+    struct purge_walk w = {target, min_size, 0};
+    walk_free_chunks(a, min_size ? mt_medium_bin_index(min_size) : 0, purge_resident, &w);
+    return w.released;
+}
+
+static void purge_locked(struct mt_medium_arena *a, size_t target)
+{
+    purge_chunks(a, target, PURGE_CHUNK_MIN);
 }
 
 size_t mt_medium_trim(size_t pad)
@@ -929,7 +1062,7 @@ size_t mt_medium_trim(size_t pad)
         struct mt_medium_fault drained = {0};
         arena_lock(a, &drained);
         released += trim_top(a, 0, pad);
-        released += decommit_free_chunks(a);
+        released += purge_chunks(a, 0, 0);
         arena_unlock(a, &drained);
         report(&drained, MT_API_FREE);
     }

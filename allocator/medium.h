@@ -3,9 +3,10 @@
  * Serves requests above the small classes (MT_SMALL_MAX) and below the mmap threshold, and
  * aligned requests that the small classes cannot serve. Design (docs/allocator.md):
  *
- * - An arena owns one or more regions of MT_MEDIUM_REGION_SIZE bytes of reserved address
- *   space, segment-aligned and marked MT_SEG_MEDIUM in the segment map; a region header at
- *   its start names the owning arena. Memory is committed as the top chunk grows.
+ * - An arena owns one or more regions of reserved address space (MT_MEDIUM_REGION_SIZE
+ *   at first, growing in place to MT_MEDIUM_GROWN_REGION_SIZE), segment-aligned and marked
+ *   MT_SEG_MEDIUM in the segment map; a region header at its start names the owning
+ *   arena. Memory is committed as the top chunk grows.
  * - Chunks carry a 16-byte header (size with flags, and a keyed checksum, harden.h) and,
  *   when free, a footer with their size, so neighbours coalesce in O(1).
  * - Free chunks sit in small bins (exact sizes, LIFO), an unsorted bin (recent frees, reused
@@ -13,8 +14,9 @@
  *   bitmap of non-empty bins; the top chunk serves what the bins cannot and grows the region.
  * - Free links are encoded (mt_link_encode) and checked when unlinked (fd->bk == self).
  * - Free memory goes back to the OS: the top is trimmed past the trim threshold, and whole
- *   pages inside large free chunks are decommitted, so RSS falls after a big working set is
- *   freed (also when the threads that allocated it have exited).
+ *   pages inside large free chunks are decommitted in batches once the arena holds more
+ *   resident free memory than its budget plus its recent drop in use, so RSS falls after a
+ *   big working set is freed (also when the threads that allocated it have exited).
  * - Several arenas (mt_tunables.arena_max, default four per CPU), each with its own lock;
  *   a thread is bound to one at its first medium allocation. A free from another thread
  *   tries the owner's lock and, if it is busy, pushes the chunk on the arena's lock-free

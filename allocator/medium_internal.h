@@ -1,6 +1,8 @@
 /* Cross-file names of the medium arenas (medium.c, medium_bins.c, medium_stats.c).
  *
- * Region layout (MT_MEDIUM_REGION_SIZE bytes of reserved address space, segment-aligned):
+ * Region layout (region->size bytes of address space, segment-aligned; every region has
+ * MT_MEDIUM_GROWN_REGION_SIZE reserved and an arena's first one starts at
+ * MT_MEDIUM_REGION_SIZE, growing in place when its top runs out):
  *
  *   [region header][arena, in the arena's first region only][chunks ... top][fence]
  *
@@ -41,16 +43,28 @@
 #define MT_MEDIUM_SMALL_BINS (MT_MEDIUM_SMALL_BIN_LIMIT / 16)
 #define MT_MEDIUM_BINS_PER_DOUBLING 16
 #define MT_MEDIUM_LARGE_FIRST_LOG2 10 /* log2(MT_MEDIUM_SMALL_BIN_LIMIT) */
-#define MT_MEDIUM_REGION_LOG2 26      /* log2(MT_MEDIUM_REGION_SIZE) */
+/* A region can grow to 256 MiB (the most a segment-map entry can reach back: 64
+ * segments), so a big working set stays in one region with one top instead of spreading
+ * over several 64 MiB ones, each with its own top and holes: on the `large` bench (30-60
+ * MiB of 128 KiB-8 MiB blocks) a second 64 MiB region cost 3 MiB more peak RSS and twice
+ * the page faults. An arena's first region starts at MT_MEDIUM_REGION_SIZE and grows in
+ * place (the rest of its reservation is PROT_NONE address space, not counted as mapped
+ * until then: most arenas never need it); later regions start grown. */
+#define MT_MEDIUM_GROWN_REGION_SIZE ((size_t)256 << 20)
+#define MT_MEDIUM_REGION_LOG2 28      /* log2(MT_MEDIUM_GROWN_REGION_SIZE): the bins span it */
 #define MT_MEDIUM_BINS \
     (MT_MEDIUM_SMALL_BINS + (MT_MEDIUM_REGION_LOG2 - MT_MEDIUM_LARGE_FIRST_LOG2) * MT_MEDIUM_BINS_PER_DOUBLING)
 #define MT_MEDIUM_BITMAP_WORDS ((MT_MEDIUM_BINS + 63) / 64)
-_Static_assert(MT_MEDIUM_REGION_SIZE == (size_t)1 << MT_MEDIUM_REGION_LOG2, "region size and its log2 agree");
+_Static_assert(MT_MEDIUM_GROWN_REGION_SIZE == (size_t)1 << MT_MEDIUM_REGION_LOG2, "region size and its log2 agree");
+_Static_assert(MT_MEDIUM_REGION_SIZE <= MT_MEDIUM_GROWN_REGION_SIZE, "later regions are not smaller");
+_Static_assert((MT_MEDIUM_GROWN_REGION_SIZE >> MT_SEGMENT_SHIFT) - 1 <= MT_SEGMAP_MAX_DISTANCE,
+               "the segment map reaches a region's start from its last segment");
 
 struct mt_medium_region {
     uint64_t check;                 /* mt_header_check(region, arena): a forged region fails */
     struct mt_medium_arena *arena;  /* owner; never changes */
     struct mt_medium_region *next;  /* the arena's regions, newest first */
+    size_t size;                    /* bytes of the region, up to the fence; grows once, under the lock */
     uint8_t *chunks;                /* first chunk */
     struct mt_chunk *fence;         /* last MT_CHUNK_FENCE bytes of the region */
     uint8_t *commit_end;            /* [region, commit_end) is read-write (and the fence page) */
@@ -83,6 +97,14 @@ struct mt_medium_arena {
     size_t free_bytes;      /* sum of free chunk sizes */
     size_t decommitted;     /* interior bytes of free chunks flagged MT_CHUNK_DECOMMITTED */
     size_t releasable_free; /* interior bytes of free chunks not flagged */
+    /* Resident pages inside flagged chunks: freed blocks merged into a decommitted chunk
+     * without a madvise. An upper estimate (an allocation from such a chunk does not
+     * lower it); zeroed by a purge, which decommits every flagged chunk again. */
+    size_t hidden_resident;
+    /* The most bytes in use lately: resident free memory up to the drop from it is kept
+     * (medium.c, purging). Decays towards in_use as allocation volume passes. */
+    size_t in_use_peak;
+    size_t volume_since_decay; /* usable bytes allocated since the peak last decayed */
     uint64_t hist_live[MT_LOG2_BUCKETS];
     uint64_t hist_allocs[MT_LOG2_BUCKETS];
 };
@@ -117,7 +139,7 @@ extern size_t mt_medium_page;
 
 MT_INLINE uint8_t *mt_medium_region_end(const struct mt_medium_region *r)
 {
-    return (uint8_t *)r + MT_MEDIUM_REGION_SIZE;
+    return (uint8_t *)r + r->size;
 }
 
 /* ---- bins (medium_bins.c); all under the arena lock ---- */

@@ -58,10 +58,12 @@ void mt_medium_stats(struct mt_zone_stats *out)
         mt_lock(&a->lock);
         size_t committed = 0;
         for (const struct mt_medium_region *r = a->regions; r; r = r->next) {
-            out->mapped += MT_MEDIUM_REGION_SIZE;
+            out->mapped += r->size;
             committed += region_committed(r);
         }
-        out->committed += committed > a->decommitted ? committed - a->decommitted : 0;
+        /* Pages hidden in decommitted chunks (medium.c, purging) count as resident. */
+        size_t clean = a->decommitted > a->hidden_resident ? a->decommitted - a->hidden_resident : 0;
+        out->committed += committed > clean ? committed - clean : 0;
         size_t top = top_dirty(a);
         uintptr_t keep = mt_align_up((uintptr_t)a->top + MT_CHUNK_HEADER, mt_medium_page);
         uintptr_t dirty = (uintptr_t)a->top + top;
@@ -70,7 +72,7 @@ void mt_medium_stats(struct mt_zone_stats *out)
         out->total_allocs += a->total_allocs;
         out->total_frees += a->total_frees;
         out->free_chunks += a->free_chunks + 1; /* the top */
-        out->free_bytes += a->free_bytes - a->decommitted + top; /* resident free memory */
+        out->free_bytes += a->free_bytes - clean + top; /* resident free memory */
         size_t largest = mt_medium_bins_largest(a);
         if (top > largest)
             largest = top;
@@ -108,7 +110,7 @@ void mt_medium_walk(struct mt_walker *walker)
         mt_lock(&a->lock);
         for (const struct mt_medium_region *r = a->regions; r; r = r->next) {
             if (walker->zone) {
-                struct mt_zone_info zone = {MT_ZONE_MEDIUM, (uintptr_t)r, MT_MEDIUM_REGION_SIZE, 0};
+                struct mt_zone_info zone = {MT_ZONE_MEDIUM, (uintptr_t)r, r->size, 0};
                 walker->zone(walker, &zone);
             }
             if (!walker->block)

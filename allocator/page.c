@@ -1,6 +1,6 @@
-/* Small pages: formatting a page for a size class, taking slots past the fast path, and
- * collecting remote frees. Only the owning thread (or a holder of mt_small_lock for an
- * abandoned page) calls these. */
+/* Small pages: formatting a page for a size class, collecting remote frees and recounting
+ * after a fork. Only the owning thread (or a holder of mt_small_lock for an abandoned page)
+ * calls these. Moving slots between the bitmaps and the slot cache is heap.c's. */
 #include <string.h>
 
 #include "small_internal.h"
@@ -11,7 +11,8 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     uint32_t capacity = (uint32_t)(MT_PAGE_SIZE / block_size);
     page->block_size = block_size;
     /* ceil(2^32 / size): multiplying an offset below 2^16 by it and shifting by 32 gives
-     * the exact quotient (the error term n*e/2^32 stays below 1/size). */
+     * the exact quotient (the error term n*e/2^32 stays below 1/size), and the low half of
+     * the product says whether the offset is a multiple (mt_small_slot_index). */
     page->recip = (uint32_t)((((uint64_t)1 << 32) + block_size - 1) / block_size);
     page->capacity = (uint16_t)capacity;
     page->cls = (uint8_t)cls;
@@ -20,12 +21,13 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->state = MT_PAGE_ACTIVE;
     page->committed = 1;
     page->pinned = 0;
-    atomic_store_explicit(&page->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {
         uint32_t slots_here = capacity - w * 64;
         uint64_t mask = slots_here >= 64 ? ~0ull : ((1ull << slots_here) - 1);
         atomic_store_explicit(&mt_page_bits(page)[w].free, mask, memory_order_relaxed);
+        atomic_store_explicit(&mt_page_bits(page)[w].cached, 0, memory_order_relaxed);
         atomic_store_explicit(&mt_page_bits(page)[w].remote, 0, memory_order_relaxed);
         page->nonempty |= 1ull << w;
     }
@@ -43,14 +45,15 @@ bool mt_page_collect(struct mt_page *page)
         if (r == 0)
             continue;
         uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed);
-        if (MT_UNLIKELY(f & r)) {
+        uint64_t owner_freed = f | atomic_load_explicit(&b->cached, memory_order_relaxed);
+        if (MT_UNLIKELY(owner_freed & r)) {
             /* Freed by the owner and by another thread: report the first such slot, and
              * count it once. */
-            uint64_t both = f & r;
+            uint64_t both = owner_freed & r;
             size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(both);
             mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size,
                                  MT_API_FREE, "freed by two threads");
-            r &= ~f;
+            r &= ~owner_freed;
         }
         atomic_store_explicit(&b->free, f | r, memory_order_relaxed);
         collected += (uint32_t)__builtin_popcountll(r);
@@ -58,8 +61,7 @@ bool mt_page_collect(struct mt_page *page)
         found = true;
     }
     if (found)
-        atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) - collected,
-                              memory_order_relaxed);
+        mt_page_count_add(page, (uint64_t)0 - collected);
     return found;
 }
 
@@ -68,34 +70,23 @@ void mt_page_recount(struct mt_page *page)
     uint32_t free_slots = 0;
     page->nonempty = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
+        /* The thread whose cache held the cached slots is gone: they are free. */
+        struct mt_page_bits *b = &mt_page_bits(page)[w];
+        uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->cached, memory_order_relaxed);
+        atomic_store_explicit(&b->free, f, memory_order_relaxed);
+        atomic_store_explicit(&b->cached, 0, memory_order_relaxed);
         free_slots += (uint32_t)__builtin_popcountll(f);
         if (f)
             page->nonempty |= 1ull << w;
     }
     page->pinned = 0; /* the thread that pinned it is gone */
-    atomic_store_explicit(&page->used, page->capacity - free_slots, memory_order_relaxed);
-}
-
-void *mt_page_take_slot(struct mt_page *page)
-{
-    uint64_t nonempty = page->nonempty;
-    if (nonempty == 0)
-        return NULL;
-    unsigned w = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t bits = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
-    uint64_t rest = bits & (bits - 1);
-    atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
-    if (rest == 0)
-        page->nonempty = nonempty & ~(1ull << w);
-    atomic_store_explicit(&page->used, atomic_load_explicit(&page->used, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(bits);
-    return page->start + index * page->block_size;
+    uint64_t allocs = atomic_load_explicit(&page->counts, memory_order_relaxed) & ~MT_PAGE_USED_MASK;
+    atomic_store_explicit(&page->counts, allocs | (page->capacity - free_slots), memory_order_relaxed);
 }
 
 size_t mt_page_free_bytes(const struct mt_page *page)
 {
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
     return used >= page->capacity ? 0 : (size_t)(page->capacity - used) * page->block_size;
 }

@@ -92,6 +92,8 @@ struct mt_page *mt_segment_take_page(struct mt_segment *seg)
 
 void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool decommit)
 {
+    /* The page's allocations still count in show_alloc_hist and the statistics. */
+    atomic_fetch_add_explicit(&mt_retired_class_allocs[page->cls], mt_page_allocs(page), memory_order_relaxed);
     /* A stale pointer into a released page must fail the slot check: capacity 0. */
     page->capacity = 0;
     page->block_size = 0;
@@ -100,7 +102,7 @@ void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool deco
     page->nonempty = 0;
     page->state = MT_PAGE_FREE;
     atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
-    atomic_store_explicit(&page->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     if (decommit && page->committed) {
         mt_os_decommit(page->start, MT_PAGE_SIZE);

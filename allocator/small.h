@@ -1,30 +1,47 @@
-/* Small blocks: thread-owned slab pages with out-of-band slot bitmaps.
+/* Small blocks: thread-owned slab pages with out-of-band slot bitmaps, and a per-thread
+ * cache of slots per size class in front of them.
  *
  * A small segment (4 MiB, aligned) holds a header, page descriptors and slot bitmaps in its
  * first two 64 KiB pages, then 62 pages of slots. A page serves one size class. Each slot
- * has two bits kept outside the slot, in the segment header:
- *   free   - the slot is available; written only by the owning thread;
+ * has three bits kept outside the slot, in the segment header:
+ *   free   - the slot is available in the page; written only by the owning thread;
+ *   cached - the slot is free and sits in the owner's slot cache; written only by the owner;
  *   remote - another thread freed the slot; set atomically by that thread, folded into
  *            `free` by the owner when it runs out of slots ("collect").
  * No pointer is ever stored inside a free slot, so an overflow or use-after-free cannot
  * corrupt the allocator's lists, and a double free is caught deterministically from any
- * thread: the slot's bits say it is already free.
+ * thread: one of the slot's bits says it is already free.
+ *
+ * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
+ * address, and its page descriptor's with the slot index) kept in the heap, its top pointer
+ * in TLS. free() of an owned slot checks its three bits, sets `cached`, counts the slot out
+ * of its page and pushes it; malloc() pops the most recently freed slot (hot in the CPU
+ * cache, with its bitmap word and page descriptor), clears the bit and counts it back. A
+ * cached slot is not counted in its page's used count, so a page whose blocks are all freed is
+ * released at once (its entries are dropped from the cache), whatever the cache holds. When
+ * a class's stack is empty, malloc's slow path moves a batch of free bits of the refill
+ * page into it; when it is full, free's slow path returns the older half to the bitmaps.
+ * Each stack holds at most mt_small_cache_limit(cls) entries (fewer for big blocks,
+ * bounding the bytes a thread keeps).
  *
  * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
  * use carries a copy (page->heap) so that free() decides local or remote from the page
  * descriptor it reads anyway. The owner allocates and frees with plain loads and stores:
  * no lock, no atomic read-modify-write, no system call. Other threads free with one
- * atomic OR on the remote word. When a thread exits, its segments are abandoned (owner and
- * page->heap NULL): frees into them take a global lock, and the next thread that needs
- * pages adopts them, so memory of dead threads is reused or returned.
+ * atomic OR on the remote word. When a thread exits, it empties its slot cache and its
+ * segments are abandoned (owner and page->heap NULL): frees into them take a global lock,
+ * and the next thread that needs pages adopts them, so memory of dead threads is reused or
+ * returned.
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - page->used == capacity - popcount(free) + page->pinned (uncollected remote frees
- *     count as used). The page a thread allocates from is pinned: the extra count keeps
- *     free() from seeing it empty (and taking the slow path) every time its last block
- *     goes, which a malloc/free loop would otherwise do on every call;
- *   - a slot is never set in both free and remote;
+ *   - mt_page_used(page) == capacity - popcount(free) - popcount(cached) + page->pinned
+ *     (uncollected remote frees count as used), and is never 0 for a page in use: the page
+ *     is released when it reaches 0. The page a thread refills from is pinned: the extra
+ *     count keeps it from being released while it is the refill page;
+ *   - a slot has at most one of free, cached and remote set;
+ *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
+ *     one entry for it; entries above a cache's top hold no block (but the end mark);
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -48,6 +65,7 @@ enum mt_page_state { MT_PAGE_FREE = 0, MT_PAGE_ACTIVE = 1, MT_PAGE_META = 2 };
 
 struct mt_page_bits {
     _Atomic uint64_t free;   /* owner writes (relaxed); others may read */
+    _Atomic uint64_t cached; /* owner writes (relaxed); others may read */
     _Atomic uint64_t remote; /* any thread sets bits (atomic OR); owner clears (exchange) */
 };
 
@@ -56,7 +74,8 @@ struct mt_page {
     _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
-    _Atomic uint16_t used;    /* slots not free from the owner's point of view */
+    _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
+                                 the low bits, the page's allocations above (owner-written) */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
@@ -66,11 +85,38 @@ struct mt_page {
     /* Slow-path bookkeeping. */
     uint8_t state;            /* enum mt_page_state */
     uint8_t committed;        /* memory may be resident (not decommitted since last use) */
-    uint8_t pinned;           /* a thread allocates from it: `used` holds one extra count */
+    uint8_t pinned;           /* the heap's refill page: its used count holds one more */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 _Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* page->counts: one word so that an allocation is one addition (MT_PAGE_ONE_ALLOC: a used
+ * slot more and an allocation more), which also feeds show_alloc_hist's per-class totals
+ * (folded into mt_retired_class_allocs when the page is released). */
+#define MT_PAGE_USED_BITS 16
+#define MT_PAGE_USED_MASK (((uint64_t)1 << MT_PAGE_USED_BITS) - 1)
+#define MT_PAGE_ONE_ALLOC (((uint64_t)1 << MT_PAGE_USED_BITS) + 1)
+_Static_assert(MT_MAX_SLOTS_PER_PAGE + 1 <= MT_PAGE_USED_MASK, "a page's used count fits its bits");
+
+MT_INLINE uint32_t mt_page_used(const struct mt_page *page)
+{
+    return (uint32_t)(atomic_load_explicit(&page->counts, memory_order_relaxed) & MT_PAGE_USED_MASK);
+}
+
+MT_INLINE uint64_t mt_page_allocs(const struct mt_page *page)
+{
+    return atomic_load_explicit(&page->counts, memory_order_relaxed) >> MT_PAGE_USED_BITS;
+}
+
+/* Owner only: add `delta` to the counts (modulo 2^64, so (uint64_t)-n takes n used slots
+ * off); returns the new used count. */
+MT_INLINE uint32_t mt_page_count_add(struct mt_page *page, uint64_t delta)
+{
+    uint64_t counts = atomic_load_explicit(&page->counts, memory_order_relaxed) + delta;
+    atomic_store_explicit(&page->counts, counts, memory_order_relaxed);
+    return (uint32_t)(counts & MT_PAGE_USED_MASK);
+}
 
 /* A page's descriptor followed by its bitmap: the bitmap's address is the descriptor's
  * plus a constant, not one more pointer to load on the allocation path. */
@@ -103,9 +149,44 @@ struct mt_segment {
 _Static_assert(sizeof(struct mt_segment) <= MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
                "segment metadata must fit its reserved pages");
 
+/* One cached slot: the block, and its page descriptor's address with the slot index in the
+ * top bits, so a pop reaches the page's count and the slot's bitmap word without computing
+ * either from the block. */
+struct mt_cache_entry {
+    void *block;
+    uintptr_t slot; /* (uintptr_t)page | index << MT_CACHE_INDEX_SHIFT */
+};
+#define MT_CACHE_INDEX_SHIFT 52
+#define MT_CACHE_ADDRESS_MASK (((uintptr_t)1 << MT_CACHE_INDEX_SHIFT) - 1)
+_Static_assert(MT_SEGMAP_ADDRESS_BITS <= MT_CACHE_INDEX_SHIFT, "small segment addresses fit below the index");
+_Static_assert(MT_MAX_SLOTS_PER_PAGE <= (uintptr_t)1 << (64 - MT_CACHE_INDEX_SHIFT),
+               "a slot index fits the top bits of a cache entry");
+
+/* The slot cache of one size class (see the header comment). One aligned region of
+ * MT_CACHE_REGION bytes, so the region and its counter are found from the top pointer by
+ * masking, and "empty" is a test of the top pointer's low bits, with no load. */
+#define MT_CACHE_REGION 512
+#define MT_CACHE_MASK ((uintptr_t)MT_CACHE_REGION - 1)
+#define MT_CACHE_ENTRIES (MT_CACHE_REGION / sizeof(struct mt_cache_entry) - 1)
+/* Entries are used up to this many: the slot after the last one holds the sentinel. */
+#define MT_CACHE_MAX (MT_CACHE_ENTRIES - 1)
+/* Marks the end of a class's stack in the block field: a push that finds it takes the slow
+ * path. No block is at address 1. */
+#define MT_CACHE_SENTINEL ((void *)1)
+
+struct mt_slot_cache {
+    uint64_t header[2]; /* unused: keeps an empty stack's top one entry above the region's start */
+    struct mt_cache_entry entry[MT_CACHE_ENTRIES]; /* a stack, oldest first; top in TLS */
+} MT_ALIGNED(MT_CACHE_REGION);
+
+_Static_assert(sizeof(struct mt_slot_cache) == MT_CACHE_REGION, "a slot cache is one aligned region");
+_Static_assert(offsetof(struct mt_slot_cache, entry) == sizeof(struct mt_cache_entry),
+               "the header is one entry long: mt_small_malloc tests for empty by the entry below the top");
+
 struct mt_heap {
-    /* Allocations per class since the thread started (show_alloc_hist); owner-written. */
-    _Atomic uint64_t class_allocs[MT_SMALL_CLASSES];
+    struct mt_slot_cache cache[MT_SMALL_CLASSES]; /* owner only */
+    struct mt_page *direct[MT_SMALL_CLASSES];     /* refill page per class, pinned, or
+                                                     &mt_empty_page */
     struct mt_page_queue avail[MT_SMALL_CLASSES]; /* pages with free slots */
     struct mt_page_queue full;                   /* pages without */
     _Atomic uint32_t remote_hint;  /* a remote free hit one of our full pages */
@@ -120,48 +201,30 @@ struct mt_heap {
 /* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
  * exit destructor ran. */
 extern MT_TLS struct mt_heap *mt_tls_heap;
-/* The page each class allocates from, per thread; &mt_empty_page when there is none, so
- * the fast path needs no NULL test (the empty page has no free bit and sends it to the
- * slow path). Kept in TLS rather than in the heap so malloc's first load is the page. */
-extern MT_TLS struct mt_page *mt_tls_direct[MT_SMALL_CLASSES];
+/* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
+ * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
+ * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
+ * TLS so malloc's first load is the top. */
+extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
-/* The page with no free slot that stands for "none" (see mt_heap.direct). */
+/* The page with no free slot that stands for "none" in mt_heap.direct. */
 extern struct mt_page_meta mt_empty_page_meta;
 #define mt_empty_page (mt_empty_page_meta.page)
 
-/* Out of line: refill (collect remote frees, next page, adopt, new segment), first use of
- * a thread, out of memory (sets errno, returns NULL). */
-void *mt_small_malloc_slow(struct mt_heap *heap, unsigned cls);
-/* Out of line: the page just became empty or was on the full list (calling thread owns it). */
-void mt_small_free_local_slow(struct mt_page *page);
+/* Out of line: the class's cache is empty. Refill it (collect remote frees, next page,
+ * adopt, new segment) and pop; first use of a thread; out of memory (sets errno, returns
+ * NULL). */
+void *mt_small_malloc_slow(unsigned cls);
+/* Out of line: the class's cache is full (return its older half to the bitmaps) or the
+ * block's page has no used slot left (release it). Pushes the block, whose cached bit the
+ * caller has set and counted (`slot` as in mt_cache_entry). */
+void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls);
 /* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
 void mt_small_free_invalid(const void *ptr, enum mt_api api);
 /* Out of line: the slot is already free. */
 void mt_small_free_double(const void *ptr, enum mt_api api);
-
-MT_INLINE void *mt_small_malloc(unsigned cls)
-{
-    struct mt_page *page = mt_tls_direct[cls];
-    uint64_t nonempty = page->nonempty;
-    if (MT_UNLIKELY(nonempty == 0))
-        return mt_small_malloc_slow(mt_tls_heap, cls);
-    struct mt_heap *heap = mt_tls_heap;
-    unsigned wi = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t w = atomic_load_explicit(&mt_page_bits(page)[wi].free, memory_order_relaxed);
-    uint64_t rest = w & (w - 1);
-    atomic_store_explicit(&mt_page_bits(page)[wi].free, rest, memory_order_relaxed);
-    /* Clear the summary bit when the word runs dry, without a branch. */
-    page->nonempty = nonempty & ~((uint64_t)(rest == 0) << wi);
-    atomic_store_explicit(&page->used, (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) + 1),
-                          memory_order_relaxed);
-    atomic_store_explicit(&heap->class_allocs[cls],
-                          atomic_load_explicit(&heap->class_allocs[cls], memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    size_t index = (size_t)wi * 64 + (size_t)__builtin_ctzll(w);
-    return page->start + index * page->block_size;
-}
 
 MT_INLINE struct mt_segment *mt_small_segment_of(const void *ptr)
 {
@@ -178,12 +241,43 @@ MT_INLINE struct mt_page *mt_small_page_of(struct mt_segment *seg, const void *p
 MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr)
 {
     uint32_t offset = (uint32_t)((uintptr_t)ptr & (MT_PAGE_SIZE - 1));
-    uint32_t index = (uint32_t)(((uint64_t)offset * page->recip) >> 32);
+    uint64_t product = (uint64_t)offset * page->recip;
+    uint32_t index = (uint32_t)(product >> 32);
 #ifndef MT_NO_HARDENING /* bench/ measures the cost of the always-on checks without them */
-    if (MT_UNLIKELY(index >= page->capacity || index * page->block_size != offset))
+    /* The same product tells whether the offset is a multiple of the block size (Lemire's
+     * divisibility test): with recip = ceil(2^32 / size) and offsets below 2^16, its low
+     * half is below recip exactly then (tests/c/test_small_slots.c checks every class and
+     * offset). A released page has capacity 0. */
+    if (MT_UNLIKELY(index >= page->capacity || (uint32_t)product >= page->recip))
         return SIZE_MAX;
 #endif
     return index;
+}
+
+/* Pop the class's most recently freed slot: TLS top, the entry, the slot's bitmap word and
+ * its page's count. */
+MT_INLINE void *mt_small_malloc(unsigned cls)
+{
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *e = top - 1;
+    /* Empty when the entry below the top would be the region's header. */
+    if (MT_UNLIKELY(((uintptr_t)e & MT_CACHE_MASK) == 0))
+        return mt_small_malloc_slow(cls);
+    mt_tls_cache_top[cls] = e;
+    uintptr_t slot = e->slot;
+    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    atomic_store_explicit(&b->cached,
+                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+                          memory_order_relaxed);
+    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
+    void *block = e->block;
+    /* No copy of a live block's address stays in the cache: a conservative scan for leaks
+     * (interpose/leak_scan.c reads the heap's memory as roots) would take it for a
+     * reference. */
+    e->block = NULL;
+    return block;
 }
 
 /* Free a pointer whose segment-map entry says MT_SEG_SMALL. The slow paths take only what
@@ -191,6 +285,9 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
 MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
 {
     struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+    /* One register for the descriptor: without this GCC keeps the segment and the page's
+     * offset apart and re-adds them for each field, which spills two registers. */
+    __asm__("" : "+r"(page));
     size_t index = mt_small_slot_index(page, ptr);
     if (MT_UNLIKELY(index == SIZE_MAX)) {
         mt_small_free_invalid(ptr, api);
@@ -202,23 +299,30 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t w = atomic_load_explicit(&b->free, memory_order_relaxed);
+    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((w | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
+                     atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->free, w | bit, memory_order_relaxed);
-    page->nonempty |= 1ull << (index >> 6);
-    uint16_t used = (uint16_t)(atomic_load_explicit(&page->used, memory_order_relaxed) - 1);
-    atomic_store_explicit(&page->used, used, memory_order_relaxed);
-    if (MT_UNLIKELY(used == 0 || atomic_load_explicit(&page->full, memory_order_relaxed)))
-        mt_small_free_local_slow(page);
+    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
+    uint32_t used = mt_page_count_add(page, (uint64_t)-1);
+    unsigned cls = page->cls;
+    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    uintptr_t slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+    if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL || used == 0)) {
+        mt_small_free_local_slow(ptr, slot, cls);
+        return;
+    }
+    top->block = ptr;
+    top->slot = slot;
+    mt_tls_cache_top[cls] = top + 1;
 }
 
-/* As mt_small_malloc, but from a random free slot of the current page (debug mode's
- * randomization): `random` supplies the entropy. */
+/* As mt_small_malloc, but from a random free slot of the refill page, bypassing the
+ * cache (debug mode's randomization): `random` supplies the entropy. */
 void *mt_small_malloc_random(unsigned cls, uint64_t random);
 
 /* Usable size of a live small block, or 0 after reporting an error for a pointer that is

@@ -17,7 +17,11 @@ extern _Atomic(struct mt_segment *) mt_all_segments;
 /* Heaps of live threads (under mt_small_lock). */
 extern struct mt_heap *mt_heap_registry;
 
-/* Allocation counts of heaps whose threads have exited, per class. */
+/* Entries a class's slot cache holds at most (MT_CACHE_MAX, fewer for big blocks). */
+unsigned mt_small_cache_limit(unsigned cls);
+
+/* Allocations made from pages since released, per class (a page in use counts its own:
+ * mt_page_allocs). */
 extern _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
 
 /* ---- pages (page.c) ---- */
@@ -25,11 +29,10 @@ void mt_page_init(struct mt_page *page, unsigned cls);
 /* Fold remote frees into the free bits; true if any were found. Reports a slot freed both
  * locally and remotely as a double free. */
 bool mt_page_collect(struct mt_page *page);
-/* Recompute `used` from the bitmaps (after a fork, where a thread may have been stopped
- * between clearing a bit and counting it). */
+/* Make cached slots free and recompute `used` from the bitmaps: after a fork, for the
+ * pages of threads that are gone with their slot caches (and may have been stopped
+ * between changing a bit and pushing, popping or counting it). */
 void mt_page_recount(struct mt_page *page);
-/* Take the lowest free slot; NULL when none (before collecting remote frees). */
-void *mt_page_take_slot(struct mt_page *page);
 /* Free bytes available in the page (free slots times block size). */
 size_t mt_page_free_bytes(const struct mt_page *page);
 

@@ -3,8 +3,9 @@
  * All of these read other threads' pages with relaxed atomics while those threads keep
  * allocating: each number is exact for a quiescent heap and approximate otherwise. The
  * checker verifies the invariants that hold at every instant for every page, and the
- * stronger ones (used counts, the free-word summary, queue membership) only for the calling
- * thread's own heap and for abandoned segments, where nothing moves under it. */
+ * stronger ones (used counts, the free-word summary, queue membership, the slot cache
+ * against the cached bits) only for the calling thread's own heap, where nothing moves
+ * under it. */
 #include <string.h>
 
 #include "check.h"
@@ -17,10 +18,20 @@ static bool page_is_live(const struct mt_page *page)
     return page->state == MT_PAGE_ACTIVE && page->block_size != 0;
 }
 
+/* Blocks of the page that are live (used minus the pin), clamped to its capacity as the
+ * page may change while we read it. */
+static uint32_t page_live_blocks(const struct mt_page *page)
+{
+    uint32_t used = mt_page_used(page);
+    used -= used && page->pinned; /* the pin is not a block */
+    return used <= page->capacity ? used : page->capacity;
+}
+
 void mt_small_stats(struct mt_zone_stats *out)
 {
     memset(out, 0, sizeof *out);
     size_t live_blocks = 0;
+    uint64_t allocs = 0;
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
         out->mapped += MT_SEGMENT_SIZE;
@@ -28,15 +39,13 @@ void mt_small_stats(struct mt_zone_stats *out)
         for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++) {
             const struct mt_page *page = &seg->meta[i].page;
             if (page_is_live(page)) {
-                uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+                uint32_t used = page_live_blocks(page);
                 uint32_t cap = page->capacity;
-                used -= used && page->pinned; /* the pin is not a block */
-                if (used > cap)
-                    used = cap;
                 out->committed += MT_PAGE_SIZE;
                 out->in_use += (size_t)used * page->block_size;
                 out->free_bytes += (size_t)(cap - used) * page->block_size;
                 live_blocks += used;
+                allocs += mt_page_allocs(page);
                 if (used < cap) {
                     out->free_chunks++;
                     if (page->block_size > out->largest_free)
@@ -51,14 +60,8 @@ void mt_small_stats(struct mt_zone_stats *out)
         }
     }
     out->live_blocks = live_blocks;
-    uint64_t allocs = 0;
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         allocs += atomic_load_explicit(&mt_retired_class_allocs[c], memory_order_relaxed);
-    mt_lock(&mt_small_lock);
-    for (struct mt_heap *heap = mt_heap_registry; heap; heap = heap->all_next)
-        for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-            allocs += atomic_load_explicit(&heap->class_allocs[c], memory_order_relaxed);
-    mt_unlock(&mt_small_lock);
     out->total_allocs = allocs;
     out->total_frees = allocs >= live_blocks ? allocs - live_blocks : 0;
 }
@@ -72,19 +75,13 @@ void mt_small_histogram(uint64_t live[MT_SMALL_CLASSES], uint64_t allocs[MT_SMAL
             const struct mt_page *page = &seg->meta[i].page;
             if (!page_is_live(page) || page->cls >= MT_SMALL_CLASSES)
                 continue;
-            uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
-            used -= used && page->pinned;
-            live[page->cls] += used <= page->capacity ? used : page->capacity;
+            live[page->cls] += page_live_blocks(page);
+            allocs[page->cls] += mt_page_allocs(page);
             capacity[page->cls] += page->capacity;
         }
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         allocs[c] += atomic_load_explicit(&mt_retired_class_allocs[c], memory_order_relaxed);
-    mt_lock(&mt_small_lock);
-    for (struct mt_heap *heap = mt_heap_registry; heap; heap = heap->all_next)
-        for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-            allocs[c] += atomic_load_explicit(&heap->class_allocs[c], memory_order_relaxed);
-    mt_unlock(&mt_small_lock);
 }
 
 void mt_small_walk(struct mt_walker *walker)
@@ -107,6 +104,7 @@ void mt_small_walk(struct mt_walker *walker)
                 continue;
             for (uint32_t w = 0; w * 64 < capacity; w++) {
                 uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed) |
+                                 atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed) |
                                  atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
                 for (uint32_t b = 0; b < 64 && w * 64 + b < capacity; b++)
                     if (!(freed & (1ull << b)))
@@ -135,6 +133,7 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
         uint64_t beyond = ~((1ull << tail) - 1);
         const struct mt_page_bits *last = &mt_page_bits(page)[page->words - 1];
         if ((atomic_load_explicit(&last->free, memory_order_relaxed) |
+             atomic_load_explicit(&last->cached, memory_order_relaxed) |
              atomic_load_explicit(&last->remote, memory_order_relaxed)) & beyond)
             return mt_check_fail(check, page->start, "small page has bits set beyond its %u slots",
                                  page->capacity);
@@ -142,22 +141,29 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     return true;
 }
 
-/* Invariants that hold only when nobody else is changing the page. */
-static bool check_page_quiescent(struct mt_check *check, const struct mt_page *page)
+/* Invariants that hold only when nobody else is changing the page. Adds the page's cached
+ * slots to *cached_slots. */
+static bool check_page_quiescent(struct mt_check *check, const struct mt_page *page, size_t *cached_slots)
 {
     uint32_t free_slots = 0;
     for (uint32_t w = 0; w < page->words; w++) {
         uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
+        uint64_t c = atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed);
         uint64_t r = atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
-        if (f & r)
-            return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(f & r)) *
+        uint64_t twice = (f & r) | (f & c) | (c & r);
+        if (twice)
+            return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(twice)) *
                                                           page->block_size,
-                                 "small slot is both free and remotely freed");
+                                 "small slot is in two of free, cached and remotely freed");
+        *cached_slots += (size_t)__builtin_popcountll(c);
+        free_slots += (uint32_t)__builtin_popcountll(c);
         if (((page->nonempty >> w) & 1) != (f != 0))
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
         free_slots += (uint32_t)__builtin_popcountll(f);
     }
-    uint32_t used = atomic_load_explicit(&page->used, memory_order_relaxed);
+    uint32_t used = mt_page_used(page);
+    if (used == 0)
+        return mt_check_fail(check, page->start, "small page in use counts no used slot (it should be released)");
     if (used + free_slots != page->capacity + page->pinned)
         return mt_check_fail(check, page->start, "small page counts %u used slots but its bitmap says %u", used,
                              page->capacity + page->pinned - free_slots);
@@ -186,9 +192,45 @@ static bool check_queue(struct mt_check *check, const struct mt_page_queue *q, i
     return true;
 }
 
+/* The calling thread's slot cache of one class: each entry is a cached slot of an active
+ * page of ours of that class, and the stack ends with the sentinel at the class's limit.
+ * Together with the count of cached bits over our pages, this makes the cached bits and
+ * the entries one-to-one (no slot cached twice, none lost). */
+static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsigned cls, size_t *entries)
+{
+    const struct mt_slot_cache *cache = &self->cache[cls];
+    const struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    unsigned limit = mt_small_cache_limit(cls);
+    if (top < cache->entry || top > cache->entry + limit)
+        return mt_check_fail(check, cache, "slot cache of class %u has its top outside the stack", cls);
+    if (cache->entry[limit].block != MT_CACHE_SENTINEL)
+        return mt_check_fail(check, cache, "slot cache of class %u lost its end mark", cls);
+    for (const struct mt_cache_entry *e = cache->entry; e < top; e++) {
+        void *ptr = e->block;
+        if (mt_segmap_kind(mt_segmap_entry((uintptr_t)ptr)) != MT_SEG_SMALL)
+            return mt_check_fail(check, ptr, "slot cache of class %u holds a pointer outside small segments", cls);
+        const struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+        size_t index = mt_small_slot_index(page, ptr);
+        if (page->state != MT_PAGE_ACTIVE || page->cls != cls ||
+            atomic_load_explicit(&page->heap, memory_order_relaxed) != self || index == SIZE_MAX)
+            return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
+        if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
+            return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
+        if (!((atomic_load_explicit(&mt_page_bits(page)[index >> 6].cached, memory_order_relaxed) >> (index & 63)) &
+              1))
+            return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
+    }
+    for (const struct mt_cache_entry *e = top; e < cache->entry + limit; e++)
+        if (e->block != NULL)
+            return mt_check_fail(check, e->block, "slot cache of class %u keeps a block above its top", cls);
+    *entries += (size_t)(top - cache->entry);
+    return true;
+}
+
 bool mt_small_check(struct mt_check *check)
 {
     struct mt_heap *self = mt_tls_heap;
+    size_t cached_slots = 0;
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
         if (mt_segmap_kind(mt_segmap_entry((uintptr_t)seg)) != MT_SEG_SMALL)
@@ -204,7 +246,7 @@ bool mt_small_check(struct mt_check *check)
             const struct mt_page *page = &seg->meta[i].page;
             if (page->state == MT_PAGE_ACTIVE) {
                 active++;
-                if (!check_page_quiescent(check, page))
+                if (!check_page_quiescent(check, page, &cached_slots))
                     return false;
             }
         }
@@ -223,13 +265,20 @@ bool mt_small_check(struct mt_check *check)
         for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
             if (!check_queue(check, &self->avail[c], (int)c, false))
                 return false;
-            struct mt_page *direct = mt_tls_direct[c];
+            struct mt_page *direct = self->direct[c];
             if (direct != &mt_empty_page && (direct->state != MT_PAGE_ACTIVE || direct->cls != c))
                 return mt_check_fail(check, direct->start, "class %u allocates from a page of class %u", c,
                                      direct->cls);
         }
         if (!check_queue(check, &self->full, -1, true))
             return false;
+        size_t entries = 0;
+        for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+            if (!check_cache(check, self, c, &entries))
+                return false;
+        if (entries != cached_slots)
+            return mt_check_fail(check, self, "slot caches hold %zu entries but %zu slots are marked cached", entries,
+                                 cached_slots);
     }
     return true;
 }

@@ -10,7 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -416,4 +422,271 @@ void mt_os_exit_now(int status)
     syscall(SYS_exit_group, status);
     for (;;) {
     }
+}
+
+/* ---- the tracer's transport ----------------------------------------------------------------- */
+
+int mt_os_memfd(const char *name, size_t size)
+{
+    SAVE_ERRNO;
+    int fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, (off_t)size) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    RESTORE_ERRNO;
+    return fd;
+}
+
+void *mt_os_map_shared(int fd, size_t size)
+{
+    SAVE_ERRNO;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    RESTORE_ERRNO;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* sockaddr_un for `name`; abstract when `abstract` (sun_path[0] = 0). */
+static socklen_t unix_address(struct sockaddr_un *sa, const char *name, bool abstract)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    size_t len = strlen(name);
+    size_t room = sizeof sa->sun_path - 1;
+    if (len > room)
+        len = room;
+    memcpy(sa->sun_path + (abstract ? 1 : 0), name, len);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (abstract ? 1 : 0));
+}
+
+int mt_os_seqpacket_connect(const char *address, bool inherit)
+{
+    SAVE_ERRNO;
+    bool abstract = address[0] == '@';
+    struct sockaddr_un sa;
+    socklen_t len = unix_address(&sa, address + (abstract ? 1 : 0), abstract);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | (inherit ? 0 : SOCK_CLOEXEC), 0);
+    if (fd >= 0) {
+        int rc;
+        do
+            rc = connect(fd, (struct sockaddr *)&sa, len);
+        while (rc != 0 && errno == EINTR);
+        if (rc != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    RESTORE_ERRNO;
+    return fd;
+}
+
+int mt_os_seqpacket_listen(const char *address)
+{
+    SAVE_ERRNO;
+    struct sockaddr_un sa;
+    socklen_t len = unix_address(&sa, address, true);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    /* The backlog holds every connection made before the collector first accepts. */
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&sa, len) != 0 || listen(fd, SOMAXCONN) != 0)) {
+        close(fd);
+        fd = -1;
+    }
+    RESTORE_ERRNO;
+    return fd;
+}
+
+bool mt_os_send_msg(int sock, const void *msg, size_t len, int fd_to_pass)
+{
+    SAVE_ERRNO;
+    struct iovec iov = {(void *)msg, len};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd_to_pass >= 0) {
+        memset(&control, 0, sizeof control);
+        mh.msg_control = control.buf;
+        mh.msg_controllen = sizeof control.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    RESTORE_ERRNO;
+    return n == (ssize_t)len;
+}
+
+long mt_os_recv_msg(int sock, void *buf, size_t cap, int timeout_ms)
+{
+    SAVE_ERRNO;
+    long result = -1;
+    uint64_t deadline = timeout_ms < 0 ? 0 : mt_os_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        int wait_ms = -1;
+        if (timeout_ms >= 0) {
+            uint64_t now = mt_os_monotonic_ns();
+            if (now >= deadline)
+                break;
+            wait_ms = (int)((deadline - now) / 1000000ull) + 1;
+        }
+        struct pollfd pfd = {sock, POLLIN, 0};
+        int rc = poll(&pfd, 1, wait_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            continue;
+        ssize_t n = recv(sock, buf, cap, MSG_CMSG_CLOEXEC);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        result = n < 0 ? -1 : (long)n;
+        break;
+    }
+    RESTORE_ERRNO;
+    return result;
+}
+
+bool mt_os_socket_dead(int sock)
+{
+    SAVE_ERRNO;
+    struct pollfd pfd = {sock, POLLRDHUP, 0};
+    int rc = poll(&pfd, 1, 0);
+    RESTORE_ERRNO;
+    return rc > 0 && (pfd.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) != 0;
+}
+
+void mt_os_shutdown_write(int sock)
+{
+    SAVE_ERRNO;
+    shutdown(sock, SHUT_WR);
+    RESTORE_ERRNO;
+}
+
+bool mt_os_is_seqpacket(int fd)
+{
+    SAVE_ERRNO;
+    int type = 0;
+    socklen_t len = sizeof type;
+    bool ok = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+    RESTORE_ERRNO;
+    return ok;
+}
+
+int mt_os_dup2(int from, int to)
+{
+    SAVE_ERRNO;
+    int rc = dup2(from, to);
+    RESTORE_ERRNO;
+    return rc;
+}
+
+void mt_os_set_cloexec(int fd, bool on)
+{
+    SAVE_ERRNO;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0)
+        fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+    RESTORE_ERRNO;
+}
+
+void mt_os_futex_wait_shared(_Atomic uint32_t *addr, uint32_t expected, uint64_t timeout_ns)
+{
+    SAVE_ERRNO;
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull)};
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, expected, &ts, NULL, 0);
+    RESTORE_ERRNO;
+}
+
+long mt_os_readlink(const char *path, char *buf, size_t cap)
+{
+    SAVE_ERRNO;
+    ssize_t n = readlink(path, buf, cap - 1);
+    buf[n < 0 ? 0 : n] = '\0';
+    RESTORE_ERRNO;
+    return (long)n;
+}
+
+void mt_os_thread_name(char name[16])
+{
+    SAVE_ERRNO;
+    memset(name, 0, 16);
+    prctl(PR_GET_NAME, name, 0, 0, 0);
+    name[15] = '\0';
+    RESTORE_ERRNO;
+}
+
+int mt_os_spawn_detached(const char *path, char *const argv[], char *const envp[], int keep_fd)
+{
+    SAVE_ERRNO;
+    /* The grandchild reports a failed exec through this close-on-exec pipe: EOF means
+     * the exec happened. */
+    int report[2];
+    int result = 0;
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        result = errno;
+        RESTORE_ERRNO;
+        return result;
+    }
+    /* A raw fork: neither the program's nor our own pthread_atfork handlers must run for
+     * a child that only execs. */
+    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child == 0) {
+        setsid();
+        pid_t grandchild = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        if (grandchild == 0) {
+            close(report[0]);
+            /* Not the program's terminal or pipes: a reader of the program's output must
+             * see EOF when the program is done, not when the collector is. */
+            int null_fd = open("/dev/null", O_RDWR);
+            if (null_fd >= 0) {
+                dup2(null_fd, 0);
+                dup2(null_fd, 1);
+                if (null_fd > 2)
+                    close(null_fd);
+            }
+            int flags = fcntl(keep_fd, F_GETFD);
+            fcntl(keep_fd, F_SETFD, flags & ~FD_CLOEXEC);
+            execve(path, argv, envp);
+            int err = errno;
+            ssize_t ignored = write(report[1], &err, sizeof err);
+            (void)ignored;
+        }
+        syscall(SYS_exit_group, grandchild < 0 ? 1 : 0);
+    }
+    close(report[1]);
+    if (child < 0) {
+        result = errno;
+    } else {
+        int status;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+        int err = 0;
+        long n = mt_os_read(report[0], &err, sizeof err);
+        if (n == (long)sizeof err)
+            result = err;
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            result = ECHILD;
+    }
+    close(report[0]);
+    RESTORE_ERRNO;
+    return result;
+}
+
+long mt_os_read_own_memory(uintptr_t addr, void *buf, size_t len)
+{
+    SAVE_ERRNO;
+    struct iovec local = {buf, len};
+    struct iovec remote = {(void *)addr, len};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    long result = n >= 0 ? (long)n : (errno == EFAULT || errno == ENOMEM) ? 0 : -1;
+    RESTORE_ERRNO;
+    return result;
 }

@@ -84,6 +84,49 @@ const char *mt_os_getenv(const char *name);
 typedef bool (*mt_fault_handler_fn)(void *fault_address);
 void mt_os_install_fault_handler(mt_fault_handler_fn handler);
 
+/* ---- the tracer's transport (libmtrace.so): shared memory files and the collector socket.
+ * All return -1 (or NULL/false) on failure with errno preserved unless said otherwise. */
+
+/* An anonymous shared-memory file (memfd, close-on-exec) of `size` bytes, sparse. */
+int mt_os_memfd(const char *name, size_t size);
+/* Map a whole shared file read-write (MAP_SHARED, no swap reservation), or NULL. */
+void *mt_os_map_shared(int fd, size_t size);
+/* A SOCK_SEQPACKET Unix socket connected to `address` ('@' prefix: abstract namespace).
+ * Not close-on-exec when `inherit` (a traced connection must survive exec). */
+int mt_os_seqpacket_connect(const char *address, bool inherit);
+/* A listening SOCK_SEQPACKET socket bound to the abstract address `address` (no '@'). */
+int mt_os_seqpacket_listen(const char *address);
+/* Send one message with an optional descriptor attached (SCM_RIGHTS; -1: none).
+ * Returns false when the peer is gone. Never raises SIGPIPE. */
+bool mt_os_send_msg(int sock, const void *msg, size_t len, int fd_to_pass);
+/* Receive one message, waiting at most timeout_ms (-1: forever). Returns its length,
+ * 0 on EOF, -1 on error or timeout. */
+long mt_os_recv_msg(int sock, void *buf, size_t cap, int timeout_ms);
+/* True when the peer of a connected socket has closed it (non-blocking check). */
+bool mt_os_socket_dead(int sock);
+void mt_os_shutdown_write(int sock);
+/* A socket usable as a connection (SOCK_SEQPACKET Unix socket)? */
+bool mt_os_is_seqpacket(int fd);
+/* dup2 (keeps the close-on-exec flag clear), and clearing or setting FD_CLOEXEC. */
+int mt_os_dup2(int from, int to);
+void mt_os_set_cloexec(int fd, bool on);
+/* Futex wait on *addr while it holds `expected`, at most timeout_ns. Shared (not
+ * private): the waker is another process. */
+void mt_os_futex_wait_shared(_Atomic uint32_t *addr, uint32_t expected, uint64_t timeout_ns);
+/* readlink into buf (NUL-terminated, truncated); length or -1. */
+long mt_os_readlink(const char *path, char *buf, size_t cap);
+/* The calling thread's name (prctl PR_GET_NAME), 16 bytes with its NUL. */
+void mt_os_thread_name(char name[16]);
+/* Copy `len` bytes of this process's memory at `addr` into `buf` without faulting if
+ * some of it is unmapped meanwhile (process_vm_readv on ourselves). Returns the bytes
+ * copied from the start, which stop at the first unreadable page; -1 when the kernel
+ * refuses the call itself (seccomp, old kernel): the caller then reads directly. */
+long mt_os_read_own_memory(uintptr_t addr, void *buf, size_t len);
+/* Start `path` with `argv` and `envp` as a detached grandchild (double fork, setsid); the
+ * descriptor `keep_fd` is inherited (its close-on-exec flag cleared in the child). Returns
+ * 0 once the program was exec'd, or the errno that made it fail. */
+int mt_os_spawn_detached(const char *path, char *const argv[], char *const envp[], int keep_fd);
+
 MT_NORETURN void mt_os_abort(void);
 MT_NORETURN void mt_os_exit_now(int status);
 

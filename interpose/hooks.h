@@ -53,4 +53,10 @@
     X(void, mt_trace_mark, (const char *label), (label))                                       \
     X(int, mt_trace_active, (void), ())
 
+/* Exported by libmtrace.so only: process exits that bypass exit(), recorded before the
+ * process ends (MT_REC_EXIT with MT_EXIT_IMMEDIATE). Defined in record.c. */
+#define MT_TRACE_HOOKS(X)                                                                      \
+    X(void, _exit, (int status), (status))                                                     \
+    X(void, _Exit, (int status), (status))
+
 #endif

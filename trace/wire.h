@@ -5,11 +5,11 @@
  * Transport, and why:
  * - One Unix socket (SOCK_SEQPACKET; address in MTRACE_SOCKET, '@' prefix = abstract
  *   namespace) per process tree. Each traced process connects once (again in a forked
- *   child, again after exec) and sends MT_MSG_HELLO with its process area attached
- *   (SCM_RIGHTS); the collector answers MT_MSG_HELLO_REPLY (accept or reject: children not
- *   followed, executables skipped). The socket is SOCK_CLOEXEC: exec closes it, and the
- *   collector sees EOF. EOF is also how the collector learns that a process died, even by
- *   SIGKILL: the kernel closes the socket.
+ *   child, again after exec on the inherited connection: see "Lifetime" below) and sends
+ *   MT_MSG_HELLO with its process area attached (SCM_RIGHTS); the collector answers
+ *   MT_MSG_HELLO_REPLY (accept or reject: children not followed, executables skipped).
+ *   EOF is how the collector learns that a process ended, even by SIGKILL: the kernel
+ *   closes the socket.
  * - Events travel through shared memory, never through the socket: each thread owns one
  *   ring (a memfd, sent once with MT_MSG_RING) and writes fixed-size records with no lock
  *   and no system call. Because the rings are shared memory held open by the collector,
@@ -218,6 +218,11 @@ enum mt_rec_kind {
     MT_REC_PAUSE = 8,      /* mt_trace_pause(): events stop until MT_REC_RESUME */
     MT_REC_RESUME = 9,
     MT_REC_PAD = 10,       /* filler; skip (no seq) */
+    /* Holds a sequence number and records nothing: a realloc takes its number before the
+     * allocator may release the old block (so that address cannot be seen reused first)
+     * and learns only afterwards that it failed. The consumer skips it like an event
+     * that changes nothing; it is not an event and not counted. (Added compatibly.) */
+    MT_REC_SKIP = 11,
 };
 
 struct mt_wire_rec {

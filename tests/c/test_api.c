@@ -4,6 +4,7 @@
  * against glibc's documented behaviour, which programs rely on. */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -656,6 +657,122 @@ TEST(heap_errors_abort_with_a_one_line_report)
     CHECK(expect_death(free_of_stack_pointer, NULL, SIGABRT, "invalid free of 0x"));
     CHECK(expect_death(free_of_interior_pointer, NULL, SIGABRT, "points 16 bytes into a block"));
     CHECK(expect_death(usable_size_of_freed_block, NULL, SIGABRT, "in malloc_usable_size()"));
+}
+
+/* ---- the slot cache: a small block freed by its owner waits in a per-thread cache for
+ * the next malloc of its class, still marked freed, so every double free is caught ---- */
+
+#define CACHE_TEST_SIZE 48
+#define CACHE_OVERFLOW_BLOCKS 200 /* more than any class's cache holds */
+
+static void *free_in_thread(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+static void free_from_another_thread(void *p)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, free_in_thread, p) == 0)
+        pthread_join(t, NULL);
+}
+
+static void cached_block_freed_again_by_another_thread(void *arg)
+{
+    (void)arg;
+    void *p = malloc(CACHE_TEST_SIZE);
+    free(p);
+    free_from_another_thread(p);
+}
+
+static void block_freed_by_another_thread_freed_again_by_its_owner(void *arg)
+{
+    (void)arg;
+    void *p = malloc(CACHE_TEST_SIZE);
+    free_from_another_thread(p);
+    free(p);
+}
+
+static void double_free_between_other_frees(void *arg)
+{
+    (void)arg;
+    void *a = malloc(CACHE_TEST_SIZE), *b = malloc(CACHE_TEST_SIZE);
+    free(a);
+    free(b);
+    free(a);
+}
+
+/* The first block has left the overflowing cache for its page's bitmap. */
+static void double_free_after_the_cache_overflowed(void *arg)
+{
+    size_t size = *(size_t *)arg;
+    void *p[CACHE_OVERFLOW_BLOCKS];
+    for (size_t i = 0; i < CACHE_OVERFLOW_BLOCKS; i++)
+        p[i] = malloc(size);
+    for (size_t i = 0; i < CACHE_OVERFLOW_BLOCKS; i++)
+        free(p[i]);
+    free(p[0]);
+}
+
+TEST(double_frees_of_cached_blocks_are_caught_from_any_thread)
+{
+    CHECK(expect_death(cached_block_freed_again_by_another_thread, NULL, SIGABRT, "double free of 0x"));
+    CHECK(expect_death(block_freed_by_another_thread_freed_again_by_its_owner, NULL, SIGABRT, "double free of 0x"));
+    CHECK(expect_death(double_free_between_other_frees, NULL, SIGABRT, "double free of 0x"));
+    size_t sizes[] = {16, CACHE_TEST_SIZE, 1000, 8192};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        /* "invalid free" when the block's page emptied and went back to its segment. */
+        CHECK_MSG(expect_death(double_free_after_the_cache_overflowed, &sizes[i], SIGABRT, "free of 0x"),
+                  "double free of a %zu-byte block after %d frees", sizes[i], CACHE_OVERFLOW_BLOCKS);
+}
+
+TEST(the_most_recently_freed_block_is_reused_first)
+{
+    void *a = malloc(CACHE_TEST_SIZE), *b = malloc(CACHE_TEST_SIZE), *c = malloc(CACHE_TEST_SIZE);
+    free(a);
+    free(b);
+    free(c);
+    void *x = malloc(CACHE_TEST_SIZE), *y = malloc(CACHE_TEST_SIZE), *z = malloc(CACHE_TEST_SIZE);
+    CHECK(x == c && y == b && z == a);
+    free(x);
+    free(y);
+    free(z);
+}
+
+TEST(cached_blocks_are_not_counted_in_use_and_survive_a_heap_check)
+{
+    void *p[CACHE_OVERFLOW_BLOCKS];
+    struct mallinfo2 before = mallinfo2();
+    for (size_t i = 0; i < CACHE_OVERFLOW_BLOCKS; i++)
+        p[i] = malloc(CACHE_TEST_SIZE);
+    struct mallinfo2 full = mallinfo2();
+    CHECK(full.uordblks >= before.uordblks + CACHE_OVERFLOW_BLOCKS * CACHE_TEST_SIZE);
+    for (size_t i = 0; i < CACHE_OVERFLOW_BLOCKS; i++)
+        free(p[i]);
+    struct mallinfo2 after = mallinfo2();
+    CHECK_MSG(after.uordblks == before.uordblks, "in use %zu before, %zu after freeing everything",
+              before.uordblks, after.uordblks);
+    CHECK(mt_heap_check() == 0);
+}
+
+/* Allocations are counted on the page that served them and added to the totals when the
+ * page is released: every one counts once, before and after. */
+TEST(small_allocation_counts_are_exact_across_page_releases)
+{
+    enum { N = 3000, SIZE = 3000 }; /* 21 per page: about 140 pages, released on free */
+    static void *p[N];
+    struct mt_heap_stats before, mid, after;
+    mt_heap_stats(&before);
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(SIZE);
+    mt_heap_stats(&mid);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+    mt_heap_stats(&after);
+    CHECK_EQ_U(mid.total_allocs - before.total_allocs, N);
+    CHECK_EQ_U(after.total_allocs - before.total_allocs, N);
+    CHECK_EQ_U(after.total_frees - before.total_frees, N);
 }
 
 /* ---- introspection ---- */

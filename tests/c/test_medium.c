@@ -124,6 +124,82 @@ TEST(realloc_in_place_into_the_top)
     CHECK(mt_heap_check() == 0);
 }
 
+/* A first region whose top runs out grows in place into its reservation: the working set
+ * stays in one region with one top (a second region would strand the first one's top).
+ * Early in the file, while the thread's arena still has its first region at its first
+ * size. Blocks are not written: only their headers' pages become resident. */
+TEST(a_full_first_region_grows_in_place)
+{
+    struct mt_medium_arena *a = mt_heap_arena();
+    REQUIRE(a != NULL);
+    struct mt_medium_region *r = a->current;
+    REQUIRE(r->size == MT_MEDIUM_REGION_SIZE);
+    enum { BLOCKS = 24 };
+    static char *blocks[BLOCKS];
+    size_t block = 4 * MiB; /* 96 MiB in all: more than the first size */
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(block);
+        REQUIRE(blocks[i] != NULL);
+        blocks[i][0] = (char)i;
+        blocks[i][block - 1] = (char)i;
+    }
+    CHECK(a->current == r);
+    CHECK(r->size == MT_MEDIUM_GROWN_REGION_SIZE);
+    CHECK((uint8_t *)r->fence == (uint8_t *)r + MT_MEDIUM_GROWN_REGION_SIZE - MT_CHUNK_FENCE);
+    for (int i = 0; i < BLOCKS; i++) {
+        CHECK(is_medium(blocks[i]));
+        CHECK((uintptr_t)blocks[i] - (uintptr_t)r < MT_MEDIUM_GROWN_REGION_SIZE);
+    }
+    CHECK(mt_heap_check() == 0);
+    for (int i = 0; i < BLOCKS; i++) {
+        CHECK(blocks[i][0] == (char)i && blocks[i][block - 1] == (char)i);
+        free(blocks[i]);
+    }
+    CHECK(mt_heap_check() == 0);
+}
+
+/* Resident free memory in the bins: the purge estimate (medium.c). */
+static size_t bins_resident(struct mt_medium_arena *a)
+{
+    mt_lock(&a->lock);
+    size_t bytes = a->releasable_free + a->hidden_resident;
+    mt_unlock(&a->lock);
+    return bytes;
+}
+
+/* Purging (medium.c): a working set that shrinks keeps the pages it shrank by, beyond the
+ * 8 MiB budget, for when it grows back; once it is let go (in use below a quarter of its
+ * peak) the arena falls back within the budget without the program calling anything. */
+TEST(a_shrinking_working_set_keeps_its_pages_until_let_go)
+{
+    enum { BLOCKS = 40, EVERY = 4 };
+    static char *blocks[BLOCKS];
+    struct mt_medium_arena *a = mt_heap_arena();
+    REQUIRE(a != NULL);
+    malloc_trim(0); /* start from nothing resident in the bins */
+    REQUIRE(bins_resident(a) == 0);
+    REQUIRE(a->in_use < 4 * MiB);
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(1 * MiB);
+        REQUIRE(blocks[i] != NULL);
+        memset(blocks[i], i, 1 * MiB);
+    }
+    char *guard = malloc(64 * KiB); /* nothing below it merges into the top */
+    REQUIRE(guard != NULL);
+    for (int i = 0; i < BLOCKS; i += EVERY) {
+        free(blocks[i]); /* 10 MiB of separate free chunks */
+        blocks[i] = NULL;
+    }
+    /* 10 MiB is over the 8 MiB budget but within budget + drop: nothing purged. */
+    CHECK_MSG(bins_resident(a) >= 9 * MiB, "%zu KiB resident in the bins", bins_resident(a) >> 10);
+    for (int i = 0; i < BLOCKS; i++)
+        free(blocks[i]);
+    CHECK_MSG(bins_resident(a) <= 8 * MiB, "%zu KiB resident in the bins", bins_resident(a) >> 10);
+    CHECK(mt_heap_check() == 0);
+    free(guard);
+    CHECK(mt_heap_check() == 0);
+}
+
 TEST(sizes_8k_to_32m_keep_their_contents)
 {
     void *blocks[64];

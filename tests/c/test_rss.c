@@ -67,6 +67,12 @@ static size_t mixed_small_size(size_t i)
     return 16 + (i * 7919) % 4000;
 }
 
+/* The sizes of the common small classes, 16 to 256 bytes. */
+static size_t churn_small_size(size_t i)
+{
+    return 16 + (i * 7919) % 241;
+}
+
 static size_t medium_size(size_t i)
 {
     return 9000 + (i * 7919) % 110000;
@@ -84,7 +90,22 @@ struct rss_case {
     size_t max_blocks;
 };
 
-static void check_returns(const struct rss_case *c, bool reverse_order)
+enum free_order { FREE_IN_ORDER, FREE_REVERSED, FREE_SHUFFLED };
+
+/* Fisher-Yates with a fixed LCG: the same order on every run. */
+static void shuffle(void **blocks, size_t n)
+{
+    uint64_t state = 1;
+    for (size_t i = n; i > 1; i--) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        size_t j = (size_t)((state >> 33) % i);
+        void *t = blocks[i - 1];
+        blocks[i - 1] = blocks[j];
+        blocks[j] = t;
+    }
+}
+
+static void check_returns(const struct rss_case *c, enum free_order order)
 {
     size_t start = rss_bytes();
     void **blocks = pointer_array(c->max_blocks);
@@ -93,8 +114,10 @@ static void check_returns(const struct rss_case *c, bool reverse_order)
     size_t peak = rss_bytes();
     CHECK_MSG(peak >= start + c->total * 9 / 10, "%s: rss %zu MiB -> %zu MiB, working set %zu MiB", c->name,
               start >> 20, peak >> 20, c->total >> 20);
+    if (order == FREE_SHUFFLED)
+        shuffle(blocks, n);
     for (size_t i = 0; i < n; i++)
-        free(blocks[reverse_order ? n - 1 - i : i]);
+        free(blocks[order == FREE_REVERSED ? n - 1 - i : i]);
     pointer_array_free(blocks, c->max_blocks);
     size_t end = rss_bytes();
     CHECK_MSG(end <= start + RSS_MARGIN, "%s: rss %zu MiB at start, %zu MiB at peak, %zu MiB after free", c->name,
@@ -105,25 +128,34 @@ static void check_returns(const struct rss_case *c, bool reverse_order)
 TEST(small_blocks_200_MiB_of_64_bytes)
 {
     struct rss_case c = {"64-byte blocks", 200 * MiB, small_size, 200 * MiB / 64 + 1};
-    check_returns(&c, false);
+    check_returns(&c, FREE_IN_ORDER);
 }
 
 TEST(small_blocks_of_mixed_sizes_freed_in_reverse)
 {
     struct rss_case c = {"mixed small blocks", 150 * MiB, mixed_small_size, 150 * MiB / 16};
-    check_returns(&c, true);
+    check_returns(&c, FREE_REVERSED);
 }
 
 TEST(medium_blocks)
 {
     struct rss_case c = {"medium blocks", 150 * MiB, medium_size, 150 * MiB / 9000 + 1};
-    check_returns(&c, false);
+    check_returns(&c, FREE_IN_ORDER);
+}
+
+/* Freed in random order, the last blocks freed of each class are scattered over many pages
+ * and sit in the thread's slot cache: those pages must still go back (a cached slot does
+ * not keep its page). */
+TEST(small_blocks_of_16_to_256_bytes_freed_in_random_order)
+{
+    struct rss_case c = {"16-256 byte blocks, random order", 200 * MiB, churn_small_size, 200 * MiB / 16};
+    check_returns(&c, FREE_SHUFFLED);
 }
 
 TEST(large_blocks)
 {
     struct rss_case c = {"large blocks", 200 * MiB, large_size, 200};
-    check_returns(&c, false);
+    check_returns(&c, FREE_IN_ORDER);
 }
 
 /* Every other block freed first, then the rest: memory returns even when the heap went

@@ -18,7 +18,7 @@
 #define TEMP_SIZE 64
 #define STACK_SCRUB_BYTES 16384
 
-static char *config;           /* reachable at exit */
+static char *volatile config;  /* reachable at exit (volatile: a static never read may be dropped) */
 static volatile unsigned sink; /* keeps the compiler from dropping the allocations */
 
 __attribute__((noinline)) static void leak_small_blocks(void)

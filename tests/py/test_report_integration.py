@@ -20,6 +20,8 @@ pytestmark = pytest.mark.skipif(not MTRACE_RUN.exists(),
 
 def record(tmp_path_factory, prog):
     exe = PROGS / prog
+    if not (BUILD / "libmtrace.so").exists():
+        pytest.skip("build/libmtrace.so is not built yet (the producer)")
     if not exe.exists():
         pytest.skip(f"{exe} is not built (make test-build)")
     out = tmp_path_factory.mktemp(prog) / "t.db"

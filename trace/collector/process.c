@@ -1,0 +1,728 @@
+/* Per-process state: the process table, threads, and the turning of each record of a
+ * process's stream into the trace's aggregates (docs/trace-format.md, "Aggregates").
+ *
+ * Invariants:
+ * - Records arrive here in seq order (drain.c); events are numbered 0, 1, ... per process
+ *   in that order (event_chunks' first_seq, snapshots' and live_at_exit's seq).
+ * - Event times are made non-decreasing within a process: threads stamp their records
+ *   after taking the seq, so a preempted thread's stamp can be older than its
+ *   predecessor's; the encoding stores deltas and the reports expect sorted times.
+ * - A stack's statistics live in proc->stats; proc->local_stat maps the process's own
+ *   stack ids to them, resolving (and interning) a stack the first time it is used.
+ * - proc_ids are given in order of accepted HELLOs; an exec'd image is a new process whose
+ *   parent is the image it replaced, a fork child's parent is the live image of its ppid.
+ * - at_peak_bytes is computed lazily: a stack's live bytes at the latest process peak are
+ *   saved only when the stack next changes (note_change), so a new peak costs O(1) instead
+ *   of a walk over every stack. */
+#include "collector.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../allocator/error.h"
+#include "host.h"
+
+/* Events per event_chunks row: large enough that SQLite's per-row overhead vanishes
+ * (~10 bytes per event, ~40 KiB per row), small enough that a reader seeking to an event
+ * decodes little. */
+#define CHUNK_EVENTS 4096
+/* Initial slots of the per-process size table. */
+#define SIZES_INITIAL_SLOTS 256
+/* A block's frames shown in a BLOCK_INFO answer: the first few locate the call. */
+#define INFO_FRAMES 6
+
+static struct mt_proc **procs;
+static size_t proc_count, proc_cap;
+static uint64_t trace_origin_ns;
+
+void mt_trace_set_origin(uint64_t mono_ns)
+{
+    trace_origin_ns = mono_ns;
+}
+
+uint64_t mt_trace_origin(void)
+{
+    return trace_origin_ns;
+}
+
+uint64_t mt_trace_ns(uint64_t mono_ns)
+{
+    return mono_ns > trace_origin_ns ? mono_ns - trace_origin_ns : 0;
+}
+
+struct mt_proc *mt_proc_create(void)
+{
+    MT_VEC_RESERVE(procs, proc_cap, proc_count + 1);
+    struct mt_proc *p = mt_xcalloc(1, sizeof *p);
+    p->proc_id = (uint32_t)proc_count + 1;
+    procs[proc_count++] = p;
+    mt_live_init(&p->live);
+    p->sizes_mask = SIZES_INITIAL_SLOTS - 1;
+    p->sizes = mt_xcalloc(SIZES_INITIAL_SLOTS, sizeof *p->sizes);
+    return p;
+}
+
+static void json_argv(struct mt_buf *b, const char *argv, size_t len)
+{
+    mt_buf_append(b, "[", 1);
+    size_t i = 0;
+    bool first = true;
+    while (i < len) {
+        size_t n = strnlen(argv + i, len - i);
+        if (!first)
+            mt_buf_append(b, ",", 1);
+        mt_buf_json_string(b, argv + i, n);
+        first = false;
+        i += n + 1;
+    }
+    mt_buf_append(b, "]", 1);
+}
+
+struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len, struct mt_wire_proc *area,
+                                   uint32_t parent_proc_id)
+{
+    struct mt_proc *p = mt_proc_create();
+    p->pid = hello->pid;
+    p->ppid = hello->ppid;
+    char exe[MT_WIRE_PATH_MAX];
+    memcpy(exe, hello->exe, sizeof exe);
+    exe[sizeof exe - 1] = '\0';
+    p->exe = mt_xstrdup(exe);
+    /* The argument block is what the message holds, whatever argv_len claims. */
+    size_t argv_len = hello->argv_len;
+    size_t room = len - offsetof(struct mt_msg_hello, argv);
+    argv_len = MT_MIN(argv_len, MT_MIN(room, (size_t)MT_WIRE_ARGV_MAX));
+    struct mt_buf argv = {0};
+    json_argv(&argv, hello->argv, argv_len);
+    p->argv_json = argv.data;
+    p->start_ns = mt_trace_ns(hello->start_mono_ns);
+    p->end_reason = "lost"; /* until an exit record, an exec or the wait status says more */
+    p->state = MT_PROC_LIVE;
+    p->area = area;
+    p->area_size = hello->proc_area_size;
+    p->parent_proc_id = parent_proc_id;
+    p->page_size = area->page_size;
+    p->small_class_count = MT_MIN(area->small_class_count, (uint32_t)MT_ARRAY_LEN(p->small_classes));
+    memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
+    /* Now, while the process waits for our reply: it cannot have exited yet. */
+    mt_sym_read_maps(&p->maps, p->pid);
+    return p;
+}
+
+struct mt_proc *mt_proc_by_id(uint32_t proc_id)
+{
+    return proc_id >= 1 && proc_id <= proc_count ? procs[proc_id - 1] : NULL;
+}
+
+size_t mt_proc_count(void)
+{
+    return proc_count;
+}
+
+void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes)
+{
+    MT_VEC_RESERVE(proc->rings, proc->ring_cap, proc->ring_count + 1);
+    struct mt_ring_view *r = &proc->rings[proc->ring_count++];
+    memset(r, 0, sizeof *r);
+    r->hdr = hdr;
+    r->cells = (const unsigned char *)hdr + MT_WIRE_RING_HEADER;
+    r->map_bytes = map_bytes;
+    r->mask = (uint64_t)hdr->cells - 1;
+    r->tail = atomic_load_explicit(&hdr->tail, memory_order_acquire);
+    r->head = r->tail;
+    r->published_tail = r->tail;
+    r->woken_tail = r->tail;
+    r->tid = hdr->tid;
+    r->thread = -1;
+    memcpy(r->name, hdr->name, sizeof r->name);
+    r->name[sizeof r->name - 1] = '\0';
+}
+
+void mt_proc_retire_ring(struct mt_proc *proc, size_t index)
+{
+    struct mt_ring_view *r = &proc->rings[index];
+    mt_host_unmap(r->hdr, r->map_bytes);
+    proc->rings[index] = proc->rings[--proc->ring_count];
+}
+
+/* ---- threads and stacks ----------------------------------------------------------------- */
+
+uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring)
+{
+    if (ring->thread >= 0)
+        return (uint32_t)ring->thread;
+    /* A thread whose ring was closed and that recorded again got a new ring: same tid,
+     * same thread_idx. */
+    for (size_t i = 0; i < proc->thread_count; i++)
+        if (proc->threads[i].tid == ring->tid) {
+            ring->thread = (int)i;
+            return (uint32_t)i;
+        }
+    MT_VEC_RESERVE(proc->threads, proc->thread_cap, proc->thread_count + 1);
+    struct mt_thread *t = &proc->threads[proc->thread_count];
+    memset(t, 0, sizeof *t);
+    t->tid = ring->tid;
+    memcpy(t->name, ring->name, sizeof t->name);
+    ring->thread = (int)proc->thread_count++;
+    return (uint32_t)ring->thread;
+}
+
+static uint32_t new_stat(struct mt_proc *proc, uint32_t gstack)
+{
+    MT_VEC_RESERVE(proc->stats, proc->stat_cap, proc->stat_count + 1);
+    struct mt_stack_stat *st = &proc->stats[proc->stat_count];
+    memset(st, 0, sizeof *st);
+    st->gstack = gstack;
+    st->min_size = UINT64_MAX;
+    return (uint32_t)proc->stat_count++;
+}
+
+/* The statistics index of a process-local stack id; resolves the stack on first use. */
+static uint32_t stat_for(struct mt_proc *proc, uint32_t local_id)
+{
+    if (local_id < proc->local_stat_cap && proc->local_stat[local_id])
+        return proc->local_stat[local_id] - 1;
+    if (local_id >= MT_WIRE_STACKS_MAX)
+        local_id = 0;
+    MT_VEC_RESERVE(proc->local_stat, proc->local_stat_cap, (size_t)local_id + 1);
+    uint32_t gid = mt_stacks_resolve(proc, local_id);
+    uint32_t idx = new_stat(proc, gid);
+    proc->local_stat[local_id] = idx + 1;
+    return idx;
+}
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+static inline unsigned char *put_varint(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+static inline uint64_t zigzag(int64_t n)
+{
+    return ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
+}
+
+void mt_proc_flush_chunk(struct mt_proc *proc)
+{
+    if (!proc->chunk_count)
+        return;
+    mt_sink_chunk(proc);
+    proc->chunk_len = 0;
+    proc->chunk_count = 0;
+}
+
+/* Most bytes one event takes: 6 varints of at most 10 bytes. */
+#define EVENT_MAX_BYTES 60
+
+static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uint64_t ts, uint64_t ptr,
+                         uint64_t size, uint32_t gstack, uint64_t aux)
+{
+    if (proc->chunk_count == 0) {
+        proc->chunk_first_seq = proc->events;
+        proc->chunk_first_ns = ts;
+        proc->chunk_last_ns = ts;
+        proc->chunk_prev_ptr = 0;
+    }
+    MT_VEC_RESERVE(proc->chunk, proc->chunk_cap, proc->chunk_len + EVENT_MAX_BYTES);
+    unsigned char *p = proc->chunk + proc->chunk_len;
+    p = put_varint(p, op | (uint64_t)thread << 4);
+    p = put_varint(p, ts - proc->chunk_last_ns);
+    p = put_varint(p, zigzag((int64_t)(ptr - proc->chunk_prev_ptr)));
+    p = put_varint(p, size);
+    p = put_varint(p, gstack);
+    if (op == MT_OP_REALLOC || op == MT_OP_REALLOCARRAY)
+        p = put_varint(p, zigzag((int64_t)(aux - ptr))); /* realloc(NULL, n): old 0 */
+    else
+        p = put_varint(p, aux);
+    proc->chunk_len = (size_t)(p - proc->chunk);
+    proc->chunk_last_ns = ts;
+    proc->chunk_prev_ptr = ptr;
+    if (++proc->chunk_count == CHUNK_EVENTS)
+        mt_proc_flush_chunk(proc);
+}
+
+static inline unsigned size_bucket(uint64_t size)
+{
+    return size ? 64u - (unsigned)__builtin_clzll(size) : 0;
+}
+
+static struct mt_size_count *size_entry(struct mt_proc *proc, uint64_t size)
+{
+    if (size == 0) {
+        proc->has_size_zero = true;
+        return &proc->size_zero;
+    }
+    if ((proc->sizes_count + 1) * 2 > proc->sizes_mask + 1) {
+        struct mt_size_count *old = proc->sizes;
+        size_t old_cap = proc->sizes_mask + 1;
+        proc->sizes_mask = old_cap * 2 - 1;
+        proc->sizes = mt_xcalloc(old_cap * 2, sizeof *proc->sizes);
+        for (size_t i = 0; i < old_cap; i++) {
+            if (!old[i].size)
+                continue;
+            size_t s = (size_t)mt_hash64(old[i].size) & proc->sizes_mask;
+            while (proc->sizes[s].size)
+                s = (s + 1) & proc->sizes_mask;
+            proc->sizes[s] = old[i];
+        }
+        free(old);
+    }
+    size_t s = (size_t)mt_hash64(size) & proc->sizes_mask;
+    while (proc->sizes[s].size && proc->sizes[s].size != size)
+        s = (s + 1) & proc->sizes_mask;
+    if (!proc->sizes[s].size) {
+        proc->sizes[s].size = size;
+        proc->sizes_count++;
+    }
+    return &proc->sizes[s];
+}
+
+/* Save the stack's value at the latest peak before it changes (see the file comment). */
+static inline void note_change(struct mt_proc *proc, struct mt_stack_stat *st)
+{
+    if (proc->peak_epoch >= st->changed_epoch && st->at_peak_epoch != proc->peak_epoch) {
+        st->at_peak_bytes = st->live_bytes;
+        st->at_peak_epoch = proc->peak_epoch;
+    }
+    st->changed_epoch = proc->epoch;
+}
+
+static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint64_t size,
+                            uint32_t stat, bool is_realloc)
+{
+    struct mt_stack_stat *st = &proc->stats[stat];
+    st->allocs++;
+    st->alloc_bytes += size;
+    if (is_realloc)
+        st->reallocs++;
+    if (size < st->min_size)
+        st->min_size = size;
+    if (size > st->max_size)
+        st->max_size = size;
+    size_entry(proc, size)->allocs++;
+    struct mt_thread *t = &proc->threads[thread];
+    t->last_alloc_ptr = ptr;
+    t->last_alloc_valid = true;
+    if (!ptr)
+        return;
+    struct mt_block b = mt_block_make(ptr, size, ts, proc->events, stat, thread);
+    struct mt_block stale;
+    if (mt_live_insert(&proc->live, &b, &stale)) {
+        /* Its free was never seen (a gap skipped after the process died): forget it. */
+        uint64_t stale_size = mt_block_size(&stale);
+        struct mt_stack_stat *old = &proc->stats[mt_block_stat(&stale)];
+        note_change(proc, old);
+        old->live_bytes -= stale_size;
+        proc->live_bytes -= stale_size;
+        proc->live_blocks--;
+        unsigned ob = size_bucket(stale_size);
+        proc->bucket_live[ob]--;
+        proc->bucket_bytes[ob] -= stale_size;
+    }
+    note_change(proc, st);
+    st->live_bytes += size;
+    if (st->live_bytes > st->peak_bytes)
+        st->peak_bytes = st->live_bytes;
+    proc->live_bytes += size;
+    proc->live_blocks++;
+    unsigned bucket = size_bucket(size);
+    proc->bucket_live[bucket]++;
+    proc->bucket_bytes[bucket] += size;
+}
+
+static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint32_t free_stat,
+                        bool count_temporary)
+{
+    struct mt_block b;
+    if (!mt_live_remove(&proc->live, ptr, &b))
+        return; /* allocated before tracing started, or untraced */
+    uint64_t size = mt_block_size(&b);
+    uint32_t alloc_thread = mt_block_thread(&b);
+    struct mt_stack_stat *st = &proc->stats[mt_block_stat(&b)];
+    note_change(proc, st);
+    st->frees++;
+    st->freed_bytes += size;
+    st->live_bytes -= size;
+    proc->live_bytes -= size;
+    proc->live_blocks--;
+    unsigned bucket = size_bucket(size);
+    proc->bucket_live[bucket]--;
+    proc->bucket_bytes[bucket] -= size;
+    struct mt_thread *t = &proc->threads[thread];
+    if (t->last_alloc_valid && t->last_alloc_ptr == ptr) {
+        /* This thread's latest allocation, freed before it allocated again. */
+        if (count_temporary && alloc_thread == thread)
+            st->temporary++;
+        t->last_alloc_valid = false;
+    }
+    struct mt_freed_block f = {b.ptr, size, ts, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
+    mt_freed_remember(&proc->freed, &f);
+}
+
+static void note_peak(struct mt_proc *proc, uint64_t ts)
+{
+    if (proc->live_bytes > proc->peak_bytes) {
+        proc->peak_bytes = proc->live_bytes;
+        proc->peak_ns = ts;
+        proc->peak_epoch = proc->epoch;
+    }
+}
+
+/* Region pops free every push of the region at or above the new position. The region's
+ * base is taken as its first push's address (a push starts at position 0 of a fresh or
+ * cleared region), positions of later pushes as their distance from it. */
+static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t region, uint64_t pos,
+                       uint32_t stat)
+{
+    uint64_t base = 0;
+    bool found = false;
+    for (size_t i = 0; i < proc->region_count; i++)
+        if (proc->regions[i].region == region) {
+            base = proc->regions[i].ptr;
+            found = true;
+            break;
+        }
+    if (!found)
+        return;
+    size_t kept = 0;
+    for (size_t i = 0; i < proc->region_count; i++) {
+        struct mt_region_push r = proc->regions[i];
+        if (r.region == region && r.ptr - base >= pos)
+            block_freed(proc, thread, ts, r.ptr, stat, false);
+        else
+            proc->regions[kept++] = r;
+    }
+    proc->region_count = kept;
+}
+
+static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_event *ev)
+{
+    uint32_t op = ev->rec.op;
+    if (op == 0 || op >= MT_OP_COUNT)
+        return;
+    uint32_t stat = stat_for(proc, ev->rec.stack_id);
+    uint32_t gstack = proc->stats[stat].gstack;
+    proc->epoch++;
+    chunk_append(proc, op, thread, ts, ev->ptr, ev->size, gstack, ev->aux);
+    proc->op_calls[op]++;
+    switch (op) {
+    case MT_OP_FREE:
+        proc->stats[stat].free_calls++;
+        block_freed(proc, thread, ts, ev->ptr, stat, true);
+        break;
+    case MT_OP_REGION_POP:
+        proc->stats[stat].free_calls++;
+        region_pop(proc, thread, ts, ev->aux, ev->size, stat);
+        break;
+    case MT_OP_REALLOC:
+    case MT_OP_REALLOCARRAY:
+        proc->op_bytes[op] += ev->size;
+        if (ev->aux)
+            block_freed(proc, thread, ts, ev->aux, stat, false);
+        block_allocated(proc, thread, ts, ev->ptr, ev->size, stat, true);
+        note_peak(proc, ts);
+        break;
+    case MT_OP_REGION_PUSH:
+        MT_VEC_RESERVE(proc->regions, proc->region_cap, proc->region_count + 1);
+        proc->regions[proc->region_count++] = (struct mt_region_push){ev->aux, ev->ptr};
+        /* fall through */
+    default:
+        proc->op_bytes[op] += ev->size;
+        block_allocated(proc, thread, ts, ev->ptr, ev->size, stat, false);
+        note_peak(proc, ts);
+        break;
+    }
+    proc->threads[thread].events++;
+    proc->events++;
+}
+
+void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    if (rec->kind != MT_REC_EVENT)
+        return;
+    const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
+    mt_live_prefetch(&proc->live, ev->ptr);
+    if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
+        mt_live_prefetch(&proc->live, ev->aux);
+}
+
+/* ---- other records ------------------------------------------------------------------------ */
+
+/* Bytes available to a record: its cells. */
+static size_t record_bytes(const struct mt_wire_rec *rec)
+{
+    return (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
+}
+
+static void on_snapshot(struct mt_proc *proc, uint64_t ts, const struct mt_wire_rec *rec)
+{
+    const struct mt_wire_snapshot *snap = (const void *)rec;
+    size_t classes_bytes = (size_t)snap->class_count * sizeof(struct mt_wire_snap_class);
+    size_t need = sizeof *snap + classes_bytes + MT_WIRE_SNAP_BUCKETS * sizeof(uint64_t);
+    if (need > record_bytes(rec))
+        return; /* malformed: ignore rather than read past the record */
+    const struct mt_wire_snap_class *classes = (const void *)(snap + 1);
+    const unsigned char *after = (const unsigned char *)classes + classes_bytes;
+    uint64_t buckets[MT_WIRE_SNAP_BUCKETS];
+    memcpy(buckets, after, sizeof buckets); /* may be unaligned after 12-byte triples */
+    mt_sink_snapshot(proc, ++proc->snapshots, ts, snap, classes, buckets);
+}
+
+static void on_error(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
+{
+    const struct mt_wire_error *err = (const void *)rec;
+    size_t len = err->len;
+    if (sizeof *err + len > record_bytes(rec))
+        len = record_bytes(rec) - sizeof *err;
+    uint32_t stat = stat_for(proc, rec->stack_id);
+    uint32_t alloc_stack = 0, free_stack = 0;
+    const struct mt_block *live = mt_live_find(&proc->live, err->ptr);
+    if (live) {
+        alloc_stack = proc->stats[mt_block_stat(live)].gstack;
+    } else {
+        const struct mt_freed_block *f = mt_freed_find(&proc->freed, err->ptr);
+        if (f) {
+            alloc_stack = f->alloc_gstack;
+            free_stack = f->free_gstack;
+        }
+    }
+    mt_sink_error(proc, ts, thread, mt_heap_error_name((enum mt_heap_error_kind)rec->op), err->ptr, err->size,
+                  mt_api_name((enum mt_api)rec->sub), (const char *)(err + 1), len, proc->stats[stat].gstack,
+                  alloc_stack, free_stack);
+}
+
+static void on_leaked(struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    const struct mt_wire_leaked *l = (const void *)rec;
+    size_t count = l->count;
+    size_t room = (record_bytes(rec) - sizeof *l) / sizeof(uint64_t);
+    if (count > room)
+        count = room;
+    MT_VEC_RESERVE(proc->leaked, proc->leaked_cap, proc->leaked_count + count);
+    memcpy(proc->leaked + proc->leaked_count, l + 1, count * sizeof(uint64_t));
+    proc->leaked_count += count;
+}
+
+void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec)
+{
+    mt_proc_apply_as(proc, mt_proc_ring_thread(proc, ring), rec);
+}
+
+void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
+{
+    uint64_t ts = mt_trace_ns(rec->ts_ns);
+    if (ts < proc->last_ns)
+        ts = proc->last_ns;
+    proc->last_ns = ts;
+    struct mt_thread *t = &proc->threads[thread];
+    if (!t->seen) {
+        t->seen = true;
+        t->start_ns = ts;
+    }
+    t->end_ns = ts;
+    switch (rec->kind) {
+    case MT_REC_EVENT:
+        on_event(proc, thread, ts, (const struct mt_wire_event *)rec);
+        break;
+    case MT_REC_SNAPSHOT:
+        on_snapshot(proc, ts, rec);
+        break;
+    case MT_REC_MARK: {
+        const struct mt_wire_text *text = (const void *)rec;
+        size_t len = text->len;
+        if (sizeof *text + len > record_bytes(rec))
+            len = record_bytes(rec) - sizeof *text;
+        mt_sink_mark(proc, ts, (const char *)(text + 1), len);
+        break;
+    }
+    case MT_REC_ERROR:
+        on_error(proc, thread, ts, rec);
+        break;
+    case MT_REC_LEAKED:
+        on_leaked(proc, rec);
+        break;
+    case MT_REC_SCAN_DONE:
+        proc->scan_done = true;
+        break;
+    case MT_REC_EXIT: {
+        const struct mt_wire_exit *e = (const void *)rec;
+        proc->saw_exit = true;
+        proc->has_exit_code = true;
+        proc->exit_code = e->code;
+        proc->end_ns = ts;
+        break;
+    }
+    default: /* PAUSE, RESUME: nothing to aggregate */
+        break;
+    }
+}
+
+/* ---- the end of a process ------------------------------------------------------------------- */
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void mt_proc_end(struct mt_proc *proc)
+{
+    if (proc->state == MT_PROC_ENDED)
+        return;
+    mt_proc_flush_chunk(proc);
+    if (proc->end_ns < proc->last_ns)
+        proc->end_ns = proc->last_ns;
+    if (proc->end_ns < proc->start_ns)
+        proc->end_ns = proc->start_ns;
+    if (proc->leaked_count)
+        qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
+    for (size_t i = 0; i <= proc->live.mask; i++) {
+        const struct mt_block *b = &proc->live.slots[i];
+        if (!b->ptr)
+            continue;
+        struct mt_stack_stat *st = &proc->stats[mt_block_stat(b)];
+        uint64_t size = mt_block_size(b);
+        const char *status = "unknown";
+        if (proc->scan_done) {
+            bool leaked = proc->leaked_count &&
+                          bsearch(&b->ptr, proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
+            status = leaked ? "leaked" : "reachable";
+            if (leaked) {
+                st->leaked_blocks++;
+                st->leaked_bytes += size;
+            } else {
+                st->reachable_blocks++;
+                st->reachable_bytes += size;
+            }
+        }
+        size_entry(proc, size)->live_at_exit++;
+        mt_sink_live_block(proc, b, st->gstack, status);
+    }
+    if (proc->area)
+        proc->area_dropped_final = atomic_load_explicit(&proc->area->dropped, memory_order_relaxed);
+    mt_live_free(&proc->live);
+    mt_freed_free(&proc->freed);
+    free(proc->local_stat); /* no record will name a local stack again */
+    proc->local_stat = NULL;
+    proc->local_stat_cap = 0;
+    free(proc->leaked);
+    proc->leaked = NULL;
+    free(proc->regions);
+    proc->regions = NULL;
+    free(proc->chunk);
+    proc->chunk = NULL;
+    for (size_t i = 0; i < proc->held_count; i++)
+        free(proc->held[i].data);
+    free(proc->held);
+    proc->held = NULL;
+    proc->held_count = 0;
+    for (size_t i = 0; i < proc->ring_count; i++)
+        mt_host_unmap(proc->rings[i].hdr, proc->rings[i].map_bytes);
+    free(proc->rings);
+    proc->rings = NULL;
+    proc->ring_count = 0;
+    if (proc->area) {
+        proc->unrecorded = atomic_load_explicit(&proc->area->unrecorded, memory_order_relaxed);
+        mt_host_unmap(proc->area, proc->area_size);
+        proc->area = NULL;
+    }
+    proc->state = MT_PROC_ENDED;
+}
+
+/* End reasons decided once everything is known: the launched program's wait status is
+ * the truth for its last image. */
+void mt_proc_settle_end_reasons(pid_t root_pid, bool root_reaped, int root_status)
+{
+    size_t n = mt_proc_count();
+    struct mt_proc *root_last = NULL;
+    for (uint32_t id = 1; id <= n; id++) {
+        struct mt_proc *p = mt_proc_by_id(id);
+        if (root_pid > 0 && p->pid == root_pid && strcmp(p->end_reason, "exec") != 0)
+            root_last = p;
+    }
+    for (uint32_t id = 1; id <= n; id++) {
+        struct mt_proc *p = mt_proc_by_id(id);
+        if (strcmp(p->end_reason, "exec") == 0)
+            continue;
+        if (p == root_last && root_reaped) {
+            int code, sig;
+            mt_host_status_to_exit_code(root_status, &code, &sig);
+            if (sig) {
+                p->end_reason = "signal";
+                p->exit_signal = sig;
+                p->has_exit_code = false;
+            } else {
+                p->end_reason = "exit";
+                p->exit_code = code;
+                p->has_exit_code = true;
+            }
+        } else if (p->saw_exit) {
+            p->end_reason = "exit";
+        }
+    }
+}
+
+/* ---- block queries ---------------------------------------------------------------------- */
+
+static size_t describe_stack(struct mt_proc *proc, uint32_t gstack, const char *what, uint32_t thread, char *text,
+                             size_t cap)
+{
+    size_t n = 0;
+    uint32_t depth = 0;
+    const struct mt_code_loc *locs = gstack ? mt_stacks_get(gstack, &depth) : NULL;
+    if (!depth) {
+        n += (size_t)snprintf(text, cap, "    %s by thread %u (no stack recorded)\n", what, thread);
+        return n < cap ? n : cap;
+    }
+    unsigned shown = 0;
+    for (uint32_t i = 0; i < depth && shown < INFO_FRAMES && n < cap; i++) {
+        uint64_t addr = locs[i].offset;
+        for (size_t r = 0; r < proc->maps.count && locs[i].module; r++)
+            if (proc->maps.ranges[r].module == locs[i].module) {
+                addr = locs[i].offset + proc->maps.ranges[r].bias;
+                break;
+            }
+        size_t nframes = 0;
+        const struct mt_sym_frame *frames = mt_sym_frames(locs[i], &nframes);
+        for (size_t f = 0; f < (nframes ? nframes : 1) && shown < INFO_FRAMES && n < cap; f++, shown++) {
+            const struct mt_sym_frame *fr = nframes ? &frames[f] : NULL;
+            char where[512];
+            if (fr && fr->file)
+                snprintf(where, sizeof where, "%s (%s:%d)", fr->function ? fr->function : "??", fr->file, fr->line);
+            else
+                snprintf(where, sizeof where, "%s", fr && fr->function ? fr->function : "??");
+            if (shown == 0)
+                n += (size_t)snprintf(text + n, cap - n, "    %s by thread %u at 0x%llx in %s\n", what, thread,
+                                      (unsigned long long)addr, where);
+            else
+                n += (size_t)snprintf(text + n, cap - n, "        at 0x%llx in %s\n", (unsigned long long)addr, where);
+        }
+    }
+    return n < cap ? n : cap;
+}
+
+size_t mt_proc_describe_block(struct mt_proc *proc, uint64_t ptr, char *text, size_t cap, bool *found)
+{
+    size_t n = 0;
+    *found = false;
+    const struct mt_block *live = mt_live_find(&proc->live, ptr);
+    if (live) {
+        *found = true;
+        return describe_stack(proc, proc->stats[mt_block_stat(live)].gstack, "allocated", mt_block_thread(live),
+                              text, cap);
+    }
+    const struct mt_freed_block *f = mt_freed_find(&proc->freed, ptr);
+    if (f) {
+        *found = true;
+        n += describe_stack(proc, f->alloc_gstack, "allocated", f->alloc_thread, text, cap);
+        n += describe_stack(proc, f->free_gstack, "freed", f->free_thread, text + n, cap - n);
+    }
+    return n;
+}

@@ -1,0 +1,567 @@
+/* The SQLite sink: trace.db as docs/trace-format.md (format v1) specifies.
+ *
+ * One connection, prepared statements, and one open transaction that is committed when
+ * it grew big or old (mt_sink_maybe_commit): per-row commits would cost a WAL frame sync
+ * each, while one endless transaction would hide everything from a reader until the end.
+ * synchronous=OFF: a machine crash loses the trace anyway (meta.complete stays 0); the
+ * collector's own death does not corrupt the file.
+ *
+ * Rows that describe a process as a whole (processes, threads, op_counts, sizes,
+ * stack_stats, mappings) and the symbols are written at the end, once known; events,
+ * snapshots, marks, errors and live_at_exit as they happen. */
+#include "collector.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+
+#define TRACE_APPLICATION_ID 1836348003 /* "mtrc" */
+#define TRACE_FORMAT_VERSION 1
+/* Commit the open transaction after this many rows or this long: keeps the WAL and the
+ * reader's view fresh without a sync per row. */
+#define COMMIT_ROWS 20000
+/* 8 KiB pages: an event chunk (~40 KiB) spans fewer overflow pages than with 4 KiB. */
+#define DB_PAGE_SIZE 8192
+/* Page cache in KiB (negative: SQLite's unit for KiB): enough for the B-tree interiors. */
+#define DB_CACHE_KIB 16384
+#define COMMIT_INTERVAL_NS (500u * 1000u * 1000u)
+
+static const char schema[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+    "CREATE TABLE processes(proc_id INTEGER PRIMARY KEY, pid INTEGER, ppid INTEGER, parent_proc_id INTEGER,"
+    " exe TEXT, argv TEXT, start_ns INTEGER, end_ns INTEGER, exit_code INTEGER, exit_signal INTEGER,"
+    " end_reason TEXT, events INTEGER, dropped INTEGER, peak_bytes INTEGER, peak_ns INTEGER, leak_scan INTEGER);"
+    "CREATE TABLE threads(proc_id INTEGER, thread_idx INTEGER, tid INTEGER, name TEXT, start_ns INTEGER,"
+    " end_ns INTEGER, events INTEGER, PRIMARY KEY(proc_id, thread_idx)) WITHOUT ROWID;"
+    "CREATE TABLE modules(module_id INTEGER PRIMARY KEY, path TEXT, build_id TEXT);"
+    "CREATE TABLE mappings(proc_id INTEGER, module_id INTEGER, start INTEGER, end INTEGER, bias INTEGER);"
+    "CREATE TABLE frames(frame_id INTEGER PRIMARY KEY, module_id INTEGER, offset INTEGER, function TEXT,"
+    " file TEXT, line INTEGER, inlined INTEGER);"
+    "CREATE TABLE stacks(stack_id INTEGER PRIMARY KEY, depth INTEGER);"
+    "CREATE TABLE stack_frames(stack_id INTEGER, pos INTEGER, frame_id INTEGER,"
+    " PRIMARY KEY(stack_id, pos)) WITHOUT ROWID;"
+    "CREATE TABLE event_chunks(chunk_id INTEGER PRIMARY KEY, proc_id INTEGER, first_seq INTEGER,"
+    " count INTEGER, first_ns INTEGER, last_ns INTEGER, data BLOB);"
+    "CREATE INDEX event_chunks_by_proc ON event_chunks(proc_id, first_seq);"
+    "CREATE TABLE op_counts(proc_id INTEGER, op INTEGER, calls INTEGER, bytes INTEGER);"
+    "CREATE TABLE stack_stats(proc_id INTEGER, stack_id INTEGER, allocs INTEGER, alloc_bytes INTEGER,"
+    " frees INTEGER, freed_bytes INTEGER, free_calls INTEGER, reallocs INTEGER, peak_bytes INTEGER,"
+    " at_peak_bytes INTEGER, temporary INTEGER, min_size INTEGER, max_size INTEGER, leaked_blocks INTEGER,"
+    " leaked_bytes INTEGER, reachable_blocks INTEGER, reachable_bytes INTEGER,"
+    " PRIMARY KEY(proc_id, stack_id)) WITHOUT ROWID;"
+    "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER, live_at_exit INTEGER);"
+    "CREATE TABLE snapshots(proc_id INTEGER, snap_id INTEGER, ts_ns INTEGER, seq INTEGER, requested INTEGER,"
+    " blocks INTEGER, in_use INTEGER, mapped INTEGER, committed INTEGER, free_bytes INTEGER,"
+    " largest_free INTEGER, PRIMARY KEY(proc_id, snap_id)) WITHOUT ROWID;"
+    "CREATE TABLE snapshot_classes(proc_id INTEGER, snap_id INTEGER, block_size INTEGER, live INTEGER,"
+    " capacity INTEGER);"
+    "CREATE TABLE snapshot_sizes(proc_id INTEGER, snap_id INTEGER, bucket INTEGER, live INTEGER, bytes INTEGER);"
+    "CREATE TABLE live_at_exit(proc_id INTEGER, ptr INTEGER, size INTEGER, stack_id INTEGER, thread_idx INTEGER,"
+    " alloc_ns INTEGER, seq INTEGER, status TEXT);"
+    "CREATE TABLE errors(proc_id INTEGER, ts_ns INTEGER, thread_idx INTEGER, kind TEXT, ptr INTEGER, size INTEGER,"
+    " function TEXT, detail TEXT, stack_id INTEGER, alloc_stack_id INTEGER, free_stack_id INTEGER);"
+    "CREATE TABLE marks(proc_id INTEGER, ts_ns INTEGER, label TEXT);";
+
+enum stmt_id {
+    ST_META, ST_CHUNK, ST_SNAPSHOT, ST_SNAP_CLASS, ST_SNAP_SIZE, ST_MARK, ST_ERROR, ST_LIVE, ST_PROCESS,
+    ST_THREAD, ST_OP_COUNT, ST_SIZE, ST_STACK_STAT, ST_MAPPING, ST_MODULE, ST_FRAME, ST_STACK, ST_STACK_FRAME,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_META] = "INSERT OR REPLACE INTO meta VALUES(?,?)",
+    [ST_CHUNK] = "INSERT INTO event_chunks(proc_id, first_seq, count, first_ns, last_ns, data) VALUES(?,?,?,?,?,?)",
+    [ST_SNAPSHOT] = "INSERT OR REPLACE INTO snapshots VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_SNAP_CLASS] = "INSERT INTO snapshot_classes VALUES(?,?,?,?,?)",
+    [ST_SNAP_SIZE] = "INSERT INTO snapshot_sizes VALUES(?,?,?,?,?)",
+    [ST_MARK] = "INSERT INTO marks VALUES(?,?,?)",
+    [ST_ERROR] = "INSERT INTO errors VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_LIVE] = "INSERT INTO live_at_exit VALUES(?,?,?,?,?,?,?,?)",
+    [ST_PROCESS] = "INSERT OR REPLACE INTO processes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_THREAD] = "INSERT OR REPLACE INTO threads VALUES(?,?,?,?,?,?,?)",
+    [ST_OP_COUNT] = "INSERT INTO op_counts VALUES(?,?,?,?)",
+    [ST_SIZE] = "INSERT INTO sizes VALUES(?,?,?,?)",
+    [ST_STACK_STAT] = "INSERT OR REPLACE INTO stack_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_MAPPING] = "INSERT INTO mappings VALUES(?,?,?,?,?)",
+    [ST_MODULE] = "INSERT OR REPLACE INTO modules VALUES(?,?,?)",
+    [ST_FRAME] = "INSERT OR REPLACE INTO frames VALUES(?,?,?,?,?,?,?)",
+    [ST_STACK] = "INSERT OR REPLACE INTO stacks VALUES(?,?)",
+    [ST_STACK_FRAME] = "INSERT OR REPLACE INTO stack_frames VALUES(?,?,?)",
+};
+
+static sqlite3 *db;
+static sqlite3_stmt *stmts[ST_COUNT];
+static uint64_t rows_pending;
+static uint64_t last_commit_ns;
+static uint64_t events_stored;
+static const char *db_path;
+static bool failed;
+
+static void report_failure(const char *what)
+{
+    if (!failed)
+        fprintf(stderr, "mtrace-run: error: %s: %s: %s\n", db_path, what, db ? sqlite3_errmsg(db) : "no database");
+    failed = true;
+}
+
+static bool exec_sql(const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        if (!failed)
+            fprintf(stderr, "mtrace-run: error: %s: %s\n", db_path, err ? err : "SQL failed");
+        failed = true;
+        sqlite3_free(err);
+        return false;
+    }
+    return true;
+}
+
+int mt_sink_open(const char *path)
+{
+    db_path = path;
+    /* A previous trace of the same name is replaced, with its WAL files. */
+    char side[4096];
+    remove(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    remove(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    remove(side);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        fprintf(stderr, "mtrace-run: error: cannot write '%s': %s\n", path, db ? sqlite3_errmsg(db) : "?");
+        sqlite3_close(db);
+        db = NULL;
+        return -1;
+    }
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA page_size=%d; PRAGMA application_id=%d; PRAGMA user_version=%d;"
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
+             DB_PAGE_SIZE, TRACE_APPLICATION_ID, TRACE_FORMAT_VERSION, DB_CACHE_KIB);
+    if (!exec_sql(pragmas)) {
+        fprintf(stderr, "mtrace-run: error: cannot write '%s'\n", path);
+        sqlite3_close(db);
+        db = NULL;
+        return -1;
+    }
+    if (!exec_sql(schema))
+        return -1;
+    for (int i = 0; i < ST_COUNT; i++)
+        if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) != SQLITE_OK) {
+            report_failure("preparing statements");
+            return -1;
+        }
+    mt_sink_meta_int("format_version", TRACE_FORMAT_VERSION);
+    mt_sink_meta_int("complete", 0);
+    /* Commit the schema at once: a reader sees a valid (incomplete) trace from now on. */
+    exec_sql("BEGIN");
+    last_commit_ns = mt_host_monotonic_ns();
+    return 0;
+}
+
+/* Run a statement whose parameters are bound; resets it. */
+static void step(enum stmt_id id)
+{
+    sqlite3_stmt *s = stmts[id];
+    if (sqlite3_step(s) != SQLITE_DONE)
+        report_failure("writing");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    rows_pending++;
+}
+
+static void bind_u64(sqlite3_stmt *s, int i, uint64_t v)
+{
+    sqlite3_bind_int64(s, i, (sqlite3_int64)v);
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *text, size_t len)
+{
+    if (text)
+        sqlite3_bind_text(s, i, text, (int)len, SQLITE_TRANSIENT);
+}
+
+void mt_sink_meta(const char *key, const char *value)
+{
+    sqlite3_stmt *s = stmts[ST_META];
+    if (!s)
+        return;
+    bind_text(s, 1, key, strlen(key));
+    bind_text(s, 2, value, strlen(value));
+    step(ST_META);
+}
+
+void mt_sink_meta_int(const char *key, int64_t value)
+{
+    sqlite3_stmt *s = stmts[ST_META];
+    if (!s)
+        return;
+    bind_text(s, 1, key, strlen(key));
+    sqlite3_bind_int64(s, 2, value);
+    step(ST_META);
+}
+
+void mt_sink_chunk(const struct mt_proc *proc)
+{
+    sqlite3_stmt *s = stmts[ST_CHUNK];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    bind_u64(s, 2, proc->chunk_first_seq);
+    sqlite3_bind_int(s, 3, (int)proc->chunk_count);
+    bind_u64(s, 4, proc->chunk_first_ns);
+    bind_u64(s, 5, proc->chunk_last_ns);
+    sqlite3_bind_blob(s, 6, proc->chunk, (int)proc->chunk_len, SQLITE_STATIC);
+    step(ST_CHUNK);
+    events_stored += proc->chunk_count;
+}
+
+uint64_t mt_sink_events(void)
+{
+    return events_stored;
+}
+
+void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_ns, const struct mt_wire_snapshot *snap,
+                      const struct mt_wire_snap_class *classes, const uint64_t *bucket_live)
+{
+    sqlite3_stmt *s = stmts[ST_SNAPSHOT];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    sqlite3_bind_int(s, 2, (int)snap_id);
+    bind_u64(s, 3, ts_ns);
+    bind_u64(s, 4, proc->events);
+    bind_u64(s, 5, proc->live_bytes);
+    bind_u64(s, 6, proc->live_blocks);
+    bind_u64(s, 7, snap->in_use);
+    bind_u64(s, 8, snap->mapped);
+    bind_u64(s, 9, snap->committed);
+    bind_u64(s, 10, snap->free_bytes);
+    bind_u64(s, 11, snap->largest_free);
+    step(ST_SNAPSHOT);
+    s = stmts[ST_SNAP_CLASS];
+    for (uint32_t i = 0; i < snap->class_count; i++) {
+        struct mt_wire_snap_class c;
+        memcpy(&c, &classes[i], sizeof c);
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_u64(s, 3, c.block_size);
+        bind_u64(s, 4, c.live);
+        bind_u64(s, 5, c.capacity);
+        step(ST_SNAP_CLASS);
+    }
+    /* Medium and large blocks by power-of-two upper bound, capacity NULL. */
+    for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS; b++) {
+        if (!bucket_live[b])
+            continue;
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_u64(s, 3, b < 64 ? (uint64_t)1 << b : UINT64_MAX);
+        bind_u64(s, 4, bucket_live[b]);
+        step(ST_SNAP_CLASS);
+    }
+    s = stmts[ST_SNAP_SIZE];
+    for (unsigned b = 0; b < MT_SIZE_BUCKETS; b++) {
+        if (!proc->bucket_live[b])
+            continue;
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)snap_id);
+        sqlite3_bind_int(s, 3, (int)b);
+        bind_u64(s, 4, proc->bucket_live[b]);
+        bind_u64(s, 5, proc->bucket_bytes[b]);
+        step(ST_SNAP_SIZE);
+    }
+}
+
+void mt_sink_mark(const struct mt_proc *proc, uint64_t ts_ns, const char *label, size_t len)
+{
+    sqlite3_stmt *s = stmts[ST_MARK];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    bind_u64(s, 2, ts_ns);
+    bind_text(s, 3, label, len);
+    step(ST_MARK);
+}
+
+static void bind_stack(sqlite3_stmt *s, int i, uint32_t gstack)
+{
+    if (gstack)
+        sqlite3_bind_int(s, i, (int)gstack);
+}
+
+void mt_sink_error(const struct mt_proc *proc, uint64_t ts_ns, uint32_t thread, const char *kind, uint64_t ptr,
+                   uint64_t size, const char *function, const char *detail, size_t detail_len, uint32_t stack,
+                   uint32_t alloc_stack, uint32_t free_stack)
+{
+    sqlite3_stmt *s = stmts[ST_ERROR];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    bind_u64(s, 2, ts_ns);
+    sqlite3_bind_int(s, 3, (int)thread);
+    bind_text(s, 4, kind, strlen(kind));
+    bind_u64(s, 5, ptr);
+    bind_u64(s, 6, size);
+    bind_text(s, 7, function, strlen(function));
+    if (detail_len)
+        bind_text(s, 8, detail, detail_len);
+    sqlite3_bind_int(s, 9, (int)stack);
+    bind_stack(s, 10, alloc_stack);
+    bind_stack(s, 11, free_stack);
+    step(ST_ERROR);
+}
+
+void mt_sink_live_block(const struct mt_proc *proc, const struct mt_block *block, uint32_t gstack, const char *status)
+{
+    sqlite3_stmt *s = stmts[ST_LIVE];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    bind_u64(s, 2, block->ptr);
+    bind_u64(s, 3, mt_block_size(block));
+    sqlite3_bind_int(s, 4, (int)gstack);
+    sqlite3_bind_int(s, 5, (int)mt_block_thread(block));
+    bind_u64(s, 6, block->ts_ns);
+    bind_u64(s, 7, mt_block_seq(block));
+    bind_text(s, 8, status, strlen(status));
+    step(ST_LIVE);
+}
+
+static int compare_stat_gstack(const void *a, const void *b)
+{
+    const struct mt_stack_stat *x = a, *y = b;
+    return x->gstack < y->gstack ? -1 : x->gstack > y->gstack;
+}
+
+/* Two local stacks of one process can intern to one global stack (they differed only in
+ * mtrace's own frames): their statistics are summed, the peaks taken as the larger. */
+static void merge_stat(struct mt_stack_stat *into, const struct mt_stack_stat *from)
+{
+    into->allocs += from->allocs;
+    into->alloc_bytes += from->alloc_bytes;
+    into->frees += from->frees;
+    into->freed_bytes += from->freed_bytes;
+    into->free_calls += from->free_calls;
+    into->reallocs += from->reallocs;
+    into->temporary += from->temporary;
+    into->min_size = MT_MIN(into->min_size, from->min_size);
+    into->max_size = MT_MAX(into->max_size, from->max_size);
+    into->peak_bytes = MT_MAX(into->peak_bytes, from->peak_bytes);
+    into->at_peak_bytes += from->at_peak_bytes;
+    into->leaked_blocks += from->leaked_blocks;
+    into->leaked_bytes += from->leaked_bytes;
+    into->reachable_blocks += from->reachable_blocks;
+    into->reachable_bytes += from->reachable_bytes;
+}
+
+static void write_stack_stats(struct mt_proc *proc)
+{
+    /* Resolve the lazily kept at-peak values first (process.c, note_change). */
+    for (size_t i = 0; i < proc->stat_count; i++) {
+        struct mt_stack_stat *st = &proc->stats[i];
+        if (st->at_peak_epoch == proc->peak_epoch && proc->peak_epoch)
+            continue;
+        st->at_peak_bytes = proc->peak_epoch && st->changed_epoch <= proc->peak_epoch ? st->live_bytes : 0;
+    }
+    if (proc->stat_count)
+        qsort(proc->stats, proc->stat_count, sizeof *proc->stats, compare_stat_gstack);
+    sqlite3_stmt *s = stmts[ST_STACK_STAT];
+    for (size_t i = 0; i < proc->stat_count;) {
+        struct mt_stack_stat st = proc->stats[i++];
+        while (i < proc->stat_count && proc->stats[i].gstack == st.gstack)
+            merge_stat(&st, &proc->stats[i++]);
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)st.gstack);
+        bind_u64(s, 3, st.allocs);
+        bind_u64(s, 4, st.alloc_bytes);
+        bind_u64(s, 5, st.frees);
+        bind_u64(s, 6, st.freed_bytes);
+        bind_u64(s, 7, st.free_calls);
+        bind_u64(s, 8, st.reallocs);
+        bind_u64(s, 9, st.peak_bytes);
+        bind_u64(s, 10, st.at_peak_bytes);
+        bind_u64(s, 11, st.temporary);
+        if (st.allocs) {
+            bind_u64(s, 12, st.min_size);
+            bind_u64(s, 13, st.max_size);
+        }
+        bind_u64(s, 14, st.leaked_blocks);
+        bind_u64(s, 15, st.leaked_bytes);
+        bind_u64(s, 16, st.reachable_blocks);
+        bind_u64(s, 17, st.reachable_bytes);
+        step(ST_STACK_STAT);
+    }
+}
+
+static void write_size_row(const struct mt_proc *proc, const struct mt_size_count *c)
+{
+    sqlite3_stmt *s = stmts[ST_SIZE];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    bind_u64(s, 2, c->size);
+    bind_u64(s, 3, c->allocs);
+    bind_u64(s, 4, c->live_at_exit);
+    step(ST_SIZE);
+}
+
+void mt_sink_process_rows(const struct mt_proc *cproc)
+{
+    struct mt_proc *proc = (struct mt_proc *)cproc; /* stats are sorted in place */
+    sqlite3_stmt *s = stmts[ST_PROCESS];
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    sqlite3_bind_int(s, 2, proc->pid);
+    sqlite3_bind_int(s, 3, proc->ppid);
+    if (proc->parent_proc_id)
+        sqlite3_bind_int(s, 4, (int)proc->parent_proc_id);
+    bind_text(s, 5, proc->exe, strlen(proc->exe));
+    bind_text(s, 6, proc->argv_json, strlen(proc->argv_json));
+    bind_u64(s, 7, proc->start_ns);
+    bind_u64(s, 8, proc->end_ns);
+    if (proc->has_exit_code)
+        sqlite3_bind_int(s, 9, proc->exit_code);
+    if (proc->exit_signal)
+        sqlite3_bind_int(s, 10, proc->exit_signal);
+    bind_text(s, 11, proc->end_reason, strlen(proc->end_reason));
+    bind_u64(s, 12, proc->events);
+    bind_u64(s, 13, proc->area_dropped_final);
+    bind_u64(s, 14, proc->peak_bytes);
+    bind_u64(s, 15, proc->peak_ns);
+    sqlite3_bind_int(s, 16, proc->scan_done ? 1 : 0);
+    step(ST_PROCESS);
+
+    s = stmts[ST_THREAD];
+    for (size_t i = 0; i < proc->thread_count; i++) {
+        const struct mt_thread *t = &proc->threads[i];
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)i);
+        sqlite3_bind_int(s, 3, t->tid);
+        if (t->name[0])
+            bind_text(s, 4, t->name, strnlen(t->name, sizeof t->name));
+        bind_u64(s, 5, t->start_ns);
+        bind_u64(s, 6, t->end_ns);
+        bind_u64(s, 7, t->events);
+        step(ST_THREAD);
+    }
+
+    s = stmts[ST_OP_COUNT];
+    for (unsigned op = 1; op < MT_OP_COUNT; op++) {
+        if (!proc->op_calls[op])
+            continue;
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)op);
+        bind_u64(s, 3, proc->op_calls[op]);
+        bind_u64(s, 4, proc->op_bytes[op]);
+        step(ST_OP_COUNT);
+    }
+
+    if (proc->has_size_zero)
+        write_size_row(proc, &proc->size_zero);
+    for (size_t i = 0; proc->sizes && i <= proc->sizes_mask; i++)
+        if (proc->sizes[i].size)
+            write_size_row(proc, &proc->sizes[i]);
+
+    write_stack_stats(proc);
+
+    /* One mappings row per module: its lowest and highest executable address. */
+    s = stmts[ST_MAPPING];
+    for (size_t i = 0; i < proc->maps.count; i++) {
+        const struct mt_map_range *r = &proc->maps.ranges[i];
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = proc->maps.ranges[j].module == r->module;
+        if (seen)
+            continue;
+        uint64_t start = r->start, end = r->end;
+        for (size_t j = i + 1; j < proc->maps.count; j++)
+            if (proc->maps.ranges[j].module == r->module) {
+                start = MT_MIN(start, proc->maps.ranges[j].start);
+                end = MT_MAX(end, proc->maps.ranges[j].end);
+            }
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        sqlite3_bind_int(s, 2, (int)r->module);
+        bind_u64(s, 3, start);
+        bind_u64(s, 4, end);
+        bind_u64(s, 5, r->bias);
+        step(ST_MAPPING);
+    }
+}
+
+static void write_frames_of_loc(struct mt_code_loc loc, size_t first, size_t count, void *arg)
+{
+    (void)arg;
+    sqlite3_stmt *s = stmts[ST_FRAME];
+    for (size_t i = 0; i < count; i++) {
+        const struct mt_sym_frame *f = mt_sym_frame_at(first + i);
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)(first + i + 1));
+        if (loc.module)
+            sqlite3_bind_int(s, 2, (int)loc.module);
+        bind_u64(s, 3, loc.offset);
+        if (f->function)
+            bind_text(s, 4, f->function, strlen(f->function));
+        if (f->file)
+            bind_text(s, 5, f->file, strlen(f->file));
+        if (f->line)
+            sqlite3_bind_int(s, 6, f->line);
+        sqlite3_bind_int(s, 7, f->inlined ? 1 : 0);
+        step(ST_FRAME);
+    }
+}
+
+void mt_sink_symbols(void)
+{
+    sqlite3_stmt *s = stmts[ST_STACK_FRAME];
+    uint32_t count = mt_stacks_count();
+    for (uint32_t gid = 1; gid < count; gid++) {
+        uint32_t depth = 0;
+        const struct mt_code_loc *locs = mt_stacks_get(gid, &depth);
+        uint32_t pos = 0;
+        for (uint32_t i = 0; i < depth; i++) {
+            size_t n = 0;
+            size_t first = mt_sym_first_frame(locs[i], &n);
+            for (size_t f = 0; f < n; f++) {
+                sqlite3_bind_int(s, 1, (int)gid);
+                sqlite3_bind_int(s, 2, (int)pos++);
+                sqlite3_bind_int64(s, 3, (sqlite3_int64)(first + f + 1));
+                step(ST_STACK_FRAME);
+            }
+        }
+        sqlite3_stmt *st = stmts[ST_STACK];
+        sqlite3_bind_int(st, 1, (int)gid);
+        sqlite3_bind_int(st, 2, (int)pos);
+        step(ST_STACK);
+    }
+    mt_sym_for_each_loc(write_frames_of_loc, NULL);
+    s = stmts[ST_MODULE];
+    for (uint32_t m = 1; m < mt_sym_module_count(); m++) {
+        const char *path = mt_sym_module_path(m);
+        const char *build_id = mt_sym_module_build_id(m);
+        sqlite3_bind_int(s, 1, (int)m);
+        bind_text(s, 2, path, strlen(path));
+        if (build_id)
+            bind_text(s, 3, build_id, strlen(build_id));
+        step(ST_MODULE);
+    }
+}
+
+void mt_sink_maybe_commit(uint64_t now_ns)
+{
+    if (!db || !rows_pending)
+        return;
+    if (rows_pending < COMMIT_ROWS && now_ns - last_commit_ns < COMMIT_INTERVAL_NS)
+        return;
+    exec_sql("COMMIT");
+    exec_sql("BEGIN");
+    rows_pending = 0;
+    last_commit_ns = now_ns;
+}
+
+int mt_sink_finish(void)
+{
+    if (!db)
+        return -1;
+    mt_sink_meta_int("complete", failed ? 0 : 1);
+    exec_sql("COMMIT");
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(stmts[i]);
+    /* One self-contained file: fold the WAL back in and drop it. Best effort: a reader
+     * that has the trace open keeps it in WAL mode, which is just as valid. */
+    sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+    if (sqlite3_close(db) != SQLITE_OK)
+        failed = true;
+    db = NULL;
+    return failed ? -1 : 0;
+}

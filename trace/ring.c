@@ -1,0 +1,194 @@
+/* Producer side of a thread's ring (ring.h). The common path of mt_ring_put is one
+ * compare-and-swap on this thread's own counter, one fetch_add on the process's sequence
+ * counter, the copy into the cells and one compare-and-swap publishing `head`: no lock and
+ * no system call. The collector is only waited for when the ring is full. */
+#include "ring.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../common/compiler.h"
+#include "../common/platform.h"
+
+/* How long one futex wait for space lasts before the writer checks again whether the
+ * collector still exists: short enough that a dead collector costs a traced program a
+ * fraction of a second, long enough that a slow collector is not polled busily. */
+#define RING_WAIT_SLICE_NS (50u * 1000u * 1000u)
+
+static struct mt_ring_policy policy;
+/* Set once the collector is gone: from then on every record is dropped. */
+static _Atomic bool collector_lost;
+
+void mt_ring_set_policy(const struct mt_ring_policy *p)
+{
+    policy = *p;
+    atomic_store_explicit(&collector_lost, false, memory_order_relaxed);
+}
+
+/* The largest power of two of cells that fits `bytes` after the header. */
+static uint32_t cells_for_size(size_t bytes)
+{
+    size_t cells = (bytes - MT_WIRE_RING_HEADER) / MT_WIRE_CELL;
+    return (uint32_t)1u << mt_log2_floor(cells);
+}
+
+int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name)
+{
+    if (bytes < MT_WIRE_RING_HEADER + MT_RING_RECORD_MAX)
+        bytes = MT_WIRE_RING_HEADER + MT_RING_RECORD_MAX;
+    uint32_t cells = cells_for_size(bytes);
+    size_t map_bytes = MT_WIRE_RING_HEADER + (size_t)cells * MT_WIRE_CELL;
+    int fd = mt_os_memfd("mtrace-ring", map_bytes);
+    if (fd < 0)
+        return -1;
+    struct mt_wire_ring *ring = mt_os_map_shared(fd, map_bytes);
+    if (!ring) {
+        mt_os_close(fd);
+        return -1;
+    }
+    ring->magic = MT_WIRE_MAGIC;
+    ring->version = MT_WIRE_VERSION;
+    ring->cells = cells;
+    ring->tid = tid;
+    if (name)
+        memcpy(ring->name, name, sizeof ring->name - 1);
+    w->ring = ring;
+    w->cells = (uint8_t *)ring + MT_WIRE_RING_HEADER;
+    w->mask = cells - 1;
+    w->map_bytes = map_bytes;
+    atomic_store_explicit(&w->next, 0, memory_order_relaxed);
+    w->depth = 0;
+    return fd;
+}
+
+void mt_ring_unmap(struct mt_ring_writer *w)
+{
+    if (w->ring)
+        mt_os_unmap(w->ring, w->map_bytes);
+    w->ring = NULL;
+}
+
+void mt_ring_close(struct mt_ring_writer *w)
+{
+    if (w->ring)
+        atomic_store_explicit(&w->ring->closed, 1, memory_order_release);
+}
+
+static void count_drop(struct mt_ring_writer *w)
+{
+    atomic_fetch_add_explicit(&w->ring->dropped, 1, memory_order_relaxed);
+    if (policy.proc)
+        atomic_fetch_add_explicit(&policy.proc->dropped, 1, memory_order_relaxed);
+}
+
+/* The ring is full for `want` cells at `pos`: sleep until the collector consumed enough.
+ * False when waiting is not an option (drop mode, nested record, collector gone). */
+static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want, bool outermost)
+{
+    if (policy.drop || !outermost || atomic_load_explicit(&collector_lost, memory_order_relaxed))
+        return false;
+    struct mt_wire_ring *ring = w->ring;
+    /* The futex word is the low half of `tail` (x86-64 and aarch64 are little-endian). */
+    _Atomic uint32_t *tail_word = (_Atomic uint32_t *)(void *)&ring->tail;
+    for (;;) {
+        atomic_store_explicit(&ring->waiting, 1, memory_order_seq_cst);
+        uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_seq_cst);
+        if (pos + want - tail <= w->mask + 1)
+            break;
+        mt_os_futex_wait_shared(tail_word, (uint32_t)tail, RING_WAIT_SLICE_NS);
+        if (atomic_load_explicit(&ring->tail, memory_order_acquire) == tail && policy.collector_gone &&
+            policy.collector_gone()) {
+            atomic_store_explicit(&collector_lost, true, memory_order_relaxed);
+            atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
+            return false;
+        }
+    }
+    atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
+    return true;
+}
+
+/* Secure `want` cells; returns their first position, or false (dropped). */
+static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
+{
+    bool outermost = w->depth == 1;
+    uint64_t pos = atomic_load_explicit(&w->next, memory_order_relaxed);
+    for (;;) {
+        if (MT_UNLIKELY(atomic_load_explicit(&collector_lost, memory_order_relaxed)))
+            return false;
+        uint64_t tail = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
+        if (MT_UNLIKELY(pos + want - tail > w->mask + 1)) {
+            if (!wait_for_space(w, pos, want, outermost))
+                return false;
+            pos = atomic_load_explicit(&w->next, memory_order_relaxed);
+            continue;
+        }
+        /* Only a signal handler of this very thread can move `next` meanwhile. */
+        if (atomic_compare_exchange_weak_explicit(&w->next, &pos, pos + want, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            break;
+    }
+    *pos_out = pos;
+    return true;
+}
+
+static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
+{
+    const uint8_t *p = src;
+    while (bytes > 0) {
+        size_t n = bytes < MT_WIRE_CELL ? bytes : MT_WIRE_CELL;
+        memcpy(w->cells + (pos & w->mask) * MT_WIRE_CELL, p, n);
+        p += n;
+        bytes -= n;
+        pos++;
+    }
+}
+
+/* head = max(head, next): the only writers are this thread and its signal handlers. */
+static void publish(struct mt_ring_writer *w)
+{
+    uint64_t next = atomic_load_explicit(&w->next, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&w->ring->head, memory_order_relaxed);
+    while (head < next && !atomic_compare_exchange_weak_explicit(&w->ring->head, &head, next,
+                                                                 memory_order_release, memory_order_relaxed)) {
+    }
+}
+
+static void finish(struct mt_ring_writer *w)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    if (--w->depth == 0) {
+        atomic_signal_fence(memory_order_seq_cst);
+        publish(w);
+    }
+}
+
+bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes, uint64_t *pos)
+{
+    uint32_t want = mt_ring_cells_for(bytes);
+    rec->cells = (uint8_t)want;
+    w->depth++;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (MT_UNLIKELY(!reserve(w, want, pos))) {
+        count_drop(w);
+        finish(w);
+        return false;
+    }
+    if (rec->kind != MT_REC_PAD)
+        rec->seq = atomic_fetch_add_explicit(&policy.proc->next_seq, 1, memory_order_relaxed);
+    return true;
+}
+
+void mt_ring_end(struct mt_ring_writer *w, uint64_t pos, const struct mt_wire_rec *rec, size_t bytes)
+{
+    copy_cells(w, pos, rec, bytes);
+    finish(w);
+}
+
+bool mt_ring_put(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes)
+{
+    uint64_t pos;
+    if (!mt_ring_begin(w, rec, bytes, &pos))
+        return false;
+    mt_ring_end(w, pos, rec, bytes);
+    return true;
+}

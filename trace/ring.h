@@ -1,0 +1,81 @@
+/* A thread's event ring, producer side (the layout is trace/wire.h's mt_wire_ring).
+ *
+ * Owns: creating a ring memfd and its header; reserving cells, writing a record into them
+ * (wrapping cell by cell), taking the record's sequence number once its space is secured,
+ * and publishing `head` with release; what to do when the ring is full (wait for the
+ * collector, or drop and count).
+ *
+ * Invariants:
+ * - Records nest: a signal handler that records while its thread is between reserve and
+ *   publish reserves after the interrupted record and never publishes; the outermost
+ *   record publishes everything reserved so far when it completes. `head` only grows
+ *   (publish is a compare-and-swap to the maximum), so a handler that runs between the
+ *   outer record's load of `next` and its store cannot be published backwards.
+ * - Cells [head, next) are being written by this thread; cells below head are complete.
+ * - A record is either entirely reserved (then it takes a sequence number and is written)
+ *   or dropped before it takes one: sequence numbers stay dense.
+ * - Only the outermost record waits for space: a nested one cannot wait for the collector
+ *   to consume cells its own interrupted record has not published yet, so it drops. */
+#ifndef MT_TRACE_RING_H
+#define MT_TRACE_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+struct mt_ring_writer {
+    struct mt_wire_ring *ring; /* NULL: none yet */
+    uint8_t *cells;            /* first cell */
+    uint64_t mask;             /* cells - 1 */
+    size_t map_bytes;
+    /* Cells reserved so far (a compare-and-swap on this thread's own copy: atomic against
+     * a signal handler of the same thread, and never contended by another thread). */
+    _Atomic uint64_t next;
+    /* Records in progress on this thread (> 1: nested by a signal handler). */
+    uint32_t depth;
+};
+
+/* Process-wide policy, set by the session (and again in a fork child). */
+struct mt_ring_policy {
+    struct mt_wire_proc *proc; /* sequence numbers and the dropped counter */
+    bool drop;                 /* MTRACE_DROP: drop instead of waiting */
+    /* Checked while waiting for space: true once the collector is gone (the writer then
+     * drops for the rest of the process rather than hang). */
+    bool (*collector_gone)(void);
+};
+void mt_ring_set_policy(const struct mt_ring_policy *policy);
+
+/* Make a ring of `bytes` (header included; rounded so the cells are a power of two) for
+ * thread `tid` named `name`. Returns the memfd to send to the collector (the caller closes
+ * it), or -1. */
+int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name);
+/* Unmap the writer's ring (thread exit after `closed`, fork child dropping the parent's). */
+void mt_ring_unmap(struct mt_ring_writer *w);
+/* Mark the ring closed: the thread is gone; the collector may unmap it once drained. */
+void mt_ring_close(struct mt_ring_writer *w);
+
+/* Write one record of `bytes` (>= sizeof(struct mt_wire_rec)); its `cells` field is set
+ * here, and its `seq` unless it is MT_REC_PAD. Returns false when the record was dropped
+ * (counted in ring and process). */
+bool mt_ring_put(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes);
+
+/* The same in two steps, for a record whose content is known only after its sequence
+ * number must be taken (realloc: its number orders the release of the old block, its new
+ * pointer is known afterwards). Between begin and end the record is open: this thread
+ * publishes nothing. begin returns false when the record was dropped (then no end). The
+ * record's size and kind must not change between the two. */
+bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes, uint64_t *pos);
+void mt_ring_end(struct mt_ring_writer *w, uint64_t pos, const struct mt_wire_rec *rec, size_t bytes);
+
+/* Cells a record of `bytes` takes. */
+static inline uint32_t mt_ring_cells_for(size_t bytes)
+{
+    return (uint32_t)((bytes + MT_WIRE_CELL - 1) / MT_WIRE_CELL);
+}
+
+/* Largest record a ring of the minimum size accepts: snapshots are the biggest records. */
+#define MT_RING_RECORD_MAX (64u * MT_WIRE_CELL)
+
+#endif
