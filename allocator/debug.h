@@ -27,7 +27,7 @@
  *
  * Cost: per call, the record found by arithmetic (small blocks) plus the fills, the canary
  * and, at eviction, the poison check; guarded blocks a system call at allocation and one
- * at free (debug_guard.h). Measured in docs/hardening.md: 6 to 11 times glibc's time on
+ * at free (debug_guard.h). Measured in docs/hardening.md: 6 to 10 times glibc's time on
  * the bench workloads, most of it the features' own work (guard pages, the quarantine's
  * cold memory, the scattered layout of randomization). */
 #ifndef MT_ALLOCATOR_DEBUG_H
