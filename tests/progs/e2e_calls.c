@@ -51,6 +51,8 @@
 
 #define TREE_BASE 40100 /* tree D mallocs TREE_BASE + D */
 
+/* NULL the compiler cannot see: GCC turns realloc(NULL, n) into malloc(n). */
+static void *volatile no_block;
 static void *volatile kept;          /* keeps SIZE_KEPT reachable */
 static volatile unsigned long sink;  /* keeps the compiler from dropping the scrub */
 
@@ -84,7 +86,7 @@ __attribute__((noinline)) static void make_calls(void)
         p = calloc(SIZE_CALLOC_COUNT, SIZE_CALLOC_EACH);
         touch(p);
         free(p);
-        p = realloc(NULL, SIZE_REALLOC_NEW);
+        p = realloc(no_block, SIZE_REALLOC_NEW);
         touch(p);
         p = realloc(p, SIZE_REALLOC_GROW);
         touch(p);

@@ -6,7 +6,8 @@
  * - a static C++ object's destructor and an atexit handler
  * - a pthread key destructor and a C++ thread_local object's destructor, in a worker
  *   thread (run at its exit) and the thread_local also in the main thread (run by exit)
- * - a SIGALRM handler (setitimer) firing while the main thread mallocs in a loop: the loop
+ * - a SIGALRM handler (setitimer) firing while the main thread mallocs in a loop (small
+ *   blocks, see SIZE_LOOP): the loop
  *   runs until the handler has run SIGNALS_WANTED times, then the signal is blocked and
  *   both counts are printed ("loop N handler M") for the test to compare.
  *
@@ -25,8 +26,13 @@ enum {
     SIZE_ATEXIT = 30007,
     SIZE_KEY_DTOR = 30009,
     SIZE_TLS_DTOR = 30011,
-    SIZE_LOOP = 30013,
-    SIZE_SIGNAL = 30015,
+    /* Small sizes of two different classes for the loop and the handler: the allocator,
+     * like glibc's, is not async-signal-safe (a handler that mallocs a medium block while
+     * its thread is inside a medium malloc waits forever for the arena lock it holds);
+     * small blocks of different classes touch different pages, and the recorder itself
+     * nests (docs/tracer.md, "Reentrancy"), which is what this checks. */
+    SIZE_LOOP = 1201,        /* class 1280 */
+    SIZE_SIGNAL = 2001,      /* class 2048 */
     SIGNALS_WANTED = 20,     /* handler runs before the loop stops */
     TIMER_US = 500,          /* timer period: often enough to land inside malloc now and then */
 };

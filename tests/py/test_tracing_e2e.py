@@ -1,0 +1,316 @@
+"""The whole recording pipeline end to end: real programs under build/mtrace-run (which
+preloads build/libmtrace.so), checked exactly from the trace.db it writes.
+
+The programs (tests/progs/e2e_*) make a known number of calls of each malloc-family
+function with marker sizes that libc never uses, so the decoded events can be counted
+exactly among libc's own calls. Every recording is also checked for what must hold of any
+trace: SQLite's integrity check passes, meta.complete = 1, nothing dropped or unrecorded,
+and each process's event count is the same in processes, op_counts and event_chunks.
+"""
+import collections
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BUILD, ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+from mtrace_report.events import decode_chunk  # noqa: E402
+
+MTRACE_RUN = BUILD / "mtrace-run"
+PROGS = BUILD / "progs"
+CALLS = PROGS / "e2e_calls"
+TIMEOUT = 120
+
+pytestmark = pytest.mark.skipif(not (BUILD / "libmtrace.so").exists() or not MTRACE_RUN.exists(),
+                                reason="build/libmtrace.so or build/mtrace-run is not built")
+
+# op numbers (docs/trace-format.md, "Operations")
+MALLOC, CALLOC, REALLOC, REALLOCARRAY, POSIX_MEMALIGN, ALIGNED_ALLOC, MEMALIGN, VALLOC, PVALLOC = range(1, 10)
+FREE = 10
+
+# e2e_calls.c: CALLS_PER_FUNCTION calls of each function at its marker size, once per
+# make_calls(); every block freed but SIZE_KEPT and SIZE_LEAKED.
+PER_FUNCTION = 100
+SIZE_KEPT, SIZE_LEAKED = 40021, 40023
+MAKE_CALLS = {
+    (MALLOC, 40001): PER_FUNCTION,
+    (CALLOC, 40005): PER_FUNCTION,
+    (REALLOC, 40007): PER_FUNCTION,
+    (REALLOC, 40009): PER_FUNCTION,
+    (REALLOCARRAY, 40011): PER_FUNCTION,
+    (POSIX_MEMALIGN, 40013): PER_FUNCTION,
+    (ALIGNED_ALLOC, 40064): PER_FUNCTION,
+    (MEMALIGN, 40015): PER_FUNCTION,
+    (VALLOC, 40017): PER_FUNCTION,
+    (PVALLOC, 40019): PER_FUNCTION,
+    (MALLOC, SIZE_KEPT): 1,
+    (MALLOC, SIZE_LEAKED): 1,
+    # one free per chain: 9 functions (realloc's two calls make one chain)
+    (FREE, "marker"): 9 * PER_FUNCTION,
+}
+THREADS, THREAD_PAIRS, SIZE_THREAD = 8, 125000, 40025
+TREE_BASE = 40100
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTRACE_") and k != "LD_PRELOAD"}
+    env.update({"LC_ALL": "C", "TZ": "UTC"})
+    if extra:
+        env.update(extra)
+    return env
+
+
+def record(tmp_path, argv, env=None, options=(), **kw):
+    """Run argv under mtrace-run -q -o tmp_path/t.db; returns (CompletedProcess, db)."""
+    out = tmp_path / "t.db"
+    res = subprocess.run([str(MTRACE_RUN), "-q", *options, "-o", str(out), "--", *map(str, argv)],
+                         env=clean_env(env), capture_output=True, timeout=TIMEOUT, **kw)
+    assert out.exists(), res.stderr
+    return res, sqlite3.connect(str(out))
+
+
+def check_trace_whole(db):
+    """What holds of every finished trace, whatever the program did."""
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert meta["complete"] == 1
+    assert meta["dropped"] == 0 and meta["unrecorded"] == 0
+    total = 0
+    for proc_id, events, dropped in db.execute("SELECT proc_id, events, dropped FROM processes"):
+        chunked = db.execute("SELECT coalesce(sum(count), 0) FROM event_chunks WHERE proc_id = ?",
+                             (proc_id,)).fetchone()[0]
+        calls = db.execute("SELECT coalesce(sum(calls), 0) FROM op_counts WHERE proc_id = ?",
+                           (proc_id,)).fetchone()[0]
+        assert chunked == events == calls, f"proc {proc_id}: chunks {chunked}, processes {events}, op_counts {calls}"
+        assert dropped == 0
+        total += events
+    assert meta["events"] == total
+    return meta
+
+
+def events(db, proc_id):
+    rows = db.execute("SELECT count, first_ns, data FROM event_chunks WHERE proc_id = ? ORDER BY first_seq",
+                      (proc_id,))
+    for count, first_ns, data in rows:
+        yield from decode_chunk(data, count, first_ns)
+
+
+def marker_counts(db, proc_id, is_marker):
+    """(op, size) -> calls for allocations whose size is_marker(size), and (FREE, "marker")
+    for frees of blocks allocated at a marker size in this process."""
+    counts = collections.Counter()
+    live = set()
+    for op, _thread, _ts, ptr, size, _stack, aux in events(db, proc_id):
+        if op == FREE:
+            if ptr in live:
+                live.discard(ptr)
+                counts[(FREE, "marker")] += 1
+            continue
+        if op in (REALLOC, REALLOCARRAY):
+            live.discard(aux)
+        if is_marker(size):
+            counts[(op, size)] += 1
+            live.add(ptr)
+    return counts
+
+
+def is_calls_marker(size):
+    return 40000 <= size < 40100
+
+
+def processes(db):
+    return db.execute("SELECT proc_id, parent_proc_id, end_reason, exit_code, exit_signal, leak_scan, argv "
+                      "FROM processes ORDER BY proc_id").fetchall()
+
+
+def site_stats(db, proc_id):
+    """Innermost function -> (allocs, alloc_bytes, leaked_blocks, leaked_bytes, reachable_blocks,
+    reachable_bytes), summed over the stacks whose innermost frame is that function."""
+    rows = db.execute(
+        "SELECT f.function, s.allocs, s.alloc_bytes, s.leaked_blocks, s.leaked_bytes, s.reachable_blocks, "
+        "s.reachable_bytes FROM stack_stats s JOIN stack_frames sf ON sf.stack_id = s.stack_id AND sf.pos = 0 "
+        "JOIN frames f USING(frame_id) WHERE s.proc_id = ?", (proc_id,))
+    out = {}
+    for fn, *vals in rows:
+        prev = out.get(fn, (0,) * len(vals))
+        out[fn] = tuple(a + b for a, b in zip(prev, vals))
+    return out
+
+
+# ---- 1. nothing lost, however the process ends -----------------------------------------------
+
+ENDINGS = {
+    # mode: (mtrace-run's status, end_reason, exit_code, exit_signal, leak scan ran)
+    "return": (5, "exit", 5, None, True),
+    "exit": (6, "exit", 6, None, True),
+    "_exit": (7, "exit", 7, None, False),
+    "abort": (128 + 6, "signal", None, 6, False),
+    "segv": (128 + 11, "signal", None, 11, False),
+    "sigkill": (128 + 9, "signal", None, 9, False),
+}
+
+
+@pytest.mark.parametrize("mode", list(ENDINGS))
+def test_every_call_recorded_however_the_process_ends(tmp_path, mode):
+    status, reason, code, sig, scanned = ENDINGS[mode]
+    res, db = record(tmp_path, [CALLS, mode])
+    assert res.returncode == status, res.stderr
+    check_trace_whole(db)
+    assert processes(db) == [(1, None, reason, code, sig, int(scanned), json.dumps([str(CALLS), mode],
+                                                                                    separators=(",", ":")))]
+    assert marker_counts(db, 1, is_calls_marker) == MAKE_CALLS
+    statuses = dict(db.execute("SELECT size, status FROM live_at_exit WHERE proc_id = 1 AND size IN (?, ?)",
+                               (SIZE_KEPT, SIZE_LEAKED)))
+    every_status = {s for (s,) in db.execute("SELECT DISTINCT status FROM live_at_exit WHERE proc_id = 1")}
+    if scanned:
+        assert statuses == {SIZE_KEPT: "reachable", SIZE_LEAKED: "leaked"}
+        assert "unknown" not in every_status
+    else:
+        assert statuses == {SIZE_KEPT: "unknown", SIZE_LEAKED: "unknown"}
+        assert every_status == {"unknown"}
+
+
+def test_fork_then_exec_in_the_child(tmp_path):
+    res, db = record(tmp_path, [CALLS, "fork-exec"])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    rows = [(p, parent, reason, code, sig, scan, json.loads(argv)[1])
+            for p, parent, reason, code, sig, scan, argv in processes(db)]
+    assert rows == [(1, None, "exit", 0, None, 1, "fork-exec"),  # the parent
+                    (2, 1, "exec", None, None, 0, "fork-exec"),  # the forked child, until exec
+                    (3, 2, "exit", 5, None, 1, "return")]  # the image it exec'd
+    pids = [pid for (pid,) in db.execute("SELECT pid FROM processes ORDER BY proc_id")]
+    assert pids[1] == pids[2] != pids[0]
+    for proc_id in (1, 2, 3):
+        assert marker_counts(db, proc_id, is_calls_marker) == MAKE_CALLS, f"proc {proc_id}"
+    # Live at exec: not classified; at exit: classified.
+    assert {s for (s,) in db.execute("SELECT DISTINCT status FROM live_at_exit WHERE proc_id = 2")} == {"unknown"}
+    assert dict(db.execute("SELECT size, status FROM live_at_exit WHERE proc_id = 3 AND size IN (?, ?)",
+                           (SIZE_KEPT, SIZE_LEAKED))) == {SIZE_KEPT: "reachable", SIZE_LEAKED: "leaked"}
+
+
+def test_millions_of_calls_from_eight_threads(tmp_path):
+    res, db = record(tmp_path, [CALLS, "threads"])
+    assert res.returncode == 0, res.stderr
+    meta = check_trace_whole(db)
+    assert meta["events"] >= 2 * THREADS * THREAD_PAIRS
+    assert marker_counts(db, 1, lambda size: size == SIZE_THREAD) == {
+        (MALLOC, SIZE_THREAD): THREADS * THREAD_PAIRS, (FREE, "marker"): THREADS * THREAD_PAIRS}
+    # The workers make no other call: each one's events are exactly its own.
+    per_thread = [n for (n,) in db.execute("SELECT events FROM threads WHERE proc_id = 1 AND thread_idx > 0")]
+    assert per_thread == [2 * THREAD_PAIRS] * THREADS
+    assert db.execute("SELECT allocs FROM sizes WHERE proc_id = 1 AND size = ?",
+                      (SIZE_THREAD,)).fetchone()[0] == THREADS * THREAD_PAIRS
+
+
+# ---- 2. exec chains and fork trees -----------------------------------------------------------
+
+def test_chain_of_three_execs(tmp_path):
+    res, db = record(tmp_path, [CALLS, "chain", "3"])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    rows = [(p, parent, reason, code, json.loads(argv)[1:]) for p, parent, reason, code, _s, _l, argv in processes(db)]
+    assert rows == [(1, None, "exec", None, ["chain", "3"]),
+                    (2, 1, "exec", None, ["chain", "2"]),
+                    (3, 2, "exec", None, ["chain", "1"]),
+                    (4, 3, "exit", 0, ["chain", "0"])]
+    assert len({pid for (pid,) in db.execute("SELECT pid FROM processes")}) == 1
+    for proc_id in range(1, 5):
+        assert marker_counts(db, proc_id, is_calls_marker) == MAKE_CALLS, f"proc {proc_id}"
+
+
+def test_fork_tree_of_depth_three(tmp_path):
+    depth = 3
+    res, db = record(tmp_path, [CALLS, "tree", depth])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    rows = processes(db)
+    assert len(rows) == 2 ** (depth + 1) - 1
+    level = {}
+    for proc_id, *_ in rows:
+        sizes = marker_counts(db, proc_id, lambda size: TREE_BASE <= size <= TREE_BASE + depth)
+        assert len(sizes) == 2 and sizes[(FREE, "marker")] == 1, sizes  # one malloc and its free
+        (level[proc_id],) = [size - TREE_BASE for op, size in sizes if op == MALLOC]
+    children = collections.defaultdict(list)
+    for proc_id, parent, reason, code, sig, _scan, _argv in rows:
+        assert (reason, code, sig) == ("exit", 0, None)
+        if parent is None:
+            assert level[proc_id] == depth
+        else:
+            assert level[proc_id] == level[parent] - 1
+            children[parent].append(proc_id)
+    for proc_id, *_ in rows:
+        assert len(children[proc_id]) == (2 if level[proc_id] > 0 else 0)
+    assert [len([p for p in level if level[p] == d]) for d in range(depth, -1, -1)] == [1, 2, 4, 8]
+
+
+# ---- 3. programs that use SQLite or libunwind themselves -------------------------------------
+
+def untraced(argv, **kw):
+    return subprocess.run([str(a) for a in argv], env=clean_env(), capture_output=True, timeout=TIMEOUT, **kw)
+
+
+def test_program_using_sqlite_itself(tmp_path):
+    prog = PROGS / "e2e_sqlite"
+    plain = untraced([prog, tmp_path / "plain.sqlite"])
+    assert plain.returncode == 0, plain.stderr
+    res, db = record(tmp_path, [prog, tmp_path / "traced.sqlite"])
+    assert (res.returncode, res.stdout, res.stderr) == (0, plain.stdout, plain.stderr)
+    assert len(plain.stdout.splitlines()) == 7
+    check_trace_whole(db)
+    assert processes(db)[0][2:4] == ("exit", 0)
+    # SQLite's own allocations are traced: plenty of them, from libsqlite3's frames.
+    assert db.execute("SELECT sum(calls) FROM op_counts WHERE op != 10").fetchone()[0] > 1000
+    sqlite_stacks = db.execute(
+        "SELECT count(DISTINCT sf.stack_id) FROM stack_frames sf JOIN frames USING(frame_id) "
+        "JOIN modules USING(module_id) WHERE path LIKE '%libsqlite3%'").fetchone()[0]
+    assert sqlite_stacks > 0
+    check = sqlite3.connect(str(tmp_path / "traced.sqlite"))
+    assert check.execute("SELECT count(*) FROM t").fetchone()[0] == 1000
+    check.close()
+
+
+def test_program_using_libunwind_itself(tmp_path):
+    prog = PROGS / "e2e_unwind"
+    plain = untraced([prog])
+    assert plain.returncode == 0 and plain.stdout.startswith(b"levels 20\n"), plain.stderr
+    res, db = record(tmp_path, [prog])
+    assert (res.returncode, res.stdout, res.stderr) == (0, plain.stdout, plain.stderr)
+    check_trace_whole(db)
+    assert site_stats(db, 1)["descend"][0] == 20  # one copy of the backtrace per level
+
+
+# ---- 4. malloc from signal handlers, constructors, destructors, atexit, TLS destructors -----
+
+HOOK_SIZES = {"ctor": 30001, "dtor": 30003, "static_dtor": 30005, "atexit": 30007, "key_dtor": 30009,
+              "tls_dtor": 30011, "loop": 1201, "signal": 2001}
+HOOK_CALLS = 10
+
+
+def test_malloc_from_hooks_and_signal_handlers(tmp_path):
+    res, db = record(tmp_path, [PROGS / "e2e_hooks"])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    words = res.stdout.split()
+    assert words[0] == b"loop" and words[2] == b"handler"
+    loops, handled = int(words[1]), int(words[3])
+    counts = marker_counts(db, 1, lambda size: size in HOOK_SIZES.values())
+    assert handled >= 20 and loops > 0
+    assert counts == {
+        (MALLOC, HOOK_SIZES["ctor"]): HOOK_CALLS,
+        (MALLOC, HOOK_SIZES["dtor"]): HOOK_CALLS,
+        (MALLOC, HOOK_SIZES["static_dtor"]): HOOK_CALLS,
+        (MALLOC, HOOK_SIZES["atexit"]): HOOK_CALLS,
+        (MALLOC, HOOK_SIZES["key_dtor"]): HOOK_CALLS + 1,  # + the key's value, made by the worker
+        (MALLOC, HOOK_SIZES["tls_dtor"]): 2 * HOOK_CALLS,  # the worker's object and main's
+        (MALLOC, HOOK_SIZES["loop"]): loops,
+        (MALLOC, HOOK_SIZES["signal"]): handled,
+        (FREE, "marker"): sum(n for key, n in counts.items() if key[0] == MALLOC),  # all freed
+    }
