@@ -314,3 +314,93 @@ def test_malloc_from_hooks_and_signal_handlers(tmp_path):
         (MALLOC, HOOK_SIZES["signal"]): handled,
         (FREE, "marker"): sum(n for key, n in counts.items() if key[0] == MALLOC),  # all freed
     }
+
+
+# ---- 6. leak classification (what test_report_integration.py does not cover) ----------------
+
+def test_leak_classification_through_chains_and_thread_stacks(tmp_path):
+    res, db = record(tmp_path, [PROGS / "e2e_leaks"])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    assert processes(db)[0][2:6] == ("exit", 0, None, 1)
+    sites = site_stats(db, 1)
+    # (allocs, alloc_bytes, leaked_blocks, leaked_bytes, reachable_blocks, reachable_bytes)
+    # reachable only from a leaked block: leaked
+    assert sites["leak_chain"] == (2, 1111 + 2222, 2, 1111 + 2222, 0, 0)
+    # global -> block -> block -> block: all reachable
+    assert sites["keep_chain"] == (3, 3331 + 3332 + 3333, 0, 0, 3, 3331 + 3332 + 3333)
+    # only on the stack of a thread still running at exit: reachable
+    assert sites["hold_on_stack"] == (1, 4441, 0, 0, 1, 4441)
+    assert dict(db.execute("SELECT size, status FROM live_at_exit WHERE size IN (1111, 2222, 3331, 3332, 3333, 4441)")) \
+        == {1111: "leaked", 2222: "leaked", 3331: "reachable", 3332: "reachable", 3333: "reachable",
+            4441: "reachable"}
+
+
+# ---- 7. bad input to mtrace-run: one clear line, the documented status ----------------------
+
+EXIT_USAGE, EXIT_CANNOT_RUN, EXIT_CANNOT_RECORD = 2, 127, 1
+
+
+def launcher(args, env=None, cwd=None):
+    return subprocess.run([str(MTRACE_RUN), *map(str, args)], env=clean_env(env), cwd=cwd, capture_output=True,
+                          timeout=TIMEOUT)
+
+
+def one_error_line(res, status, text):
+    assert res.returncode == status, res.stderr
+    assert res.stderr.count(b"\n") == 1 and res.stderr.startswith(b"mtrace-run: error: "), res.stderr
+    assert text.encode() in res.stderr, res.stderr
+
+
+def test_no_program(tmp_path):
+    one_error_line(launcher(["-o", tmp_path / "t.db"]), EXIT_USAGE, "no program given")
+    one_error_line(launcher(["-o", tmp_path / "t.db", "--"]), EXIT_USAGE, "no program given")
+    one_error_line(launcher(["-o"]), EXIT_USAGE, "-o needs a file name")
+
+
+def test_missing_or_unrunnable_program(tmp_path):
+    one_error_line(launcher(["-o", tmp_path / "t.db", "--", tmp_path / "nope"]), EXIT_CANNOT_RUN,
+                   f"cannot run '{tmp_path / 'nope'}': No such file or directory")
+    one_error_line(launcher(["-o", tmp_path / "t.db", "--", "no-such-program-mtrace"]), EXIT_CANNOT_RUN,
+                   "cannot run 'no-such-program-mtrace'")
+    one_error_line(launcher(["-o", tmp_path / "t.db", "--", tmp_path]), EXIT_CANNOT_RUN, "Permission denied")
+
+
+def test_output_in_an_unwritable_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode: use a directory that cannot exist
+            target = tmp_path / "missing" / "dir" / "t.db"
+        else:
+            target = locked / "t.db"
+        marker = tmp_path / "ran"
+        res = launcher(["-o", target, "--", "sh", "-c", f"touch {marker}"])
+        one_error_line(res, EXIT_CANNOT_RECORD, f"cannot write '{target}'")
+        assert not marker.exists(), "the program must not run when its trace cannot be written"
+    finally:
+        locked.chmod(0o700)
+
+
+def test_unknown_option_and_bad_value():
+    one_error_line(launcher(["--frobnicate", "--", "true"]), EXIT_USAGE, "unknown option '--frobnicate'")
+    one_error_line(launcher(["--depth", "many", "--", "true"]), EXIT_USAGE, "--depth many")
+
+
+def test_bad_environment_value_warns_once_and_keeps_the_default(tmp_path):
+    """MTRACE_DEPTH=lots: one warning naming the variable and the default, from mtrace-run
+    only (not once more per traced process), and the trace made with the default."""
+    res, db = record(tmp_path, ["sh", "-c", f"{CALLS} return; {CALLS} exit"], env={"MTRACE_DEPTH": "lots"})
+    assert res.returncode == 6, res.stderr
+    assert res.stderr == (b"mtrace: warning: MTRACE_DEPTH=lots is not valid (expected a whole number from 1 to "
+                          b"256); using the default 64\n")
+    meta = check_trace_whole(db)
+    assert meta["stack_depth"] == 64 and json.loads(meta["options"])["MTRACE_DEPTH"] == 64
+    assert len(processes(db)) == 3
+
+
+def test_options_record_the_output_given_with_o(tmp_path):
+    _, db = record(tmp_path, [CALLS, "return"])
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert json.loads(meta["options"])["MTRACE_OUT"] == str(tmp_path / "t.db")
