@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+import realprogs
 from conftest import BUILD, ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -251,6 +252,22 @@ def test_fork_tree_of_depth_three(tmp_path):
     assert [len([p for p in level if level[p] == d]) for d in range(depth, -1, -1)] == [1, 2, 4, 8]
 
 
+def test_shell_child_exec_is_linked_to_its_fork(tmp_path):
+    """bash forks a child for the first command, which execs with bash's own environment
+    (not the one libmtrace updated at fork), and execs the last command itself. Each image
+    follows the one it replaced."""
+    res, db = record(tmp_path, ["bash", "-c", f"{CALLS} return; {CALLS} exit"])
+    assert res.returncode == 6, res.stderr
+    check_trace_whole(db)
+    rows = [(p, parent, reason, code, json.loads(argv)[1:2]) for p, parent, reason, code, _s, _l, argv in processes(db)]
+    assert rows == [(1, None, "exec", None, ["-c"]),  # bash, until it execs the last command
+                    (2, 1, "exec", None, ["-c"]),  # its fork child, until it execs the first
+                    (3, 2, "exit", 5, ["return"]),
+                    (4, 1, "exit", 6, ["exit"])]
+    for proc_id in (3, 4):
+        assert marker_counts(db, proc_id, is_calls_marker) == MAKE_CALLS
+
+
 # ---- 3. programs that use SQLite or libunwind themselves -------------------------------------
 
 def untraced(argv, **kw):
@@ -404,3 +421,101 @@ def test_options_record_the_output_given_with_o(tmp_path):
     _, db = record(tmp_path, [CALLS, "return"])
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert json.loads(meta["options"])["MTRACE_OUT"] == str(tmp_path / "t.db")
+
+
+# ---- 5. real programs recorded: same behaviour, complete traces, plausible counts ------------
+
+def traced_like_untraced(tmp_path, cmd, env=None, input=None, cwd_factory=None):
+    """Run cmd untraced, then under mtrace-run; assert the same status and output; return
+    the trace. cwd_factory(label) gives each run a fresh working directory."""
+    runs = []
+    for label in ("plain", "traced"):
+        cwd = cwd_factory(label) if cwd_factory else None
+        argv = list(cmd) if label == "plain" else [str(MTRACE_RUN), "-q", "-o", str(tmp_path / "t.db"), "--", *cmd]
+        runs.append(subprocess.run(argv, env=realprogs.clean_env(env), cwd=cwd, input=input, capture_output=True,
+                                   timeout=TIMEOUT))
+    plain, traced = runs
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert traced.returncode == plain.returncode, traced.stderr[-2000:]
+    assert traced.stdout == plain.stdout
+    assert traced.stderr == plain.stderr
+    db = sqlite3.connect(str(tmp_path / "t.db"))
+    check_trace_whole(db)
+    return db, traced
+
+
+def allocations(db, proc_ids=None):
+    where = "" if proc_ids is None else f"AND proc_id IN ({','.join(map(str, proc_ids))})"
+    return db.execute(f"SELECT coalesce(sum(calls), 0) FROM op_counts WHERE op != {FREE} {where}").fetchone()[0]
+
+
+def fresh_dirs(tmp_path):
+    def make(label):
+        d = tmp_path / label
+        d.mkdir()
+        return d
+    return make
+
+
+def test_real_python3(tmp_path):
+    realprogs.need(realprogs.PYTHON)
+    db, out = traced_like_untraced(tmp_path, [realprogs.PYTHON, "-c", realprogs.PYTHON_SCRIPT],
+                                   env=realprogs.PYTHON_ENV)
+    assert out.stdout.count(b"\n") == 8 + 17 + 1
+    ((exe, argv, reason, code),) = db.execute("SELECT exe, argv, end_reason, exit_code FROM processes").fetchall()
+    assert os.path.basename(exe).startswith("python3") and json.loads(argv)[:2] == [realprogs.PYTHON, "-c"]
+    assert (reason, code) == ("exit", 0)
+    # 200000 dict entries, each a key string and a list, with PYTHONMALLOC=malloc
+    assert allocations(db) > 400000
+    assert db.execute("SELECT count(*) FROM threads WHERE proc_id = 1").fetchone()[0] >= 1 + 8
+
+
+def test_real_git(tmp_path):
+    realprogs.need("git")
+    db, out = traced_like_untraced(tmp_path, ["bash", "-c", realprogs.GIT_SCRIPT], env=realprogs.git_env(tmp_path),
+                                   cwd_factory=fresh_dirs(tmp_path))
+    assert out.stdout.count(b"commit ") >= 12
+    argvs = [json.loads(a) for (a,) in db.execute("SELECT argv FROM processes")]
+    # Images the shell's children exec'd (git's own fork children keep git's argv).
+    from_shell = [json.loads(a) for (a,) in db.execute(
+        "SELECT p.argv FROM processes p JOIN processes up ON up.proc_id = p.parent_proc_id "
+        "WHERE p.exe LIKE '%/git' AND up.exe LIKE '%/bash'")]
+    assert len([a for a in from_shell if a[:2] == ["git", "commit"]]) == 13  # 12 in the loop, 1 on topic
+    assert ["git", "merge", "-q", "--no-edit", "topic"] in argvs
+    assert ["git", "gc", "-q"] in argvs
+    assert all(r == "exit" or r == "exec" for (r,) in db.execute("SELECT end_reason FROM processes"))
+    git_procs = [p for (p,) in db.execute("SELECT proc_id FROM processes WHERE exe LIKE '%/git'")]
+    assert len(git_procs) >= 13 and allocations(db, git_procs) > 1000
+
+
+def test_real_sqlite3_shell(tmp_path):
+    realprogs.need("sqlite3")
+    db, out = traced_like_untraced(tmp_path, ["sqlite3", ":memory:"], input=realprogs.SQLITE_SCRIPT)
+    assert len(out.stdout.splitlines()) == 37 + 1 + 1 + 5
+    ((exe,),) = db.execute("SELECT exe FROM processes").fetchall()
+    assert os.path.basename(exe) == "sqlite3"
+    assert allocations(db) > 10000
+    assert db.execute(f"SELECT calls FROM op_counts WHERE op = {FREE}").fetchone()[0] > 10000
+
+
+def test_real_gcc_and_its_cc1_child(tmp_path):
+    realprogs.need("gcc")
+    cmd = ["gcc", "-std=gnu11", "-O2", "-c", str(ROOT / "tests" / "progs" / "e2e_leaks.c"), "-o", "out.o"]
+    db, _ = traced_like_untraced(tmp_path, cmd, cwd_factory=fresh_dirs(tmp_path))
+    assert (tmp_path / "plain" / "out.o").read_bytes() == (tmp_path / "traced" / "out.o").read_bytes()
+    rows = db.execute("SELECT proc_id, parent_proc_id, exe, end_reason, exit_code FROM processes").fetchall()
+    cc1 = [r for r in rows if os.path.basename(r[2]) == "cc1"]
+    assert len(cc1) == 1 and cc1[0][1] == 1 and cc1[0][3:] == ("exit", 0)
+    assert allocations(db, [cc1[0][0]]) > 10000
+
+
+def test_real_perl_bash_awk(tmp_path):
+    for program, cmd in (("perl", ["perl", "-e", realprogs.PERL_SCRIPT]),
+                         ("bash", ["bash", "-c", realprogs.BASH_SCRIPT]),
+                         ("awk", ["awk", realprogs.AWK_SCRIPT])):
+        realprogs.need(program)
+        where = tmp_path / program
+        where.mkdir()
+        db, _ = traced_like_untraced(where, cmd)
+        assert allocations(db) > 1000, program
+        db.close()
