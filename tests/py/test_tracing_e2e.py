@@ -60,19 +60,11 @@ TREE_BASE = 40100
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTRACE_") and k != "LD_PRELOAD"}
-    env.update({"LC_ALL": "C", "TZ": "UTC"})
-    if extra:
-        env.update(extra)
-    return env
-
-
 def record(tmp_path, argv, env=None, options=(), **kw):
     """Run argv under mtrace-run -q -o tmp_path/t.db; returns (CompletedProcess, db)."""
     out = tmp_path / "t.db"
     res = subprocess.run([str(MTRACE_RUN), "-q", *options, "-o", str(out), "--", *map(str, argv)],
-                         env=clean_env(env), capture_output=True, timeout=TIMEOUT, **kw)
+                         env=realprogs.clean_env(env), capture_output=True, timeout=TIMEOUT, **kw)
     assert out.exists(), res.stderr
     return res, sqlite3.connect(str(out))
 
@@ -271,7 +263,8 @@ def test_shell_child_exec_is_linked_to_its_fork(tmp_path):
 # ---- 3. programs that use SQLite or libunwind themselves -------------------------------------
 
 def untraced(argv, **kw):
-    return subprocess.run([str(a) for a in argv], env=clean_env(), capture_output=True, timeout=TIMEOUT, **kw)
+    return subprocess.run([str(a) for a in argv], env=realprogs.clean_env(), capture_output=True, timeout=TIMEOUT,
+                          **kw)
 
 
 def test_program_using_sqlite_itself(tmp_path):
@@ -359,8 +352,8 @@ EXIT_USAGE, EXIT_CANNOT_RUN, EXIT_CANNOT_RECORD = 2, 127, 1
 
 
 def launcher(args, env=None, cwd=None):
-    return subprocess.run([str(MTRACE_RUN), *map(str, args)], env=clean_env(env), cwd=cwd, capture_output=True,
-                          timeout=TIMEOUT)
+    return subprocess.run([str(MTRACE_RUN), *map(str, args)], env=realprogs.clean_env(env), cwd=cwd,
+                          capture_output=True, timeout=TIMEOUT)
 
 
 def one_error_line(res, status, text):
