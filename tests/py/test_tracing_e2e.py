@@ -305,7 +305,7 @@ HOOK_CALLS = 10
 
 
 def test_malloc_from_hooks_and_signal_handlers(tmp_path):
-    res, db = record(tmp_path, [PROGS / "e2e_hooks"])
+    res, db = record(tmp_path, [PROGS / "e2e_hooks", "signal"])
     assert res.returncode == 0, res.stderr
     check_trace_whole(db)
     words = res.stdout.split()
