@@ -3,45 +3,26 @@
 Each test runs a program twice, without and with the preload, and requires the same exit
 status, standard output and standard error (and, where the program produces files, the same
 files). Inputs are generated deterministically; dates and names that would differ between
-runs are fixed through the environment. A program missing from the machine is skipped with
-the reason; everything else must pass.
+runs are fixed through the environment (the programs and their inputs are in realprogs.py,
+shared with test_tracing_e2e.py). A program missing from the machine is skipped with the
+reason; everything else must pass.
 """
 import hashlib
-import os
-import pathlib
-import shutil
 import subprocess
 import textwrap
 
 import pytest
 
 from conftest import BUILD, ROOT
+from realprogs import (AWK_SCRIPT, BASH_SCRIPT, GIT_SCRIPT, PERL_SCRIPT, PYTHON, PYTHON_ENV, PYTHON_SCRIPT,
+                       SQLITE_SCRIPT, clean_env, git_env, need, tree_digest)
 
 LIB = BUILD / "libmtalloc.so"
-PYTHON = "/usr/bin/python3"
 TIMEOUT = 120
 
 
-def need(program):
-    """The program's path, or skip the test when the machine does not have it."""
-    path = shutil.which(program) if not os.path.isabs(program) else (program if os.path.exists(program) else None)
-    if not path:
-        pytest.skip(f"{program} is not installed on this machine")
-    return path
-
-
-def clean_env(extra=None, preload=False):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTRACE_") and k != "LD_PRELOAD"}
-    env.update({"LC_ALL": "C", "TZ": "UTC"})
-    if extra:
-        env.update(extra)
-    if preload:
-        env["LD_PRELOAD"] = str(LIB)
-    return env
-
-
 def run(cmd, preload, env=None, cwd=None, input=None):
-    return subprocess.run(cmd, env=clean_env(env, preload), cwd=cwd, input=input, capture_output=True,
+    return subprocess.run(cmd, env=clean_env(env, LIB if preload else None), cwd=cwd, input=input, capture_output=True,
                           timeout=TIMEOUT)
 
 
@@ -67,14 +48,6 @@ def library_built():
     assert LIB.exists(), f"{LIB} is missing: run make"
 
 
-def tree_digest(root):
-    """sha256 over every file's relative path and contents, in sorted order."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in pathlib.Path(root).rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
 # ---- the library is really in use ----------------------------------------------------------
 
 def test_preload_maps_libmtalloc():
@@ -83,50 +56,11 @@ def test_preload_maps_libmtalloc():
     assert b"libmtalloc.so" in out.stdout
 
 
-PYTHON_SCRIPT = textwrap.dedent("""
-    import hashlib, json, re, sqlite3, threading
-
-    results = []
-    lock = threading.Lock()
-
-    def work(n):
-        data = {"n": n, "items": [{"i": i, "s": "x" * (i % 50), "f": i / 7} for i in range(3000)]}
-        text = json.dumps(data, sort_keys=True)
-        back = json.loads(text)
-        runs = re.findall(r'"s": "(x+)"', text)
-        words = sorted(set(re.sub(r"[^a-z]+", " ", text).split()))
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        with lock:
-            results.append((n, len(text), len(back["items"]), len(runs), len(words), digest))
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r in sorted(results):
-        print(*r)
-
-    db = sqlite3.connect(":memory:")
-    db.execute("create table t (k integer primary key, grp integer, name text, blob blob)")
-    db.executemany("insert into t values (?, ?, ?, ?)",
-                   ((i, i % 17, "name%05d" % i, bytes(i % 251 for _ in range(i % 300))) for i in range(20000)))
-    db.execute("create index t_grp on t (grp, name)")
-    for row in db.execute("select grp, count(*), sum(length(blob)), min(name), max(name) from t group by grp"):
-        print(*row)
-    db.close()
-
-    table = {}
-    for i in range(200000):
-        table[str(i)] = [i] * (i % 5)
-    big = "".join(chr(97 + i % 26) for i in range(1000000))
-    print(len(table), sum(len(v) for v in table.values()), big.count("abc"))
-""")
 
 
 def test_python3_threads_json_re_sqlite3():
     need(PYTHON)
-    out = same_behaviour([PYTHON, "-c", PYTHON_SCRIPT], env={"PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"})
+    out = same_behaviour([PYTHON, "-c", PYTHON_SCRIPT], env=PYTHON_ENV)
     assert out.stdout.count(b"\n") == 8 + 17 + 1
 
 
@@ -144,24 +78,7 @@ def test_python3_runs_on_our_heap_and_it_checks_clean():
 
 def test_perl():
     need("perl")
-    script = textwrap.dedent(r"""
-        use strict; use warnings;
-        my %h; my @words;
-        for my $i (0 .. 200000) {
-            my $k = sprintf("k%06d", ($i * 7919) % 100003);
-            push @{ $h{substr($k, 0, 4)} }, $i;
-            push @words, scalar reverse($k) if $i % 3 == 0;
-        }
-        my $text = join(" ", @words);
-        my $count = () = $text =~ /(\d)\1/g;
-        my @sorted = sort { $a cmp $b } @words;
-        my $packed = pack("N*", 1 .. 50000);
-        my @back = unpack("N*", $packed);
-        print scalar(keys %h), " ", scalar(@words), " $count $sorted[0] $sorted[-1] ", scalar(@back), "\n";
-        for my $k (sort keys %h) { print "$k ", scalar(@{ $h{$k} }), "\n" if $k =~ /5$/; }
-        my $s = ""; $s .= chr(65 + $_ % 26) x ($_ % 40) for 0 .. 20000;
-        print length($s), " ", ($s =~ tr/A//), "\n";
-    """)
+    script = PERL_SCRIPT
     same_behaviour(["perl", "-e", script])
 
 
@@ -212,34 +129,8 @@ def test_cxx_new_delete_and_containers():
 
 def test_git_init_commit_log_gc(tmp_path):
     need("git")
-    script = textwrap.dedent("""
-        set -e
-        git init -q -b main repo
-        cd repo
-        for i in $(seq 1 12); do
-            seq 1 $((i * 500)) | sed "s/^/line $i /" > file$((i % 4)).txt
-            mkdir -p dir$((i % 3)) && printf 'content %s\\n' "$i" > dir$((i % 3))/note$i
-            git add -A
-            git commit -q -m "commit $i" -m "body of commit $i"
-        done
-        git checkout -q -b topic HEAD~3
-        echo topic > topic.txt && git add topic.txt && git commit -q -m topic
-        git checkout -q main
-        git merge -q --no-edit topic
-        git log --stat --format='%H %an %ad %s' --date=iso
-        git gc -q
-        git fsck --no-progress
-        git count-objects -v | grep -E '^(count|in-pack|packs):'
-        git rev-parse HEAD HEAD^{tree}
-        git cat-file -p HEAD
-        git diff HEAD~5 --stat
-    """)
-    env = {
-        "GIT_AUTHOR_NAME": "A U Thor", "GIT_AUTHOR_EMAIL": "author@example.com",
-        "GIT_COMMITTER_NAME": "C O Mitter", "GIT_COMMITTER_EMAIL": "committer@example.com",
-        "GIT_AUTHOR_DATE": "2024-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2024-01-02T03:04:05Z",
-        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "HOME": str(tmp_path),
-    }
+    script = GIT_SCRIPT
+    env = git_env(tmp_path)
 
     def fresh(label):
         d = tmp_path / label
@@ -252,18 +143,7 @@ def test_git_init_commit_log_gc(tmp_path):
 
 def test_sqlite3_shell():
     need("sqlite3")
-    script = textwrap.dedent("""
-        create table t (k integer primary key, grp integer, name text, payload blob);
-        with recursive n(i) as (select 1 union all select i + 1 from n where i < 50000)
-        insert into t select i, i % 37, printf('name-%06d', (i * 7919) % 50021), zeroblob(i % 700) from n;
-        create index t_name on t (name);
-        select grp, count(*), sum(length(payload)), min(name), max(name) from t group by grp order by grp;
-        select count(*) from t where name like 'name-01%';
-        delete from t where k % 3 = 0;
-        vacuum;
-        select count(*), sum(k) from t;
-        select name from t order by name desc limit 5;
-    """).encode()
+    script = SQLITE_SCRIPT
     out = same_behaviour(["sqlite3", ":memory:"], input=script)
     assert len(out.stdout.splitlines()) == 37 + 1 + 1 + 5
 
@@ -339,38 +219,11 @@ def test_tar_gzip_round_trip(tmp_path):
 
 def test_bash():
     need("bash")
-    script = textwrap.dedent("""
-        declare -A count
-        words=()
-        for i in $(seq 1 20000); do
-            w="w$(( (i * 7919) % 1009 ))"
-            count[$w]=$(( ${count[$w]:-0} + 1 ))
-            (( i % 10 == 0 )) && words+=("$w")
-        done
-        s=""
-        for w in "${words[@]}"; do s+="${w^^}-"; done
-        echo "${#count[@]} ${#words[@]} ${#s} ${s:0:40}"
-        echo "$(printf '%s\\n' "${!count[@]}" | sort | head -3 | tr '\\n' ' ')"
-        f() { local x="$1"; echo "${x//w/W}"; }
-        echo "$(f w1w2w3) ${s//W/} ${#s}" | md5sum
-    """)
+    script = BASH_SCRIPT
     same_behaviour(["bash", "-c", script])
 
 
 def test_awk():
     need("awk")
-    script = textwrap.dedent("""
-        BEGIN {
-            for (i = 1; i <= 200000; i++) {
-                k = sprintf("k%05d", (i * 7919) % 40009)
-                sum[substr(k, 1, 4)] += i
-                text = text (i % 1000 == 0 ? k " " : "")
-            }
-            n = split(text, parts, " ")
-            for (g in sum) total += sum[g]
-            printf "%d %d %d %s\\n", length(sum), n, total, parts[n]
-            s = ""; for (i = 0; i < 30000; i++) s = s sprintf("%c", 65 + i % 26)
-            print length(s), gsub(/ABC/, "x", s), length(s)
-        }
-    """)
+    script = AWK_SCRIPT
     same_behaviour(["awk", script])

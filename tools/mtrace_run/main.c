@@ -87,6 +87,18 @@ static void print_help(void)
 
 /* Check a flag's value against the option table: the program must not start with a
  * value the library would replace by its default behind the user's back. */
+/* A bad MTRACE_* value has just been warned about (once, naming the variable and the
+ * default kept): take it out of the environment so that every traced process, which reads
+ * the same variables, does not print the same warning again. */
+static void drop_invalid_options(void)
+{
+    for (int id = 0; id < MT_OPT_COUNT; id++) {
+        const char *name = mt_option_describe((enum mt_option_id)id)->name;
+        if (getenv(name) && !mt_option_is_set((enum mt_option_id)id))
+            unsetenv(name);
+    }
+}
+
 static void check_value(const char *flag_name, enum mt_option_id id, const char *value)
 {
     const struct mt_option_desc *d = mt_option_describe(id);
@@ -281,7 +293,10 @@ int main(int argc, char **argv)
     }
     if (!out)
         out = getenv("MTRACE_OUT") && *getenv("MTRACE_OUT") ? getenv("MTRACE_OUT") : "trace.db";
+    /* meta.options records every option as read here: -o is MTRACE_OUT's value. */
+    setenv("MTRACE_OUT", out, 1);
     mt_options_reload(false);
+    drop_invalid_options();
 
     struct mt_collector_config config = {.listen_fd = -1, .first_conn_fd = -1, .out_path = out};
     struct mt_collector_result result = {0};

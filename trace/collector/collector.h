@@ -272,6 +272,7 @@ enum mt_proc_state {
 struct mt_proc {
     uint32_t proc_id;
     int32_t pid, ppid;
+    uint64_t os_start_ticks; /* mt_host_proc_start_ticks at HELLO: one value for all images */
     uint32_t parent_proc_id; /* 0: none */
     char *exe;
     char *argv_json;

@@ -311,6 +311,35 @@ int mt_host_status_to_exit_code(int status, int *exit_code, int *signal_number)
     return 1;
 }
 
+/* The stat line's fields after the command name (which may hold spaces and parentheses,
+ * hence the last ')'): field 22, starttime, is the 20th of them. */
+#define STAT_FIELDS_BEFORE_STARTTIME 19
+#define STAT_LINE_MAX 1024
+
+uint64_t mt_host_proc_start_ticks(int32_t pid)
+{
+    char path[64], line[STAT_LINE_MAX];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n;
+    do
+        n = read(fd, line, sizeof line - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    line[n] = '\0';
+    const char *p = strrchr(line, ')');
+    if (!p)
+        return 0;
+    p++;
+    for (int field = 0; field < STAT_FIELDS_BEFORE_STARTTIME && p; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
 char *mt_host_read_proc_maps(int32_t pid)
 {
     char path[64];

@@ -63,6 +63,10 @@ int mt_host_reap(pid_t pid, int *status);
 /* Decode a wait status like a shell: exit code, or 128 + signal. */
 int mt_host_status_to_exit_code(int status, int *exit_code, int *signal_number);
 
+/* When a process started, in clock ticks since boot (/proc/<pid>/stat): the same for every
+ * image of a process across exec, different for a later process reusing the pid; 0 when
+ * unknown (the process is gone). */
+uint64_t mt_host_proc_start_ticks(int32_t pid);
 /* Read a whole small file (/proc/<pid>/maps) into a malloc'd NUL-terminated buffer. */
 char *mt_host_read_proc_maps(int32_t pid);
 /* The path of the running executable (for finding libmtrace.so beside it). */

@@ -130,6 +130,29 @@ static bool exe_skipped(const char *exe)
     return false;
 }
 
+/* The image a first HELLO on a new connection replaced by exec, if any: the newest image
+ * of the same pid that neither exited nor was known to exec, and started at the same
+ * moment (a later process reusing the pid has another start time). A fork child's
+ * connection reaches its exec'd image through MTRACE_CONN_FD/PID only when the program
+ * passes its environment on; a shell builds the environment of the commands it runs
+ * itself, with the values from its own start, so the new image takes the connection for
+ * its parent's, closes it and opens its own. */
+static struct mt_proc *replaced_image(int32_t pid, uint64_t start_ticks)
+{
+    if (!start_ticks)
+        return NULL;
+    for (uint32_t id = (uint32_t)mt_proc_count(); id > 0; id--) {
+        struct mt_proc *p = mt_proc_by_id(id);
+        if (p->pid != pid)
+            continue;
+        bool ended_unexplained = p->state != MT_PROC_LIVE && strcmp(p->end_reason, "lost") == 0;
+        if (p->os_start_ticks == start_ticks && !p->saw_exit && (p->state == MT_PROC_LIVE || ended_unexplained))
+            return p;
+        return NULL;
+    }
+    return NULL;
+}
+
 static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long len, int area_fd)
 {
     struct mt_msg_hello_reply reply = {0};
@@ -142,6 +165,21 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
             old->end_ns = mt_trace_ns(hello->start_mono_ns);
         proc_finalize_input(old, "exec");
         c->proc = NULL;
+    }
+    uint64_t start_ticks = mt_host_proc_start_ticks(hello->pid);
+    if (!old && (old = replaced_image(hello->pid, start_ticks))) {
+        /* The same process on a new connection: its previous image called exec (see
+         * replaced_image). Its connection, if still open, carries nothing more. */
+        if (old->state == MT_PROC_LIVE) {
+            if (!old->end_ns)
+                old->end_ns = mt_trace_ns(hello->start_mono_ns);
+            struct mt_conn *old_conn = old->conn;
+            proc_finalize_input(old, "exec");
+            if (old_conn)
+                old_conn->proc = NULL;
+        } else {
+            old->end_reason = "exec";
+        }
     }
     bool valid = len >= (long)offsetof(struct mt_msg_hello, argv) && hello->proc_area_size >= sizeof(struct mt_wire_proc);
     bool follow = mt_option_bool(MT_OPT_FOLLOW_CHILDREN);
@@ -174,6 +212,7 @@ static void on_hello(struct mt_conn *c, const struct mt_msg_hello *hello, long l
             parent_id = parent ? parent->proc_id : 0;
         }
         struct mt_proc *p = mt_proc_from_hello(hello, (size_t)len, area, parent_id);
+        p->os_start_ticks = start_ticks;
         p->conn = c;
         c->proc = p;
         activate(p);
