@@ -97,6 +97,28 @@ void mt_record_start(void)
 
 /* ---- records ------------------------------------------------------------------------------- */
 
+static uint32_t capture_stack(struct mt_thread_state *t);
+
+/* An event's stack from the call site of a hooked call (every frame above is ours, built
+ * with frame pointers): the thread's validated unwind cache first (trace/unwind.h). */
+static uint32_t capture_event_stack(struct mt_thread_state *t)
+{
+    struct mt_unwind_key key;
+    if (t->calls != 1 || !t->unwind_cache || !mt_unwind_key(&key))
+        return capture_stack(t);
+    struct mt_stack_store *store = mt_session_store();
+    uint32_t depth = mt_session_depth();
+    uint32_t id = mt_unwind_cache_lookup(t->unwind_cache, &key, depth, store->generation);
+    if (MT_LIKELY(id))
+        return id;
+    uint64_t frames[MT_WIRE_DEPTH_MAX];
+    struct mt_unwind_fill fill;
+    uint32_t count = mt_unwind_capture_cached(t->unwind_cache, &key, frames, depth, &fill);
+    id = mt_stack_store_intern(store, &t->cache, frames, count);
+    mt_unwind_cache_commit(&fill, id, store->generation);
+    return id;
+}
+
 static uint32_t capture_stack(struct mt_thread_state *t)
 {
     uint64_t frames[MT_WIRE_DEPTH_MAX];
@@ -131,7 +153,7 @@ static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
     struct mt_wire_event ev;
     memset(&ev, 0, sizeof ev);
     uint64_t ts = mt_os_monotonic_ns();
-    fill_rec(&ev.rec, MT_REC_EVENT, capture_stack(t), ts);
+    fill_rec(&ev.rec, MT_REC_EVENT, capture_event_stack(t), ts);
     ev.rec.op = (uint8_t)op;
     ev.ptr = ptr;
     ev.size = size;
@@ -180,7 +202,7 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
         return;
     struct mt_wire_event *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, capture_stack(t), mt_os_monotonic_ns());
+    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_os_monotonic_ns());
     ev->rec.op = (uint8_t)op;
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;

@@ -450,6 +450,8 @@ static void thread_exit(void *arg)
     mt_ring_close(&t->writer);
     registry_remove(&t->writer);
     mt_ring_unmap(&t->writer);
+    mt_unwind_cache_free(t->unwind_cache);
+    t->unwind_cache = NULL;
     t->registered = 0;
     t->busy--;
 }
@@ -502,6 +504,8 @@ struct mt_thread_state *mt_session_thread(void)
     }
     t->busy++;
     mt_unwind_warm_up();
+    if (!t->unwind_cache)
+        t->unwind_cache = mt_unwind_cache_new();
     bool ok = make_ring(t);
     t->busy--;
     if (!ok)
