@@ -13,6 +13,7 @@
 #include "../common/log.h"
 #include "../common/options.h"
 #include "../common/platform.h"
+#include "clock.h"
 #include "unwind.h"
 
 extern char **environ;
@@ -408,6 +409,7 @@ bool mt_session_start(const struct mt_session_config *config)
     mt_fmt(text, sizeof text, "%d", (int)mt_os_getpid());
     env_own_entry(ENV_CONN_PID, env_conn_pid, text);
     mt_unwind_init();
+    mt_clock_init();
     session.key_ok = pthread_key_create(&session.exit_key, thread_exit) == 0;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     session.traced = say_hello(flags);
