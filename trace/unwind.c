@@ -116,6 +116,7 @@ struct cache_entry {
     uint32_t id;
     uint32_t depth;   /* the depth asked for when filled */
     uint32_t checks;  /* used entries of check[] */
+    bool fp_matters;  /* compare the key's frame pointer too (walk_slots) */
     struct slot_check check[MT_WIRE_DEPTH_MAX * CHECKS_PER_FRAME];
 };
 
@@ -165,23 +166,25 @@ __attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
     return false;
 }
 
+/* By call site and stack pointer: the frame pointer is part of the key only for entries
+ * whose unwind depends on it. */
 static struct cache_entry *entry_for(struct mt_unwind_cache *cache, const struct mt_unwind_key *key)
 {
-    uint64_t h = (key->ip ^ (key->sp >> 4) * 0x9e3779b97f4a7c15ull) ^ key->fp;
+    uint64_t h = key->ip ^ (key->sp >> 4) * 0x9e3779b97f4a7c15ull;
     h ^= h >> 29;
     return &cache->entry[(h ^ (h >> 17)) & (CACHE_ENTRIES - 1)];
 }
 
-static bool same_key(const struct mt_unwind_key *a, const struct mt_unwind_key *b)
+static bool same_key(const struct cache_entry *e, const struct mt_unwind_key *key)
 {
-    return a->ip == b->ip && a->sp == b->sp && a->fp == b->fp;
+    return e->key.ip == key->ip && e->key.sp == key->sp && (!e->fp_matters || e->key.fp == key->fp);
 }
 
 uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
                                 uint32_t generation)
 {
     const struct cache_entry *e = entry_for(cache, key);
-    if (e->state != ENTRY_READY || !same_key(&e->key, key) || e->generation != generation || e->depth != depth)
+    if (e->state != ENTRY_READY || !same_key(e, key) || e->generation != generation || e->depth != depth)
         return 0;
     /* In unwinding order: each slot is one the unwinder would read now, given that the
      * ones before it hold what they held (see unwind.h), so every read is of live stack. */
@@ -194,7 +197,11 @@ uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_u
 
 /* Step a cursor over the stack, recording each slot the unwinder reads a return address or
  * a saved frame pointer from; false when some frame is not provably reproducible (a signal
- * frame, a return address not at CFA-8, a frame pointer restored from outside memory). */
+ * frame, a return address not at CFA-8, rbp kept somewhere libunwind cannot name). Also
+ * decides whether the key's frame pointer matters: only when some frame whose rbp is
+ * still the call site's could compute its CFA from it, i.e. that rbp points into the
+ * frame (sp <= rbp <= CFA, as any rbp-based CFA rule has it). Code built without frame
+ * pointers keeps data in rbp, which would otherwise make every call a new key. */
 static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, const uint64_t *frames,
                        uint32_t count, uint32_t depth)
 {
@@ -202,7 +209,7 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
     unw_cursor_t cursor;
     if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0)
         return false;
-    unw_word_t ip = 0, sp = 0;
+    unw_word_t ip = 0, sp = 0, rbp = 0;
     /* Up to the program's frame: it must be the key's. */
     for (unsigned i = 0;; i++) {
         if (i > OWN_FRAMES_MAX || unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0)
@@ -212,22 +219,30 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
         if (unw_step(&cursor) <= 0)
             return false;
     }
-    if (unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 || ip != key->ip || sp != key->sp || count == 0 ||
-        frames[0] != ip)
+    if (unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 || unw_get_reg(&cursor, UNW_X86_64_RBP, &rbp) != 0 ||
+        ip != key->ip || sp != key->sp || rbp != key->fp || count == 0 || frames[0] != ip)
         return false;
     uint32_t checks = 0;
+    bool fp_matters = false;
+    bool rbp_is_keys = true; /* this frame's rbp is still the call site's */
     for (uint32_t n = 1;; n++) {
         if (unw_is_signal_frame(&cursor) > 0)
             return false;
+        unw_word_t prev_sp = sp, prev_rbp = rbp;
         int stepped = unw_step(&cursor);
         if (stepped < 0)
             return false;
         if (stepped == 0 || n == depth) {
             e->checks = checks;
+            e->fp_matters = fp_matters;
             return n == count;
         }
-        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0)
+        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 ||
+            unw_get_reg(&cursor, UNW_X86_64_RBP, &rbp) != 0)
             return false;
+        /* The frame just left computed its CFA (our sp) from its own sp or rbp. */
+        if (rbp_is_keys && prev_sp <= prev_rbp && prev_rbp <= sp)
+            fp_matters = true;
         if (n >= count || frames[n] != ip)
             return false;
         uintptr_t ra_slot = (uintptr_t)sp - RA_BELOW_CFA;
@@ -235,16 +250,12 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
             return false;
         e->check[checks++] = (struct slot_check){ra_slot, ip};
         unw_save_loc_t loc;
-        if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0)
+        if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0 || loc.type != UNW_SLT_MEMORY)
             return false;
-        if (loc.type == UNW_SLT_MEMORY) {
-            /* Saved inside our own frames: that value is the key's frame pointer. */
-            if ((uintptr_t)loc.u.addr >= key->sp)
-                e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr,
-                                                         *(const uint64_t *)(uintptr_t)loc.u.addr};
-        } else if (loc.type != UNW_SLT_NONE) {
-            return false;
-        }
+        /* Below the call site's sp: saved by our own frames, so it is the key's. */
+        rbp_is_keys = (uintptr_t)loc.u.addr < key->sp;
+        if (!rbp_is_keys)
+            e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
     }
 }
 
@@ -256,14 +267,15 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
     uint32_t count = mt_unwind_capture(frames, depth);
     struct cache_entry *e = entry_for(cache, key);
     fill->entry = NULL;
-    if (e->state == ENTRY_EMPTY || !same_key(&e->key, key) || e->depth != depth) {
-        /* First sight of this key: remember it; the cursor walk (slow) only pays for keys
-         * that come back. */
+    if (e->state == ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
+        /* First sight of this call site and stack pointer: remember it; the cursor walk
+         * (slow) only pays for keys that come back. */
         e->key = *key;
         e->state = ENTRY_SEEN;
         e->depth = depth;
         return count;
     }
+    e->key = *key;
     e->state = ENTRY_SEEN;
     e->checks = 0;
     if (walk_slots(e, key, frames, count, depth))
