@@ -58,6 +58,7 @@ int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const ch
     w->mask = cells - 1;
     w->map_bytes = map_bytes;
     atomic_store_explicit(&w->next, 0, memory_order_relaxed);
+    w->tail_seen = 0;
     w->depth = 0;
     return fd;
 }
@@ -141,8 +142,11 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
     for (;;) {
         if (MT_UNLIKELY(atomic_load_explicit(&collector_lost, memory_order_relaxed)))
             return false;
-        uint64_t tail = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
-        if (MT_UNLIKELY(pos + want - tail > w->mask + 1)) {
+        /* The collector's `tail` line is read only when the last value seen says the ring
+         * may be full: tail only grows, so an old value errs on the side of "full". */
+        if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1))
+            w->tail_seen = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
+        if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1)) {
             if (!wait_for_space(w, pos, want, outermost))
                 return false;
             pos = atomic_load_explicit(&w->next, memory_order_relaxed);
