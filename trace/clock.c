@@ -78,6 +78,11 @@ void mt_clock_init(void)
     sample(&clk.start_ticks, &clk.start_ns);
 }
 
+void mt_clock_fork_child(void)
+{
+    atomic_flag_clear_explicit(&clk.calibrating, memory_order_relaxed);
+}
+
 /* The next calibration, by the one thread that won the flag. */
 static void calibrate(uint32_t generation)
 {
@@ -146,6 +151,10 @@ uint64_t mt_clock_ns(void)
 #else
 
 void mt_clock_init(void)
+{
+}
+
+void mt_clock_fork_child(void)
 {
 }
 

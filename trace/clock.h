@@ -24,6 +24,9 @@
 
 /* Once, at start-up (not inside malloc): probe the clocksource, take the first sample. */
 void mt_clock_init(void);
+/* In a fork child: a calibration another thread of the parent had in progress will never
+ * finish here. */
+void mt_clock_fork_child(void);
 /* Monotonic nanoseconds now. */
 uint64_t mt_clock_ns(void);
 

@@ -332,6 +332,7 @@ static void fork_child(void)
 {
     if (session.conn < 0)
         return;
+    mt_clock_fork_child();
     bool was_traced = session.traced;
     session.traced = false;
     if (was_traced || session.proc) {

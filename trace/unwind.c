@@ -205,6 +205,7 @@ uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_u
 static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, const uint64_t *frames,
                        uint32_t count, uint32_t depth)
 {
+#if defined(__x86_64__)
     unw_context_t context;
     unw_cursor_t cursor;
     if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0)
@@ -257,6 +258,10 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
         if (!rbp_is_keys)
             e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
     }
+#else
+    (void)e, (void)key, (void)frames, (void)count, (void)depth;
+    return false; /* the key is x86-64 only: never reached elsewhere */
+#endif
 }
 
 uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,
