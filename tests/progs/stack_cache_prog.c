@@ -23,14 +23,20 @@ struct path {
     int len;
     int fn[PATH_MAX_LEN];
     int pad[PATH_MAX_LEN];
+    int leaf_pad;
     size_t size;
 };
 
 static void step(const struct path *p, int at);
 
-/* The one call site into malloc and free. */
-static __attribute__((noinline)) void leaf(size_t size)
+/* The one call site into malloc and free, below an alloca of its own: the same stack
+ * pointer at the call then comes with different frame pointers (and stale copies of the
+ * return addresses of earlier calls lie in the alloca'd bytes). */
+static __attribute__((noinline)) void leaf(size_t size, int pad_bytes)
 {
+    volatile char *pad = alloca((size_t)pad_bytes);
+    if (pad_bytes)
+        pad[0] = 1;
     void *block = malloc(size);
     __asm__ volatile("" : : "r"(block) : "memory");
     free(block);
@@ -72,7 +78,7 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) void gb(const s
 static __attribute__((noinline)) void step(const struct path *p, int at)
 {
     if (at == p->len) {
-        leaf(p->size);
+        leaf(p->size, p->leaf_pad);
         return;
     }
     switch (p->fn[at]) {
@@ -98,6 +104,8 @@ int main(int argc, char **argv)
             p.fn[k] = (int)((x >> 33) % FN_COUNT);
             p.pad[k] = (int)((x >> 40) % PAD_CHOICES) * PAD_STEP;
         }
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        p.leaf_pad = (int)((x >> 33) % PAD_CHOICES) * PAD_STEP;
         p.size = SIZE_BASE + (size_t)i;
         /* Expected, innermost first: leaf, the path reversed (each level is one call from
          * step into a path function, then step again), main. */
