@@ -74,9 +74,11 @@ $(OBJ)/alloc/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_ALLOC) -MMD -MP -c $< -o $@
 
+# Frame pointers: the recorder finds the program's call site by walking its own frames
+# (trace/unwind.h, the unwind cache's key).
 $(OBJ)/trace/%.o: %.c
 	@mkdir -p $(dir $@)
-	@$(CC) $(CFLAGS_ALLOC) -DMT_TRACING -MMD -MP -c $< -o $@
+	@$(CC) $(CFLAGS_ALLOC) -fno-omit-frame-pointer -DMT_TRACING -MMD -MP -c $< -o $@
 
 $(OBJ)/nohard/%.o: %.c
 	@mkdir -p $(dir $@)

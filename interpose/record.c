@@ -8,8 +8,9 @@
  * leak scan, exit record, GOODBYE; _exit and _Exit).
  *
  * Invariants:
- * - The common path of a recorded call takes no lock and makes no system call beyond the
- *   vDSO clock: timestamp, unw_backtrace, a cached stack id, one ring cell.
+ * - The common path of a recorded call takes no lock and makes no system call: a TSC
+ *   timestamp (trace/clock.h), the stack id from the validated unwind cache (or
+ *   unw_backtrace and the stack store), one ring cell.
  * - A call is unrecorded only while its thread is inside a non-nestable recorder section
  *   (thread_state.busy: making its ring, the exit scan) or nested implausibly deep; those
  *   are counted in the process area's `unrecorded`. */
@@ -31,6 +32,7 @@
 #include "../common/options.h"
 #include "../common/platform.h"
 #include "../include/mtrace.h"
+#include "../trace/clock.h"
 #include "../trace/session.h"
 #include "../trace/unwind.h"
 #include "../trace/wire.h"
@@ -97,6 +99,28 @@ void mt_record_start(void)
 
 /* ---- records ------------------------------------------------------------------------------- */
 
+static uint32_t capture_stack(struct mt_thread_state *t);
+
+/* An event's stack from the call site of a hooked call (every frame above is ours, built
+ * with frame pointers): the thread's validated unwind cache first (trace/unwind.h). */
+static uint32_t capture_event_stack(struct mt_thread_state *t)
+{
+    struct mt_unwind_key key;
+    if (t->calls != 1 || !t->unwind_cache || !mt_unwind_key(&key))
+        return capture_stack(t);
+    struct mt_stack_store *store = mt_session_store();
+    uint32_t depth = mt_session_depth();
+    uint32_t id = mt_unwind_cache_lookup(t->unwind_cache, &key, depth, store->generation);
+    if (MT_LIKELY(id))
+        return id;
+    uint64_t frames[MT_WIRE_DEPTH_MAX];
+    struct mt_unwind_fill fill;
+    uint32_t count = mt_unwind_capture_cached(t->unwind_cache, &key, frames, depth, &fill);
+    id = mt_stack_store_intern(store, &t->cache, frames, count);
+    mt_unwind_cache_commit(&fill, id, store->generation);
+    return id;
+}
+
 static uint32_t capture_stack(struct mt_thread_state *t)
 {
     uint64_t frames[MT_WIRE_DEPTH_MAX];
@@ -130,8 +154,8 @@ static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
         return;
     struct mt_wire_event ev;
     memset(&ev, 0, sizeof ev);
-    uint64_t ts = mt_os_monotonic_ns();
-    fill_rec(&ev.rec, MT_REC_EVENT, capture_stack(t), ts);
+    uint64_t ts = mt_clock_ns();
+    fill_rec(&ev.rec, MT_REC_EVENT, capture_event_stack(t), ts);
     ev.rec.op = (uint8_t)op;
     ev.ptr = ptr;
     ev.size = size;
@@ -180,7 +204,7 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
         return;
     struct mt_wire_event *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, capture_stack(t), mt_os_monotonic_ns());
+    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_clock_ns());
     ev->rec.op = (uint8_t)op;
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;
@@ -290,7 +314,7 @@ static void put_plain(enum mt_rec_kind kind)
 {
     struct mt_wire_rec rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec, kind, 0, mt_os_monotonic_ns());
+    fill_rec(&rec, kind, 0, mt_clock_ns());
     put_record(&rec, sizeof rec);
 }
 
@@ -322,7 +346,7 @@ MT_API void mt_trace_mark(const char *label)
     memcpy(rec.text, label, len);
     rec.head.len = (uint32_t)len;
     struct mt_thread_state *t = mt_session_thread_raw();
-    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_os_monotonic_ns());
+    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_clock_ns());
     if (!t->busy) {
         t->calls++;
         rec.head.rec.stack_id = capture_stack(t);
@@ -376,7 +400,7 @@ static void error_extra(const struct mt_heap_error *error)
     rec.head.ptr = (uint64_t)(uintptr_t)error->ptr;
     rec.head.size = error->size;
     t->calls++;
-    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_os_monotonic_ns());
+    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_clock_ns());
     t->calls--;
     rec.head.rec.op = (uint8_t)error->kind;
     rec.head.rec.sub = (uint8_t)error->api;
@@ -400,7 +424,7 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
         uint64_t ptr[MT_WIRE_LEAKED_PER_REC];
     } rec;
     memset(&rec.head, 0, sizeof rec.head);
-    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_os_monotonic_ns());
+    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_clock_ns());
     rec.head.count = count;
     memcpy(rec.ptr, ptrs, count * sizeof *ptrs);
     put_record(&rec.head.rec, sizeof rec.head + count * sizeof *ptrs);
@@ -416,13 +440,13 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     if (!t)
         return;
     t->busy++; /* what runs from here on (scan, snapshot) cannot nest */
-    take_snapshot(mt_os_monotonic_ns());
+    take_snapshot(mt_clock_ns());
     if (how == MT_EXIT_NORMAL && mt_option_bool(MT_OPT_LEAK_SCAN)) {
         struct mt_leak_result result;
         if (mt_leak_scan_run(emit_leaked, &result, entry_frame)) {
             struct mt_wire_scan_done done;
             memset(&done, 0, sizeof done);
-            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_os_monotonic_ns());
+            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_clock_ns());
             done.live_blocks = result.live_blocks;
             done.leaked_blocks = result.leaked_blocks;
             put_record(&done.rec, sizeof done);
@@ -430,7 +454,7 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     }
     struct mt_wire_exit rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_os_monotonic_ns());
+    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_clock_ns());
     rec.rec.sub = (uint8_t)how;
     rec.code = code;
     put_record(&rec.rec, sizeof rec);
@@ -501,7 +525,7 @@ __attribute__((constructor)) static void record_init(void)
     snap.flush_chunk = snap.volume_bytes < BYTES_FLUSH_CHUNK ? snap.volume_bytes : BYTES_FLUSH_CHUNK;
     if (snap.flush_chunk == 0)
         snap.flush_chunk = 1;
-    atomic_store(&snap.next_ns, mt_os_monotonic_ns() + snap.period_ns);
+    atomic_store(&snap.next_ns, mt_clock_ns() + snap.period_ns);
     mt_error_report_set_extra(error_extra);
     on_exit(on_exit_code, NULL);
     /* Registered after the session's handlers: in a child it runs after the HELLO. */

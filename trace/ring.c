@@ -1,7 +1,8 @@
 /* Producer side of a thread's ring (ring.h). The common path of mt_ring_put is one
  * compare-and-swap on this thread's own counter, one fetch_add on the process's sequence
  * counter, the copy into the cells and one compare-and-swap publishing `head`: no lock and
- * no system call. The collector is only waited for when the ring is full. */
+ * no system call; the two compare-and-swaps guard only against this thread's signal
+ * handlers, so only the fetch_add is a locked instruction (cas_own). The collector is only waited for when the ring is full. */
 #include "ring.h"
 
 #include <stdatomic.h>
@@ -57,6 +58,7 @@ int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const ch
     w->mask = cells - 1;
     w->map_bytes = map_bytes;
     atomic_store_explicit(&w->next, 0, memory_order_relaxed);
+    w->tail_seen = 0;
     w->depth = 0;
     return fd;
 }
@@ -107,6 +109,31 @@ static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want
     return true;
 }
 
+/* Compare-and-swap that is atomic against this thread's own signal handlers only, which is
+ * all `next` and `head` need (one writer thread; the collector only reads `head`). On
+ * x86-64 a cmpxchg without the lock prefix: one instruction, so a signal lands before or
+ * after it, and a store to `head` is still seen after the cells written before it (x86
+ * stores are not reordered with older stores). Saves the locked instruction's ~20 cycles
+ * twice per record. */
+static bool cas_own(_Atomic uint64_t *word, uint64_t *expected, uint64_t desired)
+{
+#if defined(__x86_64__)
+    uint64_t seen = *expected;
+    bool swapped;
+    atomic_signal_fence(memory_order_seq_cst);
+    __asm__ volatile("cmpxchgq %3, %1"
+                     : "+a"(seen), "+m"(*(uint64_t *)(void *)word), "=@ccz"(swapped)
+                     : "r"(desired)
+                     : "memory");
+    atomic_signal_fence(memory_order_seq_cst);
+    *expected = seen;
+    return swapped;
+#else
+    return atomic_compare_exchange_weak_explicit(word, expected, desired, memory_order_release,
+                                                 memory_order_relaxed);
+#endif
+}
+
 /* Secure `want` cells; returns their first position, or false (dropped). */
 static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
 {
@@ -115,16 +142,18 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
     for (;;) {
         if (MT_UNLIKELY(atomic_load_explicit(&collector_lost, memory_order_relaxed)))
             return false;
-        uint64_t tail = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
-        if (MT_UNLIKELY(pos + want - tail > w->mask + 1)) {
+        /* The collector's `tail` line is read only when the last value seen says the ring
+         * may be full: tail only grows, so an old value errs on the side of "full". */
+        if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1))
+            w->tail_seen = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
+        if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1)) {
             if (!wait_for_space(w, pos, want, outermost))
                 return false;
             pos = atomic_load_explicit(&w->next, memory_order_relaxed);
             continue;
         }
         /* Only a signal handler of this very thread can move `next` meanwhile. */
-        if (atomic_compare_exchange_weak_explicit(&w->next, &pos, pos + want, memory_order_relaxed,
-                                                  memory_order_relaxed))
+        if (cas_own(&w->next, &pos, pos + want))
             break;
     }
     *pos_out = pos;
@@ -148,8 +177,7 @@ static void publish(struct mt_ring_writer *w)
 {
     uint64_t next = atomic_load_explicit(&w->next, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&w->ring->head, memory_order_relaxed);
-    while (head < next && !atomic_compare_exchange_weak_explicit(&w->ring->head, &head, next,
-                                                                 memory_order_release, memory_order_relaxed)) {
+    while (head < next && !cas_own(&w->ring->head, &head, next)) {
     }
 }
 

@@ -33,6 +33,9 @@ struct mt_ring_writer {
     /* Cells reserved so far (a compare-and-swap on this thread's own copy: atomic against
      * a signal handler of the same thread, and never contended by another thread). */
     _Atomic uint64_t next;
+    /* The collector's `tail` as last read (a signal handler may store an older value:
+     * harmless, it only makes the next reservation read `tail` again). */
+    uint64_t tail_seen;
     /* Records in progress on this thread (> 1: nested by a signal handler). */
     uint32_t depth;
 };

@@ -13,6 +13,7 @@
 #include "../common/log.h"
 #include "../common/options.h"
 #include "../common/platform.h"
+#include "clock.h"
 #include "unwind.h"
 
 extern char **environ;
@@ -331,6 +332,7 @@ static void fork_child(void)
 {
     if (session.conn < 0)
         return;
+    mt_clock_fork_child();
     bool was_traced = session.traced;
     session.traced = false;
     if (was_traced || session.proc) {
@@ -408,6 +410,7 @@ bool mt_session_start(const struct mt_session_config *config)
     mt_fmt(text, sizeof text, "%d", (int)mt_os_getpid());
     env_own_entry(ENV_CONN_PID, env_conn_pid, text);
     mt_unwind_init();
+    mt_clock_init();
     session.key_ok = pthread_key_create(&session.exit_key, thread_exit) == 0;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     session.traced = say_hello(flags);
@@ -450,6 +453,8 @@ static void thread_exit(void *arg)
     mt_ring_close(&t->writer);
     registry_remove(&t->writer);
     mt_ring_unmap(&t->writer);
+    mt_unwind_cache_free(t->unwind_cache);
+    t->unwind_cache = NULL;
     t->registered = 0;
     t->busy--;
 }
@@ -502,6 +507,8 @@ struct mt_thread_state *mt_session_thread(void)
     }
     t->busy++;
     mt_unwind_warm_up();
+    if (!t->unwind_cache)
+        t->unwind_cache = mt_unwind_cache_new();
     bool ok = make_ring(t);
     t->busy--;
     if (!ok)

@@ -25,11 +25,13 @@
 
 #include "ring.h"
 #include "stack_store.h"
+#include "unwind.h"
 #include "wire.h"
 
 struct mt_thread_state {
     struct mt_ring_writer writer;
     struct mt_stack_cache cache;
+    struct mt_unwind_cache *unwind_cache; /* NULL: none (mapping failed) */
     uint32_t generation; /* of the process image the ring belongs to; 0: none yet */
     /* > 0: the recorder is in a section that cannot nest (ring creation, snapshot, exit
      * scan): hooked calls from inside it are served unrecorded. */

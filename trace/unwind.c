@@ -9,8 +9,10 @@
 #include <link.h>
 #include <libunwind.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "../common/compiler.h"
+#include "../common/platform.h"
 #include "wire.h"
 
 /* Frames of libmtrace.so above the program's call site: the exported malloc, the slow
@@ -67,12 +69,8 @@ static bool is_own(uintptr_t ip)
     return ip >= own_text_start && ip < own_text_end;
 }
 
-uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth)
+static uint32_t drop_own(const void *const *raw, int n, uint64_t *frames, uint32_t depth)
 {
-    void *raw[MT_WIRE_DEPTH_MAX + OWN_FRAMES_MAX];
-    if (depth > MT_WIRE_DEPTH_MAX)
-        depth = MT_WIRE_DEPTH_MAX;
-    int n = unw_backtrace(raw, (int)(depth + OWN_FRAMES_MAX));
     int first = 0;
     while (first < n && is_own((uintptr_t)raw[first]))
         first++;
@@ -80,4 +78,222 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth)
     for (int i = first; i < n && count < depth; i++)
         frames[count++] = (uint64_t)(uintptr_t)raw[i];
     return count;
+}
+
+uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth)
+{
+    void *raw[MT_WIRE_DEPTH_MAX + OWN_FRAMES_MAX];
+    if (depth > MT_WIRE_DEPTH_MAX)
+        depth = MT_WIRE_DEPTH_MAX;
+    int n = unw_backtrace(raw, (int)(depth + OWN_FRAMES_MAX));
+    return drop_own((const void *const *)raw, n, frames, depth);
+}
+
+/* ---- the validated per-thread cache ---------------------------------------------------------- */
+
+/* Entries of a thread's cache (direct-mapped by key). A program's hot allocation sites
+ * at their usual stack depths are few; a miss costs one extra unw_backtrace at most. */
+#define CACHE_ENTRIES 16u
+/* Slots checked per frame: its return address, and where its frame pointer was saved. */
+#define CHECKS_PER_FRAME 2u
+/* x86-64: the return address sits just below the CFA; the saved frame pointer below it. */
+#define RA_BELOW_CFA 8u
+#define FRAME_RECORD_BYTES 16u
+/* Our own frames above the program's call site span far less than this. */
+#define OWN_STACK_SPAN_MAX (64u * 1024u)
+
+enum entry_state { ENTRY_EMPTY, ENTRY_SEEN, ENTRY_READY };
+
+struct slot_check {
+    uintptr_t addr;
+    uint64_t value;
+};
+
+struct cache_entry {
+    struct mt_unwind_key key;
+    uint32_t state;
+    uint32_t generation; /* of the stack id */
+    uint32_t id;
+    uint32_t depth;   /* the depth asked for when filled */
+    uint32_t checks;  /* used entries of check[] */
+    bool fp_matters;  /* compare the key's frame pointer too (walk_slots) */
+    struct slot_check check[MT_WIRE_DEPTH_MAX * CHECKS_PER_FRAME];
+};
+
+struct mt_unwind_cache {
+    struct cache_entry entry[CACHE_ENTRIES];
+};
+
+struct mt_unwind_cache *mt_unwind_cache_new(void)
+{
+    return mt_os_map(sizeof(struct mt_unwind_cache));
+}
+
+void mt_unwind_cache_free(struct mt_unwind_cache *cache)
+{
+    if (cache)
+        mt_os_unmap(cache, sizeof *cache);
+}
+
+__attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
+{
+#if defined(__x86_64__)
+    /* Walk the frame-pointer chain of our own frames (libmtrace.so's trace objects are all
+     * built with -fno-omit-frame-pointer, and only the event path, whose frames are all
+     * ours, calls this): each frame record is [saved rbp, return address]. The first
+     * return address outside our code is the program's call site; its stack pointer is just
+     * above that record, its frame pointer the one saved there. The checks only keep a
+     * broken chain from wandering: such a chain falls back to a full unwind. */
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t start = fp;
+    for (unsigned i = 0; i < OWN_FRAMES_MAX; i++) {
+        if ((fp & (sizeof(uintptr_t) - 1)) != 0 || fp - start > OWN_STACK_SPAN_MAX)
+            return false;
+        const uintptr_t *record = (const uintptr_t *)fp;
+        if (!is_own(record[1])) {
+            key->ip = record[1];
+            key->sp = fp + FRAME_RECORD_BYTES;
+            key->fp = record[0];
+            return true;
+        }
+        if (record[0] <= fp)
+            return false;
+        fp = record[0];
+    }
+#else
+    (void)key;
+#endif
+    return false;
+}
+
+/* By call site and stack pointer: the frame pointer is part of the key only for entries
+ * whose unwind depends on it. */
+static struct cache_entry *entry_for(struct mt_unwind_cache *cache, const struct mt_unwind_key *key)
+{
+    uint64_t h = key->ip ^ (key->sp >> 4) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    return &cache->entry[(h ^ (h >> 17)) & (CACHE_ENTRIES - 1)];
+}
+
+static bool same_key(const struct cache_entry *e, const struct mt_unwind_key *key)
+{
+    return e->key.ip == key->ip && e->key.sp == key->sp && (!e->fp_matters || e->key.fp == key->fp);
+}
+
+uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
+                                uint32_t generation)
+{
+    const struct cache_entry *e = entry_for(cache, key);
+    if (e->state != ENTRY_READY || !same_key(e, key) || e->generation != generation || e->depth != depth)
+        return 0;
+    /* In unwinding order: each slot is one the unwinder would read now, given that the
+     * ones before it hold what they held (see unwind.h), so every read is of live stack. */
+    for (uint32_t i = 0; i < e->checks; i++) {
+        if (*(const volatile uint64_t *)e->check[i].addr != e->check[i].value)
+            return 0;
+    }
+    return e->id;
+}
+
+/* Step a cursor over the stack, recording each slot the unwinder reads a return address or
+ * a saved frame pointer from; false when some frame is not provably reproducible (a signal
+ * frame, a return address not at CFA-8, rbp kept somewhere libunwind cannot name). Also
+ * decides whether the key's frame pointer matters: only when some frame whose rbp is
+ * still the call site's could compute its CFA from it, i.e. that rbp points into the
+ * frame (sp <= rbp <= CFA, as any rbp-based CFA rule has it). Code built without frame
+ * pointers keeps data in rbp, which would otherwise make every call a new key. */
+static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, const uint64_t *frames,
+                       uint32_t count, uint32_t depth)
+{
+#if defined(__x86_64__)
+    unw_context_t context;
+    unw_cursor_t cursor;
+    if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0)
+        return false;
+    unw_word_t ip = 0, sp = 0, rbp = 0;
+    /* Up to the program's frame: it must be the key's. */
+    for (unsigned i = 0;; i++) {
+        if (i > OWN_FRAMES_MAX || unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0)
+            return false;
+        if (!is_own(ip))
+            break;
+        if (unw_step(&cursor) <= 0)
+            return false;
+    }
+    if (unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 || unw_get_reg(&cursor, UNW_X86_64_RBP, &rbp) != 0 ||
+        ip != key->ip || sp != key->sp || rbp != key->fp || count == 0 || frames[0] != ip)
+        return false;
+    uint32_t checks = 0;
+    bool fp_matters = false;
+    bool rbp_is_keys = true; /* this frame's rbp is still the call site's */
+    for (uint32_t n = 1;; n++) {
+        if (unw_is_signal_frame(&cursor) > 0)
+            return false;
+        unw_word_t prev_sp = sp, prev_rbp = rbp;
+        int stepped = unw_step(&cursor);
+        if (stepped < 0)
+            return false;
+        if (stepped == 0 || n == depth) {
+            e->checks = checks;
+            e->fp_matters = fp_matters;
+            return n == count;
+        }
+        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 ||
+            unw_get_reg(&cursor, UNW_X86_64_RBP, &rbp) != 0)
+            return false;
+        /* The frame just left computed its CFA (our sp) from its own sp or rbp. */
+        if (rbp_is_keys && prev_sp <= prev_rbp && prev_rbp <= sp)
+            fp_matters = true;
+        if (n >= count || frames[n] != ip)
+            return false;
+        uintptr_t ra_slot = (uintptr_t)sp - RA_BELOW_CFA;
+        if (*(const uint64_t *)ra_slot != ip)
+            return false;
+        e->check[checks++] = (struct slot_check){ra_slot, ip};
+        unw_save_loc_t loc;
+        if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0 || loc.type != UNW_SLT_MEMORY)
+            return false;
+        /* Below the call site's sp: saved by our own frames, so it is the key's. */
+        rbp_is_keys = (uintptr_t)loc.u.addr < key->sp;
+        if (!rbp_is_keys)
+            e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
+    }
+#else
+    (void)e, (void)key, (void)frames, (void)count, (void)depth;
+    return false; /* the key is x86-64 only: never reached elsewhere */
+#endif
+}
+
+uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,
+                                  uint64_t *frames, uint32_t depth, struct mt_unwind_fill *fill)
+{
+    if (depth > MT_WIRE_DEPTH_MAX)
+        depth = MT_WIRE_DEPTH_MAX;
+    uint32_t count = mt_unwind_capture(frames, depth);
+    struct cache_entry *e = entry_for(cache, key);
+    fill->entry = NULL;
+    if (e->state == ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
+        /* First sight of this call site and stack pointer: remember it; the cursor walk
+         * (slow) only pays for keys that come back. */
+        e->key = *key;
+        e->state = ENTRY_SEEN;
+        e->depth = depth;
+        return count;
+    }
+    e->key = *key;
+    e->state = ENTRY_SEEN;
+    e->checks = 0;
+    if (walk_slots(e, key, frames, count, depth))
+        fill->entry = e;
+    return count;
+}
+
+void mt_unwind_cache_commit(struct mt_unwind_fill *fill, uint32_t id, uint32_t generation)
+{
+    struct cache_entry *e = fill->entry;
+    if (!e || id == 0)
+        return;
+    e->id = id;
+    e->generation = generation;
+    e->state = ENTRY_READY;
 }

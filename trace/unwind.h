@@ -12,6 +12,7 @@
 #ifndef MT_TRACE_UNWIND_H
 #define MT_TRACE_UNWIND_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Once, at start-up, outside malloc: find our own code's address range and set libunwind's
@@ -25,5 +26,57 @@ void mt_unwind_warm_up(void);
 /* Capture up to `depth` (<= MT_WIRE_DEPTH_MAX) return addresses of the caller's callers,
  * innermost first, starting at the first frame outside libmtrace.so. Returns the count. */
 uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);
+
+/* ---- a per-thread cache that skips unwinding when the stack is provably unchanged ----
+ *
+ * Key: the program's call site into malloc (return address), its stack pointer and frame
+ * pointer there (x86-64 only: found by walking our own frame-pointer chain, a handful of
+ * loads); the frame pointer is compared only for entries whose unwind could depend on it
+ * (some frame whose rbp is still the call site's has it pointing into its own frame, as an
+ * rbp-based CFA rule requires), since code built without frame pointers keeps data there. An entry holds the stack id of a full unwind from that key plus, for every frame
+ * it went through, the stack slot its return address was read from (CFA - 8) and, when the
+ * frame's rbp was restored from memory, that slot too, with the values seen. A hit
+ * re-reads those slots and requires each to hold the same value.
+ *
+ * Why that is exact: on x86-64 a frame's CFA is computed from its own rsp or rbp (GCC and
+ * Clang emit nothing else outside hand-written code and stack realignment), and an
+ * rbp-based rule has rbp inside the frame. Frame 0's rsp (and rbp where it can matter)
+ * are the key; given frame n's rsp and rbp, frame n+1's return address is read
+ * from a slot fixed by frame n's code address, and its rsp (= frame n's CFA) and rbp (a
+ * checked slot, or the same register) follow. By induction, an unwind now would read the
+ * same slots and find the same values, so it would produce the same stack; and checking in
+ * unwinding order only ever reads a slot such an unwind would read. Frames libunwind cannot
+ * describe that way (signal frames, a return address not at CFA-8, rbp kept elsewhere) are
+ * never cached. Remaining assumption: no frame computes its CFA from memory or from a
+ * register other than rsp/rbp (DRAP realignment, hand-written CFI); such code would have
+ * to also move its return address slot while keeping the checked one intact to fool it.
+ *
+ * Cost: a hit is the key walk plus one load and compare per checked slot. A key's first
+ * miss costs the usual unw_backtrace; its second also steps a cursor (slow: ~1 us) to fill
+ * the entry, so only keys that recur pay for it. Only the outermost record of a thread uses
+ * its cache (a signal handler's record must not see a half-filled entry). */
+struct mt_unwind_key {
+    uint64_t ip, sp, fp;
+};
+struct mt_unwind_cache;
+/* An entry being filled, between capture and commit. */
+struct mt_unwind_fill {
+    void *entry;
+};
+
+/* Map a thread's cache (outside any nestable section), or NULL; free it at thread exit. */
+struct mt_unwind_cache *mt_unwind_cache_new(void);
+void mt_unwind_cache_free(struct mt_unwind_cache *cache);
+/* The program's call site into libmtrace.so, from our own frames' frame-pointer chain.
+ * Only for callers whose frames are all ours (the event path); false: no key. */
+bool mt_unwind_key(struct mt_unwind_key *key);
+/* The cached stack id for `key` at `depth` in the store generation, or 0 (a miss). */
+uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
+                                uint32_t generation);
+/* A miss: mt_unwind_capture, and possibly prepare the key's entry; after interning the
+ * frames, mt_unwind_cache_commit makes the entry usable with the id. */
+uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,
+                                  uint64_t *frames, uint32_t depth, struct mt_unwind_fill *fill);
+void mt_unwind_cache_commit(struct mt_unwind_fill *fill, uint32_t id, uint32_t generation);
 
 #endif
