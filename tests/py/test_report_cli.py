@@ -161,12 +161,21 @@ def test_pid_filter_selects_a_process(tmp_path, capsys):
     assert "leaks: 333 bytes in 2 blocks" in out
 
 
+# Each chart's labels, for the files of --png/--svg and for the charts inside the HTML report.
+CHART_LABELS = {
+    "hist": ["Requested sizes, all allocations", "requested size (bytes, power-of-two buckets)",
+             "allocator size class (bytes)", "blocks"],
+    "frag": ["Heap fragmentation over time", "time (s)", "fragmentation (%)",
+             "overhead (mapped / requested)", "worst"],
+    "timeline": ["Heap over time", "time (s)", "heap (KiB)", "after setup", "peak 6364 B"],
+}
+
+
 def test_charts_are_png_and_svg_with_labels(tmp_path, capsys):
     app = leaky_app(tmp_path / "app.db")
     frag = frag_app(tmp_path / "frag.db")
-    cases = [("hist", app, ["requested size (bytes, power-of-two buckets)", "allocator size class (bytes)", "blocks"]),
-             ("frag", frag, ["time (s)", "fragmentation (%)", "overhead (mapped / requested)"]),
-             ("timeline", app, ["time (s)", "heap (KiB)", "after setup", "peak 6364 B"])]
+    cases = [("hist", app, CHART_LABELS["hist"]), ("frag", frag, CHART_LABELS["frag"]),
+             ("timeline", app, CHART_LABELS["timeline"])]
     for command, trace, labels in cases:
         png, svg = tmp_path / f"{command}.png", tmp_path / f"{command}.svg"
         code, _, err = run_main(capsys, command, trace, "--png", png, "--svg", svg)
@@ -179,11 +188,16 @@ def test_charts_are_png_and_svg_with_labels(tmp_path, capsys):
             assert label in text, (command, label)
 
 
-def test_chart_without_matplotlib_is_one_clear_line(app, tmp_path):
+def no_matplotlib(tmp_path):
+    """Environment in which importing matplotlib fails."""
     fake = tmp_path / "fake"
     (fake / "matplotlib").mkdir(parents=True)
     (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
-    r = run_tool("hist", app, "--png", tmp_path / "h.png", env_extra={"PYTHONPATH": str(fake)})
+    return {"PYTHONPATH": str(fake)}
+
+
+def test_chart_without_matplotlib_is_one_clear_line(app, tmp_path):
+    r = run_tool("hist", app, "--png", tmp_path / "h.png", env_extra=no_matplotlib(tmp_path))
     assert_bad_input(r, "apt-get install python3-matplotlib")
 
 
@@ -200,6 +214,30 @@ def test_html_is_one_self_contained_file(app, tmp_path):
         assert f">{title}</h2>" in page
     assert "leak_b at util.c:20" in page
     assert sorted(os.listdir(tmp_path)) == ["app.db", "report.html"]
+
+
+def html_charts(page):
+    """The inline <svg> charts of a report, each parsed as XML, by their title."""
+    charts = [ET.fromstring(svg) for svg in re.findall(r"<svg\b.*?</svg>", page, re.S)]
+    return {c.find("title").text: " ".join(c.itertext()) for c in charts}
+
+
+def test_html_charts_are_svg_with_labels_without_matplotlib(tmp_path):
+    """The report draws its charts itself: they are there, with their labels, even when
+    matplotlib cannot be imported (and so never costs its import time)."""
+    env = no_matplotlib(tmp_path)
+    for trace, kinds in ((leaky_app(tmp_path / "app.db"), ("hist", "timeline")),
+                         (frag_app(tmp_path / "frag.db"), ("frag",))):
+        out = tmp_path / "report.html"
+        r = run_tool("html", trace, "-o", out, env_extra=env)
+        assert r.returncode == 0, r.stderr
+        charts = html_charts(out.read_text())
+        assert len(charts) == 3
+        for kind in kinds:
+            title = CHART_LABELS[kind][0]
+            assert title in charts, (kind, list(charts))
+            for label in CHART_LABELS[kind]:
+                assert label in charts[title], (kind, label)
 
 
 def test_progress_only_when_asked(app, tmp_path):

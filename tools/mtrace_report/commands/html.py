@@ -8,7 +8,7 @@ from ..analysis.series import frag_report, timeline_report
 from ..analysis.summary import error_list, summarize
 from ..analysis.top import top_sites
 from ..errors import ReportError
-from ..reporters import charts
+from ..reporters import htmlcharts
 from ..reporters.html import render_html
 from .common import add_trace, open_selected, progress
 
@@ -42,13 +42,11 @@ def run(args):
     frag = frag_report(trace, procs)
     prog.step("timeline")
     timeline = timeline_report(trace, procs)
-    figures = {}
-    if charts.available():
-        prog.step("charts")
-        figures["hist"] = charts.inline_svg(charts.hist_figure(hist))
-        if frag["processes"]:
-            figures["frag"] = charts.inline_svg(charts.frag_figure(frag))
-        figures["timeline"] = charts.inline_svg(charts.timeline_figure(timeline))
+    prog.step("charts")
+    # svgchart, not matplotlib: importing matplotlib alone would cost more than the report
+    figures = {"hist": htmlcharts.hist_svg(hist), "timeline": htmlcharts.timeline_svg(timeline)}
+    if frag["processes"]:
+        figures["frag"] = htmlcharts.frag_svg(frag)
     prog.done()
     page = render_html(trace.path, summary, leaks, top_by, hist, frag, timeline, figures, errors)
     try:

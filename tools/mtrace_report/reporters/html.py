@@ -152,7 +152,5 @@ def render_html(trace_path, summary, leaks, top_by, hist, frag, timeline, charts
     parts += ["<h2 id='hist'>Allocation sizes</h2>", chart("hist"), _hist_table(hist),
               "<h2 id='frag'>Fragmentation</h2>", chart("frag"),
               f"<pre>{esc(textrep.render_frag(frag))}</pre>"]
-    if not charts:
-        parts.append("<p>(Charts need python3-matplotlib.)</p>")
     parts.append("</body></html>\n")
     return "".join(parts)
