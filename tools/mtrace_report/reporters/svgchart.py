@@ -177,7 +177,8 @@ def _y_axis(out, box, ticks, step, label, lo, hi, right=False, grid=True):
     lx = edge + sign * (TICK_LEN + 8 + widest + FONT_SIZE * 0.5)
     ly = box.top + box.height / 2
     out.append(f'<text x="{_n(lx)}" y="{_n(ly)}" text-anchor="middle" '
-               f'transform="rotate({90 if right else -90} {_n(lx)} {_n(ly)})">{_text(label)}</text>')
+               f'transform="rotate({90 if right else -90} {_n(lx)} {_n(ly)})">'
+               f'{_text(label)}</text>')
 
 
 def _y_margin(ticks, step):
@@ -190,7 +191,7 @@ def _legend(series, width, top):
     """Legend entries flowing in rows under the plot; returns (elements, height used)."""
     out, x, y = [], 0.0, top
     row_h = SMALL_FONT_SIZE + 8
-    margin = 20
+    margin = LEGEND_GAP
     for s in series:
         w = LEGEND_SAMPLE + 6 + text_width(s.name, SMALL_FONT_SIZE) + LEGEND_GAP
         if x and margin + x + w > width - margin:
@@ -238,8 +239,8 @@ def _path(s, box, lo, hi, steps):
 def line_chart(title, x_label, y_label, series, right_label=None, y_max=None, right_max=None,
                peaks=(), marks=(), steps=True, width=900, height=450):
     """A chart of series over x. y axes start at 0 and end at y_max (right_max for the
-    right-hand axis) or a little above the highest value. Series without a colour get
-    the next one of PALETTE."""
+    right-hand axis) or a little above the highest value; height excludes the legend.
+    A series without a colour is given the next one of PALETTE."""
     series = list(series)
     colors = iter(PALETTE * (len(series) // len(PALETTE) + 1))
     for s in series:
@@ -267,7 +268,7 @@ def line_chart(title, x_label, y_label, series, right_label=None, y_max=None, ri
     left_m = _y_margin(y_ticks, y_step) + 8
     right_m = _y_margin(r_ticks, r_step) + 8 if right_label else 20
     top_m = TITLE_FONT_SIZE + 20
-    bottom_m = FONT_SIZE * 2 + TICK_LEN + 16 + legend_h + 8
+    bottom_m = FONT_SIZE * 2 + TICK_LEN + 16
     box = _Box(left_m, top_m, width - left_m - right_m, height - top_m - bottom_m,
                x_lo, x_hi, 0.0, y_hi)
 
@@ -275,7 +276,8 @@ def line_chart(title, x_label, y_label, series, right_label=None, y_max=None, ri
     if right_label:
         axes += f"; right y: {right_label}"
     desc = f"{axes}. Series: {', '.join(s.name for s in series) or 'none'}."
-    out = _svg_open(width, height, title, desc)
+    # the legend adds rows below, so many series never squeeze the plot
+    out = _svg_open(width, height + legend_h + 8, title, desc)
     _y_axis(out, box, y_ticks, y_step, y_label, 0.0, y_hi)
     if right_label:
         _y_axis(out, box, r_ticks, r_step, right_label, 0.0, r_hi, right=True, grid=False)
