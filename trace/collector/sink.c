@@ -100,6 +100,8 @@ static uint64_t events_stored;
 static const char *db_path;
 static bool failed;
 
+/* The first failure is reported (one line) and marks the trace incomplete; later ones
+ * are its consequences. */
 static void report_failure(const char *what)
 {
     if (!failed)
@@ -109,15 +111,20 @@ static void report_failure(const char *what)
 
 static bool exec_sql(const char *sql)
 {
-    char *err = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        if (!failed)
-            fprintf(stderr, "mtrace-run: error: %s: %s\n", db_path, err ? err : "SQL failed");
-        failed = true;
-        sqlite3_free(err);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        report_failure("writing");
         return false;
     }
     return true;
+}
+
+/* The trace cannot be created at all: one line naming the file, nothing written. */
+static int open_failed(const char *path)
+{
+    fprintf(stderr, "mtrace-run: error: cannot write '%s': %s\n", path, db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    db = NULL;
+    return -1;
 }
 
 int mt_sink_open(const char *path)
@@ -131,23 +138,16 @@ int mt_sink_open(const char *path)
     snprintf(side, sizeof side, "%s-shm", path);
     remove(side);
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        fprintf(stderr, "mtrace-run: error: cannot write '%s': %s\n", path, db ? sqlite3_errmsg(db) : "?");
-        sqlite3_close(db);
-        db = NULL;
-        return -1;
-    }
+        SQLITE_OK)
+        return open_failed(path);
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA page_size=%d; PRAGMA application_id=%d; PRAGMA user_version=%d;"
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
              DB_PAGE_SIZE, TRACE_APPLICATION_ID, TRACE_FORMAT_VERSION, DB_CACHE_KIB);
-    if (!exec_sql(pragmas)) {
-        fprintf(stderr, "mtrace-run: error: cannot write '%s'\n", path);
-        sqlite3_close(db);
-        db = NULL;
-        return -1;
-    }
+    /* SQLite reads the file lazily: a file it could open but not use fails here. */
+    if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
+        return open_failed(path);
     if (!exec_sql(schema))
         return -1;
     for (int i = 0; i < ST_COUNT; i++)
