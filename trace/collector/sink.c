@@ -185,13 +185,20 @@ static void bind_text(sqlite3_stmt *s, int i, const char *text, size_t len)
         sqlite3_bind_text(s, i, text, (int)len, SQLITE_TRANSIENT);
 }
 
+/* A NUL-terminated string, or NULL (SQL NULL). */
+static void bind_str(sqlite3_stmt *s, int i, const char *text)
+{
+    if (text)
+        bind_text(s, i, text, strlen(text));
+}
+
 void mt_sink_meta(const char *key, const char *value)
 {
     sqlite3_stmt *s = stmts[ST_META];
     if (!s)
         return;
-    bind_text(s, 1, key, strlen(key));
-    bind_text(s, 2, value, strlen(value));
+    bind_str(s, 1, key);
+    bind_str(s, 2, value);
     step(ST_META);
 }
 
@@ -200,7 +207,7 @@ void mt_sink_meta_int(const char *key, int64_t value)
     sqlite3_stmt *s = stmts[ST_META];
     if (!s)
         return;
-    bind_text(s, 1, key, strlen(key));
+    bind_str(s, 1, key);
     sqlite3_bind_int64(s, 2, value);
     step(ST_META);
 }
@@ -223,12 +230,18 @@ uint64_t mt_sink_events(void)
     return events_stored;
 }
 
+/* The first two columns of every snapshot table: which process, which snapshot. */
+static void bind_snapshot_key(sqlite3_stmt *s, const struct mt_proc *proc, uint32_t snap_id)
+{
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    sqlite3_bind_int(s, 2, (int)snap_id);
+}
+
 void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_ns, const struct mt_wire_snapshot *snap,
                       const struct mt_wire_snap_class *classes, const uint64_t *bucket_live)
 {
     sqlite3_stmt *s = stmts[ST_SNAPSHOT];
-    sqlite3_bind_int(s, 1, (int)proc->proc_id);
-    sqlite3_bind_int(s, 2, (int)snap_id);
+    bind_snapshot_key(s, proc, snap_id);
     bind_u64(s, 3, ts_ns);
     bind_u64(s, 4, proc->events);
     bind_u64(s, 5, proc->live_bytes);
@@ -243,8 +256,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (uint32_t i = 0; i < snap->class_count; i++) {
         struct mt_wire_snap_class c;
         memcpy(&c, &classes[i], sizeof c);
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         bind_u64(s, 3, c.block_size);
         bind_u64(s, 4, c.live);
         bind_u64(s, 5, c.capacity);
@@ -254,8 +266,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS; b++) {
         if (!bucket_live[b])
             continue;
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         bind_u64(s, 3, b < 64 ? (uint64_t)1 << b : UINT64_MAX);
         bind_u64(s, 4, bucket_live[b]);
         step(ST_SNAP_CLASS);
@@ -264,8 +275,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (unsigned b = 0; b < MT_SIZE_BUCKETS; b++) {
         if (!proc->bucket_live[b])
             continue;
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         sqlite3_bind_int(s, 3, (int)b);
         bind_u64(s, 4, proc->bucket_live[b]);
         bind_u64(s, 5, proc->bucket_bytes[b]);
@@ -296,10 +306,10 @@ void mt_sink_error(const struct mt_proc *proc, uint64_t ts_ns, uint32_t thread, 
     sqlite3_bind_int(s, 1, (int)proc->proc_id);
     bind_u64(s, 2, ts_ns);
     sqlite3_bind_int(s, 3, (int)thread);
-    bind_text(s, 4, kind, strlen(kind));
+    bind_str(s, 4, kind);
     bind_u64(s, 5, ptr);
     bind_u64(s, 6, size);
-    bind_text(s, 7, function, strlen(function));
+    bind_str(s, 7, function);
     if (detail_len)
         bind_text(s, 8, detail, detail_len);
     sqlite3_bind_int(s, 9, (int)stack);
@@ -318,7 +328,7 @@ void mt_sink_live_block(const struct mt_proc *proc, const struct mt_block *block
     sqlite3_bind_int(s, 5, (int)mt_block_thread(block));
     bind_u64(s, 6, block->ts_ns);
     bind_u64(s, 7, mt_block_seq(block));
-    bind_text(s, 8, status, strlen(status));
+    bind_str(s, 8, status);
     step(ST_LIVE);
 }
 
@@ -407,15 +417,15 @@ void mt_sink_process_rows(const struct mt_proc *cproc)
     sqlite3_bind_int(s, 3, proc->ppid);
     if (proc->parent_proc_id)
         sqlite3_bind_int(s, 4, (int)proc->parent_proc_id);
-    bind_text(s, 5, proc->exe, strlen(proc->exe));
-    bind_text(s, 6, proc->argv_json, strlen(proc->argv_json));
+    bind_str(s, 5, proc->exe);
+    bind_str(s, 6, proc->argv_json);
     bind_u64(s, 7, proc->start_ns);
     bind_u64(s, 8, proc->end_ns);
     if (proc->has_exit_code)
         sqlite3_bind_int(s, 9, proc->exit_code);
     if (proc->exit_signal)
         sqlite3_bind_int(s, 10, proc->exit_signal);
-    bind_text(s, 11, proc->end_reason, strlen(proc->end_reason));
+    bind_str(s, 11, proc->end_reason);
     bind_u64(s, 12, proc->events);
     bind_u64(s, 13, proc->area_dropped_final);
     bind_u64(s, 14, proc->peak_bytes);
@@ -490,10 +500,8 @@ static void write_frames_of_loc(struct mt_code_loc loc, size_t first, size_t cou
         if (loc.module)
             sqlite3_bind_int(s, 2, (int)loc.module);
         bind_u64(s, 3, loc.offset);
-        if (f->function)
-            bind_text(s, 4, f->function, strlen(f->function));
-        if (f->file)
-            bind_text(s, 5, f->file, strlen(f->file));
+        bind_str(s, 4, f->function);
+        bind_str(s, 5, f->file);
         if (f->line)
             sqlite3_bind_int(s, 6, f->line);
         sqlite3_bind_int(s, 7, f->inlined ? 1 : 0);
@@ -530,9 +538,8 @@ void mt_sink_symbols(void)
         const char *path = mt_sym_module_path(m);
         const char *build_id = mt_sym_module_build_id(m);
         sqlite3_bind_int(s, 1, (int)m);
-        bind_text(s, 2, path, strlen(path));
-        if (build_id)
-            bind_text(s, 3, build_id, strlen(build_id));
+        bind_str(s, 2, path);
+        bind_str(s, 3, build_id);
         step(ST_MODULE);
     }
 }
