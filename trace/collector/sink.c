@@ -142,13 +142,18 @@ int mt_sink_open(const char *path)
         return open_failed(path);
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA page_size=%d; PRAGMA application_id=%d; PRAGMA user_version=%d;"
+             "PRAGMA page_size=%d; PRAGMA application_id=%d;"
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
-             DB_PAGE_SIZE, TRACE_APPLICATION_ID, TRACE_FORMAT_VERSION, DB_CACHE_KIB);
+             DB_PAGE_SIZE, TRACE_APPLICATION_ID, DB_CACHE_KIB);
     /* SQLite reads the file lazily: a file it could open but not use fails here. */
     if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
         return open_failed(path);
-    if (!exec_sql(schema))
+    /* The schema and user_version in one transaction (docs/trace-format.md): a reader that
+     * sees our user_version sees every table; before that, user_version 0 says the file is
+     * still being created. */
+    char version[64];
+    snprintf(version, sizeof version, "PRAGMA user_version=%d; COMMIT;", TRACE_FORMAT_VERSION);
+    if (!exec_sql("BEGIN") || !exec_sql(schema) || !exec_sql(version))
         return -1;
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) != SQLITE_OK) {
@@ -157,7 +162,7 @@ int mt_sink_open(const char *path)
         }
     mt_sink_meta_int("format_version", TRACE_FORMAT_VERSION);
     mt_sink_meta_int("complete", 0);
-    /* Commit the schema at once: a reader sees a valid (incomplete) trace from now on. */
+    /* From here rows go into batched transactions (mt_sink_maybe_commit). */
     exec_sql("BEGIN");
     last_commit_ns = mt_host_monotonic_ns();
     return 0;
