@@ -85,8 +85,6 @@ static void print_help(void)
     printf("  %-24s %-10s %s\n", "MTRACE_LIB", "(auto)", "libmtrace.so to preload (default: beside " PROG ")");
 }
 
-/* Check a flag's value against the option table: the program must not start with a
- * value the library would replace by its default behind the user's back. */
 /* A bad MTRACE_* value has just been warned about (once, naming the variable and the
  * default kept): take it out of the environment so that every traced process, which reads
  * the same variables, does not print the same warning again. */
@@ -99,6 +97,8 @@ static void drop_invalid_options(void)
     }
 }
 
+/* Check a flag's value against the option table: the program must not start with a
+ * value the library would replace by its default behind the user's back. */
 static void check_value(const char *flag_name, enum mt_option_id id, const char *value)
 {
     const struct mt_option_desc *d = mt_option_describe(id);

@@ -12,13 +12,14 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../../common/platform.h"
 
 /* Descriptors polled without a heap allocation (the common case: a few processes). */
 #define POLL_STACK_FDS 64
@@ -48,9 +49,8 @@ int mt_host_listen(char *name, size_t name_cap)
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    uint32_t rnd = 0;
-    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
-        rnd = (uint32_t)mt_host_monotonic_ns();
+    uint32_t rnd;
+    mt_os_random(&rnd, sizeof rnd);
     snprintf(name, name_cap, "@mtrace-%d-%08x", (int)getpid(), rnd);
     struct sockaddr_un addr;
     socklen_t len = make_address(name, &addr);
@@ -176,18 +176,15 @@ int mt_host_poll(const int *fds, size_t count, unsigned char *ready, uint64_t ti
     return n < 0 ? 0 : n;
 }
 
+/* The clocks are the in-process layer's: one conversion, one place to port. */
 uint64_t mt_host_monotonic_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return mt_os_monotonic_ns();
 }
 
 uint64_t mt_host_realtime_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return mt_os_realtime_ns();
 }
 
 static int child_pipe[2] = {-1, -1};

@@ -2,7 +2,8 @@
  * shared mappings, the futex that wakes a waiting producer, process start and reaping,
  * signals, /proc. No other collector or mtrace-run file makes these calls, so porting the
  * collector means rewriting host.c. (common/platform.c is the in-process equivalent for
- * code that runs under malloc; this side may use libc freely.)
+ * code that runs under malloc; this side may use libc freely. Where the two would do the
+ * same thing, the clocks and randomness, host.c calls platform.c.)
  *
  * Errors: functions returning int give -1 with errno set; none of them prints. */
 #ifndef MT_COLLECTOR_HOST_H

@@ -294,6 +294,19 @@ static inline void note_change(struct mt_proc *proc, struct mt_stack_stat *st)
     st->changed_epoch = proc->epoch;
 }
 
+/* A block leaves the live set: the live totals of its stack, its process and its size
+ * bucket drop (a free, or an allocation whose free was never seen). */
+static inline void live_totals_sub(struct mt_proc *proc, struct mt_stack_stat *st, uint64_t size)
+{
+    note_change(proc, st);
+    st->live_bytes -= size;
+    proc->live_bytes -= size;
+    proc->live_blocks--;
+    unsigned bucket = size_bucket(size);
+    proc->bucket_live[bucket]--;
+    proc->bucket_bytes[bucket] -= size;
+}
+
 static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint64_t size,
                             uint32_t stat, bool is_realloc)
 {
@@ -316,15 +329,7 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
     struct mt_block stale;
     if (mt_live_insert(&proc->live, &b, &stale)) {
         /* Its free was never seen (a gap skipped after the process died): forget it. */
-        uint64_t stale_size = mt_block_size(&stale);
-        struct mt_stack_stat *old = &proc->stats[mt_block_stat(&stale)];
-        note_change(proc, old);
-        old->live_bytes -= stale_size;
-        proc->live_bytes -= stale_size;
-        proc->live_blocks--;
-        unsigned ob = size_bucket(stale_size);
-        proc->bucket_live[ob]--;
-        proc->bucket_bytes[ob] -= stale_size;
+        live_totals_sub(proc, &proc->stats[mt_block_stat(&stale)], mt_block_size(&stale));
     }
     note_change(proc, st);
     st->live_bytes += size;
@@ -346,15 +351,9 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint
     uint64_t size = mt_block_size(&b);
     uint32_t alloc_thread = mt_block_thread(&b);
     struct mt_stack_stat *st = &proc->stats[mt_block_stat(&b)];
-    note_change(proc, st);
+    live_totals_sub(proc, st, size);
     st->frees++;
     st->freed_bytes += size;
-    st->live_bytes -= size;
-    proc->live_bytes -= size;
-    proc->live_blocks--;
-    unsigned bucket = size_bucket(size);
-    proc->bucket_live[bucket]--;
-    proc->bucket_bytes[bucket] -= size;
     struct mt_thread *t = &proc->threads[thread];
     if (t->last_alloc_valid && t->last_alloc_ptr == ptr) {
         /* This thread's latest allocation, freed before it allocated again. */

@@ -100,6 +100,8 @@ static uint64_t events_stored;
 static const char *db_path;
 static bool failed;
 
+/* The first failure is reported (one line) and marks the trace incomplete; later ones
+ * are its consequences. */
 static void report_failure(const char *what)
 {
     if (!failed)
@@ -109,15 +111,20 @@ static void report_failure(const char *what)
 
 static bool exec_sql(const char *sql)
 {
-    char *err = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        if (!failed)
-            fprintf(stderr, "mtrace-run: error: %s: %s\n", db_path, err ? err : "SQL failed");
-        failed = true;
-        sqlite3_free(err);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        report_failure("writing");
         return false;
     }
     return true;
+}
+
+/* The trace cannot be created at all: one line naming the file, nothing written. */
+static int open_failed(const char *path)
+{
+    fprintf(stderr, "mtrace-run: error: cannot write '%s': %s\n", path, db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    db = NULL;
+    return -1;
 }
 
 int mt_sink_open(const char *path)
@@ -131,24 +138,22 @@ int mt_sink_open(const char *path)
     snprintf(side, sizeof side, "%s-shm", path);
     remove(side);
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        fprintf(stderr, "mtrace-run: error: cannot write '%s': %s\n", path, db ? sqlite3_errmsg(db) : "?");
-        sqlite3_close(db);
-        db = NULL;
-        return -1;
-    }
+        SQLITE_OK)
+        return open_failed(path);
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA page_size=%d; PRAGMA application_id=%d; PRAGMA user_version=%d;"
+             "PRAGMA page_size=%d; PRAGMA application_id=%d;"
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
-             DB_PAGE_SIZE, TRACE_APPLICATION_ID, TRACE_FORMAT_VERSION, DB_CACHE_KIB);
-    if (!exec_sql(pragmas)) {
-        fprintf(stderr, "mtrace-run: error: cannot write '%s'\n", path);
-        sqlite3_close(db);
-        db = NULL;
-        return -1;
-    }
-    if (!exec_sql(schema))
+             DB_PAGE_SIZE, TRACE_APPLICATION_ID, DB_CACHE_KIB);
+    /* SQLite reads the file lazily: a file it could open but not use fails here. */
+    if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
+        return open_failed(path);
+    /* The schema and user_version in one transaction (docs/trace-format.md): a reader that
+     * sees our user_version sees every table; before that, user_version 0 says the file is
+     * still being created. */
+    char version[64];
+    snprintf(version, sizeof version, "PRAGMA user_version=%d; COMMIT;", TRACE_FORMAT_VERSION);
+    if (!exec_sql("BEGIN") || !exec_sql(schema) || !exec_sql(version))
         return -1;
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) != SQLITE_OK) {
@@ -157,7 +162,7 @@ int mt_sink_open(const char *path)
         }
     mt_sink_meta_int("format_version", TRACE_FORMAT_VERSION);
     mt_sink_meta_int("complete", 0);
-    /* Commit the schema at once: a reader sees a valid (incomplete) trace from now on. */
+    /* From here rows go into batched transactions (mt_sink_maybe_commit). */
     exec_sql("BEGIN");
     last_commit_ns = mt_host_monotonic_ns();
     return 0;
@@ -185,13 +190,20 @@ static void bind_text(sqlite3_stmt *s, int i, const char *text, size_t len)
         sqlite3_bind_text(s, i, text, (int)len, SQLITE_TRANSIENT);
 }
 
+/* A NUL-terminated string, or NULL (SQL NULL). */
+static void bind_str(sqlite3_stmt *s, int i, const char *text)
+{
+    if (text)
+        bind_text(s, i, text, strlen(text));
+}
+
 void mt_sink_meta(const char *key, const char *value)
 {
     sqlite3_stmt *s = stmts[ST_META];
     if (!s)
         return;
-    bind_text(s, 1, key, strlen(key));
-    bind_text(s, 2, value, strlen(value));
+    bind_str(s, 1, key);
+    bind_str(s, 2, value);
     step(ST_META);
 }
 
@@ -200,7 +212,7 @@ void mt_sink_meta_int(const char *key, int64_t value)
     sqlite3_stmt *s = stmts[ST_META];
     if (!s)
         return;
-    bind_text(s, 1, key, strlen(key));
+    bind_str(s, 1, key);
     sqlite3_bind_int64(s, 2, value);
     step(ST_META);
 }
@@ -223,12 +235,18 @@ uint64_t mt_sink_events(void)
     return events_stored;
 }
 
+/* The first two columns of every snapshot table: which process, which snapshot. */
+static void bind_snapshot_key(sqlite3_stmt *s, const struct mt_proc *proc, uint32_t snap_id)
+{
+    sqlite3_bind_int(s, 1, (int)proc->proc_id);
+    sqlite3_bind_int(s, 2, (int)snap_id);
+}
+
 void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_ns, const struct mt_wire_snapshot *snap,
                       const struct mt_wire_snap_class *classes, const uint64_t *bucket_live)
 {
     sqlite3_stmt *s = stmts[ST_SNAPSHOT];
-    sqlite3_bind_int(s, 1, (int)proc->proc_id);
-    sqlite3_bind_int(s, 2, (int)snap_id);
+    bind_snapshot_key(s, proc, snap_id);
     bind_u64(s, 3, ts_ns);
     bind_u64(s, 4, proc->events);
     bind_u64(s, 5, proc->live_bytes);
@@ -243,8 +261,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (uint32_t i = 0; i < snap->class_count; i++) {
         struct mt_wire_snap_class c;
         memcpy(&c, &classes[i], sizeof c);
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         bind_u64(s, 3, c.block_size);
         bind_u64(s, 4, c.live);
         bind_u64(s, 5, c.capacity);
@@ -254,8 +271,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS; b++) {
         if (!bucket_live[b])
             continue;
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         bind_u64(s, 3, b < 64 ? (uint64_t)1 << b : UINT64_MAX);
         bind_u64(s, 4, bucket_live[b]);
         step(ST_SNAP_CLASS);
@@ -264,8 +280,7 @@ void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_
     for (unsigned b = 0; b < MT_SIZE_BUCKETS; b++) {
         if (!proc->bucket_live[b])
             continue;
-        sqlite3_bind_int(s, 1, (int)proc->proc_id);
-        sqlite3_bind_int(s, 2, (int)snap_id);
+        bind_snapshot_key(s, proc, snap_id);
         sqlite3_bind_int(s, 3, (int)b);
         bind_u64(s, 4, proc->bucket_live[b]);
         bind_u64(s, 5, proc->bucket_bytes[b]);
@@ -296,10 +311,10 @@ void mt_sink_error(const struct mt_proc *proc, uint64_t ts_ns, uint32_t thread, 
     sqlite3_bind_int(s, 1, (int)proc->proc_id);
     bind_u64(s, 2, ts_ns);
     sqlite3_bind_int(s, 3, (int)thread);
-    bind_text(s, 4, kind, strlen(kind));
+    bind_str(s, 4, kind);
     bind_u64(s, 5, ptr);
     bind_u64(s, 6, size);
-    bind_text(s, 7, function, strlen(function));
+    bind_str(s, 7, function);
     if (detail_len)
         bind_text(s, 8, detail, detail_len);
     sqlite3_bind_int(s, 9, (int)stack);
@@ -318,7 +333,7 @@ void mt_sink_live_block(const struct mt_proc *proc, const struct mt_block *block
     sqlite3_bind_int(s, 5, (int)mt_block_thread(block));
     bind_u64(s, 6, block->ts_ns);
     bind_u64(s, 7, mt_block_seq(block));
-    bind_text(s, 8, status, strlen(status));
+    bind_str(s, 8, status);
     step(ST_LIVE);
 }
 
@@ -407,15 +422,15 @@ void mt_sink_process_rows(const struct mt_proc *cproc)
     sqlite3_bind_int(s, 3, proc->ppid);
     if (proc->parent_proc_id)
         sqlite3_bind_int(s, 4, (int)proc->parent_proc_id);
-    bind_text(s, 5, proc->exe, strlen(proc->exe));
-    bind_text(s, 6, proc->argv_json, strlen(proc->argv_json));
+    bind_str(s, 5, proc->exe);
+    bind_str(s, 6, proc->argv_json);
     bind_u64(s, 7, proc->start_ns);
     bind_u64(s, 8, proc->end_ns);
     if (proc->has_exit_code)
         sqlite3_bind_int(s, 9, proc->exit_code);
     if (proc->exit_signal)
         sqlite3_bind_int(s, 10, proc->exit_signal);
-    bind_text(s, 11, proc->end_reason, strlen(proc->end_reason));
+    bind_str(s, 11, proc->end_reason);
     bind_u64(s, 12, proc->events);
     bind_u64(s, 13, proc->area_dropped_final);
     bind_u64(s, 14, proc->peak_bytes);
@@ -490,10 +505,8 @@ static void write_frames_of_loc(struct mt_code_loc loc, size_t first, size_t cou
         if (loc.module)
             sqlite3_bind_int(s, 2, (int)loc.module);
         bind_u64(s, 3, loc.offset);
-        if (f->function)
-            bind_text(s, 4, f->function, strlen(f->function));
-        if (f->file)
-            bind_text(s, 5, f->file, strlen(f->file));
+        bind_str(s, 4, f->function);
+        bind_str(s, 5, f->file);
         if (f->line)
             sqlite3_bind_int(s, 6, f->line);
         sqlite3_bind_int(s, 7, f->inlined ? 1 : 0);
@@ -530,9 +543,8 @@ void mt_sink_symbols(void)
         const char *path = mt_sym_module_path(m);
         const char *build_id = mt_sym_module_build_id(m);
         sqlite3_bind_int(s, 1, (int)m);
-        bind_text(s, 2, path, strlen(path));
-        if (build_id)
-            bind_text(s, 3, build_id, strlen(build_id));
+        bind_str(s, 2, path);
+        bind_str(s, 3, build_id);
         step(ST_MODULE);
     }
 }
