@@ -146,6 +146,9 @@ def test_usage_errors_are_one_line(app):
     assert_bad_input(run_tool("top", app, "--limit", "-3"), "negative")
     assert_bad_input(run_tool("hist", app, "--exact"), "--exact needs --at")
     assert_bad_input(run_tool("timeline", app, "--from", "2", "--to", "1"), "before")
+    assert_bad_input(run_tool("top", app, "--from", "nan"), "not a finite time")
+    assert_bad_input(run_tool("frag", app, "--to", "inf"), "not a finite time")
+    assert_bad_input(run_tool("hist", app, "--at", "nan"), "not a finite time")
 
 
 def test_pid_filter_selects_a_process(tmp_path, capsys):

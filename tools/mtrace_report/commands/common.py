@@ -1,5 +1,6 @@
 """Options and steps the subcommands share: the trace argument, --pid/--proc, the time
 window, --json, chart outputs and progress."""
+import math
 import os
 
 from ..db import open_trace, window_ns
@@ -18,9 +19,9 @@ def add_trace(parser, filters=True, window=False, json_out=True):
                             help="only processes whose executable (path or base name) matches "
                             "this shell pattern, e.g. 'test_*' (repeatable)")
     if window:
-        parser.add_argument("--from", dest="t_from", type=float, metavar="SECONDS",
+        parser.add_argument("--from", dest="t_from", type=seconds, metavar="SECONDS",
                             help="start of the time window, seconds since the trace started")
-        parser.add_argument("--to", dest="t_to", type=float, metavar="SECONDS",
+        parser.add_argument("--to", dest="t_to", type=seconds, metavar="SECONDS",
                             help="end of the time window")
     if json_out:
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -68,4 +69,16 @@ def positive_int(text):
         raise ReportError(f"{text!r} is not a whole number", "give a number such as 10")
     if value < 0:
         raise ReportError(f"{value} is negative", "give 0 or more")
+    return value
+
+
+def seconds(text):
+    """A --from/--to value: a finite number of seconds (float() alone lets nan and inf
+    through, which the conversion to ns then fails on with a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReportError(f"{text!r} is not a number of seconds", "give a time such as 1.5")
+    if not math.isfinite(value):
+        raise ReportError(f"{text!r} is not a finite time", "give a time such as 1.5")
     return value

@@ -5,14 +5,14 @@ from ..db import NS_PER_S
 from ..errors import ReportError
 from ..reporters.json_ import write_json
 from ..reporters.text import render_hist, write
-from .common import add_charts, add_trace, open_selected, progress, write_charts
+from .common import add_charts, add_trace, open_selected, progress, seconds, write_charts
 
 NAME = "hist"
 
 
 def add_arguments(parser):
     add_trace(parser)
-    parser.add_argument("--at", type=float, metavar="SECONDS",
+    parser.add_argument("--at", type=seconds, metavar="SECONDS",
                         help="blocks live at this time (from the last snapshot at or before it)")
     parser.add_argument("--exact", action="store_true",
                         help="with --at: replay the events up to that time instead of using "
