@@ -6,6 +6,9 @@ import os
 from ..db import open_trace, window_ns
 from ..errors import ReportError
 from ..progress import Progress
+from ..reporters import charts
+from ..reporters.json_ import write_json
+from ..reporters.text import write
 
 
 def add_trace(parser, filters=True, window=False, json_out=True):
@@ -49,9 +52,9 @@ def progress(args, label):
     return Progress(label, enabled=True if args.progress else None)
 
 
-def write_charts(args, make_figure):
-    """Write --png/--svg files; make_figure() builds a fresh figure for each."""
-    from ..reporters import charts
+def write_charts(args, figure, data):
+    """Write the --png/--svg files asked for; figure(data) draws a fresh figure for each
+    (matplotlib is imported only then, by reporters/charts.py)."""
     for fmt in ("png", "svg"):
         path = getattr(args, fmt, None)
         if not path:
@@ -59,7 +62,15 @@ def write_charts(args, make_figure):
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise ReportError(f"cannot write {path}: no directory {parent}", "create it first")
-        charts.save(make_figure(), path, fmt)
+        charts.save(figure(data), path, fmt)
+
+
+def emit(args, data, render):
+    """Print a report: data as JSON with --json, else the text render(data) makes."""
+    if args.json:
+        write_json(data)
+    else:
+        write(render(data))
 
 
 def positive_int(text):
