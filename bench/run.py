@@ -72,6 +72,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from mtrace_report.db import open_trace  # noqa: E402
+from mtrace_report.errors import ReportError  # noqa: E402
 
 # Canonical order of the workloads in the tables; any other program found in the bin
 # directory is run after these.
@@ -289,25 +293,16 @@ def parse_metrics(stdout):
 
 
 def mtrace_events(db):
-    """meta.events of an mtrace trace, or None when it cannot be read."""
-    query = "select value from meta where key='events'"
+    """meta.events of an mtrace trace, or None when it cannot be read (missing,
+    incomplete or of another format): mtrace-report's own validating reader."""
     try:
-        import sqlite3
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            row = con.execute(query).fetchone()
-        finally:
-            con.close()
-        return int(row[0]) if row and row[0] is not None else None
-    except ImportError:
-        pass
-    except Exception:  # a trace that is missing, incomplete or of another format
+        trace = open_trace(db, warn=lambda _text: None)
+    except ReportError:
         return None
-    if shutil.which("sqlite3"):
-        res = subprocess.run(["sqlite3", db, query], capture_output=True, text=True)
-        if res.returncode == 0 and res.stdout.strip().isdigit():
-            return int(res.stdout.strip())
-    return None
+    try:
+        return trace.meta_int("events", None)
+    finally:
+        trace.close()
 
 
 def heaptrack_events(path):

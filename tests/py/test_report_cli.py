@@ -119,6 +119,21 @@ def test_corrupt_pages(tmp_path):
     assert "corrupt" in r.stderr or "not a complete" in r.stderr or "malformed" in r.stderr
 
 
+def test_corrupt_table_in_diff_names_the_bad_trace(tmp_path):
+    """Validation passes (the schema is intact) and the failure comes from a query:
+    SQLite's error does not say which file, so the line must name A as well as B."""
+    good = big_trace(tmp_path / "good.db")
+    bad = big_trace(tmp_path / "bad.db")
+    conn = sqlite3.connect(bad)
+    root, = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'stack_stats'").fetchone()
+    page_size, = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with open(bad, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    assert_bad_input(run_tool("diff", bad, good), "bad.db", "corrupt")
+
+
 def test_incomplete_trace_warns_and_reports(tmp_path):
     fab = TraceFab()
     p = fab.process(pid=77)
@@ -146,6 +161,9 @@ def test_usage_errors_are_one_line(app):
     assert_bad_input(run_tool("top", app, "--limit", "-3"), "negative")
     assert_bad_input(run_tool("hist", app, "--exact"), "--exact needs --at")
     assert_bad_input(run_tool("timeline", app, "--from", "2", "--to", "1"), "before")
+    assert_bad_input(run_tool("top", app, "--from", "nan"), "not a finite time")
+    assert_bad_input(run_tool("frag", app, "--to", "inf"), "not a finite time")
+    assert_bad_input(run_tool("hist", app, "--at", "nan"), "not a finite time")
 
 
 def test_pid_filter_selects_a_process(tmp_path, capsys):

@@ -12,6 +12,8 @@ from .errors import EXIT_BAD_INPUT, ReportError
 from .events import EventFormatError
 
 PROG = "mtrace-report"
+# The argparse destinations that hold a trace.db path, in any command.
+TRACE_ARGS = ("trace", "a", "b", "baseline")
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,7 +44,10 @@ def main(argv=None):
         if not getattr(args, "run", None):
             parser.print_help(sys.stderr)
             return EXIT_BAD_INPUT
-        trace_path = getattr(args, "trace", None) or getattr(args, "b", None)
+        # SQLite's errors do not say which file failed: name every trace the command
+        # reads (diff's two, gate's --baseline), not only one of them.
+        trace_path = " or ".join(getattr(args, name) for name in TRACE_ARGS
+                                 if getattr(args, name, None))
         return args.run(args)
     except ReportError as e:
         print(e.line(), file=sys.stderr)

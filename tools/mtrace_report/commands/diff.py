@@ -2,9 +2,8 @@
 leaks that grew or were fixed, allocations that grew or shrank, stacks that disappeared."""
 from ..analysis.diff import diff_traces
 from ..db import open_trace
-from ..reporters.json_ import write_json
-from ..reporters.text import render_diff, write
-from .common import positive_int, progress
+from ..reporters.text import render_diff
+from .common import emit, positive_int, progress
 
 NAME = "diff"
 DEFAULT_LIMIT = 10
@@ -27,8 +26,5 @@ def run(args):
     prog.step("matching stacks by symbols")
     data = diff_traces(a, b, args.limit)
     prog.done()
-    if args.json:
-        write_json(data)
-    else:
-        write(render_diff(data, args.full))
+    emit(args, data, lambda d: render_diff(d, args.full))
     return 0

@@ -1,9 +1,9 @@
 """External and internal fragmentation and overhead over time (from the allocator
 snapshots), with the worst moment."""
 from ..analysis.series import frag_report
-from ..reporters.json_ import write_json
-from ..reporters.text import render_frag, write
-from .common import add_charts, add_trace, open_selected, window, write_charts
+from ..reporters.charts import frag_figure
+from ..reporters.text import render_frag
+from .common import add_charts, add_trace, emit, open_selected, window, write_charts
 
 NAME = "frag"
 
@@ -17,11 +17,6 @@ def run(args):
     trace, procs = open_selected(args)
     lo, hi = window(args)
     data = frag_report(trace, procs, lo, hi)
-    if args.png or args.svg:
-        from ..reporters import charts
-        write_charts(args, lambda: charts.frag_figure(data))
-    if args.json:
-        write_json(data)
-    else:
-        write(render_frag(data))
+    write_charts(args, frag_figure, data)
+    emit(args, data, render_frag)
     return 0

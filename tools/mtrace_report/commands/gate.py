@@ -6,10 +6,9 @@ from ..analysis.gate import DEFAULT_SHOW, baseline_leak_keys, run_gate
 from ..analysis.suppressions import parse_suppressions
 from ..db import open_trace
 from ..errors import EXIT_GATE_FAILED
-from ..reporters.json_ import write_json
 from ..reporters.junit import write_junit
-from ..reporters.text import render_gate, write
-from .common import add_trace, open_selected, positive_int, progress
+from ..reporters.text import render_gate
+from .common import add_trace, emit, open_selected, positive_int, progress
 
 NAME = "gate"
 
@@ -51,8 +50,5 @@ def run(args):
     prog.done()
     if args.junit:
         write_junit(result, args.junit)
-    if args.json:
-        write_json(result)
-    else:
-        write(render_gate(result, args.full))
+    emit(args, result, lambda r: render_gate(r, args.full))
     return 0 if result["passed"] else EXIT_GATE_FAILED

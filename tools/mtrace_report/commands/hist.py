@@ -3,16 +3,16 @@ allocator's size classes, for every allocation or (--at) for the blocks live at 
 from ..analysis.hist import alloc_hist, live_hist
 from ..db import NS_PER_S
 from ..errors import ReportError
-from ..reporters.json_ import write_json
-from ..reporters.text import render_hist, write
-from .common import add_charts, add_trace, open_selected, progress, write_charts
+from ..reporters.charts import hist_figure
+from ..reporters.text import render_hist
+from .common import add_charts, add_trace, emit, open_selected, progress, seconds, write_charts
 
 NAME = "hist"
 
 
 def add_arguments(parser):
     add_trace(parser)
-    parser.add_argument("--at", type=float, metavar="SECONDS",
+    parser.add_argument("--at", type=seconds, metavar="SECONDS",
                         help="blocks live at this time (from the last snapshot at or before it)")
     parser.add_argument("--exact", action="store_true",
                         help="with --at: replay the events up to that time instead of using "
@@ -32,11 +32,6 @@ def run(args):
         prog.done()
     else:
         data = alloc_hist(trace, procs)
-    if args.png or args.svg:
-        from ..reporters import charts
-        write_charts(args, lambda: charts.hist_figure(data))
-    if args.json:
-        write_json(data)
-    else:
-        write(render_hist(data))
+    write_charts(args, hist_figure, data)
+    emit(args, data, render_hist)
     return 0

@@ -1,9 +1,9 @@
 """Heap over time: requested bytes, bytes in use and bytes mapped, the peak and the marks
 (mt_trace_mark)."""
 from ..analysis.series import timeline_report
-from ..reporters.json_ import write_json
-from ..reporters.text import render_timeline, write
-from .common import add_charts, add_trace, open_selected, window, write_charts
+from ..reporters.charts import timeline_figure
+from ..reporters.text import render_timeline
+from .common import add_charts, add_trace, emit, open_selected, window, write_charts
 
 NAME = "timeline"
 
@@ -17,11 +17,6 @@ def run(args):
     trace, procs = open_selected(args)
     lo, hi = window(args)
     data = timeline_report(trace, procs, lo, hi)
-    if args.png or args.svg:
-        from ..reporters import charts
-        write_charts(args, lambda: charts.timeline_figure(data))
-    if args.json:
-        write_json(data)
-    else:
-        write(render_timeline(data))
+    write_charts(args, timeline_figure, data)
+    emit(args, data, render_timeline)
     return 0

@@ -2,9 +2,8 @@
 allocations (freed by the same thread before its next allocation); with --from/--to,
 only the allocations made in that window (decoded from the events)."""
 from ..analysis.top import ORDER, top_sites, top_sites_window
-from ..reporters.json_ import write_json
-from ..reporters.text import render_top, write
-from .common import add_trace, open_selected, positive_int, progress, window
+from ..reporters.text import render_top
+from .common import add_trace, emit, open_selected, positive_int, progress, window
 
 NAME = "top"
 DEFAULT_LIMIT = 10
@@ -28,8 +27,5 @@ def run(args):
         prog = progress(args, "reading events")
         data = top_sites_window(trace, procs, args.by, args.limit, lo, hi, prog)
         prog.done()
-    if args.json:
-        write_json(data)
-    else:
-        write(render_top(data, args.full))
+    emit(args, data, lambda d: render_top(d, args.full))
     return 0
