@@ -18,7 +18,7 @@ HIST_TITLE_ALL = "Requested sizes, all allocations"
 MAX_CHART_PROCESSES = 8
 
 
-def _busiest(processes, weight):
+def busiest_processes(processes, weight):
     """The processes worth drawing, and a title suffix saying how many were left out."""
     if len(processes) <= MAX_CHART_PROCESSES:
         return processes, ""
@@ -48,7 +48,7 @@ def available():
         return False
 
 
-def _bytes_axis(ax, values):
+def bytes_axis(ax, values):
     top = max([v for v in values if v] or [0])
     if top >= MIB:
         return MIB, "MiB"
@@ -86,7 +86,7 @@ def frag_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
     ax2 = ax.twinx()
-    procs, note = _busiest(r["processes"],
+    procs, note = busiest_processes(r["processes"],
                            lambda p: (p["worst"]["mapped"] or 0) - (p["worst"]["requested"] or 0))
     for p in procs:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
@@ -117,10 +117,10 @@ def frag_figure(r):
 def timeline_figure(r):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=DPI)
-    procs, note = _busiest(r["processes"], lambda p: p["peak"]["bytes"])
+    procs, note = busiest_processes(r["processes"], lambda p: p["peak"]["bytes"])
     every = [pt[k] or 0 for p in procs for pt in p["points"]
              for k in ("requested", "in_use", "mapped")] + [p["peak"]["bytes"] for p in procs]
-    scale, unit = _bytes_axis(ax, every)
+    scale, unit = bytes_axis(ax, every)
     for p in procs:
         t = [pt["ts_ns"] / NS_PER_S for pt in p["points"]]
         tag = f" (pid {p['pid']})" if len(procs) > 1 else ""

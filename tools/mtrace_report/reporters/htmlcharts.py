@@ -3,7 +3,7 @@ with svgchart, so `html` never imports matplotlib. They show what charts.py's ma
 figures show (same series, axes, titles, peak and marks), sharing its titles, process
 choice and byte unit so the two cannot drift apart."""
 from ..db import NS_PER_S
-from .charts import HIST_TITLE_ALL, _busiest, _bytes_axis
+from .charts import HIST_TITLE_ALL, busiest_processes, bytes_axis
 from .svgchart import Mark, Panel, Peak, Series, bar_chart, line_chart
 
 HIST_COLORS = ("#4878a8", "#a86448")   # the matplotlib histogram's colours
@@ -16,10 +16,10 @@ def _seconds(points):
 
 
 def timeline_svg(r):
-    procs, note = _busiest(r["processes"], lambda p: p["peak"]["bytes"])
+    procs, note = busiest_processes(r["processes"], lambda p: p["peak"]["bytes"])
     every = [pt[k] or 0 for p in procs for pt in p["points"]
              for k in ("requested", "in_use", "mapped")] + [p["peak"]["bytes"] for p in procs]
-    scale, unit = _bytes_axis(None, every)
+    scale, unit = bytes_axis(None, every)
     series, marks, peaks = [], [], []
     for p in procs:
         t = _seconds(p["points"])
@@ -35,7 +35,7 @@ def timeline_svg(r):
 
 
 def frag_svg(r):
-    procs, note = _busiest(r["processes"],
+    procs, note = busiest_processes(r["processes"],
                            lambda p: (p["worst"]["mapped"] or 0) - (p["worst"]["requested"] or 0))
     series, marks = [], []
     for p in procs:
