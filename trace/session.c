@@ -447,15 +447,17 @@ static void registry_remove(struct mt_ring_writer *w)
 static void thread_exit(void *arg)
 {
     struct mt_thread_state *t = arg;
-    if (!t->writer.ring || t->generation != atomic_load(&session.generation))
-        return;
     t->busy++;
-    mt_ring_close(&t->writer);
-    registry_remove(&t->writer);
-    mt_ring_unmap(&t->writer);
+    /* A ring of an older generation (fork child) was the parent's and is unmapped already. */
+    if (t->writer.ring && t->generation == atomic_load(&session.generation)) {
+        mt_ring_close(&t->writer);
+        registry_remove(&t->writer);
+        mt_ring_unmap(&t->writer);
+        t->registered = 0;
+    }
+    /* The unwind cache is this thread's private mapping whatever became of its ring. */
     mt_unwind_cache_free(t->unwind_cache);
     t->unwind_cache = NULL;
-    t->registered = 0;
     t->busy--;
 }
 
