@@ -158,21 +158,25 @@ static void collector_path(char *path, size_t cap)
         mt_fmt(path, cap, "%s", COLLECTOR_NAME);
 }
 
-/* The collector's environment: ours without the preload and without our connection. */
-static char **collector_env(void)
+/* The collector's environment: ours without the preload and without our connection.
+ * `*bytes`: the mapping's size, for mt_os_unmap. */
+static char **collector_env(size_t *bytes)
 {
+    static const char *const dropped[] = {"LD_PRELOAD=", ENV_CONN_FD "=", ENV_CONN_PID "="};
     size_t count = 0;
     for (char **e = environ; e && *e; e++)
         count++;
-    char **env = mt_os_map((count + 1) * sizeof *env);
+    *bytes = (count + 1) * sizeof(char *);
+    char **env = mt_os_map(*bytes);
     if (!env)
         return NULL;
     size_t n = 0;
     for (char **e = environ; e && *e; e++) {
-        if (strncmp(*e, "LD_PRELOAD=", 11) == 0 || strncmp(*e, ENV_CONN_FD "=", sizeof ENV_CONN_FD) == 0 ||
-            strncmp(*e, ENV_CONN_PID "=", sizeof ENV_CONN_PID) == 0)
-            continue;
-        env[n++] = *e;
+        bool drop = false;
+        for (size_t d = 0; d < MT_ARRAY_LEN(dropped); d++)
+            drop = drop || strncmp(*e, dropped[d], strlen(dropped[d])) == 0;
+        if (!drop)
+            env[n++] = *e;
     }
     env[n] = NULL;
     return env;
@@ -196,14 +200,11 @@ static int spawn_collector(const char *out)
     char fd_text[16];
     mt_fmt(fd_text, sizeof fd_text, "%d", listener);
     char *argv[] = {path, (char *)"--collector-fd", fd_text, (char *)"-o", (char *)out, NULL};
-    char **env = collector_env();
+    size_t env_bytes;
+    char **env = collector_env(&env_bytes);
     int err = env ? mt_os_spawn_detached(path, argv, env, listener) : ENOMEM;
-    if (env) {
-        size_t count = 0;
-        while (env[count])
-            count++;
-        mt_os_unmap(env, (count + 1) * sizeof *env);
-    }
+    if (env)
+        mt_os_unmap(env, env_bytes);
     if (err) {
         mt_os_close(listener);
         mt_warn("cannot start the collector (%s): %s; not tracing", path, strerror(err));
