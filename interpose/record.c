@@ -93,10 +93,6 @@ void mt_record_leave(void)
     mt_session_thread_raw()->calls--;
 }
 
-void mt_record_start(void)
-{
-}
-
 /* ---- records ------------------------------------------------------------------------------- */
 
 static uint32_t capture_stack(struct mt_thread_state *t);
