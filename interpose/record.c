@@ -504,6 +504,8 @@ static void fork_child_mode(void)
     atomic_store(&snap.bytes, 0);
 }
 
+_Static_assert(MT_SMALL_CLASSES <= MT_WIRE_SMALL_CLASSES_MAX, "the process area has no room for every size class");
+
 __attribute__((constructor)) static void record_init(void)
 {
     if (!mt_alloc_ensure_init())

@@ -48,7 +48,7 @@ static struct {
     size_t ring_size;
     bool drop;
     struct mt_session_config config;
-    uint32_t classes[64];
+    uint32_t classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the config's, kept for a fork child's HELLO */
     pthread_key_t exit_key;
     bool key_ok;
     int fork_conn; /* opened by the fork prepare handler for the child, -1: none */
