@@ -510,9 +510,10 @@ struct mt_thread_state *mt_session_thread(void)
     }
     t->busy++;
     mt_unwind_warm_up();
-    if (!t->unwind_cache)
-        t->unwind_cache = mt_unwind_cache_new();
     bool ok = make_ring(t);
+    /* Only with a ring: its exit destructor is what frees the cache. */
+    if (ok && !t->unwind_cache)
+        t->unwind_cache = mt_unwind_cache_new();
     t->busy--;
     if (!ok)
         t->failed_generation = generation; /* no retry per call: the collector is gone */
