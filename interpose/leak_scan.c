@@ -19,6 +19,8 @@
 #define BLOCK_SLACK 1024
 /* Ranges not to scan: our own data segments, the scan's tables, the large registry. */
 #define FIXED_EXCLUSIONS 32
+/* First size of the /proc/self/maps buffer (doubled as needed): 1 MiB holds ~10k
+ * mappings, more than most programs have, so it is usually read in one go. */
 #define MAPS_BUFFER_START (1u << 20)
 /* Bytes copied out and scanned at a time (one system call each). */
 #define SCAN_CHUNK (256u * 1024u)
@@ -247,10 +249,8 @@ static bool skipped_mapping(const char *line, const char *line_end)
     static const char *const names[] = {"memfd:mtrace", "[vvar", "[vsyscall]"};
     size_t len = (size_t)(line_end - line);
     for (size_t n = 0; n < MT_ARRAY_LEN(names); n++) {
-        size_t k = strlen(names[n]);
-        for (size_t i = 0; i + k <= len; i++)
-            if (memcmp(line + i, names[n], k) == 0)
-                return true;
+        if (memmem(line, len, names[n], strlen(names[n])))
+            return true;
     }
     return false;
 }
@@ -285,7 +285,8 @@ static char *read_maps(size_t *len_out, size_t *cap_out)
     return buf;
 }
 
-/* Every writable mapping; the calling thread's stack only from `stack_low` up. */
+/* Every writable mapping; the calling thread's stack only from `stack_low` up: below it
+ * are the recorder's own frames, whose dead slots hold stale copies of block addresses. */
 static void scan_mappings(struct scan *s, uintptr_t stack_low)
 {
     size_t len, cap;
@@ -307,13 +308,6 @@ static void scan_mappings(struct scan *s, uintptr_t stack_low)
         line = line_end + 1;
     }
     mt_os_unmap(maps, cap);
-}
-
-/* The calling thread's stack is scanned from `stack_top_of_ours` up: below it are the
- * recorder's own frames, whose dead slots hold stale copies of block addresses. */
-static void scan_roots(struct scan *s, uintptr_t stack_top_of_ours)
-{
-    scan_mappings(s, stack_top_of_ours);
 }
 
 bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const void *stack_top_of_ours)
@@ -355,7 +349,7 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
         mt_debug_metadata_ranges(exclude_page_range, &s);
         dl_iterate_phdr(exclude_own_data, &s);
         sort_ranges(s.excluded, s.excluded_count);
-        scan_roots(&s, (uintptr_t)stack_top_of_ours);
+        scan_mappings(&s, (uintptr_t)stack_top_of_ours);
         while (s.work_len > 0) {
             uint32_t i = s.work[--s.work_len];
             scan_words(&s, s.blocks[i].start, s.blocks[i].end);

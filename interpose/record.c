@@ -93,10 +93,6 @@ void mt_record_leave(void)
     mt_session_thread_raw()->calls--;
 }
 
-void mt_record_start(void)
-{
-}
-
 /* ---- records ------------------------------------------------------------------------------- */
 
 static uint32_t capture_stack(struct mt_thread_state *t);
@@ -507,6 +503,8 @@ static void fork_child_mode(void)
     atomic_flag_clear(&snap.taking);
     atomic_store(&snap.bytes, 0);
 }
+
+_Static_assert(MT_SMALL_CLASSES <= MT_WIRE_SMALL_CLASSES_MAX, "the process area has no room for every size class");
 
 __attribute__((constructor)) static void record_init(void)
 {

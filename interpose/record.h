@@ -27,8 +27,6 @@ void mt_record_free(const void *ptr);
 void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size);
 void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_ptr, size_t size);
 void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size);
-/* Called once the allocator is initialised, from the first hooked call. */
-void mt_record_start(void);
 #endif
 
 #endif

@@ -153,14 +153,9 @@ __attribute__((destructor)) static void verify_quarantine_at_exit(void)
 
 static inline void ensure_init(void)
 {
-    if (MT_UNLIKELY(mt_alloc_mode_now() & MT_MODE_UNINIT)) {
-        if (mt_alloc_ensure_init()) {
-            mt_error_report_install();
-            mt_fault_install();
-        }
-#ifdef MT_TRACING
-        mt_record_start();
-#endif
+    if (MT_UNLIKELY(mt_alloc_mode_now() & MT_MODE_UNINIT) && mt_alloc_ensure_init()) {
+        mt_error_report_install();
+        mt_fault_install();
     }
 }
 

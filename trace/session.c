@@ -48,7 +48,7 @@ static struct {
     size_t ring_size;
     bool drop;
     struct mt_session_config config;
-    uint32_t classes[64];
+    uint32_t classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the config's, kept for a fork child's HELLO */
     pthread_key_t exit_key;
     bool key_ok;
     int fork_conn; /* opened by the fork prepare handler for the child, -1: none */
@@ -158,21 +158,25 @@ static void collector_path(char *path, size_t cap)
         mt_fmt(path, cap, "%s", COLLECTOR_NAME);
 }
 
-/* The collector's environment: ours without the preload and without our connection. */
-static char **collector_env(void)
+/* The collector's environment: ours without the preload and without our connection.
+ * `*bytes`: the mapping's size, for mt_os_unmap. */
+static char **collector_env(size_t *bytes)
 {
+    static const char *const dropped[] = {"LD_PRELOAD=", ENV_CONN_FD "=", ENV_CONN_PID "="};
     size_t count = 0;
     for (char **e = environ; e && *e; e++)
         count++;
-    char **env = mt_os_map((count + 1) * sizeof *env);
+    *bytes = (count + 1) * sizeof(char *);
+    char **env = mt_os_map(*bytes);
     if (!env)
         return NULL;
     size_t n = 0;
     for (char **e = environ; e && *e; e++) {
-        if (strncmp(*e, "LD_PRELOAD=", 11) == 0 || strncmp(*e, ENV_CONN_FD "=", sizeof ENV_CONN_FD) == 0 ||
-            strncmp(*e, ENV_CONN_PID "=", sizeof ENV_CONN_PID) == 0)
-            continue;
-        env[n++] = *e;
+        bool drop = false;
+        for (size_t d = 0; d < MT_ARRAY_LEN(dropped); d++)
+            drop = drop || strncmp(*e, dropped[d], strlen(dropped[d])) == 0;
+        if (!drop)
+            env[n++] = *e;
     }
     env[n] = NULL;
     return env;
@@ -196,14 +200,11 @@ static int spawn_collector(const char *out)
     char fd_text[16];
     mt_fmt(fd_text, sizeof fd_text, "%d", listener);
     char *argv[] = {path, (char *)"--collector-fd", fd_text, (char *)"-o", (char *)out, NULL};
-    char **env = collector_env();
+    size_t env_bytes;
+    char **env = collector_env(&env_bytes);
     int err = env ? mt_os_spawn_detached(path, argv, env, listener) : ENOMEM;
-    if (env) {
-        size_t count = 0;
-        while (env[count])
-            count++;
-        mt_os_unmap(env, (count + 1) * sizeof *env);
-    }
+    if (env)
+        mt_os_unmap(env, env_bytes);
     if (err) {
         mt_os_close(listener);
         mt_warn("cannot start the collector (%s): %s; not tracing", path, strerror(err));
@@ -447,15 +448,17 @@ static void registry_remove(struct mt_ring_writer *w)
 static void thread_exit(void *arg)
 {
     struct mt_thread_state *t = arg;
-    if (!t->writer.ring || t->generation != atomic_load(&session.generation))
-        return;
     t->busy++;
-    mt_ring_close(&t->writer);
-    registry_remove(&t->writer);
-    mt_ring_unmap(&t->writer);
+    /* A ring of an older generation (fork child) was the parent's and is unmapped already. */
+    if (t->writer.ring && t->generation == atomic_load(&session.generation)) {
+        mt_ring_close(&t->writer);
+        registry_remove(&t->writer);
+        mt_ring_unmap(&t->writer);
+        t->registered = 0;
+    }
+    /* The unwind cache is this thread's private mapping whatever became of its ring. */
     mt_unwind_cache_free(t->unwind_cache);
     t->unwind_cache = NULL;
-    t->registered = 0;
     t->busy--;
 }
 
@@ -507,9 +510,10 @@ struct mt_thread_state *mt_session_thread(void)
     }
     t->busy++;
     mt_unwind_warm_up();
-    if (!t->unwind_cache)
-        t->unwind_cache = mt_unwind_cache_new();
     bool ok = make_ring(t);
+    /* Only with a ring: its exit destructor is what frees the cache. */
+    if (ok && !t->unwind_cache)
+        t->unwind_cache = mt_unwind_cache_new();
     t->busy--;
     if (!ok)
         t->failed_generation = generation; /* no retry per call: the collector is gone */

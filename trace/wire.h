@@ -141,6 +141,9 @@ struct mt_msg_block_info {
 #define MT_WIRE_STACKS_MAX (1u << 19)   /* distinct stacks per process */
 #define MT_WIRE_FRAMES_MAX (1u << 25)   /* return addresses stored in total (256 MiB) */
 #define MT_WIRE_DEPTH_MAX 256            /* matches MTRACE_DEPTH's maximum */
+/* Room for the allocator's small size classes in the process area (it has 56; the
+ * spare entries let it grow without a wire version change). */
+#define MT_WIRE_SMALL_CLASSES_MAX 64
 
 /* One stored stack. Written completely before its id is published in a hash slot. */
 struct mt_wire_stack {
@@ -168,7 +171,7 @@ struct mt_wire_proc {
     _Atomic uint32_t stacks_full; /* the store ran out: later new stacks get id 0 */
     uint32_t page_size;
     uint32_t small_class_count;
-    uint32_t small_classes[64];   /* the allocator's small block sizes, for meta */
+    uint32_t small_classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the allocator's small block sizes, for meta */
     /* Offsets of the arrays from the start of the area. */
     uint64_t slots_at;  /* _Atomic uint64_t[MT_WIRE_STACK_SLOTS] */
     uint64_t stacks_at; /* struct mt_wire_stack[MT_WIRE_STACKS_MAX], index = id */
