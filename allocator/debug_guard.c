@@ -16,6 +16,8 @@
 #define POOL_MAX_DATA_PAGES 2
 /* Address space reserved at a time for one unit size: a few hundred units. */
 #define POOL_CHUNK_BYTES ((size_t)2 << 20)
+/* First capacity of a unit stack, doubled as it fills: 256 pointers, within the page
+ * mmap rounds the first mapping up to. */
 #define STACK_MIN 256
 
 struct unit_pool {
@@ -62,15 +64,13 @@ static bool pool_give(struct unit_pool *pool, uint8_t *u)
     mt_lock(&pool_lock);
     if (pool->count == pool->cap) {
         size_t new_cap = pool->cap ? pool->cap * 2 : STACK_MIN;
-        uint8_t **stack = mt_os_map(new_cap * sizeof *stack);
+        /* mremap moves the stack's pages instead of copying its entries. */
+        uint8_t **stack = pool->free ? mt_os_remap(pool->free, pool->cap * sizeof *stack, new_cap * sizeof *stack, true)
+                                     : mt_os_map(new_cap * sizeof *stack);
         if (!stack) {
             mt_unlock(&pool_lock);
             return false;
         }
-        for (size_t i = 0; i < pool->count; i++)
-            stack[i] = pool->free[i];
-        if (pool->free)
-            mt_os_unmap(pool->free, pool->cap * sizeof *pool->free);
         pool->free = stack;
         pool->cap = new_cap;
     }

@@ -445,11 +445,6 @@ static bool cache_refill(struct mt_heap *heap, unsigned cls)
     }
 }
 
-static bool cache_is_empty(unsigned cls)
-{
-    return ((uintptr_t)mt_tls_cache_top[cls] & MT_CACHE_MASK) == offsetof(struct mt_slot_cache, entry);
-}
-
 void *mt_small_malloc_slow(unsigned cls)
 {
     struct mt_heap *heap = mt_tls_heap;
@@ -461,7 +456,7 @@ void *mt_small_malloc_slow(unsigned cls)
         }
     }
     /* Creating the heap may have allocated (pthread_setspecific) and filled the cache. */
-    if (cache_is_empty(cls) && !cache_refill(heap, cls)) {
+    if (cache_count(heap, cls) == 0 && !cache_refill(heap, cls)) {
         errno = ENOMEM;
         return NULL;
     }

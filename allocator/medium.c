@@ -275,23 +275,34 @@ static bool top_ok(const struct mt_medium_arena *a, struct mt_medium_fault *faul
     return true;
 }
 
+/* Make chunk c (of `size` bytes, the top or the chunk right below it) an in-use chunk of
+ * nb bytes, the rest of the current region becoming the new top. False when the top is too
+ * small (or corrupted: fault set) or its page cannot be committed. One routine for malloc
+ * from the top and for realloc growing into it, so the two cannot disagree on the top's
+ * minimum size or on committing its header. */
+static bool top_carve(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, size_t nb, bool prev_inuse,
+                      struct mt_medium_fault *fault)
+{
+    struct mt_medium_region *r = a->current;
+    size_t total = size + (size_t)((uintptr_t)r->fence - (uintptr_t)a->top);
+    if (!top_ok(a, fault) || total < nb + MT_CHUNK_MIN)
+        return false;
+    struct mt_chunk *rest = mt_chunk_next(c, nb);
+    uint8_t *need = (uint8_t *)rest + MT_CHUNK_HEADER;
+    if (!region_commit(r, need))
+        return false;
+    note_dirty(r, need);
+    mt_chunk_write(rest, total - nb, 0, true);
+    mt_chunk_write(c, nb, MT_CHUNK_INUSE, prev_inuse);
+    a->top = rest;
+    return true;
+}
+
 /* Carve nb bytes off the top; NULL when it is too small (or corrupted: fault set). */
 static struct mt_chunk *top_take(struct mt_medium_arena *a, size_t nb, struct mt_medium_fault *fault)
 {
-    struct mt_medium_region *r = a->current;
     struct mt_chunk *top = a->top;
-    size_t tsize = (size_t)((uintptr_t)r->fence - (uintptr_t)top);
-    if (!top_ok(a, fault) || tsize < nb + MT_CHUNK_MIN)
-        return NULL;
-    struct mt_chunk *rest = mt_chunk_next(top, nb);
-    uint8_t *need = (uint8_t *)rest + MT_CHUNK_HEADER;
-    if (!region_commit(r, need))
-        return NULL;
-    note_dirty(r, need);
-    mt_chunk_write(rest, tsize - nb, 0, true);
-    mt_chunk_write(top, nb, MT_CHUNK_INUSE, true);
-    a->top = rest;
-    return top;
+    return top_carve(a, top, 0, nb, true, fault) ? top : NULL;
 }
 
 /* The current region's top ran out: move its fence to the end of its reservation, the
@@ -813,23 +824,14 @@ size_t mt_medium_usable_size(const void *ptr, uint8_t entry, enum mt_api api)
     return 0;
 }
 
-static bool grow_locked(struct mt_medium_arena *a, struct mt_medium_region *r, struct mt_chunk *c, size_t size,
+static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t size,
                         size_t nb, struct mt_medium_fault *fault)
 {
     struct mt_chunk *next = mt_chunk_next(c, size);
     bool prev_inuse = mt_chunk_prev_inuse(c);
     if (next == a->top) {
-        size_t tsize = (size_t)((uintptr_t)r->fence - (uintptr_t)next);
-        if (!top_ok(a, fault) || size + tsize < nb + MT_CHUNK_MIN)
+        if (!top_carve(a, c, size, nb, prev_inuse, fault))
             return false;
-        struct mt_chunk *rest = mt_chunk_next(c, nb);
-        uint8_t *need = (uint8_t *)rest + MT_CHUNK_HEADER;
-        if (!region_commit(r, need))
-            return false;
-        note_dirty(r, need);
-        mt_chunk_write(rest, size + tsize - nb, 0, true);
-        mt_chunk_write(c, nb, MT_CHUNK_INUSE, prev_inuse);
-        a->top = rest;
         account_resize(a, size, nb);
         return true;
     }
@@ -883,7 +885,7 @@ bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size)
                 account_resize(a, size, shrunk);
             ok = true;
         } else {
-            ok = grow_locked(a, r, c, size, nb, &fault);
+            ok = grow_locked(a, c, size, nb, &fault);
         }
     }
     arena_unlock(a, &drained);

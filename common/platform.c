@@ -605,6 +605,11 @@ void mt_os_futex_wait_shared(_Atomic uint32_t *addr, uint32_t expected, uint64_t
     RESTORE_ERRNO;
 }
 
+const void *mt_os_program_headers(void)
+{
+    return (const void *)(uintptr_t)getauxval(AT_PHDR);
+}
+
 long mt_os_readlink(const char *path, char *buf, size_t cap)
 {
     SAVE_ERRNO;

@@ -113,6 +113,9 @@ void mt_os_set_cloexec(int fd, bool on);
 /* Futex wait on *addr while it holds `expected`, at most timeout_ns. Shared (not
  * private): the waker is another process. */
 void mt_os_futex_wait_shared(_Atomic uint32_t *addr, uint32_t expected, uint64_t timeout_ns);
+/* The running program's ELF program headers (the auxiliary vector's AT_PHDR), or NULL
+ * when the kernel did not say. */
+const void *mt_os_program_headers(void);
 /* readlink into buf (NUL-terminated, truncated); length or -1. */
 long mt_os_readlink(const char *path, char *buf, size_t cap);
 /* The calling thread's name (prctl PR_GET_NAME), 16 bytes with its NUL. */

@@ -14,10 +14,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/auxv.h>
 
 #include "../common/format.h"
 #include "../common/log.h"
+#include "../common/platform.h"
 
 /* Frames printed at most: enough for deep call chains, bounded for recursion bugs. */
 #define REPORT_MAX_FRAMES 48
@@ -38,7 +38,7 @@ static const void *own_base(void)
     static bool resolved;
     if (!resolved) {
         Dl_info self, program;
-        const void *program_phdr = (const void *)(uintptr_t)getauxval(AT_PHDR);
+        const void *program_phdr = mt_os_program_headers();
         if (dladdr((const void *)(uintptr_t)&own_base, &self) &&
             !(program_phdr && dladdr(program_phdr, &program) && program.dli_fbase == self.dli_fbase))
             base = self.dli_fbase;

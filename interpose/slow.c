@@ -1,5 +1,7 @@
-/* Slow variants of the exports (slow.h): allocator start-up, M_PERTURB fills, the debug
- * allocator and, in libmtrace.so, recording.
+/* Slow variants of the exports (slow.h): allocator start-up, M_PERTURB fills,
+ * MTRACE_ZERO_ON_FREE clearing of freed and moved blocks without the debug layer, the
+ * debug allocator (and its check of the quarantine at exit) and, in libmtrace.so,
+ * recording.
  *
  * Two layers: the "checked" functions below are the allocator as the program should see
  * it in the current mode (debug layer, perturb fills, argument rules); the entry points
