@@ -11,9 +11,6 @@ from conftest import BUILD, run
 MTRACE_RUN = BUILD / "mtrace-run"
 PROG = BUILD / "progs" / "collector_e2e"
 
-pytestmark = pytest.mark.skipif(not (BUILD / "libmtrace.so").exists() or not MTRACE_RUN.exists(),
-                                reason="build/libmtrace.so or build/mtrace-run is not built yet")
-
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):

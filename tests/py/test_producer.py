@@ -19,9 +19,6 @@ LIB = BUILD / "libmtrace.so"
 PROG = BUILD / "progs" / "producer_prog"
 FAKE = BUILD / "progs" / "fake_collector"
 
-pytestmark = pytest.mark.skipif(not LIB.exists() or not FAKE.exists(),
-                                reason="libmtrace.so or the fake collector not built")
-
 
 def trace(tmp_path, *args, env=None, timeout=60, want_output=True):
     """Run producer_prog under libmtrace.so; returns (CompletedProcess, [process dicts])."""
@@ -224,8 +221,6 @@ def test_realloc_forms(tmp_path):
 
 def test_regions(tmp_path):
     res, procs = trace(tmp_path, "regions")
-    if res.returncode == 77:
-        pytest.skip("the allocator has no regions in this build")
     assert res.returncode == 0, res.stderr
     (p,) = procs
     check_stream(p)

@@ -14,16 +14,13 @@ from reportfab import run_tool
 MTRACE_RUN = BUILD / "mtrace-run"
 PROGS = BUILD / "progs"
 
-pytestmark = pytest.mark.skipif(not MTRACE_RUN.exists(),
-                                reason="build/mtrace-run is not built yet (the collector)")
-
 
 def record(tmp_path_factory, prog):
     exe = PROGS / prog
     if not (BUILD / "libmtrace.so").exists():
-        pytest.skip("build/libmtrace.so is not built yet (the producer)")
+        pytest.fail("build/libmtrace.so is missing: run make test-build")
     if not exe.exists():
-        pytest.skip(f"{exe} is not built (make test-build)")
+        pytest.fail(f"{exe} is missing: run make test-build")
     out = tmp_path_factory.mktemp(prog) / "t.db"
     r = subprocess.run([str(MTRACE_RUN), "-o", str(out), "--", str(exe)], capture_output=True,
                        text=True, timeout=300)
@@ -138,7 +135,7 @@ def collector_db(tmp_path_factory):
     three processes, exec, fork, a lost child, a double free, a mark), recorded without
     the preload library."""
     if not FAKE_PRODUCER.exists():
-        pytest.skip(f"{FAKE_PRODUCER} is not built")
+        pytest.fail(f"{FAKE_PRODUCER} is missing: run make test-build")
     out = tmp_path_factory.mktemp("collector") / "t.db"
     subprocess.run([str(MTRACE_RUN), "--no-preload", "-o", str(out), "--", str(FAKE_PRODUCER)],
                    capture_output=True, timeout=120)

@@ -21,9 +21,6 @@ MTRACE_RUN = BUILD / "mtrace-run"
 PROG = BUILD / "progs" / "stack_cache_prog"
 EVENTS = 3000  # ~250 distinct paths, each seen often enough to be cached and reused
 
-pytestmark = pytest.mark.skipif(not MTRACE_RUN.exists() or not PROG.exists(),
-                                reason="mtrace-run or stack_cache_prog not built")
-
 
 def stack_names(db, stack_id):
     return [r[0] for r in db.execute(

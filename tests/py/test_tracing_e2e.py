@@ -27,9 +27,6 @@ PROGS = BUILD / "progs"
 CALLS = PROGS / "e2e_calls"
 TIMEOUT = 120
 
-pytestmark = pytest.mark.skipif(not (BUILD / "libmtrace.so").exists() or not MTRACE_RUN.exists(),
-                                reason="build/libmtrace.so or build/mtrace-run is not built")
-
 # op numbers (docs/trace-format.md, "Operations")
 MALLOC, CALLOC, REALLOC, REALLOCARRAY, POSIX_MEMALIGN, ALIGNED_ALLOC, MEMALIGN, VALLOC, PVALLOC = range(1, 10)
 FREE = 10
