@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../common/compiler.h"
+#include "../common/hash.h"
 
 struct mt_secrets {
     uint64_t header_key;  /* keys chunk-header checksums */
@@ -24,19 +25,6 @@ extern struct mt_secrets mt_secrets;
 /* Draw fresh keys (allocator init; a forked child keeps its parent's keys, as the heap
  * it inherits was written with them). */
 void mt_secrets_init(void);
-
-/* A 64-bit mix (the finaliser of splitmix64): cheap, and every input bit affects every
- * output bit, so flipping any header bit changes the checksum unpredictably without the
- * key. Not a MAC in the cryptographic sense; the key is what an attacker lacks. */
-MT_INLINE uint64_t mt_mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
 
 /* Checksum of a header at `addr` whose size-and-flags word is `word`. */
 MT_INLINE uint64_t mt_header_check(uintptr_t addr, uint64_t word)

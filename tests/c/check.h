@@ -124,6 +124,20 @@ __attribute__((unused)) static bool expect_death(void (*fn)(void *), void *arg, 
     return ok;
 }
 
+/* The process's resident set in bytes (second field of /proc/self/statm, in pages): how
+ * the tests see memory given back to the OS. 0 if it cannot be read. */
+static inline size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 static int run_tests(void)
 {
     int failed = 0;

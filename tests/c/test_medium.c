@@ -515,18 +515,6 @@ TEST(random_sequence_matches_model)
 
 /* ---- memory goes back to the OS ----------------------------------------------------------- */
 
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-            resident = 0;
-        fclose(f);
-    }
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 #define WORKING_SET (256 * MiB)
 #define WS_MAX_BLOCKS 8192
 

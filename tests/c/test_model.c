@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 
+#include "../../common/hash.h"
 #include "check.h"
 #include "mtrace.h"
 
@@ -30,20 +31,10 @@ struct model {
     size_t failures; /* checks that failed: stop reporting after a few */
 };
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t next_random(struct model *m)
 {
     m->rng += 0x9e3779b97f4a7c15ull;
-    return mix64(m->rng);
+    return mt_mix64(m->rng);
 }
 
 /* Offsets carrying the pattern: everything up to 64 KiB, then the ends and a stride (the
@@ -59,7 +50,7 @@ static size_t next_offset(size_t i, size_t n)
 
 static unsigned char byte_at(uint64_t key, size_t i)
 {
-    return (unsigned char)(mix64(key ^ (i >> 3)) >> ((i & 7) * 8));
+    return (unsigned char)(mt_mix64(key ^ (i >> 3)) >> ((i & 7) * 8));
 }
 
 static void write_pattern(const struct block *b)

@@ -15,19 +15,6 @@ static size_t page_size(void)
     return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Resident set size in bytes (second field of /proc/self/statm, in pages). */
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    unsigned long size = 0, resident = 0;
-    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return resident * page_size();
-}
-
 /* True when the page holding `p` is mapped (mincore fails with ENOMEM on a hole). */
 static bool is_mapped(const void *p)
 {

@@ -14,18 +14,6 @@
  * and the test's own bookkeeping. Small against the hundreds of MiB the tests free. */
 #define RSS_MARGIN (24 * MiB)
 
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    unsigned long size = 0, resident = 0;
-    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* Pointer arrays come straight from mmap, so the test's bookkeeping is not part of what
  * it measures the allocator on. */
 static void **pointer_array(size_t count)

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "../../common/hash.h"
 #include "check.h"
 #include "mtrace.h"
 
@@ -32,27 +33,17 @@ static atomic_int producers_done;
 static atomic_long mismatches;
 static atomic_long handed_over;
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t rng_next(uint64_t *state)
 {
     *state += 0x9e3779b97f4a7c15ull;
-    return mix64(*state);
+    return mt_mix64(*state);
 }
 
 /* The byte at offset i of a block: derived from the block's address and a seed, so a block
  * handed to the wrong owner, or overlapping another, does not verify. */
 static unsigned char expected_byte(const struct item *it, size_t i)
 {
-    return (unsigned char)(mix64(it->key ^ (i >> 3)) >> ((i & 7) * 8));
+    return (unsigned char)(mt_mix64(it->key ^ (i >> 3)) >> ((i & 7) * 8));
 }
 
 /* Big blocks are written and checked at their ends and at a stride: enough to catch a

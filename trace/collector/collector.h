@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "../../common/compiler.h"
+#include "../../common/hash.h"
 #include "../wire.h"
 
 #ifndef MTRACE_VERSION
@@ -58,17 +59,6 @@ void *mt_grow(void *items, size_t *cap, size_t need, size_t size);
 #define MT_VEC_RESERVE(ptr, cap, need) ((ptr) = mt_grow((ptr), &(cap), (need), sizeof *(ptr)))
 void *mt_xcalloc(size_t count, size_t size);
 char *mt_xstrdup(const char *s);
-
-static inline uint64_t mt_hash64(uint64_t x)
-{
-    /* splitmix64 finalizer: addresses differ mostly in middle bits; this spreads them. */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
 
 /* A growable byte buffer for JSON and text. */
 struct mt_buf {

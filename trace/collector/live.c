@@ -28,7 +28,7 @@ void mt_live_free(struct mt_live_set *set)
 
 static size_t home_slot(const struct mt_live_set *set, uint64_t ptr)
 {
-    return (size_t)mt_hash64(ptr) & set->mask;
+    return (size_t)mt_mix64(ptr) & set->mask;
 }
 
 static void live_grow(struct mt_live_set *set)

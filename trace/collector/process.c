@@ -267,14 +267,14 @@ static struct mt_size_count *size_entry(struct mt_proc *proc, uint64_t size)
         for (size_t i = 0; i < old_cap; i++) {
             if (!old[i].size)
                 continue;
-            size_t s = (size_t)mt_hash64(old[i].size) & proc->sizes_mask;
+            size_t s = (size_t)mt_mix64(old[i].size) & proc->sizes_mask;
             while (proc->sizes[s].size)
                 s = (s + 1) & proc->sizes_mask;
             proc->sizes[s] = old[i];
         }
         free(old);
     }
-    size_t s = (size_t)mt_hash64(size) & proc->sizes_mask;
+    size_t s = (size_t)mt_mix64(size) & proc->sizes_mask;
     while (proc->sizes[s].size && proc->sizes[s].size != size)
         s = (s + 1) & proc->sizes_mask;
     if (!proc->sizes[s].size) {

@@ -32,7 +32,7 @@ static uint64_t hash_locs(const struct mt_code_loc *l, uint32_t depth)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ depth;
     for (uint32_t i = 0; i < depth; i++)
-        h = mt_hash64(h ^ mt_hash64(l[i].offset ^ ((uint64_t)l[i].module << 48)));
+        h = mt_mix64(h ^ mt_mix64(l[i].offset ^ ((uint64_t)l[i].module << 48)));
     return h ? h : 1;
 }
 

@@ -377,7 +377,7 @@ static void symbolize_loc(struct mt_code_loc loc)
 
 static size_t loc_slot(struct mt_code_loc loc)
 {
-    return (size_t)mt_hash64(loc.offset ^ ((uint64_t)loc.module << 48)) & loc_table_mask;
+    return (size_t)mt_mix64(loc.offset ^ ((uint64_t)loc.module << 48)) & loc_table_mask;
 }
 
 const struct mt_sym_frame *mt_sym_frames(struct mt_code_loc loc, size_t *count)
