@@ -454,9 +454,14 @@ static void purge_if_over_budget(struct mt_medium_arena *a)
         return;
     /* The top goes first: the bins' resident chunks are the holes that best-fit reuses
      * next, the top serves only what they cannot (the `large` bench: 57k page faults
-     * this way, 94k purging the bins first, for the same peak). */
-    size_t target = allowance - (budget >> PURGE_TARGET_SHIFT);
-    trim_top(a, target > bins ? target - bins : 0, mt_top_pad());
+     * this way, 94k purging the bins first, for the same peak). But only a top holding
+     * more than half a budget: when the bins alone stay over the allowance (their small
+     * chunks are never purged), trimming a small top at every free would make every
+     * allocation from it fault again. */
+    size_t half = budget >> PURGE_TARGET_SHIFT;
+    size_t target = allowance - half;
+    size_t top_share = target > bins ? target - bins : 0;
+    trim_top(a, top_share > half ? top_share : half, mt_top_pad());
     top = top_resident(a);
     purge_locked(a, target > top ? target - top : 0);
 }
