@@ -39,18 +39,21 @@
  * rule on its own, trim_top beyond the trim threshold, with the same drop allowance
  * (release_range). */
 #define PURGE_CHUNK_MIN ((size_t)1 << 20)
-/* The budget: 8 MiB, an eighth of what is in use, or the trim threshold when the program
- * set it (mallopt, MTRACE_TRIM_THRESHOLD), whichever is largest. A program that frees its
- * working set falls back to about the budget (test_medium, test_rss).
+/* The budget, with huge pages (medium_internal.h): 8 MiB, an eighth of what is in use, or
+ * the trim threshold when the program set it (mallopt, MTRACE_TRIM_THRESHOLD), whichever
+ * is largest, for the bins and the top together. Without huge pages: 8 MiB, a quarter of
+ * what is in use, or the trim threshold, which adapts (tunables.h) to twice the largest
+ * mapped block freed so far, for the bins alone, the top following its own rule. A
+ * program that frees its working set falls back to about the budget either way
+ * (test_medium, test_rss).
  *
- * Not the adaptive trim threshold (twice the largest mapped block freed, tunables.h), nor
- * a quarter of the bytes in use, as before huge pages: on the `large` bench (16 live
- * blocks of 128 KiB-8 MiB, 60 MiB at most) that let the bins keep 16 MiB and the top as
- * much again, and peak RSS was 83.7 MiB against glibc's 74.3. With the top counted in and
- * an eighth, the peak is 78.6 MiB for 57k page faults (glibc 272k); huge pages
- * (medium_internal.h) make the extra faults cheap. */
+ * Why two: on the `large` bench (16 live blocks of 128 KiB-8 MiB, 60 MiB at most) the
+ * second lets the bins keep 16 MiB and the top as much again: peak RSS 82.3 MiB (glibc
+ * 74.3) for 220k page faults (glibc 272k). The first: 78.6 MiB for 57k faults with huge
+ * pages, which make the extra faults cheap, but 694k faults of 4 KiB without them. */
 #define RESIDENT_FREE_BUDGET ((size_t)8 << 20)
-#define RESIDENT_FREE_IN_USE_SHIFT 3
+#define RESIDENT_FREE_IN_USE_SHIFT_HUGE 3
+#define RESIDENT_FREE_IN_USE_SHIFT 2
 #define PURGE_TARGET_SHIFT 1 /* purge down to the allowance minus budget / 2 */
 /* On top of the budget, an arena keeps the memory its working set has just shrunk by: up
  * to in_use_peak - in_use (the "drop"), in its bins and again in its top. A working set
@@ -127,9 +130,10 @@ static uint8_t *fence_page_of(const struct mt_medium_region *r)
 /* Resident free memory the arena may keep (see PURGE_CHUNK_MIN). */
 static size_t purge_budget(const struct mt_medium_arena *a)
 {
-    size_t budget = a->in_use >> RESIDENT_FREE_IN_USE_SHIFT;
-    size_t trim = atomic_load_explicit(&mt_tunables.trim_threshold_fixed, memory_order_relaxed) ? mt_trim_threshold()
-                                                                                                : 0;
+    bool huge = mt_medium_huge_page != 0;
+    size_t budget = a->in_use >> (huge ? RESIDENT_FREE_IN_USE_SHIFT_HUGE : RESIDENT_FREE_IN_USE_SHIFT);
+    bool trim_set = atomic_load_explicit(&mt_tunables.trim_threshold_fixed, memory_order_relaxed);
+    size_t trim = !huge || trim_set ? mt_trim_threshold() : 0;
     if (budget < RESIDENT_FREE_BUDGET)
         budget = RESIDENT_FREE_BUDGET;
     return budget > trim ? budget : trim;
@@ -440,13 +444,14 @@ static size_t top_resident(const struct mt_medium_arena *a)
     return dirty > top ? dirty - top : 0;
 }
 
-/* Trim and purge when the resident free memory of the bins and the top passes the budget
- * plus the drop from the peak (see PURGE_CHUNK_MIN and PEAK_RESET_SHIFT). */
+/* Trim and purge when the resident free memory of the bins and (with huge pages) the top
+ * passes the budget plus the drop from the peak (see PURGE_CHUNK_MIN, RESIDENT_FREE_BUDGET
+ * and PEAK_RESET_SHIFT). */
 static void purge_if_over_budget(struct mt_medium_arena *a)
 {
     size_t budget = purge_budget(a);
     size_t bins = resident_free_estimate(a);
-    size_t top = top_resident(a);
+    size_t top = mt_medium_huge_page ? top_resident(a) : 0;
     if (MT_LIKELY(bins + top <= budget))
         return;
     size_t allowance = budget + working_set_drop(a);
@@ -461,8 +466,10 @@ static void purge_if_over_budget(struct mt_medium_arena *a)
     size_t half = budget >> PURGE_TARGET_SHIFT;
     size_t target = allowance - half;
     size_t top_share = target > bins ? target - bins : 0;
-    trim_top(a, top_share > half ? top_share : half, mt_top_pad());
-    top = top_resident(a);
+    if (top) {
+        trim_top(a, top_share > half ? top_share : half, mt_top_pad());
+        top = top_resident(a);
+    }
     purge_locked(a, target > top ? target - top : 0);
 }
 

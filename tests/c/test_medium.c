@@ -901,9 +901,33 @@ TEST(death_usable_size_of_freed)
     CHECK(expect_death(usable_size_of_freed, NULL, SIGABRT, "mtrace: error: use of freed block of"));
 }
 
-int main(void)
+/* The same tests without huge pages, in a fresh process (the allocator decides at
+ * initialisation): a machine without transparent huge pages takes that path, with its own
+ * resident budget (medium.c). Exit status of the run. */
+static int run_without_huge_pages(void)
 {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("MTRACE_HUGE_PAGES", "off", 1);
+        execl("/proc/self/exe", "test_medium", "--without-huge-pages", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return 1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argv;
     /* Every request above the small classes goes to the medium arenas. */
     mallopt(M_MMAP_MAX, 0);
-    return run_tests();
+    int failed = run_tests();
+    if (argc == 1 && mt_medium_huge_page) {
+        printf("again without huge pages (MTRACE_HUGE_PAGES=off)\n");
+        failed |= run_without_huge_pages();
+    }
+    return failed;
 }
