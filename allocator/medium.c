@@ -27,9 +27,9 @@
 #define COMMIT_GRANULE ((size_t)1 << 20)
 /* Purging: freeing a chunk into the bins never gives pages back by itself. The arena keeps
  * an upper estimate of the resident free memory in its bins (interiors of free chunks not
- * flagged decommitted, plus pages hidden inside flagged ones) and adds the top's resident
- * pages; when a free takes the sum past the allowance (below), the top is trimmed and then
- * a purge decommits the interiors of free chunks of at least PURGE_CHUNK_MIN, largest bins
+ * flagged decommitted, plus pages hidden inside flagged ones) and, with huge pages, adds
+ * the top's resident pages; when a free takes the sum past the allowance (below), the top
+ * is trimmed and then a purge decommits the interiors of free chunks of at least PURGE_CHUNK_MIN, largest bins
  * first, until the sum is half a budget below the allowance. That half is the hysteresis:
  * the next purge comes only after another half budget of frees, so a program whose free
  * memory swings around the allowance does not pay a madvise and the refaults at every
