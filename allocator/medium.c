@@ -189,6 +189,32 @@ static void report(const struct mt_medium_fault *fault, enum mt_api api)
 
 /* ---- regions and the top ---------------------------------------------------------------- */
 
+/* Advise the region's huge zone (medium_internal.h) once its committed memory reaches
+ * it, and again as far as the region grew since: everything from the zone to the huge
+ * page holding the fence, committed or not (one madvise per region, not one per commit;
+ * mprotect keeps the advice). The fence's huge page stays small: the fence page is
+ * resident for good, and a huge page there would make 2 MiB of it. */
+static void region_advise_huge(struct mt_medium_region *r)
+{
+    size_t huge = mt_medium_huge_page;
+    uint8_t *zone = (uint8_t *)r + MT_MEDIUM_HUGE_ZONE;
+    if (!huge || r->commit_end <= zone)
+        return;
+    uint8_t *end = (uint8_t *)mt_align_down((uintptr_t)fence_page_of(r), huge);
+    uint8_t *start = r->huge_end ? r->huge_end : zone;
+    if (end <= start)
+        return;
+    mt_os_advise_huge(start, (size_t)(end - start));
+    r->huge_end = end;
+}
+
+/* True when addr lies in the advised part of r, where a touched page may have brought its
+ * whole huge page in. */
+MT_INLINE bool in_huge_pages(const struct mt_medium_region *r, uintptr_t addr)
+{
+    return addr >= (uintptr_t)r + MT_MEDIUM_HUGE_ZONE && addr < (uintptr_t)r->huge_end;
+}
+
 /* Reserve MT_MEDIUM_GROWN_REGION_SIZE and format the first `size` bytes as a region:
  * header, `extra` bytes after it (the arena, for a first region), a top chunk spanning
  * the rest, and the fence. Not yet in the segment map. */
@@ -216,6 +242,7 @@ static struct mt_medium_region *region_create(size_t size, size_t extra, void **
     r->dirty_end = (uint8_t *)mt_align_up((uintptr_t)chunks + MT_CHUNK_HEADER, page);
     mt_chunk_write(mt_chunk_at(chunks), (size_t)((uint8_t *)r->fence - chunks), 0, true);
     mt_chunk_write(r->fence, MT_CHUNK_FENCE, MT_CHUNK_INUSE, false);
+    region_advise_huge(r); /* a top pad beyond the zone commits into it from the start */
     *extra_out = header_end;
     return r;
 }
@@ -229,32 +256,6 @@ static void region_publish(struct mt_medium_arena *a, struct mt_medium_region *r
     a->current = r;
     a->top = mt_chunk_at(r->chunks);
     mt_segmap_set((uintptr_t)r, r->size, MT_SEG_MEDIUM);
-}
-
-/* Advise the region's huge zone (medium_internal.h) once its committed memory reaches
- * it, and again as far as the region grew since: everything from the zone to the huge
- * page holding the fence, committed or not (one madvise per region, not one per commit;
- * mprotect keeps the advice). The fence's huge page stays small: the fence page is
- * resident for good, and a huge page there would make 2 MiB of it. */
-static void region_advise_huge(struct mt_medium_region *r)
-{
-    size_t huge = mt_medium_huge_page;
-    uint8_t *zone = (uint8_t *)r + MT_MEDIUM_HUGE_ZONE;
-    if (!huge || r->commit_end <= zone)
-        return;
-    uint8_t *end = (uint8_t *)mt_align_down((uintptr_t)fence_page_of(r), huge);
-    uint8_t *start = r->huge_end ? r->huge_end : zone;
-    if (end <= start)
-        return;
-    mt_os_advise_huge(start, (size_t)(end - start));
-    r->huge_end = end;
-}
-
-/* True when addr lies in the advised part of r, where a touched page may have brought its
- * whole huge page in. */
-MT_INLINE bool in_huge_pages(const struct mt_medium_region *r, uintptr_t addr)
-{
-    return addr >= (uintptr_t)r + MT_MEDIUM_HUGE_ZONE && addr < (uintptr_t)r->huge_end;
 }
 
 /* Make [.., need) read-write, with the top pad and a granule of slack (a whole huge page
