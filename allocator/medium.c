@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/lock.h"
+#include "../common/options.h"
 #include "../common/platform.h"
 #include "medium_internal.h"
 #include "segmap.h"
@@ -26,23 +27,32 @@
 #define COMMIT_GRANULE ((size_t)1 << 20)
 /* Purging: freeing a chunk into the bins never gives pages back by itself. The arena keeps
  * an upper estimate of the resident free memory in its bins (interiors of free chunks not
- * flagged decommitted, plus pages hidden inside flagged ones); when a free takes it past
- * the allowance (below), a purge decommits the interiors of free chunks of at least
- * PURGE_CHUNK_MIN, largest bins first, until the estimate is half a budget below the
- * allowance. That half is the hysteresis: the next purge comes only after another half
- * budget of frees, so a program whose free memory swings around the allowance does not
- * pay a madvise and the refaults at every free, as the former per-free decommit did (the
- * `large` bench faulted 300k pages, glibc 150k). Below PURGE_CHUNK_MIN the madvise and
- * the faults of reuse cost more than the memory is worth; glibc gives back nothing but
- * the top. The top follows glibc's rule, trim_top beyond the trim threshold, with the
- * same drop allowance (release_range). */
+ * flagged decommitted, plus pages hidden inside flagged ones) and, with huge pages, adds
+ * the top's resident pages; when a free takes the sum past the allowance (below), the top
+ * is trimmed and then a purge decommits the interiors of free chunks of at least PURGE_CHUNK_MIN, largest bins
+ * first, until the sum is half a budget below the allowance. That half is the hysteresis:
+ * the next purge comes only after another half budget of frees, so a program whose free
+ * memory swings around the allowance does not pay a madvise and the refaults at every
+ * free, as the former per-free decommit did (the `large` bench faulted 300k pages, glibc
+ * 150k). Below PURGE_CHUNK_MIN the madvise and the faults of reuse cost more than the
+ * memory is worth; glibc gives back nothing but the top. The top also follows glibc's
+ * rule on its own, trim_top beyond the trim threshold, with the same drop allowance
+ * (release_range). */
 #define PURGE_CHUNK_MIN ((size_t)1 << 20)
-/* The budget: 8 MiB, a quarter of what is in use, or the trim threshold, whichever is
- * largest. The trim threshold adapts (tunables.h) to twice the largest mapped block freed
- * so far: a program cycling blocks of S bytes keeps about 2S resident, as glibc keeps a
- * top of that size. A program that frees its working set falls back to about the budget
- * (test_medium, test_rss). */
+/* The budget, with huge pages (medium_internal.h): 8 MiB, an eighth of what is in use, or
+ * the trim threshold when the program set it (mallopt, MTRACE_TRIM_THRESHOLD), whichever
+ * is largest, for the bins and the top together. Without huge pages: 8 MiB, a quarter of
+ * what is in use, or the trim threshold, which adapts (tunables.h) to twice the largest
+ * mapped block freed so far, for the bins alone, the top following its own rule. A
+ * program that frees its working set falls back to about the budget either way
+ * (test_medium, test_rss).
+ *
+ * Why two: on the `large` bench (16 live blocks of 128 KiB-8 MiB, 60 MiB at most) the
+ * second lets the bins keep 16 MiB and the top as much again: peak RSS 82.3 MiB (glibc
+ * 74.3) for 220k page faults (glibc 272k). The first: 78.6 MiB for 57k faults with huge
+ * pages, which make the extra faults cheap, but 694k faults of 4 KiB without them. */
 #define RESIDENT_FREE_BUDGET ((size_t)8 << 20)
+#define RESIDENT_FREE_IN_USE_SHIFT_HUGE 3
 #define RESIDENT_FREE_IN_USE_SHIFT 2
 #define PURGE_TARGET_SHIFT 1 /* purge down to the allowance minus budget / 2 */
 /* On top of the budget, an arena keeps the memory its working set has just shrunk by: up
@@ -64,6 +74,7 @@
 struct mt_medium_arena *_Atomic mt_medium_arenas[MT_MEDIUM_ARENAS_LIMIT];
 _Atomic unsigned mt_medium_arena_count;
 size_t mt_medium_page = 4096;
+size_t mt_medium_huge_page;
 
 static mt_lock_t arenas_lock = MT_LOCK_INIT; /* creation of arenas, and fork */
 static _Atomic unsigned arena_ticket;        /* round robin over arenas */
@@ -119,8 +130,10 @@ static uint8_t *fence_page_of(const struct mt_medium_region *r)
 /* Resident free memory the arena may keep (see PURGE_CHUNK_MIN). */
 static size_t purge_budget(const struct mt_medium_arena *a)
 {
-    size_t budget = a->in_use >> RESIDENT_FREE_IN_USE_SHIFT;
-    size_t trim = mt_trim_threshold();
+    bool huge = mt_medium_huge_page != 0;
+    size_t budget = a->in_use >> (huge ? RESIDENT_FREE_IN_USE_SHIFT_HUGE : RESIDENT_FREE_IN_USE_SHIFT);
+    bool trim_set = atomic_load_explicit(&mt_tunables.trim_threshold_fixed, memory_order_relaxed);
+    size_t trim = !huge || trim_set ? mt_trim_threshold() : 0;
     if (budget < RESIDENT_FREE_BUDGET)
         budget = RESIDENT_FREE_BUDGET;
     return budget > trim ? budget : trim;
@@ -176,6 +189,32 @@ static void report(const struct mt_medium_fault *fault, enum mt_api api)
 
 /* ---- regions and the top ---------------------------------------------------------------- */
 
+/* Advise the region's huge zone (medium_internal.h) once its committed memory reaches
+ * it, and again as far as the region grew since: everything from the zone to the huge
+ * page holding the fence, committed or not (one madvise per region, not one per commit;
+ * mprotect keeps the advice). The fence's huge page stays small: the fence page is
+ * resident for good, and a huge page there would make 2 MiB of it. */
+static void region_advise_huge(struct mt_medium_region *r)
+{
+    size_t huge = mt_medium_huge_page;
+    uint8_t *zone = (uint8_t *)r + MT_MEDIUM_HUGE_ZONE;
+    if (!huge || r->commit_end <= zone)
+        return;
+    uint8_t *end = (uint8_t *)mt_align_down((uintptr_t)fence_page_of(r), huge);
+    uint8_t *start = r->huge_end ? r->huge_end : zone;
+    if (end <= start)
+        return;
+    mt_os_advise_huge(start, (size_t)(end - start));
+    r->huge_end = end;
+}
+
+/* True when addr lies in the advised part of r, where a touched page may have brought its
+ * whole huge page in. */
+MT_INLINE bool in_huge_pages(const struct mt_medium_region *r, uintptr_t addr)
+{
+    return addr >= (uintptr_t)r + MT_MEDIUM_HUGE_ZONE && addr < (uintptr_t)r->huge_end;
+}
+
 /* Reserve MT_MEDIUM_GROWN_REGION_SIZE and format the first `size` bytes as a region:
  * header, `extra` bytes after it (the arena, for a first region), a top chunk spanning
  * the rest, and the fence. Not yet in the segment map. */
@@ -203,6 +242,7 @@ static struct mt_medium_region *region_create(size_t size, size_t extra, void **
     r->dirty_end = (uint8_t *)mt_align_up((uintptr_t)chunks + MT_CHUNK_HEADER, page);
     mt_chunk_write(mt_chunk_at(chunks), (size_t)((uint8_t *)r->fence - chunks), 0, true);
     mt_chunk_write(r->fence, MT_CHUNK_FENCE, MT_CHUNK_INUSE, false);
+    region_advise_huge(r); /* a top pad beyond the zone commits into it from the start */
     *extra_out = header_end;
     return r;
 }
@@ -218,12 +258,15 @@ static void region_publish(struct mt_medium_arena *a, struct mt_medium_region *r
     mt_segmap_set((uintptr_t)r, r->size, MT_SEG_MEDIUM);
 }
 
-/* Make [.., need) read-write, with the top pad and a granule of slack. */
+/* Make [.., need) read-write, with the top pad and a granule of slack (a whole huge page
+ * inside the huge zone, so that every huge page there can be mapped whole). */
 static bool region_commit(struct mt_medium_region *r, const uint8_t *need)
 {
     if (need <= r->commit_end)
         return true;
     uintptr_t target = mt_align_up((uintptr_t)need + mt_top_pad(), COMMIT_GRANULE);
+    if (mt_medium_huge_page && target > (uintptr_t)r + MT_MEDIUM_HUGE_ZONE)
+        target = mt_align_up(target, mt_medium_huge_page);
     uintptr_t limit = (uintptr_t)fence_page_of(r);
     if (target > limit)
         target = limit; /* the fence page is committed from the start */
@@ -232,14 +275,19 @@ static bool region_commit(struct mt_medium_region *r, const uint8_t *need)
     if (!mt_os_commit(r->commit_end, target - (uintptr_t)r->commit_end))
         return false;
     r->commit_end = (uint8_t *)target;
+    region_advise_huge(r);
     return true;
 }
 
 static void note_dirty(struct mt_medium_region *r, const uint8_t *touched_end)
 {
-    uint8_t *end = (uint8_t *)mt_align_up((uintptr_t)touched_end, mt_medium_page);
-    if (end > r->dirty_end)
-        r->dirty_end = end;
+    uintptr_t end = mt_align_up((uintptr_t)touched_end, mt_medium_page);
+    /* The page before `end` was touched: inside the huge zone its whole huge page may be
+     * resident. (huge_end is huge-aligned, so the rounding stays inside the zone.) */
+    if (in_huge_pages(r, end - 1))
+        end = mt_align_up(end, mt_medium_huge_page);
+    if (end > (uintptr_t)r->dirty_end)
+        r->dirty_end = (uint8_t *)end;
 }
 
 /* Give back the top's resident pages beyond `pad` when more than `threshold` of them are
@@ -254,6 +302,9 @@ static size_t trim_top(struct mt_medium_arena *a, size_t threshold, size_t pad)
     if (pad > (uintptr_t)r->fence - top)
         return 0;
     uintptr_t keep = mt_align_up(top + MT_CHUNK_HEADER + pad, mt_medium_page);
+    /* Whole huge pages only (medium_internal.h): keep the rest of the one holding keep. */
+    if (in_huge_pages(r, keep))
+        keep = mt_align_up(keep, mt_medium_huge_page);
     uintptr_t limit = (uintptr_t)fence_page_of(r); /* the fence's page stays */
     uintptr_t end = dirty < limit ? dirty : limit;
     if (keep >= end)
@@ -327,6 +378,7 @@ static bool region_grow(struct mt_medium_arena *a)
     r->size = MT_MEDIUM_GROWN_REGION_SIZE;
     __atomic_store_n(&r->fence, fence, __ATOMIC_RELAXED);
     mt_chunk_write(a->top, (size_t)((uintptr_t)fence - (uintptr_t)a->top), 0, mt_chunk_prev_inuse(a->top));
+    region_advise_huge(r);
     return true;
 }
 
@@ -357,7 +409,7 @@ static bool arena_add_region(struct mt_medium_arena *a)
     size_t size = (size_t)((uintptr_t)old->fence - (uintptr_t)top);
     unsigned flags = 0;
     uintptr_t lo, hi;
-    mt_chunk_interior(top, size, mt_medium_page, &lo, &hi);
+    mt_medium_interior(top, size, &lo, &hi);
     if (hi > lo) {
         mt_os_decommit((void *)lo, hi - lo);
         flags = MT_CHUNK_DECOMMITTED;
@@ -386,20 +438,40 @@ static size_t working_set_drop(struct mt_medium_arena *a)
     return a->in_use_peak - a->in_use;
 }
 
-/* Purge when the resident free estimate passes the budget plus the drop from the peak
- * (see PURGE_CHUNK_MIN and PEAK_RESET_SHIFT). */
+/* Resident pages of the top, as trim_top sees them. */
+static size_t top_resident(const struct mt_medium_arena *a)
+{
+    uintptr_t top = (uintptr_t)a->top, dirty = (uintptr_t)a->current->dirty_end;
+    return dirty > top ? dirty - top : 0;
+}
+
+/* Trim and purge when the resident free memory of the bins and (with huge pages) the top
+ * passes the budget plus the drop from the peak (see PURGE_CHUNK_MIN, RESIDENT_FREE_BUDGET
+ * and PEAK_RESET_SHIFT). */
 static void purge_if_over_budget(struct mt_medium_arena *a)
 {
     size_t budget = purge_budget(a);
-    size_t resident = resident_free_estimate(a);
-    if (MT_LIKELY(resident <= budget))
+    size_t bins = resident_free_estimate(a);
+    size_t top = mt_medium_huge_page ? top_resident(a) : 0;
+    if (MT_LIKELY(bins + top <= budget))
         return;
-    /* The top gets the same allowance beyond the trim threshold (release_range). Sharing
-     * one allowance between them purged the bins while the top held the drop: twice the
-     * page faults on the `large` bench for the same peak. */
     size_t allowance = budget + working_set_drop(a);
-    if (resident > allowance)
-        purge_locked(a, allowance - (budget >> PURGE_TARGET_SHIFT));
+    if (bins + top <= allowance)
+        return;
+    /* The top goes first: the bins' resident chunks are the holes that best-fit reuses
+     * next, the top serves only what they cannot (the `large` bench: 57k page faults
+     * this way, 94k purging the bins first, for the same peak). But only a top holding
+     * more than half a budget: when the bins alone stay over the allowance (their small
+     * chunks are never purged), trimming a small top at every free would make every
+     * allocation from it fault again. */
+    size_t half = budget >> PURGE_TARGET_SHIFT;
+    size_t target = allowance - half;
+    size_t top_share = target > bins ? target - bins : 0;
+    if (top) {
+        trim_top(a, top_share > half ? top_share : half, mt_top_pad());
+        top = top_resident(a);
+    }
+    purge_locked(a, target > top ? target - top : 0);
 }
 
 /* Make [c, c + size) free memory; the chunk before it is in use. Merges with the next
@@ -431,7 +503,7 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
         if (nsize >= MT_CHUNK_MIN && mt_chunk_footer(next, nsize) == nsize &&
             mt_medium_bin_unlink(a, next, nw, fault)) {
             if (nw & MT_CHUNK_DECOMMITTED) {
-                clean += mt_chunk_interior_bytes(next, nsize, mt_medium_page);
+                clean += mt_medium_interior_bytes(next, nsize);
                 flagged = true;
             }
             size += nsize;
@@ -451,7 +523,7 @@ static void release_range(struct mt_medium_arena *a, struct mt_medium_region *r,
      * upwards, and the next purge corrects it. */
     unsigned flags = 0;
     if (flagged) {
-        size_t interior = mt_chunk_interior_bytes(c, size, mt_medium_page);
+        size_t interior = mt_medium_interior_bytes(c, size);
         size_t dirty = interior > clean ? interior - clean : 0;
         if (interior && clean >= dirty) {
             flags = MT_CHUNK_DECOMMITTED;
@@ -527,7 +599,7 @@ static void free_chunk_locked(struct mt_medium_arena *a, struct mt_medium_region
         if (!mt_medium_bin_unlink(a, prev, pw, fault))
             return;
         if (pw & MT_CHUNK_DECOMMITTED) {
-            clean = mt_chunk_interior_bytes(prev, psize, mt_medium_page);
+            clean = mt_medium_interior_bytes(prev, psize);
             flagged = true;
         }
         start = prev;
@@ -715,7 +787,7 @@ static size_t use_binned(struct mt_medium_arena *a, struct mt_chunk *c, size_t s
     if (rest >= MT_CHUNK_MIN) {
         mt_chunk_write(c, nb, MT_CHUNK_INUSE, true);
         struct mt_chunk *tail = mt_chunk_next(c, nb);
-        unsigned flags = (word & MT_CHUNK_DECOMMITTED) && mt_chunk_interior_bytes(tail, rest, mt_medium_page)
+        unsigned flags = (word & MT_CHUNK_DECOMMITTED) && mt_medium_interior_bytes(tail, rest)
                              ? MT_CHUNK_DECOMMITTED
                              : 0;
         mt_chunk_write(tail, rest, flags, true);
@@ -848,7 +920,7 @@ static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t si
     if (total - nb >= MT_CHUNK_MIN) {
         struct mt_chunk *tail = mt_chunk_next(c, nb);
         size_t rest = total - nb;
-        unsigned flags = (nw & MT_CHUNK_DECOMMITTED) && mt_chunk_interior_bytes(tail, rest, mt_medium_page)
+        unsigned flags = (nw & MT_CHUNK_DECOMMITTED) && mt_medium_interior_bytes(tail, rest)
                              ? MT_CHUNK_DECOMMITTED
                              : 0;
         mt_chunk_write(tail, rest, flags, true);
@@ -904,6 +976,10 @@ size_t mt_medium_max_request(void)
 bool mt_medium_init(void)
 {
     mt_medium_page = mt_os_page_size();
+    /* Huge pages only when they divide a segment: the huge zone (segment-aligned) must start
+     * on a huge-page boundary. */
+    size_t huge = mt_option_bool(MT_OPT_HUGE_PAGES) ? mt_os_huge_page_size() : 0;
+    mt_medium_huge_page = huge && MT_SEGMENT_SIZE % huge == 0 ? huge : 0;
     arena_default_max = MT_MEDIUM_ARENAS_PER_CPU * (unsigned)mt_os_cpu_count();
     return true;
 }
@@ -970,7 +1046,7 @@ struct mt_medium_arena *mt_medium_arena_pick(void)
 static size_t decommit_chunk(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, uint64_t word)
 {
     uintptr_t lo, hi;
-    mt_chunk_interior(c, size, mt_medium_page, &lo, &hi);
+    mt_medium_interior(c, size, &lo, &hi);
     if (hi <= lo)
         return 0;
     mt_os_decommit((void *)lo, hi - lo);

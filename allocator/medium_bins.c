@@ -78,7 +78,7 @@ static void count_in(struct mt_medium_arena *arena, struct mt_chunk *c, size_t s
 {
     arena->free_chunks++;
     arena->free_bytes += size;
-    size_t interior = mt_chunk_interior_bytes(c, size, mt_medium_page);
+    size_t interior = mt_medium_interior_bytes(c, size);
     if (word & MT_CHUNK_DECOMMITTED)
         arena->decommitted += interior;
     else
@@ -89,7 +89,7 @@ static void count_out(struct mt_medium_arena *arena, struct mt_chunk *c, size_t 
 {
     arena->free_chunks--;
     arena->free_bytes -= size;
-    size_t interior = mt_chunk_interior_bytes(c, size, mt_medium_page);
+    size_t interior = mt_medium_interior_bytes(c, size);
     if (word & MT_CHUNK_DECOMMITTED)
         arena->decommitted -= interior;
     else

@@ -175,7 +175,7 @@ static bool check_region(struct mt_check *check, const struct mt_medium_arena *a
             if (mt_chunk_footer(c, size) != size)
                 return mt_check_fail(check, mt_chunk_user(c), "free medium chunk's footer %zu differs from its size "
                                                                "%zu", mt_chunk_footer(c, size), size);
-            size_t interior = mt_chunk_interior_bytes(c, size, mt_medium_page);
+            size_t interior = mt_medium_interior_bytes(c, size);
             t->free_chunks++;
             t->free_bytes += size;
             if (word & MT_CHUNK_DECOMMITTED)

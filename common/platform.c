@@ -123,6 +123,50 @@ void mt_os_decommit(void *addr, size_t size)
     RESTORE_ERRNO;
 }
 
+/* Read a small /sys file into buf (NUL-terminated); false when it cannot be read. */
+static bool read_small_file(const char *path, char *buf, size_t cap)
+{
+    int fd = mt_os_open_read(path);
+    if (fd < 0)
+        return false;
+    long n = mt_os_read(fd, buf, cap - 1);
+    mt_os_close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
+}
+
+size_t mt_os_huge_page_size(void)
+{
+    /* SIZE_MAX: not read yet. Racing first calls read the same files and agree. */
+    static _Atomic size_t cached = SIZE_MAX;
+    size_t size = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (MT_LIKELY(size != SIZE_MAX))
+        return size;
+    size = 0;
+    char buf[128];
+    /* "always [madvise] never": the bracketed word is the mode in force. */
+    if (read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf) && !strstr(buf, "[never]") &&
+        read_small_file("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf, sizeof buf)) {
+        size_t value = 0;
+        for (const char *c = buf; *c >= '0' && *c <= '9'; c++)
+            value = value * 10 + (size_t)(*c - '0');
+        /* Only a power of two above the page size can be used as an alignment. */
+        if (value > mt_os_page_size() && (value & (value - 1)) == 0)
+            size = value;
+    }
+    atomic_store_explicit(&cached, size, memory_order_relaxed);
+    return size;
+}
+
+void mt_os_advise_huge(void *addr, size_t size)
+{
+    SAVE_ERRNO;
+    madvise(addr, size, MADV_HUGEPAGE);
+    RESTORE_ERRNO;
+}
+
 bool mt_os_discard_protect_none(void *addr, size_t size)
 {
     SAVE_ERRNO;

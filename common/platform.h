@@ -42,6 +42,14 @@ bool mt_os_discard_protect_none(void *addr, size_t size);
 /* Turn a range into an inaccessible guard, or back into read-write memory. */
 bool mt_os_protect_none(void *addr, size_t size);
 bool mt_os_protect_rw(void *addr, size_t size);
+/* The size of a transparent huge page that mt_os_advise_huge can get (2 MiB on x86-64),
+ * or 0 when the kernel gives none: THP compiled out, set to "never", or /sys unreadable.
+ * Read once, on the first call. */
+size_t mt_os_huge_page_size(void);
+/* Ask for transparent huge pages in [addr, addr + size) (MADV_HUGEPAGE): a fault there
+ * then maps a whole zeroed huge page at once where the range allows it. Only a hint:
+ * nothing becomes resident until touched, and a refusal is ignored. */
+void mt_os_advise_huge(void *addr, size_t size);
 /* mremap: grow or shrink a mapping, moving it if `may_move`; NULL on failure. */
 void *mt_os_remap(void *addr, size_t old_size, size_t new_size, bool may_move);
 
