@@ -67,9 +67,13 @@ _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
 #define CACHE_REFILL_DEN 4
 
 /* Heaps are carved from mapped chunks and recycled; never returned to the OS, so a
- * remote free may write a stale heap's remote_hint harmlessly. */
+ * remote free may write a stale heap's remote_hint harmlessly. A chunk is carved one heap
+ * at a time as threads start, so its untouched heaps cost no resident memory (threading a
+ * free list through all 32 at once dirtied a page of each: 124 KiB for a one-thread
+ * program), and a fresh heap is the kernel's zero pages, with nothing to clear. */
 #define HEAPS_PER_CHUNK 32
-static struct mt_heap *heap_free_list; /* under mt_small_lock */
+static struct mt_heap *heap_free_list; /* exited threads' heaps (under mt_small_lock) */
+static struct mt_heap *heap_chunk_next, *heap_chunk_end; /* the chunk being carved (same) */
 static pthread_key_t heap_exit_key;
 
 /* Per class: the cache's entry limit and the refill batch (set by mt_small_init). */
@@ -601,20 +605,24 @@ size_t mt_small_usable_size(const void *ptr, enum mt_api api)
 
 /* ---- heap lifecycle ------------------------------------------------------------------- */
 
+/* A heap struct, zeroed: an exited thread's, or the next one of the current chunk. Caller
+ * holds mt_small_lock. */
 static struct mt_heap *heap_alloc_struct(void)
 {
-    if (!heap_free_list) {
+    struct mt_heap *heap = heap_free_list;
+    if (heap) {
+        heap_free_list = heap->all_next;
+        memset(heap, 0, sizeof *heap);
+        return heap;
+    }
+    if (heap_chunk_next == heap_chunk_end) {
         struct mt_heap *chunk = mt_os_map(sizeof(struct mt_heap) * HEAPS_PER_CHUNK);
         if (!chunk)
             return NULL;
-        for (size_t i = 0; i < HEAPS_PER_CHUNK; i++) {
-            chunk[i].all_next = heap_free_list;
-            heap_free_list = &chunk[i];
-        }
+        heap_chunk_next = chunk;
+        heap_chunk_end = chunk + HEAPS_PER_CHUNK;
     }
-    struct mt_heap *heap = heap_free_list;
-    heap_free_list = heap->all_next;
-    return heap;
+    return heap_chunk_next++; /* fresh mapped memory reads as zero */
 }
 
 static void heap_thread_exit(void *arg);
@@ -632,7 +640,6 @@ struct mt_heap *mt_heap_get(void)
         mt_unlock(&mt_small_lock);
         return NULL;
     }
-    memset(heap, 0, sizeof *heap);
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
         heap->cache[c].entry[mt_small_cache_limit(c)].block = MT_CACHE_SENTINEL;
