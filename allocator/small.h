@@ -138,8 +138,10 @@ struct mt_page_queue {
 struct mt_segment {
     _Atomic(struct mt_heap *) owner; /* NULL: abandoned (or in the free pool) */
     uint32_t used_pages;             /* pages in state ACTIVE */
-    uint32_t free_count;             /* pages on free_pages */
-    struct mt_page *free_pages;      /* singly linked through page->next */
+    uint32_t free_count;             /* pages on free_pages, and never formatted */
+    uint32_t formatted;              /* pages [0, formatted) have a descriptor; the others
+                                        were never used (all zero: a free page, start NULL) */
+    struct mt_page *free_pages;      /* released pages, singly linked through page->next */
     struct mt_segment *next, *prev;  /* heap's segment list, the abandoned list or the pool */
     struct mt_segment *all_next;     /* every small segment ever mapped (never unmapped) */
     uint8_t in_pool;                 /* on the global pool of unused segments */

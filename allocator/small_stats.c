@@ -118,7 +118,10 @@ void mt_small_walk(struct mt_walker *walker)
 static bool check_page_always(struct mt_check *check, const struct mt_segment *seg, size_t i)
 {
     const struct mt_page *page = &seg->meta[i].page;
-    if (page->start != (const uint8_t *)seg + i * MT_PAGE_SIZE)
+    /* A page never used has an all-zero descriptor (its segment formats it when it first
+     * hands it out). */
+    bool never_used = page->start == NULL && page->state == MT_PAGE_FREE;
+    if (page->start != (const uint8_t *)seg + i * MT_PAGE_SIZE && !never_used)
         return mt_check_fail(check, page, "small page %zu of segment %p has a wrong start", i, (const void *)seg);
     if (page->state != MT_PAGE_ACTIVE)
         return true;
@@ -256,6 +259,7 @@ bool mt_small_check(struct mt_check *check)
             if (++free_pages > MT_PAGES_PER_SEGMENT)
                 return mt_check_fail(check, seg, "segment free list does not terminate");
         }
+        free_pages += MT_PAGES_PER_SEGMENT - seg->formatted;
         if (active != seg->used_pages || free_pages != seg->free_count ||
             active + free_pages != MT_PAGES_PER_SEGMENT - MT_SEGMENT_META_PAGES)
             return mt_check_fail(check, seg, "segment counts %u used and %u free pages, found %u and %u",
