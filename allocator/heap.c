@@ -385,34 +385,61 @@ void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
         heap_page_emptied(heap, page);
 }
 
-/* Move up to the refill batch of the page's lowest free slots into the class's cache,
- * which is empty. Returns how many. */
+/* Move up to `want` of the page's lowest free slots below slot index `below` into
+ * taken[n..]; returns the new count. */
+static size_t page_take_slots(struct mt_page *page, size_t below, struct mt_cache_entry *taken, size_t n,
+                              size_t want)
+{
+    uint64_t nonempty = page->nonempty;
+    uint64_t scan = nonempty;
+    uint8_t *start = page->start;
+    size_t block_size = page->block_size;
+    while (n < want && scan) {
+        unsigned w = (unsigned)__builtin_ctzll(scan);
+        scan &= scan - 1;
+        size_t first = (size_t)w * 64;
+        if (first >= below)
+            break;
+        struct mt_page_bits *b = &mt_page_bits(page)[w];
+        uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
+        uint64_t avail = below - first >= 64 ? bits : bits & ((1ull << (below - first)) - 1);
+        uint64_t rest = avail;
+        for (; n < want && rest; n++) {
+            size_t index = first + (size_t)__builtin_ctzll(rest);
+            taken[n].block = start + index * block_size;
+            taken[n].slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
+            if (index >= page->touched)
+                page->touched = (uint16_t)(index + 1);
+            rest &= rest - 1;
+        }
+        uint64_t moved = avail & ~rest;
+        atomic_store_explicit(&b->free, bits & ~moved, memory_order_relaxed);
+        atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | moved,
+                              memory_order_relaxed);
+        if ((bits & ~moved) == 0)
+            nonempty &= ~(1ull << w);
+    }
+    page->nonempty = nonempty;
+    return n;
+}
+
+/* Move up to the refill batch of the page's free slots into the class's cache, which is
+ * empty. Returns how many. Slots below the page's touched mark come first, then the slots
+ * other threads freed (collected now rather than when the page runs out), and only then
+ * slots never handed out: a page whose blocks are freed by another thread (a producer and
+ * a consumer) would otherwise be walked end to end before its first collect, every class's
+ * page fully resident (64 KiB each: 1.5 MiB on the xthread bench). */
 static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, unsigned cls)
 {
     size_t want = cache_refill_count[cls];
     struct mt_cache_entry taken[MT_CACHE_ENTRIES];
-    size_t n = 0;
-    uint64_t nonempty = page->nonempty;
-    uint8_t *start = page->start;
-    size_t block_size = page->block_size;
-    while (n < want && nonempty) {
-        unsigned w = (unsigned)__builtin_ctzll(nonempty);
-        struct mt_page_bits *b = &mt_page_bits(page)[w];
-        uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
-        uint64_t rest = bits;
-        for (; n < want && rest; n++) {
-            size_t index = (size_t)w * 64 + (size_t)__builtin_ctzll(rest);
-            taken[n].block = start + index * block_size;
-            taken[n].slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
-            rest &= rest - 1;
-        }
-        atomic_store_explicit(&b->free, rest, memory_order_relaxed);
-        atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | (bits & ~rest),
-                              memory_order_relaxed);
-        if (rest == 0)
-            nonempty &= ~(1ull << w);
+    size_t n = page_take_slots(page, page->touched, taken, 0, want);
+    if (n < want && page->touched < page->capacity) {
+        if (mt_page_collect(page))
+            n = page_take_slots(page, page->touched, taken, n, want);
+        if (n < want)
+            n = page_take_slots(page, page->capacity, taken, n, want);
     }
-    page->nonempty = nonempty;
     /* Highest address at the bottom, so pops hand out the lowest first. */
     struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)

@@ -77,6 +77,8 @@ struct mt_page {
     _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
                                  the low bits, the page's allocations above (owner-written) */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
+    uint16_t touched;         /* slots [0, touched) were handed out at some time: the
+                                 memory above was never written (refills prefer below) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
     uint8_t words;            /* bitmap words covering `capacity` slots */
