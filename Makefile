@@ -42,8 +42,10 @@ NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INT
 # The collector names heap errors with the allocator's own tables (allocator/error.c).
 RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) allocator/error.c $(COLLECT_SRC) $(RUN_SRC))
 
-LIBS_ALLOC  := -lunwind -ldl
-LIBS_TRACE  := -lunwind -ldl
+# The allocator's error reports unwind with libgcc's unwinder, linked in statically
+# (-static-libgcc) so that libmtalloc.so needs nothing but libc (interpose/error_report.c).
+LIBS_ALLOC  := -ldl -static-libgcc
+LIBS_TRACE  := -lunwind -ldl -static-libgcc
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
 DEPS_STAMP  := $(BUILD)/.deps-ok
