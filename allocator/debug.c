@@ -102,7 +102,7 @@ static struct stripe stripes[STRIPES];
  * (libc's is vectorised; a byte loop made the check a quarter of the time of realloc-heavy
  * programs). */
 #define POISON_CHUNK 4096
-static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init */
+static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init when the layer is on */
 static const uint8_t zero_chunk[POISON_CHUNK];
 
 static MT_TLS uint64_t rng_state;
@@ -136,7 +136,9 @@ bool mt_debug_init(void)
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
-    memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
+    /* Only when used: filling it made two pages of .bss resident in every process. */
+    if (c->enabled)
+        memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
     return c->enabled;
 }
 
