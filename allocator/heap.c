@@ -85,8 +85,28 @@ unsigned mt_small_cache_limit(unsigned cls)
     return cache_limit[cls];
 }
 
+/* A class's cache before the thread first uses the class: empty for malloc (the entry
+ * below the top is the region's header) and full for free (the entry at the top is the
+ * end mark), so both fast paths take their slow paths, which start the heap's own cache
+ * of the class. A heap's 56 caches take 28 KiB: writing every end mark when the thread
+ * started made all of it resident, for the few classes most threads use. Never written. */
+struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
+
+static bool cache_started(const struct mt_heap *heap, unsigned cls)
+{
+    return ((uintptr_t)mt_tls_cache_top[cls] & ~MT_CACHE_MASK) == (uintptr_t)&heap->cache[cls];
+}
+
+static void cache_start(struct mt_heap *heap, unsigned cls)
+{
+    heap->cache[cls].entry[mt_small_cache_limit(cls)].block = MT_CACHE_SENTINEL;
+    mt_tls_cache_top[cls] = heap->cache[cls].entry;
+}
+
 static size_t cache_count(const struct mt_heap *heap, unsigned cls)
 {
+    if (!cache_started(heap, cls))
+        return 0;
     return (size_t)(mt_tls_cache_top[cls] - heap->cache[cls].entry);
 }
 
@@ -154,6 +174,8 @@ static void heap_segment_unlink(struct mt_heap *heap, struct mt_segment *seg)
 static void cache_purge_page(struct mt_heap *heap, const struct mt_page *page)
 {
     unsigned cls = page->cls;
+    if (!cache_started(heap, cls))
+        return;
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
     struct mt_cache_entry *kept = heap->cache[cls].entry;
     for (struct mt_cache_entry *e = kept; e < top; e++)
@@ -372,6 +394,8 @@ static void cache_flush_all(struct mt_heap *heap)
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
 {
     struct mt_heap *heap = mt_tls_heap;
+    if (!cache_started(heap, cls))
+        cache_start(heap, cls);
     struct mt_cache_entry *top = mt_tls_cache_top[cls];
     if (top->block == MT_CACHE_SENTINEL) {
         cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
@@ -453,6 +477,8 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
  * memory. */
 static bool cache_refill(struct mt_heap *heap, unsigned cls)
 {
+    if (!cache_started(heap, cls))
+        cache_start(heap, cls);
     struct mt_page *page = heap->direct[cls];
     for (;;) {
         if (page != &mt_empty_page) {
@@ -632,14 +658,16 @@ size_t mt_small_usable_size(const void *ptr, enum mt_api api)
 
 /* ---- heap lifecycle ------------------------------------------------------------------- */
 
-/* A heap struct, zeroed: an exited thread's, or the next one of the current chunk. Caller
- * holds mt_small_lock. */
+/* A heap struct, zeroed but for the end marks of its caches: an exited thread's, or the
+ * next one of the current chunk. Caller holds mt_small_lock. */
 static struct mt_heap *heap_alloc_struct(void)
 {
     struct mt_heap *heap = heap_free_list;
     if (heap) {
+        /* Its caches are empty (heap_recycle) and were decommitted: leave them alone. */
+        _Static_assert(offsetof(struct mt_heap, cache) == 0, "the caches come first in a heap");
         heap_free_list = heap->all_next;
-        memset(heap, 0, sizeof *heap);
+        memset((char *)heap + sizeof heap->cache, 0, sizeof *heap - sizeof heap->cache);
         return heap;
     }
     if (heap_chunk_next == heap_chunk_end) {
@@ -669,8 +697,7 @@ struct mt_heap *mt_heap_get(void)
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
-        heap->cache[c].entry[mt_small_cache_limit(c)].block = MT_CACHE_SENTINEL;
-        mt_tls_cache_top[c] = heap->cache[c].entry;
+        mt_tls_cache_top[c] = mt_cache_unstarted.entry;
     }
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;
@@ -725,6 +752,8 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
         seg = next;
     }
     heap->segments = NULL;
+    if (recount) /* the thread is gone without emptying its caches */
+        memset(heap->cache, 0, sizeof heap->cache);
     if (heap->all_prev)
         heap->all_prev->all_next = heap->all_next;
     else
@@ -749,6 +778,13 @@ static void heap_thread_exit(void *arg)
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
         mt_tls_cache_top[c] = mt_heap_empty.cache[c].entry;
     mt_tls_heap = &mt_heap_empty;
+    /* The caches are empty (their entries zero): give their pages back, as the next thread
+     * to get this heap may use other classes. */
+    size_t os_page = mt_os_page_size();
+    uintptr_t first = mt_align_up((uintptr_t)heap->cache, os_page);
+    uintptr_t end = ((uintptr_t)heap->cache + sizeof heap->cache) & ~(uintptr_t)(os_page - 1);
+    if (end > first)
+        mt_os_decommit((void *)first, end - first);
     mt_lock(&mt_small_lock);
     heap_abandon_locked(heap, false);
     mt_unlock(&mt_small_lock);

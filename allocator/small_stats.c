@@ -203,6 +203,11 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
 {
     const struct mt_slot_cache *cache = &self->cache[cls];
     const struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    if (top == mt_cache_unstarted.entry) { /* the thread has not used the class yet */
+        if (mt_cache_unstarted.entry[0].block != MT_CACHE_SENTINEL)
+            return mt_check_fail(check, &mt_cache_unstarted, "the unstarted slot cache lost its end mark");
+        return true;
+    }
     unsigned limit = mt_small_cache_limit(cls);
     if (top < cache->entry || top > cache->entry + limit)
         return mt_check_fail(check, cache, "slot cache of class %u has its top outside the stack", cls);
