@@ -96,13 +96,13 @@ static struct {
     size_t bytes;
 } quarantine;
 
-static struct stripe stripes[STRIPES];
+static struct stripe stripes[STRIPES] MT_BIG_BSS;
 
 /* What a quarantined block must still read as, compared a chunk at a time with memcmp
  * (libc's is vectorised; a byte loop made the check a quarter of the time of realloc-heavy
  * programs). */
 #define POISON_CHUNK 4096
-static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init when the layer is on */
+static uint8_t poison_chunk[POISON_CHUNK] MT_BIG_BSS; /* filled by mt_debug_init when the layer is on */
 static const uint8_t zero_chunk[POISON_CHUNK];
 
 static MT_TLS uint64_t rng_state;

@@ -32,7 +32,7 @@ MT_TLS struct mt_heap *mt_tls_heap = &mt_heap_empty;
  * slot" and takes the slow path. */
 struct mt_page_meta mt_empty_page_meta = {.page = {.state = MT_PAGE_META}};
 
-struct mt_heap mt_heap_empty;
+struct mt_heap mt_heap_empty MT_BIG_BSS;
 
 /* Until a thread has a heap its cache tops point at the empty heap's caches: empty, so
  * malloc goes to the slow path; free never pushes there (no page belongs to the empty

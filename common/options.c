@@ -32,7 +32,7 @@ struct option_value {
 static struct option_value option_values[MT_OPT_COUNT];
 /* Strings from the environment are copied here because mt_os_getenv may return a static
  * buffer; a page is touched only for an option that is set. */
-static char option_text[MT_OPT_COUNT][OPTION_STRING_MAX];
+static char option_text[MT_OPT_COUNT][OPTION_STRING_MAX] MT_BIG_BSS;
 static atomic_int options_state; /* 0 unread, 1 reading, 2 ready */
 
 const char *const *mt_option_choices(enum mt_option_id id)

@@ -307,7 +307,7 @@ void mt_os_sleep_ns(uint64_t ns)
 
 static const char *getenv_from_proc(const char *name)
 {
-    static char value[ENV_VALUE_MAX];
+    static char value[ENV_VALUE_MAX] MT_BIG_BSS;
     size_t name_len = strlen(name);
     int fd = mt_os_open_read("/proc/self/environ");
     if (fd < 0)
