@@ -120,7 +120,7 @@ static uint64_t next_random(void)
     return x;
 }
 
-bool mt_debug_init(void)
+MT_STARTUP bool mt_debug_init(void)
 {
     bool debug = mt_option_bool(MT_OPT_DEBUG);
     struct mt_debug_config *c = &mt_debug_config;

@@ -167,6 +167,16 @@ int32_t mt_os_getppid(void)
     return (int32_t)getppid();
 }
 
+/* glibc's pthread_atfork is this call, in libc_nonshared.a; __dso_handle identifies our
+ * object, so the handlers are dropped if it is ever unloaded. */
+extern int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso);
+extern void *__dso_handle;
+
+int mt_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    return __register_atfork(prepare, parent, child, __dso_handle);
+}
+
 int mt_os_cpu_count(void)
 {
     SAVE_ERRNO;
