@@ -68,13 +68,15 @@ struct mt_segment *mt_segment_acquire(void)
 void mt_segment_pool_put(struct mt_segment *seg)
 {
     atomic_store_explicit(&seg->owner, NULL, memory_order_relaxed);
-    /* Every page is free: give their memory back in one call and reformat (the used
-     * descriptors back to zero, so that the segment is again as if new). */
-    mt_os_decommit((uint8_t *)seg + MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
-                   MT_SEGMENT_SIZE - MT_SEGMENT_META_PAGES * MT_PAGE_SIZE);
+    /* Every page is free: reformat (the used descriptors back to zero, so that the segment
+     * is again as if new) and give the memory back in one call, the metadata too but for
+     * its first OS page (the header, which the lists of segments run through): the rest of
+     * the metadata is all zero again. */
     for (size_t i = MT_SEGMENT_META_PAGES; i < seg->formatted; i++)
         memset(&seg->meta[i].page, 0, sizeof seg->meta[i].page);
     segment_format(seg);
+    size_t keep = mt_os_page_size();
+    mt_os_decommit((uint8_t *)seg + keep, MT_SEGMENT_SIZE - keep);
     seg->in_pool = 1;
     seg->prev = NULL;
     seg->next = segment_pool;
