@@ -207,8 +207,9 @@ struct mt_heap {
 extern MT_TLS struct mt_heap *mt_tls_heap;
 /* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
  * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
- * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
- * TLS so malloc's first load is the top. */
+ * then at a shared stack that is both empty and full until the thread's first use of the
+ * class (heap.c), so the fast path needs no heap test (an empty cache sends malloc to the
+ * slow path, a full one free). Kept in TLS so malloc's first load is the top. */
 extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" in mt_heap.direct. */
