@@ -34,16 +34,36 @@ TRACE_SRC     := $(wildcard trace/*.c)
 COLLECT_SRC   := $(wildcard trace/collector/*.c)
 RUN_SRC       := $(wildcard tools/mtrace_run/*.c)
 
-ALLOC_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
+# Link order is code layout: the code every process runs (start-up, the small and medium
+# paths, the exported entry points) first, so it shares the first 64 KiB of text, and the
+# cold code (debug layer, statistics, checks, reports, and libgcc's unwinder, linked last)
+# after it. The kernel maps file pages 64 KiB at a time around each fault ("fault-around"),
+# so code that is never run stays out of the resident set only if it does not share those
+# 64 KiB with code that is.
+HOT_SRC     := interpose/exports.c interpose/slow.c allocator/alloc.c allocator/heap.c allocator/page.c \
+               allocator/segment.c allocator/segmap.c allocator/size_class.c allocator/harden.c \
+               allocator/tunables.c allocator/error.c common/options.c common/platform.c common/lock.c \
+               common/log.c common/format.c interpose/public.c allocator/medium.c \
+               allocator/medium_bins.c allocator/large.c interpose/error_report.c interpose/fault.c
+ALLOC_ORDER := $(filter $(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC),$(HOT_SRC)) \
+               $(filter-out $(HOT_SRC),$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
+ALLOC_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(ALLOC_ORDER))
 TRACE_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC)) \
                $(patsubst %.c,$(OBJ)/trace/%.o,$(INTERPOSE_SRC) $(TRACE_SRC))
 # The allocator without its always-on integrity checks, for measuring what they cost.
-NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(COMMON_SRC) $(ALLOC_SRC) $(INTERPOSE_SRC))
+NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(ALLOC_ORDER))
 # The collector names heap errors with the allocator's own tables (allocator/error.c).
 RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) allocator/error.c $(COLLECT_SRC) $(RUN_SRC))
 
-LIBS_ALLOC  := -lunwind -ldl
-LIBS_TRACE  := -lunwind -ldl
+# The allocator's error reports unwind with libgcc's unwinder, linked in statically
+# (-static-libgcc) so that libmtalloc.so needs nothing but libc (interpose/error_report.c).
+LIBS_ALLOC  := -ldl -static-libgcc
+# No DT_FINI for libmtalloc.so: crti's _fini is empty on x86-64 (destructors run from
+# .fini_array), and it sits at the very end of the text, among the cold code, so calling it
+# at exit faulted in the cold code around it (up to 52 KiB). Naming a function that does
+# not exist leaves DT_FINI unset.
+SO_NO_FINI  := -Wl,-fini=mt_no_fini_function
+LIBS_TRACE  := -lunwind -ldl -static-libgcc
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
 DEPS_STAMP  := $(BUILD)/.deps-ok
@@ -98,10 +118,10 @@ $(BUILD)/exports-trace.map: interpose/exports.map.in interpose/hooks.h
 	@$(CC) -E -P -x c -DMT_TRACING -Iinterpose $< -o $@
 
 $(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
+	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
 $(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
+	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
 
 $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@

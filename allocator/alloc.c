@@ -51,7 +51,7 @@ bool mt_alloc_init_slow(void)
     atomic_fetch_and(&mt_alloc_mode, ~(uint32_t)MT_MODE_UNINIT);
     /* After the state is ready: pthread_atfork may allocate. Handlers registered first run
      * last before a fork and first after it, which is the order a malloc wants. */
-    pthread_atfork(mt_alloc_fork_prepare, mt_alloc_fork_parent, mt_alloc_fork_child);
+    mt_os_atfork(mt_alloc_fork_prepare, mt_alloc_fork_parent, mt_alloc_fork_child);
     return true;
 }
 

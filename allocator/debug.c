@@ -96,13 +96,13 @@ static struct {
     size_t bytes;
 } quarantine;
 
-static struct stripe stripes[STRIPES];
+static struct stripe stripes[STRIPES] MT_BIG_BSS;
 
 /* What a quarantined block must still read as, compared a chunk at a time with memcmp
  * (libc's is vectorised; a byte loop made the check a quarter of the time of realloc-heavy
  * programs). */
 #define POISON_CHUNK 4096
-static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init */
+static uint8_t poison_chunk[POISON_CHUNK] MT_BIG_BSS; /* filled by mt_debug_init when the layer is on */
 static const uint8_t zero_chunk[POISON_CHUNK];
 
 static MT_TLS uint64_t rng_state;
@@ -120,7 +120,7 @@ static uint64_t next_random(void)
     return x;
 }
 
-bool mt_debug_init(void)
+MT_STARTUP bool mt_debug_init(void)
 {
     bool debug = mt_option_bool(MT_OPT_DEBUG);
     struct mt_debug_config *c = &mt_debug_config;
@@ -136,7 +136,9 @@ bool mt_debug_init(void)
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
-    memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
+    /* Only when used: filling it made two pages of .bss resident in every process. */
+    if (c->enabled)
+        memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
     return c->enabled;
 }
 

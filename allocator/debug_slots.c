@@ -64,7 +64,7 @@ _Static_assert(SLICE_BYTES % 65536 == 0, "slices must be page-aligned for any OS
 
 typedef _Atomic(struct slot_region *) region_ref;
 
-static _Atomic(region_ref *) directory[DIR_TOP_ENTRIES];
+static _Atomic(region_ref *) directory[DIR_TOP_ENTRIES] MT_BIG_BSS;
 static _Atomic(struct slot_region *) regions; /* list head (h.next links) */
 /* Guards region creation and slice decommits; taken rarely (a new segment, a page whose
  * last debug block left). */

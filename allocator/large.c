@@ -44,7 +44,7 @@ static uint64_t hist_allocs[MT_LOG2_BUCKETS];
 static struct {
     uintptr_t ptr;
     size_t size;
-} recent[RECENT_FREED];
+} recent[RECENT_FREED] MT_BIG_BSS;
 static size_t recent_next;
 
 static struct large_header *header_of(const void *ptr)

@@ -78,7 +78,7 @@ size_t mt_medium_huge_page;
 
 static mt_lock_t arenas_lock = MT_LOCK_INIT; /* creation of arenas, and fork */
 static _Atomic unsigned arena_ticket;        /* round robin over arenas */
-static unsigned arena_default_max;
+static _Atomic unsigned arena_default_max; /* 0 until the first arena is picked */
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -980,14 +980,25 @@ bool mt_medium_init(void)
      * on a huge-page boundary. */
     size_t huge = mt_option_bool(MT_OPT_HUGE_PAGES) ? mt_os_huge_page_size() : 0;
     mt_medium_huge_page = huge && MT_SEGMENT_SIZE % huge == 0 ? huge : 0;
-    arena_default_max = MT_MEDIUM_ARENAS_PER_CPU * (unsigned)mt_os_cpu_count();
     return true;
+}
+
+/* The CPUs are counted at the first medium allocation, not at start-up: a program that
+ * never makes one does not fault in the 64 KiB of libc text around sched_getaffinity. */
+static unsigned arena_default_limit(void)
+{
+    unsigned limit = atomic_load_explicit(&arena_default_max, memory_order_relaxed);
+    if (MT_UNLIKELY(limit == 0)) {
+        limit = MT_MEDIUM_ARENAS_PER_CPU * (unsigned)mt_os_cpu_count();
+        atomic_store_explicit(&arena_default_max, limit, memory_order_relaxed);
+    }
+    return limit;
 }
 
 static unsigned arena_limit(void)
 {
     int max = atomic_load_explicit(&mt_tunables.arena_max, memory_order_relaxed);
-    unsigned limit = max > 0 ? (unsigned)max : arena_default_max;
+    unsigned limit = max > 0 ? (unsigned)max : arena_default_limit();
     if (limit == 0)
         limit = 1;
     return limit < MT_MEDIUM_ARENAS_LIMIT ? limit : MT_MEDIUM_ARENAS_LIMIT;

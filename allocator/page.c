@@ -21,6 +21,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->state = MT_PAGE_ACTIVE;
     page->committed = 1;
     page->pinned = 0;
+    page->touched = 0;
     atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {

@@ -2,7 +2,7 @@
 #include "segmap.h"
 
 
-_Atomic uint8_t mt_segmap[MT_SEGMAP_ENTRIES];
+_Atomic uint8_t mt_segmap[MT_SEGMAP_ENTRIES] MT_BIG_BSS;
 
 bool mt_segmap_init(void)
 {

@@ -16,24 +16,26 @@ _Atomic(struct mt_segment *) mt_all_segments;
 static struct mt_segment *segment_pool;     /* unused, decommitted (under the lock) */
 static struct mt_segment *abandoned_first;  /* owner NULL, some pages in use (under the lock) */
 
+/* Describe page `i` as free (its descriptor was all zero, or released). */
+static void page_format(struct mt_segment *seg, size_t i)
+{
+    struct mt_page *page = &seg->meta[i].page;
+    memset(page, 0, sizeof *page);
+    page->start = (uint8_t *)seg + i * MT_PAGE_SIZE;
+    page->state = i < MT_SEGMENT_META_PAGES ? MT_PAGE_META : MT_PAGE_FREE;
+}
+
+/* Pages are formatted as they are first handed out, not all at once: a descriptor and its
+ * bitmaps take 1.6 KiB, so formatting all 64 dirtied the whole 100 KiB of metadata of every
+ * segment (for a program that uses a dozen pages, 25 pages of metadata instead of 7). */
 static void segment_format(struct mt_segment *seg)
 {
-    uint8_t *base = (uint8_t *)seg;
     seg->free_pages = NULL;
-    seg->free_count = 0;
     seg->used_pages = 0;
-    for (size_t i = 0; i < MT_PAGES_PER_SEGMENT; i++) {
-        struct mt_page *page = &seg->meta[i].page;
-        memset(page, 0, sizeof *page);
-        page->start = base + i * MT_PAGE_SIZE;
-        page->state = i < MT_SEGMENT_META_PAGES ? MT_PAGE_META : MT_PAGE_FREE;
-    }
-    /* Push in descending order so pages are handed out lowest address first. */
-    for (size_t i = MT_PAGES_PER_SEGMENT; i-- > MT_SEGMENT_META_PAGES;) {
-        seg->meta[i].page.next = seg->free_pages;
-        seg->free_pages = &seg->meta[i].page;
-        seg->free_count++;
-    }
+    seg->free_count = MT_PAGES_PER_SEGMENT - MT_SEGMENT_META_PAGES;
+    seg->formatted = MT_SEGMENT_META_PAGES;
+    for (size_t i = 0; i < MT_SEGMENT_META_PAGES; i++)
+        page_format(seg, i);
 }
 
 struct mt_segment *mt_segment_acquire(void)
@@ -66,12 +68,15 @@ struct mt_segment *mt_segment_acquire(void)
 void mt_segment_pool_put(struct mt_segment *seg)
 {
     atomic_store_explicit(&seg->owner, NULL, memory_order_relaxed);
-    /* Every page is free: give their memory back in one call and reformat. */
-    mt_os_decommit((uint8_t *)seg + MT_SEGMENT_META_PAGES * MT_PAGE_SIZE,
-                   MT_SEGMENT_SIZE - MT_SEGMENT_META_PAGES * MT_PAGE_SIZE);
+    /* Every page is free: reformat (the used descriptors back to zero, so that the segment
+     * is again as if new) and give the memory back in one call, the metadata too but for
+     * its first OS page (the header, which the lists of segments run through): the rest of
+     * the metadata is all zero again. */
+    for (size_t i = MT_SEGMENT_META_PAGES; i < seg->formatted; i++)
+        memset(&seg->meta[i].page, 0, sizeof seg->meta[i].page);
     segment_format(seg);
-    for (size_t i = MT_SEGMENT_META_PAGES; i < MT_PAGES_PER_SEGMENT; i++)
-        seg->meta[i].page.committed = 0;
+    size_t keep = mt_os_page_size();
+    mt_os_decommit((uint8_t *)seg + keep, MT_SEGMENT_SIZE - keep);
     seg->in_pool = 1;
     seg->prev = NULL;
     seg->next = segment_pool;
@@ -80,10 +85,17 @@ void mt_segment_pool_put(struct mt_segment *seg)
 
 struct mt_page *mt_segment_take_page(struct mt_segment *seg)
 {
+    /* A released page first: it may still be resident, and a page's metadata that was
+     * touched before costs nothing more. Then the lowest page never used. */
     struct mt_page *page = seg->free_pages;
-    if (!page)
+    if (page) {
+        seg->free_pages = page->next;
+    } else if (seg->formatted < MT_PAGES_PER_SEGMENT) {
+        page_format(seg, seg->formatted);
+        page = &seg->meta[seg->formatted++].page;
+    } else {
         return NULL;
-    seg->free_pages = page->next;
+    }
     seg->free_count--;
     seg->used_pages++;
     page->next = page->prev = NULL;

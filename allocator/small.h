@@ -77,6 +77,8 @@ struct mt_page {
     _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
                                  the low bits, the page's allocations above (owner-written) */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
+    uint16_t touched;         /* slots [0, touched) were handed out at some time: the
+                                 memory above was never written (refills prefer below) */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
     uint8_t words;            /* bitmap words covering `capacity` slots */
@@ -138,8 +140,10 @@ struct mt_page_queue {
 struct mt_segment {
     _Atomic(struct mt_heap *) owner; /* NULL: abandoned (or in the free pool) */
     uint32_t used_pages;             /* pages in state ACTIVE */
-    uint32_t free_count;             /* pages on free_pages */
-    struct mt_page *free_pages;      /* singly linked through page->next */
+    uint32_t free_count;             /* pages on free_pages, and never formatted */
+    uint32_t formatted;              /* pages [0, formatted) have a descriptor; the others
+                                        were never used (all zero: a free page, start NULL) */
+    struct mt_page *free_pages;      /* released pages, singly linked through page->next */
     struct mt_segment *next, *prev;  /* heap's segment list, the abandoned list or the pool */
     struct mt_segment *all_next;     /* every small segment ever mapped (never unmapped) */
     uint8_t in_pool;                 /* on the global pool of unused segments */
@@ -203,8 +207,9 @@ struct mt_heap {
 extern MT_TLS struct mt_heap *mt_tls_heap;
 /* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
  * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
- * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
- * TLS so malloc's first load is the top. */
+ * then at a shared stack that is both empty and full until the thread's first use of the
+ * class (heap.c), so the fast path needs no heap test (an empty cache sends malloc to the
+ * slow path, a full one free). Kept in TLS so malloc's first load is the top. */
 extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" in mt_heap.direct. */

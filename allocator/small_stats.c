@@ -118,7 +118,10 @@ void mt_small_walk(struct mt_walker *walker)
 static bool check_page_always(struct mt_check *check, const struct mt_segment *seg, size_t i)
 {
     const struct mt_page *page = &seg->meta[i].page;
-    if (page->start != (const uint8_t *)seg + i * MT_PAGE_SIZE)
+    /* A page never used has an all-zero descriptor (its segment formats it when it first
+     * hands it out). */
+    bool never_used = page->start == NULL && page->state == MT_PAGE_FREE;
+    if (page->start != (const uint8_t *)seg + i * MT_PAGE_SIZE && !never_used)
         return mt_check_fail(check, page, "small page %zu of segment %p has a wrong start", i, (const void *)seg);
     if (page->state != MT_PAGE_ACTIVE)
         return true;
@@ -200,6 +203,11 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
 {
     const struct mt_slot_cache *cache = &self->cache[cls];
     const struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    if (top == mt_cache_unstarted.entry) { /* the thread has not used the class yet */
+        if (mt_cache_unstarted.entry[0].block != MT_CACHE_SENTINEL)
+            return mt_check_fail(check, &mt_cache_unstarted, "the unstarted slot cache lost its end mark");
+        return true;
+    }
     unsigned limit = mt_small_cache_limit(cls);
     if (top < cache->entry || top > cache->entry + limit)
         return mt_check_fail(check, cache, "slot cache of class %u has its top outside the stack", cls);
@@ -256,6 +264,7 @@ bool mt_small_check(struct mt_check *check)
             if (++free_pages > MT_PAGES_PER_SEGMENT)
                 return mt_check_fail(check, seg, "segment free list does not terminate");
         }
+        free_pages += MT_PAGES_PER_SEGMENT - seg->formatted;
         if (active != seg->used_pages || free_pages != seg->free_count ||
             active + free_pages != MT_PAGES_PER_SEGMENT - MT_SEGMENT_META_PAGES)
             return mt_check_fail(check, seg, "segment counts %u used and %u free pages, found %u and %u",

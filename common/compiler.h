@@ -16,6 +16,15 @@
 #define MT_INLINE   static inline __attribute__((always_inline))
 #define MT_NOINLINE __attribute__((noinline))
 #define MT_COLD     __attribute__((cold, noinline))
+/* Run once at start-up by every process, from a file whose other code is cold: placed with
+ * the start-up code at the head of the text (.text.startup), so that its page is not the
+ * only one run in a 64 KiB stretch of cold code (see HOT_SRC in the Makefile). */
+#define MT_STARTUP  __attribute__((section(".text.startup")))
+/* A big zero-initialised array touched sparsely or rarely (the segment map, text buffers,
+ * tables of the debug layer): placed in .lbss, which the linker puts after all of .bss, so
+ * that the small variables every process writes share a page or two instead of being
+ * spread between the big arrays (each page they land on is a resident 4 KiB). */
+#define MT_BIG_BSS  __attribute__((section(".lbss")))
 #define MT_NORETURN _Noreturn
 #define MT_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
 #define MT_UNUSED   __attribute__((unused))

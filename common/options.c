@@ -17,17 +17,22 @@ static const struct mt_option_desc option_table[MT_OPT_COUNT] = {
 
 static const char *const on_error_choices[] = {"abort", "continue", NULL};
 
-/* Strings are copied here because mt_os_getenv may return a static buffer. 4 KiB per
- * string option is ample for paths and patterns. */
+/* 4 KiB per string option is ample for paths and patterns. */
 #define OPTION_STRING_MAX 4096
 
+/* A value points at its text (a default or a choice in the table, or the copy below), so
+ * the values fit in one page: reading the options at start-up touched every 4 KiB text
+ * buffer when they were kept inline (100 KiB resident in every process). */
 struct option_value {
     long long num;
     bool is_set;
-    char text[OPTION_STRING_MAX];
+    const char *text;
 };
 
 static struct option_value option_values[MT_OPT_COUNT];
+/* Strings from the environment are copied here because mt_os_getenv may return a static
+ * buffer; a page is touched only for an option that is set. */
+static char option_text[MT_OPT_COUNT][OPTION_STRING_MAX] MT_BIG_BSS;
 static atomic_int options_state; /* 0 unread, 1 reading, 2 ready */
 
 const char *const *mt_option_choices(enum mt_option_id id)
@@ -128,6 +133,7 @@ static bool parse_value(enum mt_option_id id, const char *text, struct option_va
 {
     const struct mt_option_desc *d = &option_table[id];
     long long num = 0;
+    const char *value_text = ""; /* what mt_option_str returns for a number */
     switch (d->type) {
     case MT_OPT_BOOL: {
         int b;
@@ -152,7 +158,7 @@ static bool parse_value(enum mt_option_id id, const char *text, struct option_va
         size_t n = strlen(text);
         if (n >= OPTION_STRING_MAX)
             return false;
-        memcpy(value->text, text, n + 1);
+        value_text = text; /* copied by read_all when it may not last */
         break;
     }
     case MT_OPT_CHOICE: {
@@ -164,11 +170,12 @@ static bool parse_value(enum mt_option_id id, const char *text, struct option_va
         if (!choices[i])
             return false;
         num = i;
-        memcpy(value->text, choices[i], strlen(choices[i]) + 1);
+        value_text = choices[i];
         break;
     }
     }
     value->num = num;
+    value->text = value_text;
     return true;
 }
 
@@ -209,6 +216,10 @@ static void read_all(bool quiet)
             continue;
         struct option_value parsed;
         if (parse_value((enum mt_option_id)id, env, &parsed)) {
+            if (option_table[id].type == MT_OPT_STRING) {
+                memcpy(option_text[id], env, strlen(env) + 1);
+                parsed.text = option_text[id];
+            }
             *v = parsed;
             v->is_set = true;
         } else if (!quiet) {

@@ -211,6 +211,16 @@ int32_t mt_os_getppid(void)
     return (int32_t)getppid();
 }
 
+/* glibc's pthread_atfork is this call, in libc_nonshared.a; __dso_handle identifies our
+ * object, so the handlers are dropped if it is ever unloaded. */
+extern int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso);
+extern void *__dso_handle;
+
+int mt_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    return __register_atfork(prepare, parent, child, __dso_handle);
+}
+
 int mt_os_cpu_count(void)
 {
     SAVE_ERRNO;
@@ -351,7 +361,7 @@ void mt_os_sleep_ns(uint64_t ns)
 
 static const char *getenv_from_proc(const char *name)
 {
-    static char value[ENV_VALUE_MAX];
+    static char value[ENV_VALUE_MAX] MT_BIG_BSS;
     size_t name_len = strlen(name);
     int fd = mt_os_open_read("/proc/self/environ");
     if (fd < 0)

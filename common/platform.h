@@ -57,6 +57,10 @@ int32_t mt_os_gettid(void);
 int32_t mt_os_getpid(void);
 int32_t mt_os_getppid(void);
 int mt_os_cpu_count(void);
+/* pthread_atfork for code in this object: the same registration, without the stub that
+ * libc_nonshared.a links in at the very end of the text (whose page, alone in 64 KiB of
+ * cold code, made that code resident in every process). */
+int mt_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 
 /* write(2) the whole buffer, retrying on EINTR and short writes; errors are ignored. */
 void mt_os_write_all(int fd, const void *buf, size_t len);

@@ -2,15 +2,16 @@
  * ..."), the stack of the thread that hit it, then the tracer's part (allocation and free
  * sites) when one is installed.
  *
- * The stack comes from libunwind's local unwinder, which takes its memory from its own
- * mmap'd pool, and is symbolized with dladdr (nearest dynamic symbol; full file:line
+ * The stack comes from GCC's unwinder (_Unwind_Backtrace, linked in statically from
+ * libgcc_eh: it finds each frame's unwind table with _dl_find_object and allocates
+ * nothing), and is symbolized with dladdr (nearest dynamic symbol; full file:line
  * symbolization is the collector's job when tracing): neither touches the heap, which may
- * be the very thing that is broken. */
-#define UNW_LOCAL_ONLY
+ * be the very thing that is broken. Not libunwind: as a dependency of libmtalloc.so it
+ * (and its liblzma) cost every process 110 KiB of resident memory for a report that most
+ * never print. */
 #include "error_report.h"
 
 #include <dlfcn.h>
-#include <libunwind.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,6 +19,8 @@
 #include "../common/format.h"
 #include "../common/log.h"
 #include "../common/platform.h"
+
+#include <unwind.h>
 
 /* Frames printed at most: enough for deep call chains, bounded for recursion bugs. */
 #define REPORT_MAX_FRAMES 48
@@ -68,15 +71,38 @@ static bool is_own_code(uintptr_t ip)
     return base && dladdr((const void *)ip, &info) && info.dli_fbase == base;
 }
 
+/* Frames collected by backtrace_step: a frame's address, and whether it is that of the
+ * faulting instruction itself (a signal frame) rather than a return address. */
+struct backtrace {
+    uintptr_t ip[REPORT_MAX_FRAMES + 8];
+    bool at_insn[REPORT_MAX_FRAMES + 8];
+    int count;
+};
+
+static _Unwind_Reason_Code backtrace_step(struct _Unwind_Context *context, void *arg)
+{
+    struct backtrace *bt = arg;
+    if (bt->count >= (int)MT_ARRAY_LEN(bt->ip))
+        return _URC_END_OF_STACK;
+    int before_insn = 0;
+    uintptr_t ip = (uintptr_t)_Unwind_GetIPInfo(context, &before_insn);
+    if (ip == 0)
+        return _URC_END_OF_STACK;
+    bt->ip[bt->count] = ip;
+    bt->at_insn[bt->count] = before_insn != 0;
+    bt->count++;
+    return _URC_NO_REASON;
+}
+
 void mt_print_backtrace(int fd)
 {
-    void *frames[REPORT_MAX_FRAMES + 8];
-    int n = unw_backtrace(frames, (int)MT_ARRAY_LEN(frames));
+    struct backtrace bt = {.count = 0};
+    _Unwind_Backtrace(backtrace_step, &bt);
     int shown = 0;
-    for (int i = 0; i < n && shown < REPORT_MAX_FRAMES; i++) {
-        uintptr_t ip = (uintptr_t)frames[i];
+    for (int i = 0; i < bt.count && shown < REPORT_MAX_FRAMES; i++) {
+        uintptr_t ip = bt.ip[i];
         /* Return addresses point after the call; step back into it for the lookup. */
-        uintptr_t lookup = i ? ip - 1 : ip;
+        uintptr_t lookup = bt.at_insn[i] ? ip : ip - 1;
         if (is_own_code(lookup))
             continue;
         char where[512];
