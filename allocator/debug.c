@@ -29,6 +29,7 @@
 #include "debug_guard.h"
 #include "debug_slots.h"
 #include "harden.h"
+#include "medium.h"
 #include "small.h"
 #include "tunables.h"
 
@@ -177,6 +178,7 @@ bool mt_debug_init(void)
     c->quarantine = q < 0 ? (debug ? QUARANTINE_DEFAULT : 0) : (size_t)q;
     c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
     c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
+    c->fill_max = (size_t)mt_option_int(MT_OPT_FILL_MAX);
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
@@ -438,7 +440,8 @@ static void *guarded_alloc(size_t size, size_t align, struct debug_block *b)
     uint8_t *map = mt_debug_guard_map(data, align, &map_size);
     if (!map)
         return NULL;
-    uint8_t *user = (uint8_t *)mt_align_down((uintptr_t)(map + data - size), align);
+    /* The mapping may be a reused one, bigger than asked: the block ends at its guard. */
+    uint8_t *user = (uint8_t *)mt_align_down((uintptr_t)(map + map_size - page - size), align);
     b->map_base = map;
     b->map_size = map_size;
     b->guarded = 1;
@@ -491,6 +494,17 @@ static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **
     return mt_alloc_aligned(align, total, MT_API_INTERNAL);
 }
 
+/* The fill of a new block, bytes [from, size), at most MTRACE_FILL_MAX of them from its
+ * start. The cap is ASan's (max_malloc_fill_size): an uninitialised read is nearly always
+ * near the start of a block, while a full fill of a multi-megabyte block writes every
+ * page of it, doubling the cost of a program that touches each page once (the whole fill
+ * was 40% of debug mode's time on the large-block benchmark). */
+static void fill_new(void *p, size_t from, size_t size)
+{
+    size_t end = size < mt_debug_config.fill_max ? size : mt_debug_config.fill_max;
+    memset((uint8_t *)p + from, MT_DEBUG_FILL_BYTE, end - from);
+}
+
 /* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
  * and are not filled. */
 static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site)
@@ -515,8 +529,8 @@ static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, co
     block.state = BLOCK_LIVE;
     if (zero)
         memset(p, 0, size);
-    else if (mt_debug_config.fill && copied < size)
-        memset((uint8_t *)p + copied, MT_DEBUG_FILL_BYTE, size - copied);
+    else if (mt_debug_config.fill && copied < mt_debug_config.fill_max && copied < size)
+        fill_new(p, copied, size);
     canary_write(&block);
 
     if (slot) {
@@ -946,6 +960,67 @@ static size_t live_size_or_report(const void *ptr, enum mt_api api)
     return copy.size ? copy.size : SIZE_MAX; /* SIZE_MAX: live, zero-sized */
 }
 
+/* A block resized where it is: the fill of its new bytes and the canary at its new end. */
+static void resize_contents(void *ptr, size_t old, size_t size)
+{
+    if (size > old && mt_debug_config.fill && old < mt_debug_config.fill_max)
+        fill_new(ptr, old, size);
+    struct debug_block b;
+    memset(&b, 0, sizeof b);
+    b.ptr = (uintptr_t)ptr;
+    b.size = size;
+    canary_write(&b);
+}
+
+/* Whether a block of `usable` bytes serves `total` bytes without wasting half of it. */
+static bool fits(size_t total, size_t usable)
+{
+    return total <= usable && total > usable / 2;
+}
+
+/* realloc of a live block without moving it, when its slot or chunk has room for the new
+ * size and the canary (growing a medium chunk into a free neighbour if need be). True when
+ * done. Moving on every realloc copied, poisoned and later verified the whole block each
+ * time: a string grown by appends cost the square of its length (13 times glibc's time
+ * on the realloc benchmark, where glibc grows in place). Guarded blocks always move. */
+static bool resize_in_place(void *ptr, size_t old, size_t size, const void *site)
+{
+    size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
+    if (total < size)
+        return false;
+    uint8_t entry = mt_segmap_entry((uintptr_t)ptr);
+    if (mt_segmap_kind(entry) == MT_SEG_SMALL) {
+        struct mt_debug_slot *slot = mt_debug_slot_find(ptr);
+        if (!slot || !fits(total, mt_alloc_usable_size_quiet(ptr)))
+            return false;
+        /* Hidden from mt_heap_check while its canary moves (a window slot is not checked). */
+        atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
+        resize_contents(ptr, old, size);
+        mt_debug_slot_promote(slot, size, site);
+        return true;
+    }
+    if (mt_segmap_kind(entry) != MT_SEG_MEDIUM)
+        return false;
+    uint64_t hash;
+    struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
+    mt_lock(&s->lock);
+    struct debug_block *b = table_find(s, (uintptr_t)ptr, hash);
+    bool done = false;
+    if (b && !b->guarded && b->state == BLOCK_LIVE) {
+        size_t usable = mt_alloc_usable_size_quiet(ptr);
+        if (total > usable && mt_medium_resize_in_place(ptr, entry, total))
+            usable = mt_alloc_usable_size_quiet(ptr);
+        if (fits(total, usable)) {
+            resize_contents(ptr, old, size);
+            b->size = size;
+            b->alloc_site = site;
+            done = true;
+        }
+    }
+    mt_unlock(&s->lock);
+    return done;
+}
+
 void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site)
 {
     if (!ptr)
@@ -959,7 +1034,9 @@ void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site
         return NULL;
     if (old == SIZE_MAX)
         old = 0;
-    /* Always move: a stale pointer to the old place then reads poison, not live data. */
+    if (resize_in_place(ptr, old, size, site))
+        return ptr;
+    /* Moved: a stale pointer to the old place then reads poison, not live data. */
     size_t kept = old < size ? old : size;
     void *fresh = debug_alloc(size, 0, false, kept, site);
     if (!fresh)

@@ -53,6 +53,7 @@ struct mt_debug_config {
     size_t quarantine;
     bool randomize;
     bool fill;
+    size_t fill_max; /* bytes of a new block filled at most */
 };
 
 extern struct mt_debug_config mt_debug_config;

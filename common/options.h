@@ -72,6 +72,8 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
       "randomize which free slot is used (auto: on with MTRACE_DEBUG)")                       \
     X(FILL, "MTRACE_FILL", MT_OPT_BOOL, "auto", 0, 1,                                          \
       "fill new blocks with a pattern to expose uninitialised reads (auto: MTRACE_DEBUG)")    \
+    X(FILL_MAX, "MTRACE_FILL_MAX", MT_OPT_SIZE, "64K", 0, 1099511627776LL,                     \
+      "with the fill, fill at most this many leading bytes of a block")                       \
     X(ON_ERROR, "MTRACE_ON_ERROR", MT_OPT_CHOICE, "abort", 0, 0,                               \
       "on a detected heap error: abort, or continue (record it and go on)")
 
