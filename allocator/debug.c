@@ -111,12 +111,6 @@ static struct {
 
 static struct stripe stripes[STRIPES];
 
-/* What a quarantined block must still read as, compared a chunk at a time with memcmp
- * (libc's is vectorised; a byte loop made the check a quarter of the time of realloc-heavy
- * programs). */
-#define POISON_CHUNK 4096
-static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init */
-static const uint8_t zero_chunk[POISON_CHUNK];
 
 static MT_TLS uint64_t rng_state;
 static MT_TLS uint32_t guard_countdown;
@@ -128,6 +122,12 @@ static MT_TLS uint32_t guard_countdown;
  * of the whole page, as before, scattered the program's objects over 64 KiB pages and
  * bypassed the thread cache (a popcount walk of the page's bitmaps per allocation). */
 #define RANDOM_WINDOW 8
+/* A block leaving a thread's quarantine goes to its class's stash, not back to the
+ * allocator, while the stash has room: it stays held, so the cycle free -> quarantine ->
+ * stash -> window -> malloc costs no atomic read-modify-write on the records' page counts
+ * and no trip through the allocator (those were half of debug mode's time on a tight
+ * malloc/free loop). Bounded so a thread holds at most this many blocks per class. */
+#define STASH_ENTRIES 16
 
 struct window_entry {
     void *block;
@@ -144,6 +144,10 @@ struct debug_thread {
     size_t head, count, bytes; /* the quarantine ring */
     struct quarantined ring[LOCAL_ENTRIES];
     struct window_entry window[MT_SMALL_CLASSES][RANDOM_WINDOW];
+    /* Small blocks this thread released from its quarantine, verified and still held
+     * (MT_DEBUG_WINDOW), refilling the windows before the allocator does (LIFO). */
+    struct window_entry stash[MT_SMALL_CLASSES][STASH_ENTRIES];
+    uint8_t stash_count[MT_SMALL_CLASSES];
 };
 static MT_TLS struct debug_thread *debug_thread;
 static MT_TLS bool debug_thread_closed; /* this thread's exit destructor ran */
@@ -182,7 +186,6 @@ bool mt_debug_init(void)
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
-    memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
     if (c->enabled)
         debug_thread_key_made = pthread_key_create(&debug_thread_key, debug_thread_exit) == 0;
     return c->enabled;
@@ -328,25 +331,27 @@ static void canary_pattern(uintptr_t ptr, uint64_t out[2])
     out[1] = ((key * CANARY_SPREAD) | BYTES_NONZERO) & ~LAST_BYTE_IN_MEMORY;
 }
 
+static inline void canary_write_at(uintptr_t ptr, size_t size, size_t n)
+{
+    uint64_t pattern[2];
+    canary_pattern(ptr, pattern);
+    memcpy((uint8_t *)ptr + size, pattern, n);
+}
+
 static void canary_write(const struct debug_block *b)
 {
     size_t n = canary_len(b);
-    if (!n)
-        return;
-    uint64_t pattern[2];
-    canary_pattern(b->ptr, pattern);
-    memcpy((uint8_t *)b->ptr + b->size, pattern, n);
+    if (n)
+        canary_write_at(b->ptr, b->size, n);
 }
 
-/* Offset past the end of the first changed canary byte, or SIZE_MAX when intact. */
-static size_t canary_broken_at(const struct debug_block *b)
+/* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
+ * of `size` bytes, or SIZE_MAX when intact. */
+static inline size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
 {
-    size_t n = canary_len(b);
-    if (!n)
-        return SIZE_MAX;
     uint64_t pattern[2];
-    canary_pattern(b->ptr, pattern);
-    const uint8_t *end = (const uint8_t *)b->ptr + b->size;
+    canary_pattern(ptr, pattern);
+    const uint8_t *end = (const uint8_t *)ptr + size;
     if (n == MT_DEBUG_CANARY_BYTES) {
         uint64_t found[2];
         memcpy(found, end, sizeof found);
@@ -360,19 +365,56 @@ static size_t canary_broken_at(const struct debug_block *b)
     return SIZE_MAX;
 }
 
+static size_t canary_broken_at(const struct debug_block *b)
+{
+    size_t n = canary_len(b);
+    return n ? canary_broken_in(b->ptr, b->size, n) : SIZE_MAX;
+}
+
+/* Bytes verified between two looks at the running difference: a fixed-count inner loop
+ * the compiler unrolls or vectorises, and an early stop within a broken big block. */
+#define VERIFY_STRIDE 256
+
+/* Offset of the first byte of a freed block that is not poison (zero with
+ * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Word-wide against a constant: libc's memcmp against
+ * a poison buffer read two streams and was a fifth of a malloc/free loop's time. */
+static size_t poison_broken_in(const void *ptr, size_t size)
+{
+    const uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
+    const uint64_t pattern = expect * BYTES_NONZERO;
+    const uint8_t *p = ptr;
+    size_t done = 0;
+    while (size - done >= VERIFY_STRIDE) {
+        uint64_t diff = 0;
+        for (size_t i = 0; i < VERIFY_STRIDE; i += sizeof(uint64_t)) {
+            uint64_t w;
+            memcpy(&w, p + done + i, sizeof w);
+            diff |= w ^ pattern;
+        }
+        if (diff)
+            break;
+        done += VERIFY_STRIDE;
+    }
+    uint64_t diff = 0;
+    size_t i = done;
+    for (; size - i >= sizeof(uint64_t); i += sizeof(uint64_t)) {
+        uint64_t w;
+        memcpy(&w, p + i, sizeof w);
+        diff |= w ^ pattern;
+    }
+    for (; i < size; i++)
+        diff |= (uint64_t)(p[i] ^ expect);
+    if (!diff)
+        return SIZE_MAX;
+    for (i = done; i < size; i++)
+        if (p[i] != expect)
+            return i;
+    return SIZE_MAX; /* not reached */
+}
+
 static size_t poison_broken_at(const struct debug_block *b)
 {
-    const uint8_t *expect = mt_debug_config.zero_on_free ? zero_chunk : poison_chunk;
-    const uint8_t *p = (const uint8_t *)b->ptr;
-    for (size_t done = 0; done < b->size; done += POISON_CHUNK) {
-        size_t n = b->size - done < POISON_CHUNK ? b->size - done : POISON_CHUNK;
-        if (memcmp(p + done, expect, n) == 0)
-            continue;
-        for (size_t i = 0; i < n; i++)
-            if (p[done + i] != expect[0])
-                return done + i;
-    }
-    return SIZE_MAX;
+    return poison_broken_in((const void *)b->ptr, b->size);
 }
 
 static void poison(void *ptr, size_t size)
@@ -409,6 +451,27 @@ static void report_poison(const struct debug_block *b, size_t at, enum mt_api ap
     mt_fmt(detail, sizeof detail, "byte %zu of the freed block was changed to 0x%02x", at,
            ((const uint8_t *)b->ptr)[at]);
     report(MT_ERR_WRITE_AFTER_FREE, b, api, detail);
+}
+
+/* The reports of a small block's record, out of line: building a struct debug_block in
+ * the hot functions gave them big stack frames and store-forwarding stalls. */
+static MT_COLD void report_slot(enum mt_heap_error_kind kind, const void *ptr, uint64_t alloc, uint64_t state,
+                                enum mt_api api)
+{
+    struct debug_block b = slot_view(ptr, alloc, state);
+    report(kind, &b, api, NULL);
+}
+
+static MT_COLD void report_slot_canary(const void *ptr, uint64_t alloc, uint64_t state, size_t at, enum mt_api api)
+{
+    struct debug_block b = slot_view(ptr, alloc, state);
+    report_canary(&b, at, api);
+}
+
+static MT_COLD void report_slot_poison(const void *ptr, uint64_t alloc, uint64_t state, size_t at)
+{
+    struct debug_block b = slot_view(ptr, alloc, state);
+    report_poison(&b, at, MT_API_FREE);
 }
 
 /* ---- allocation ------------------------------------------------------------------------------ */
@@ -462,13 +525,20 @@ static void *window_take(unsigned cls, struct mt_debug_slot **slot)
     struct window_entry out = *e;
     e->block = NULL;
     for (;;) {
-        void *fresh = mt_alloc_malloc(mt_class_size[cls]);
-        if (!fresh)
-            return NULL; /* out is still held: not lost, given back at thread exit */
-        struct mt_debug_slot *held = mt_debug_slot_hold(fresh);
-        if (!held) {
-            mt_alloc_free(fresh);
-            return NULL;
+        void *fresh;
+        struct mt_debug_slot *held;
+        if (t->stash_count[cls]) {
+            struct window_entry *top = &t->stash[cls][--t->stash_count[cls]];
+            fresh = top->block;
+            held = top->slot;
+            top->block = NULL;
+        } else {
+            if (!(fresh = mt_alloc_malloc(mt_class_size[cls])))
+                return NULL; /* out is still held: not lost, given back at thread exit */
+            if (!(held = mt_debug_slot_hold(fresh))) {
+                mt_alloc_free(fresh);
+                return NULL;
+            }
         }
         if (out.block) {
             *e = (struct window_entry){fresh, held};
@@ -507,18 +577,61 @@ static void fill_new(void *p, size_t from, size_t size)
 
 /* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
  * and are not filled. */
+/* A new small block from a window (slot held): fill, canary, then published. */
+static inline void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t size, bool zero, size_t copied,
+                                      const void *site)
+{
+    if (zero)
+        memset(p, 0, size);
+    else if (mt_debug_config.fill && copied < mt_debug_config.fill_max && copied < size)
+        fill_new(p, copied, size);
+    if (mt_debug_config.canary)
+        canary_write_at((uintptr_t)p, size, MT_DEBUG_CANARY_BYTES);
+    /* Published after the fill and the canary: mt_debug_check may look at once. */
+    mt_debug_slot_promote(slot, size, site);
+    return p;
+}
+
+static void *debug_alloc_other(size_t size, size_t align, bool zero, size_t copied, const void *site, bool guard);
+
+/* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
+ * and are not filled. The common case (a small block from this thread's window) first,
+ * in a few lines; the rest out of line. */
 static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site)
 {
     if (size > MT_MAX_REQUEST) {
         errno = ENOMEM;
         return NULL;
     }
+    bool guard = want_guard(size);
+    size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
+    if (!guard && align <= MT_ALIGNMENT && total <= MT_SMALL_MAX && mt_debug_config.randomize &&
+        MT_LIKELY(debug_thread != NULL)) {
+        struct mt_debug_slot *slot;
+        void *p = window_take(mt_size_class(total), &slot);
+        if (MT_UNLIKELY(!p)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return small_block_ready(p, slot, size, zero, copied, site);
+    }
+    return debug_alloc_other(size, align, zero, copied, site, guard);
+}
+
+static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero, size_t copied, const void *site,
+                                           bool guard)
+{
     struct debug_block block;
-    memset(&block, 0, sizeof block);
+    block.guarded = 0;
     struct mt_debug_slot *slot = NULL;
-    void *p = want_guard(size) ? guarded_alloc(size, align, &block) : NULL;
-    if (!p && !block.guarded)
+    void *p = guard ? guarded_alloc(size, align, &block) : NULL;
+    if (!p && !block.guarded) {
         p = underlying_alloc(size, align, &slot);
+        if (slot)
+            return small_block_ready(p, slot, size, zero, copied, site);
+    }
+    if (!block.guarded)
+        memset(&block, 0, sizeof block);
     if (!p) {
         errno = ENOMEM;
         return NULL;
@@ -533,11 +646,6 @@ static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, co
         fill_new(p, copied, size);
     canary_write(&block);
 
-    if (slot) {
-        /* Published after the fill and the canary: mt_debug_check may look at once. */
-        mt_debug_slot_promote(slot, size, site);
-        return p;
-    }
     if (!block.guarded && in_small_segment(p)) {
         /* Published after the fill and the canary: mt_debug_check may look at once. */
         if (mt_debug_slot_claim(p, size, site))
@@ -574,10 +682,19 @@ static void slot_release(void *ptr, struct mt_debug_slot *slot)
     if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
         return; /* not reached: only the queue's owner of a block releases it */
     if (verifies_poison()) {
-        struct debug_block b = slot_view(ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
-        size_t at = poison_broken_at(&b);
-        if (at != SIZE_MAX)
-            report_poison(&b, at, MT_API_FREE);
+        uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
+        size_t at = poison_broken_in(ptr, mt_debug_size_of(alloc));
+        if (MT_UNLIKELY(at != SIZE_MAX))
+            report_slot_poison(ptr, alloc, state, at);
+    }
+    struct debug_thread *t = debug_thread;
+    if (t && mt_debug_config.randomize) {
+        unsigned cls = mt_size_class(mt_small_page_of(mt_small_segment_of(ptr), ptr)->block_size);
+        if (t->stash_count[cls] < STASH_ENTRIES) {
+            atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
+            t->stash[cls][t->stash_count[cls]++] = (struct window_entry){ptr, slot};
+            return;
+        }
     }
     mt_debug_slot_forget(ptr, slot);
     mt_alloc_free(ptr);
@@ -712,7 +829,7 @@ static void debug_thread_exit(void *arg)
             release_quarantined(t->ring[t->head]);
         t->head = (t->head + 1) & (LOCAL_ENTRIES - 1);
     }
-    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
+    for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         for (unsigned i = 0; i < RANDOM_WINDOW; i++) {
             struct window_entry *e = &t->window[c][i];
             if (e->block) {
@@ -720,13 +837,19 @@ static void debug_thread_exit(void *arg)
                 mt_alloc_free(e->block);
             }
         }
+        for (unsigned i = 0; i < t->stash_count[c]; i++) {
+            mt_debug_slot_forget(t->stash[c][i].block, t->stash[c][i].slot);
+            mt_alloc_free(t->stash[c][i].block);
+        }
+    }
     mt_os_unmap(t, sizeof *t);
 }
 
 /* Queue a block this thread just marked quarantined, and release the oldest ones beyond
  * the budget: small blocks in the thread's own FIFO, big ones in the shared one. */
-static void quarantine_add(struct quarantined q)
+static void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot)
 {
+    struct quarantined q = {ptr, size, slot};
     size_t budget = mt_debug_config.quarantine;
     if (budget == 0) {
         release_quarantined(q);
@@ -760,31 +883,34 @@ static void quarantine_add(struct quarantined q)
 static bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size)
 {
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
-    for (;;) {
-        if (state == 0) {
-            /* Not a debug block, or long released: the allocator's own checks name it. */
-            mt_alloc_free_as(ptr, api);
-            return false;
-        }
-        struct debug_block b = slot_view(ptr, atomic_load_explicit(&slot->alloc, memory_order_relaxed), state);
-        if (b.state != BLOCK_LIVE) { /* quarantined, or back in a window since */
-            report(MT_ERR_DOUBLE_FREE, &b, api, NULL);
-            return false;
-        }
-        size_t at = canary_broken_at(&b);
-        if (at != SIZE_MAX)
-            report_canary(&b, at, api); /* continue mode: free it all the same */
-        /* Poisoned before it is marked: a quarantined block always reads as poison (the
-         * checker may look at it the moment it is marked). A racing second free that wins
-         * the exchange below only poisons a block being freed anyway. */
-        poison(ptr, b.size);
-        if (atomic_compare_exchange_strong_explicit(&slot->state, &state,
-                                                    mt_debug_state_word(MT_DEBUG_QUARANTINED, site),
-                                                    memory_order_acq_rel, memory_order_acquire)) {
-            *size = b.size;
-            return true;
-        }
+    if (state == 0) {
+        /* Not a debug block, or long released: the allocator's own checks name it. */
+        mt_alloc_free_as(ptr, api);
+        return false;
     }
+    /* The block is read as two words, not built as a struct debug_block: that copy stalled
+     * on store forwarding on every free. */
+    uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
+    if (mt_debug_state_of(state) != MT_DEBUG_LIVE) { /* quarantined, or back in a window since */
+        report_slot(MT_ERR_DOUBLE_FREE, ptr, alloc, state, api);
+        return false;
+    }
+    size_t bytes = mt_debug_size_of(alloc);
+    size_t at = mt_debug_config.canary ? canary_broken_in((uintptr_t)ptr, bytes, MT_DEBUG_CANARY_BYTES) : SIZE_MAX;
+    if (MT_UNLIKELY(at != SIZE_MAX))
+        report_slot_canary(ptr, alloc, state, at, api); /* continue mode: free it all the same */
+    /* Poisoned, then marked quarantined, so a quarantined block always reads as poison. A
+     * plain store, not a compare-and-swap: a locked instruction here waited for every
+     * store before it (the fill of the block just allocated, the poison) to leave the
+     * store buffer, a fifth of debug mode's time on a malloc/free loop. The price: two
+     * threads freeing the same block at the very same moment may both go on unreported (a
+     * double free one after the other, from any threads, is still seen above); each queue
+     * entry then finds the block no longer quarantined when its turn comes and leaves it
+     * alone (slot_release). */
+    poison(ptr, bytes);
+    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_QUARANTINED, site), memory_order_release);
+    *size = bytes;
+    return true;
 }
 
 /* As slot_free for a block of the table. */
@@ -837,21 +963,19 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
 {
     if (!ptr)
         return;
-    struct quarantined q = {(uintptr_t)ptr, 0, NULL};
-    bool owned;
+    size_t size = 0;
     if (in_small_segment(ptr)) {
-        q.slot = mt_debug_slot_find(ptr);
-        if (!q.slot) {
+        struct mt_debug_slot *slot = mt_debug_slot_find(ptr);
+        if (!slot) {
             /* Not a slot start in use, or a segment the layer never used. */
             mt_alloc_free_as(ptr, api);
             return;
         }
-        owned = slot_free(ptr, q.slot, api, site, &q.size);
-    } else {
-        owned = table_free(ptr, api, site, &q.size);
+        if (slot_free(ptr, slot, api, site, &size))
+            quarantine_add((uintptr_t)ptr, size, slot);
+    } else if (table_free(ptr, api, site, &size)) {
+        quarantine_add((uintptr_t)ptr, size, NULL);
     }
-    if (owned)
-        quarantine_add(q);
 }
 
 /* A broken quarantined block found by a walk, for its report. */
@@ -903,6 +1027,7 @@ void *mt_debug_malloc(size_t size, const void *site)
 {
     return debug_alloc(size, 0, false, 0, site);
 }
+
 
 void *mt_debug_calloc(size_t count, size_t size, const void *site)
 {
