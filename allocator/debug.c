@@ -98,7 +98,7 @@ struct quarantined {
  * queue says which ones come next, so their first lines and records are fetched this
  * many evictions ahead (on churn, half the time of an eviction was those misses). */
 #define PREFETCH_AHEAD 8
-#define PREFETCH_MAX_BYTES 128
+#define PREFETCH_MAX_BYTES 256
 
 static struct {
     mt_lock_t lock;
@@ -861,6 +861,10 @@ static void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slo
         return;
     }
     while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + q.size > budget)) {
+        /* The block verified a few evictions from now: fetched meanwhile (it was freed a
+         * thousand frees ago; on small-block churn the check stalled on it). */
+        if (t->count > PREFETCH_AHEAD)
+            prefetch_block(&t->ring[(t->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
         struct quarantined *oldest = &t->ring[t->head];
         struct quarantined victim = *oldest;
         /* No stale copy of a released block's address: a leak scan would take it for a
