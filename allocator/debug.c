@@ -111,6 +111,11 @@ static struct {
 
 static struct stripe stripes[STRIPES];
 
+/* What a big quarantined block must still read as (poison_broken_in_big). */
+#define POISON_CHUNK 4096
+static uint8_t poison_chunk[POISON_CHUNK]; /* filled by mt_debug_init */
+static const uint8_t zero_chunk[POISON_CHUNK];
+
 
 static MT_TLS uint64_t rng_state;
 static MT_TLS uint32_t guard_countdown;
@@ -183,6 +188,7 @@ bool mt_debug_init(void)
     c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
     c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
     c->fill_max = (size_t)mt_option_int(MT_OPT_FILL_MAX);
+    memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
@@ -371,6 +377,26 @@ static size_t canary_broken_at(const struct debug_block *b)
     return n ? canary_broken_in(b->ptr, b->size, n) : SIZE_MAX;
 }
 
+/* From this size on, a block's poison is compared with libc's memcmp (vectorised for the
+ * machine at hand) against a page of poison; below it, word by word (the call and its
+ * setup cost more than the comparison). */
+#define POISON_MEMCMP_MIN 512
+
+static MT_NOINLINE size_t poison_broken_in_big(const void *ptr, size_t size)
+{
+    const uint8_t *expect = mt_debug_config.zero_on_free ? zero_chunk : poison_chunk;
+    const uint8_t *p = ptr;
+    for (size_t done = 0; done < size; done += POISON_CHUNK) {
+        size_t n = size - done < POISON_CHUNK ? size - done : POISON_CHUNK;
+        if (memcmp(p + done, expect, n) == 0)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            if (p[done + i] != expect[0])
+                return done + i;
+    }
+    return SIZE_MAX;
+}
+
 /* Bytes verified between two looks at the running difference: a fixed-count inner loop
  * the compiler unrolls or vectorises, and an early stop within a broken big block. */
 #define VERIFY_STRIDE 256
@@ -380,6 +406,8 @@ static size_t canary_broken_at(const struct debug_block *b)
  * a poison buffer read two streams and was a fifth of a malloc/free loop's time. */
 static size_t poison_broken_in(const void *ptr, size_t size)
 {
+    if (size >= POISON_MEMCMP_MIN)
+        return poison_broken_in_big(ptr, size);
     const uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
     const uint64_t pattern = expect * BYTES_NONZERO;
     const uint8_t *p = ptr;
@@ -605,10 +633,13 @@ static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, co
     }
     bool guard = want_guard(size);
     size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
-    if (!guard && align <= MT_ALIGNMENT && total <= MT_SMALL_MAX && mt_debug_config.randomize &&
-        MT_LIKELY(debug_thread != NULL)) {
+    if (!guard && total <= MT_SMALL_MAX && mt_debug_config.randomize && MT_LIKELY(debug_thread != NULL)) {
+        /* Every slot of an aligned class is aligned: its window serves aligned requests. */
+        unsigned cls = align <= MT_ALIGNMENT ? mt_size_class(total) : mt_size_class_aligned(total, align);
+        if (cls >= MT_SMALL_CLASSES)
+            return debug_alloc_other(size, align, zero, copied, site, guard);
         struct mt_debug_slot *slot;
-        void *p = window_take(mt_size_class(total), &slot);
+        void *p = window_take(cls, &slot);
         if (MT_UNLIKELY(!p)) {
             errno = ENOMEM;
             return NULL;
