@@ -2,14 +2,19 @@
  *
  * State: what the layer knows of each block lives in one of two places. Small blocks that
  * are not guarded (nearly all of them) have a record per slot beside their segment
- * (debug_slots.c): found by arithmetic, changed with one compare-and-swap, no lock.
- * Every other block (medium, large, guarded, aligned blocks outside the slabs) is in a
- * table: 64 stripes, each a lock and an open-addressing table, a block's stripe chosen by
- * a hash of its address. Those blocks are 8 KiB and more or cost a mapping each, so a
- * probe is small next to their fills. One global FIFO quarantine with one byte budget:
- * per-stripe budgets would starve, because an address released by one stripe is reused
- * and freed into that same stripe again, leaving the others frozen below their budget
- * with their oldest blocks never verified. Lock order: quarantine, then a stripe; the
+ * (debug_slots.c): found by arithmetic, changed with plain atomic stores, no lock. Every
+ * other block (medium, large, guarded, aligned blocks outside the slabs) is in a table:
+ * 64 stripes, each a lock and an open-addressing table, a block's stripe chosen by a hash
+ * of its address. Those blocks are 8 KiB and more or cost a mapping each, so a probe is
+ * small next to their fills.
+ *
+ * Per thread (struct debug_thread), without a lock: a quarantine FIFO bounded in bytes
+ * and blocks, small enough to stay in the core's cache; a randomization window of a few
+ * blocks per size class; a stash per class of blocks verified on leaving the quarantine,
+ * which refill the windows. Blocks bigger than a quarter of the per-thread budget, and
+ * whatever an exiting thread still holds, go to one shared FIFO with one byte budget
+ * (per-stripe budgets would starve: an address released by one stripe is reused and
+ * freed into that same stripe again). Lock order: shared quarantine, then a stripe; the
  * allocator underneath never calls back into this layer.
  *
  * A block is owned by whoever moved it out of the live state: the free that marked it
@@ -92,13 +97,14 @@ struct quarantined {
     uintptr_t ptr;
     size_t size;
     struct mt_debug_slot *slot; /* a small block's record; NULL for a block of the table */
+    unsigned cls;               /* a small block's size class (its stash when released) */
 };
 
 /* Eviction verifies blocks freed 16 MiB of frees ago, long gone from the caches: the
  * queue says which ones come next, so their first lines and records are fetched this
  * many evictions ahead (on churn, half the time of an eviction was those misses). */
 #define PREFETCH_AHEAD 8
-#define PREFETCH_MAX_BYTES 256
+#define PREFETCH_MAX_BYTES 128
 
 static struct {
     mt_lock_t lock;
@@ -707,7 +713,7 @@ static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero,
 /* ---- release: a block leaves the quarantine for good ---------------------------------------- */
 
 /* Verify the poison of a small block and give it back (the caller took it off the queue). */
-static void slot_release(void *ptr, struct mt_debug_slot *slot)
+static void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
 {
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
@@ -720,7 +726,6 @@ static void slot_release(void *ptr, struct mt_debug_slot *slot)
     }
     struct debug_thread *t = debug_thread;
     if (t && mt_debug_config.randomize) {
-        unsigned cls = mt_size_class(mt_small_page_of(mt_small_segment_of(ptr), ptr)->block_size);
         if (t->stash_count[cls] < STASH_ENTRIES) {
             atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
             t->stash[cls][t->stash_count[cls]++] = (struct window_entry){ptr, slot};
@@ -755,7 +760,7 @@ static void table_release(struct stripe *s, struct debug_block *b)
 static void release_quarantined(struct quarantined q)
 {
     if (q.slot) {
-        slot_release((void *)q.ptr, q.slot);
+        slot_release((void *)q.ptr, q.slot, q.cls);
         return;
     }
     uintptr_t ptr = q.ptr;
@@ -878,9 +883,9 @@ static void debug_thread_exit(void *arg)
 
 /* Queue a block this thread just marked quarantined, and release the oldest ones beyond
  * the budget: small blocks in the thread's own FIFO, big ones in the shared one. */
-static void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot)
+static void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
 {
-    struct quarantined q = {ptr, size, slot};
+    struct quarantined q = {ptr, size, slot, cls};
     size_t budget = mt_debug_config.quarantine;
     if (budget == 0) {
         release_quarantined(q);
@@ -985,9 +990,8 @@ static bool table_free(void *ptr, enum mt_api api, const void *site, size_t *siz
     if (!b->guarded)
         poison(ptr, b->size);
     if (b->guarded) {
-        /* Any access to a freed guarded block now faults; its contents can never be read
-         * again (it is unmapped, not verified, when it leaves the quarantine), so its pages
-         * go back to the OS now rather than staying resident for the quarantine's time. */
+        /* Any access to a freed guarded block now faults, so it needs no poison (it is not
+         * verified when it leaves the quarantine). Its pages stay, for the mapping's reuse. */
         mt_debug_guard_retire(b->map_base, b->map_size);
     }
     mt_unlock(&s->lock);
@@ -1000,16 +1004,17 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
         return;
     size_t size = 0;
     if (in_small_segment(ptr)) {
-        struct mt_debug_slot *slot = mt_debug_slot_find(ptr);
+        size_t block_size;
+        struct mt_debug_slot *slot = mt_debug_slot_find_sized(ptr, &block_size);
         if (!slot) {
             /* Not a slot start in use, or a segment the layer never used. */
             mt_alloc_free_as(ptr, api);
             return;
         }
         if (slot_free(ptr, slot, api, site, &size))
-            quarantine_add((uintptr_t)ptr, size, slot);
+            quarantine_add((uintptr_t)ptr, size, slot, mt_size_class(block_size));
     } else if (table_free(ptr, api, site, &size)) {
-        quarantine_add((uintptr_t)ptr, size, NULL);
+        quarantine_add((uintptr_t)ptr, size, NULL, 0);
     }
 }
 

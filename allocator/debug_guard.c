@@ -2,10 +2,12 @@
  *
  * Pool: for each unit size (1 to POOL_MAX_DATA_PAGES data pages, plus the guard page), a
  * stack of free units and a chunk of reserved address space carved from the bottom up.
- * Invariant: every page of a free unit, and the guard page of every unit, is PROT_NONE
- * and holds no memory; only the data pages of a unit whose block is live are read-write.
- * Chunks are never unmapped (address space only, like the stacks). One lock: one
- * allocation in MTRACE_GUARD_SAMPLE comes here. */
+ * Invariant: every page of a free unit, and the guard page of every unit, is PROT_NONE;
+ * only the data pages of a unit whose block is live are read-write. A freed unit keeps
+ * its pages (made inaccessible, not discarded), so handing it out again is one mprotect
+ * and no page fault. Chunks are never unmapped (address space only, like the stacks).
+ * Large guarded mappings are kept the same way, a few, in a cache (below). One lock: one
+ * allocation in MTRACE_GUARD_SAMPLE and the large blocks come here. */
 #include "debug_guard.h"
 
 #include "../common/lock.h"

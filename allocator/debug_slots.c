@@ -127,13 +127,21 @@ static unsigned page_number(const void *ptr)
     return (unsigned)(((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1));
 }
 
-struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size)
 {
     size_t index;
-    if (!slot_of(ptr, &index))
+    const struct mt_page *page = slot_of(ptr, &index);
+    if (!page)
         return NULL;
+    *block_size = page->block_size;
     struct slot_region *r = region_of((uintptr_t)ptr);
     return r ? &r->slots[page_number(ptr)][index] : NULL;
+}
+
+struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+{
+    size_t block_size;
+    return mt_debug_slot_find_sized(ptr, &block_size);
 }
 
 struct mt_debug_slot *mt_debug_slot_hold(const void *ptr)

@@ -67,6 +67,8 @@ MT_INLINE const void *mt_debug_site_of(uint64_t word)
  * start of a slot in use, or the debug layer never had a block in its segment. The record
  * may be empty (state 0): the slot is not the debug layer's. */
 struct mt_debug_slot *mt_debug_slot_find(const void *ptr);
+/* As mt_debug_slot_find, and the slot's size (its size class's) in *block_size. */
+struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size);
 
 /* Hold the slot at ptr, a slot start the allocator just returned, for the debug layer
  * (state MT_DEBUG_WINDOW); its record, or NULL when the memory for the records cannot be
