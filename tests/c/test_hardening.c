@@ -23,6 +23,9 @@
 #define LARGE_REQUEST ((size_t)200000)
 /* A quarantine small enough that a few frees evict a block (debug poison tests). */
 #define TINY_QUARANTINE "1K"
+/* A quarantine that still holds the few blocks a scenario frees when it looks at them
+ * (set explicitly: the scenarios must not depend on the default). */
+#define HOLDING_QUARANTINE "MTRACE_QUARANTINE=64K"
 #define EVICTING_FREES 64
 /* Large frees between the two frees of a block: more than the registry used to remember. */
 #define LARGE_FREES_BETWEEN 200
@@ -533,16 +536,17 @@ static const struct scenario scenarios[] = {
     {"canary_at_realloc", debug_canary_at_realloc, {"MTRACE_GUARD=0"}},
     {"write_after_free_evicted", debug_write_after_free_evicted,
      {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
-    {"write_after_free_at_exit", debug_write_after_free_at_exit, {"MTRACE_GUARD=0"}},
-    {"zero_write_after_free", debug_write_after_free_at_exit, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"write_after_free_at_exit", debug_write_after_free_at_exit, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"zero_write_after_free", debug_write_after_free_at_exit,
+     {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", HOLDING_QUARANTINE}},
     {"guard_overflow", debug_guard_overflow, {NULL}},
     {"guard_use_after_free", debug_guard_use_after_free, {NULL}},
-    {"double_free", debug_double_free, {"MTRACE_GUARD=0"}},
-    {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0"}},
-    {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"double_free", debug_double_free, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", HOLDING_QUARANTINE}},
     {"guard_pool_reuse", debug_guard_pool_reuse, {"MTRACE_GUARD_SAMPLE=1", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
     {"records_survive_sweeps", debug_records_survive_sweeps, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=0"}},
-    {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0"}},
+    {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
     {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
 };
 
