@@ -546,7 +546,8 @@ static void *guarded_alloc(size_t size, size_t align, struct debug_block *b)
 }
 
 /* A block of class cls from this thread's window: a random one of the window's blocks,
- * replaced by a new one from the allocator. Its record is held (*slot); NULL when the
+ * replaced by one from the class's stash or, when it is empty, from the allocator. Its
+ * record is held (*slot); NULL when the
  * allocator or the records have no memory, or the thread has no state (*slot NULL: the
  * caller allocates without the window). */
 static void *window_take(unsigned cls, struct mt_debug_slot **slot)
@@ -555,7 +556,10 @@ static void *window_take(unsigned cls, struct mt_debug_slot **slot)
     struct debug_thread *t = debug_thread_get();
     if (!t)
         return NULL;
-    struct window_entry *e = &t->window[cls][(next_random() >> 32) & (RANDOM_WINDOW - 1)];
+    /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
+     * buffer, and the stash's blocks still skip the allocator. */
+    unsigned pick = mt_debug_config.randomize ? (unsigned)(next_random() >> 32) & (RANDOM_WINDOW - 1) : 0;
+    struct window_entry *e = &t->window[cls][pick];
     struct window_entry out = *e;
     e->block = NULL;
     for (;;) {
@@ -588,7 +592,7 @@ static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **
     size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
     *slot = NULL;
     if (align <= MT_ALIGNMENT) {
-        if (mt_debug_config.randomize && total <= MT_SMALL_MAX) {
+        if (total <= MT_SMALL_MAX) {
             void *p = window_take(mt_size_class(total), slot);
             if (p || *slot)
                 return p;
@@ -639,7 +643,7 @@ static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, co
     }
     bool guard = want_guard(size);
     size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
-    if (!guard && total <= MT_SMALL_MAX && mt_debug_config.randomize && MT_LIKELY(debug_thread != NULL)) {
+    if (!guard && total <= MT_SMALL_MAX && MT_LIKELY(debug_thread != NULL)) {
         /* Every slot of an aligned class is aligned: its window serves aligned requests. */
         unsigned cls = align <= MT_ALIGNMENT ? mt_size_class(total) : mt_size_class_aligned(total, align);
         if (cls >= MT_SMALL_CLASSES)
@@ -725,7 +729,7 @@ static void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
             report_slot_poison(ptr, alloc, state, at);
     }
     struct debug_thread *t = debug_thread;
-    if (t && mt_debug_config.randomize) {
+    if (t) {
         if (t->stash_count[cls] < STASH_ENTRIES) {
             atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
             t->stash[cls][t->stash_count[cls]++] = (struct window_entry){ptr, slot};
