@@ -8,16 +8,18 @@
  * - guard pages: large blocks and one small block in MTRACE_GUARD_SAMPLE get a mapping of
  *   their own that ends at an inaccessible page, the block pushed against it, so an
  *   overflow faults at the first byte past the end; freed guarded blocks become
- *   inaccessible entirely, so a use after free faults too;
+ *   inaccessible entirely, so a use after free faults too (the mappings are reused);
  * - poison: freed blocks are filled with MT_DEBUG_POISON_BYTE (or zero with
  *   MTRACE_ZERO_ON_FREE) and verified when they leave the quarantine and, for those still
  *   in it, at exit: a write after free is reported with the offset it touched;
- * - quarantine: freed blocks are held back from reuse (FIFO, bounded in bytes) so a use
- *   after free reads poison instead of someone else's data;
- * - randomization: small blocks come from a random free slot, so heap layouts cannot be
- *   predicted and adjacent-block bugs show up in different places from run to run;
- * - fill: new blocks (not calloc's) are filled with MT_DEBUG_FILL_BYTE, exposing reads of
- *   uninitialised memory.
+ * - quarantine: freed blocks are held back from reuse (a FIFO per thread, bounded in bytes
+ *   and blocks; big blocks in a shared one) so a use after free reads poison instead of
+ *   someone else's data;
+ * - randomization: a small block is a random one of the last few the layer took for its
+ *   size class, so heap layouts cannot be predicted and adjacent-block bugs show up in
+ *   different places from run to run;
+ * - fill: new blocks (not calloc's) are filled with MT_DEBUG_FILL_BYTE, up to
+ *   MTRACE_FILL_MAX bytes, exposing reads of uninitialised memory.
  * Every block also has a record (requested size, state, the code addresses that allocated
  * and freed it), so reports say where the block came from even without the tracer,
  * malloc_usable_size returns the requested size (the canary is not the program's to
@@ -25,11 +27,11 @@
  * blocks keep theirs in an array beside their segment, indexed by slot (debug_slots.h);
  * the others in a striped table.
  *
- * Cost: per call, the record found by arithmetic (small blocks) plus the fills, the canary
- * and, at eviction, the poison check; guarded blocks a system call at allocation and one
- * at free (debug_guard.h). Measured in docs/hardening.md: 6 to 10 times glibc's time on
- * the bench workloads, most of it the features' own work (guard pages, the quarantine's
- * cold memory, the scattered layout of randomization). */
+ * Cost: per call, the record found by arithmetic (small blocks) plus the fill, the canary,
+ * the poison and, at eviction, its check, without a lock or an atomic read-modify-write on
+ * the common path; guarded blocks a system call at allocation and one at free
+ * (debug_guard.h). Measured in docs/hardening.md: 1.5 to 3 times glibc's time on most
+ * bench workloads, 4 to 6 on the small-block churn and the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 
@@ -53,6 +55,7 @@ struct mt_debug_config {
     size_t quarantine;
     bool randomize;
     bool fill;
+    size_t fill_max; /* bytes of a new block filled at most */
 };
 
 extern struct mt_debug_config mt_debug_config;

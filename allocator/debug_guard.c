@@ -2,10 +2,12 @@
  *
  * Pool: for each unit size (1 to POOL_MAX_DATA_PAGES data pages, plus the guard page), a
  * stack of free units and a chunk of reserved address space carved from the bottom up.
- * Invariant: every page of a free unit, and the guard page of every unit, is PROT_NONE
- * and holds no memory; only the data pages of a unit whose block is live are read-write.
- * Chunks are never unmapped (address space only, like the stacks). One lock: one
- * allocation in MTRACE_GUARD_SAMPLE comes here. */
+ * Invariant: every page of a free unit, and the guard page of every unit, is PROT_NONE;
+ * only the data pages of a unit whose block is live are read-write. A freed unit keeps
+ * its pages (made inaccessible, not discarded), so handing it out again is one mprotect
+ * and no page fault. Chunks are never unmapped (address space only, like the stacks).
+ * Large guarded mappings are kept the same way, a few, in a cache (below). One lock: one
+ * allocation in MTRACE_GUARD_SAMPLE and the large blocks come here. */
 #include "debug_guard.h"
 
 #include "../common/lock.h"
@@ -26,8 +28,25 @@ struct unit_pool {
     uint8_t *next, *end; /* uncarved part of the current chunk */
 };
 
+/* Mappings of large guarded blocks that left the quarantine, kept for the next large
+ * block of about their size: a fresh mapping costs a page fault per page (the fill writes
+ * every page, and so do most programs), which made debug mode 8 times glibc's time on
+ * the large-block benchmark, where glibc reuses its heap. At most this many mappings and
+ * this many bytes (resident: the pages are kept), the oldest unmapped first. */
+#define LARGE_CACHE_ENTRIES 16
+#define LARGE_CACHE_BYTES ((size_t)64 << 20)
+/* A cached mapping serves a block of at least 1/LARGE_FIT_SHARE of its data pages. */
+#define LARGE_FIT_SHARE 2
+
+struct cached_mapping {
+    uint8_t *base;
+    size_t map_size; /* 0: a free entry */
+};
+
 static mt_lock_t pool_lock;
 static struct unit_pool pools[POOL_MAX_DATA_PAGES];
+static struct cached_mapping large_cache[LARGE_CACHE_ENTRIES];
+static size_t large_cache_bytes;
 
 static struct unit_pool *pool_for(size_t map_size)
 {
@@ -79,6 +98,65 @@ static bool pool_give(struct unit_pool *pool, uint8_t *u)
     return true;
 }
 
+/* A cached mapping with room for `data` bytes of data pages, not too much more; NULL when
+ * there is none. */
+static uint8_t *large_cache_take(size_t data, size_t *map_size)
+{
+    size_t page = mt_os_page_size();
+    struct cached_mapping *best = NULL;
+    mt_lock(&pool_lock);
+    for (size_t i = 0; i < LARGE_CACHE_ENTRIES; i++) {
+        struct cached_mapping *c = &large_cache[i];
+        size_t cap = c->map_size ? c->map_size - page : 0;
+        if (cap >= data && cap / LARGE_FIT_SHARE <= data && (!best || c->map_size < best->map_size))
+            best = c;
+    }
+    uint8_t *base = NULL;
+    if (best) {
+        base = best->base;
+        *map_size = best->map_size;
+        large_cache_bytes -= best->map_size;
+        best->map_size = 0;
+    }
+    mt_unlock(&pool_lock);
+    return base;
+}
+
+/* Keep a retired mapping for reuse, unmapping the oldest ones beyond the cache's bounds;
+ * false when it does not fit at all (the caller unmaps it). */
+static bool large_cache_put(uint8_t *base, size_t map_size)
+{
+    if (map_size > LARGE_CACHE_BYTES)
+        return false;
+    struct cached_mapping evicted[LARGE_CACHE_ENTRIES];
+    size_t n_evicted = 0;
+    mt_lock(&pool_lock);
+    /* Entries are kept oldest first: evict from the front, append at the back. */
+    size_t used = 0;
+    for (size_t i = 0; i < LARGE_CACHE_ENTRIES; i++)
+        if (large_cache[i].map_size)
+            large_cache[used++] = large_cache[i];
+    for (size_t i = used; i < LARGE_CACHE_ENTRIES; i++)
+        large_cache[i].map_size = 0;
+    size_t drop = 0;
+    while (drop < used && (used - drop == LARGE_CACHE_ENTRIES || large_cache_bytes + map_size > LARGE_CACHE_BYTES)) {
+        evicted[n_evicted++] = large_cache[drop];
+        large_cache_bytes -= large_cache[drop].map_size;
+        drop++;
+    }
+    for (size_t i = drop; i < used; i++)
+        large_cache[i - drop] = large_cache[i];
+    used -= drop;
+    for (size_t i = used; i < LARGE_CACHE_ENTRIES; i++)
+        large_cache[i].map_size = 0;
+    large_cache[used] = (struct cached_mapping){base, map_size};
+    large_cache_bytes += map_size;
+    mt_unlock(&pool_lock);
+    for (size_t i = 0; i < n_evicted; i++)
+        mt_os_unmap(evicted[i].base, evicted[i].map_size);
+    return true;
+}
+
 uint8_t *mt_debug_guard_map(size_t data, size_t align, size_t *map_size)
 {
     size_t page = mt_os_page_size();
@@ -86,11 +164,24 @@ uint8_t *mt_debug_guard_map(size_t data, size_t align, size_t *map_size)
     struct unit_pool *pool = align <= page ? pool_for(*map_size) : NULL;
     if (pool) {
         uint8_t *u = pool_take(pool, *map_size);
+        /* A reused unit keeps its pages (retired without a discard): no page fault. */
         if (u && mt_os_commit(u, data))
             return u;
         if (u)
             pool_give(pool, u);
         return NULL;
+    }
+    if (align <= page) {
+        uint8_t *base = large_cache_take(data, map_size);
+        if (base) {
+            /* The block ends against the guard page: only its own pages become
+             * accessible; the ones before it stay inaccessible and are given back. */
+            size_t head = *map_size - page - data;
+            if (mt_os_commit(base + head, data))
+                return base;
+            mt_os_unmap(base, *map_size);
+            *map_size = data + page;
+        }
     }
     uint8_t *map = mt_os_map_aligned(*map_size, align > page ? align : page);
     if (!map)
@@ -104,7 +195,9 @@ uint8_t *mt_debug_guard_map(size_t data, size_t align, size_t *map_size)
 
 void mt_debug_guard_retire(uint8_t *base, size_t map_size)
 {
-    mt_os_discard_protect_none(base, map_size - mt_os_page_size());
+    /* Inaccessible, pages kept: the unit or mapping is reused without page faults. What
+     * stays resident is bounded by the quarantine and the caches. */
+    mt_os_protect_none(base, map_size - mt_os_page_size());
 }
 
 void mt_debug_guard_unmap(uint8_t *base, size_t map_size)
@@ -112,6 +205,8 @@ void mt_debug_guard_unmap(uint8_t *base, size_t map_size)
     struct unit_pool *pool = pool_for(map_size);
     /* A pooled unit is retired already (its block was freed), as the stack requires. */
     if (pool && pool_give(pool, base))
+        return;
+    if (!pool && large_cache_put(base, map_size))
         return;
     mt_os_unmap(base, map_size);
 }

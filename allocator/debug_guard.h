@@ -4,10 +4,10 @@
  * Large blocks and one block in MTRACE_GUARD_SAMPLE are guarded. The sampled ones are
  * mostly small, so their mappings (one or two data pages and the guard) are pooled: the
  * address space is reserved in chunks and reused, a unit costs one mprotect when handed
- * out and one mmap (discard and protect at once) when its block is freed, instead of the
- * five system calls of a mapping of its own (mmap, mprotect, mprotect, madvise, munmap),
- * which were a quarter of debug mode's time on small-block churn. Bigger ones get a
- * mapping each. */
+ * out and one when its block is freed (its pages are kept, so no page fault either),
+ * instead of the five system calls of a mapping of its own (mmap, mprotect, mprotect,
+ * madvise, munmap). The mappings of large blocks that left the quarantine are kept in a
+ * small cache and reused for the next large block they fit, without page faults. */
 #ifndef MT_ALLOCATOR_DEBUG_GUARD_H
 #define MT_ALLOCATOR_DEBUG_GUARD_H
 
@@ -19,11 +19,11 @@
  * mapping's size. NULL when the OS refuses. */
 uint8_t *mt_debug_guard_map(size_t data, size_t align, size_t *map_size);
 
-/* The block in it was freed: make the whole mapping inaccessible and give its pages back
- * (the address stays reserved, so a use after free faults). */
+/* The block in it was freed: make the whole mapping inaccessible (the address stays
+ * reserved, so a use after free faults; the pages stay, for reuse). */
 void mt_debug_guard_retire(uint8_t *base, size_t map_size);
 
-/* The block left the quarantine: the address space is reused or unmapped. */
+/* The block left the quarantine: the mapping is pooled, cached or unmapped. */
 void mt_debug_guard_unmap(uint8_t *base, size_t map_size);
 
 /* The pool's stacks of free units, for mt_debug_metadata_ranges (they list addresses of

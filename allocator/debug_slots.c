@@ -127,23 +127,31 @@ static unsigned page_number(const void *ptr)
     return (unsigned)(((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1));
 }
 
-struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size)
 {
     size_t index;
-    if (!slot_of(ptr, &index))
+    const struct mt_page *page = slot_of(ptr, &index);
+    if (!page)
         return NULL;
+    *block_size = page->block_size;
     struct slot_region *r = region_of((uintptr_t)ptr);
     return r ? &r->slots[page_number(ptr)][index] : NULL;
 }
 
-bool mt_debug_slot_claim(const void *ptr, size_t size, const void *site)
+struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+{
+    size_t block_size;
+    return mt_debug_slot_find_sized(ptr, &block_size);
+}
+
+struct mt_debug_slot *mt_debug_slot_hold(const void *ptr)
 {
     size_t index;
     if (!slot_of(ptr, &index))
-        return false; /* not reached: the allocator returned it as a slot */
+        return NULL; /* not reached: the allocator returned it as a slot */
     struct slot_region *r = region_of((uintptr_t)ptr);
     if (MT_UNLIKELY(!r) && !(r = region_create((uintptr_t)ptr)))
-        return false;
+        return NULL;
     unsigned p = page_number(ptr);
     struct mt_debug_slot *slot = &r->slots[p][index];
     uint32_t held = atomic_fetch_add_explicit(&r->h.held[p], 1, memory_order_acq_rel);
@@ -153,9 +161,16 @@ bool mt_debug_slot_claim(const void *ptr, size_t size, const void *site)
     }
     if (MT_UNLIKELY(!(held & HELD_DIRTY)))
         atomic_fetch_or_explicit(&r->h.held[p], HELD_DIRTY, memory_order_relaxed);
-    atomic_store_explicit(&slot->alloc, (uint64_t)size << MT_DEBUG_SITE_BITS | mt_debug_site_bits(site),
-                          memory_order_relaxed);
-    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_LIVE, NULL), memory_order_release);
+    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
+    return slot;
+}
+
+bool mt_debug_slot_claim(const void *ptr, size_t size, const void *site)
+{
+    struct mt_debug_slot *slot = mt_debug_slot_hold(ptr);
+    if (!slot)
+        return false;
+    mt_debug_slot_promote(slot, size, site);
     return true;
 }
 

@@ -10,7 +10,7 @@
  *
  * A record is two words, so that a free is one compare-and-swap of the second:
  *   alloc: requested size in the top 16 bits, allocation site in the low 48;
- *   state: MT_DEBUG_LIVE or MT_DEBUG_QUARANTINED in bits 48-55, free site in the low 48;
+ *   state: MT_DEBUG_LIVE, _QUARANTINED or _WINDOW in bits 48-55, free site in the low 48;
  *          0 when the debug layer does not hold the slot.
  * Code addresses of user space fit 48 bits on x86-64 and AArch64; a site that does not is
  * kept as 0 (reports then just omit it). */
@@ -24,7 +24,10 @@
 
 #include "../common/compiler.h"
 
-enum mt_debug_state { MT_DEBUG_EMPTY = 0, MT_DEBUG_LIVE = 1, MT_DEBUG_QUARANTINED = 2 };
+/* WINDOW: taken from the allocator by the debug layer's randomization window, not yet
+ * handed to the program (the allocation site and size are those of the slot's last
+ * block, kept for the report of a late double free). */
+enum mt_debug_state { MT_DEBUG_EMPTY = 0, MT_DEBUG_LIVE = 1, MT_DEBUG_QUARANTINED = 2, MT_DEBUG_WINDOW = 3 };
 
 #define MT_DEBUG_SITE_BITS 48
 #define MT_DEBUG_SITE_MASK (((uint64_t)1 << MT_DEBUG_SITE_BITS) - 1)
@@ -64,14 +67,28 @@ MT_INLINE const void *mt_debug_site_of(uint64_t word)
  * start of a slot in use, or the debug layer never had a block in its segment. The record
  * may be empty (state 0): the slot is not the debug layer's. */
 struct mt_debug_slot *mt_debug_slot_find(const void *ptr);
+/* As mt_debug_slot_find, and the slot's size (its size class's) in *block_size. */
+struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size);
 
-/* Record a new live block of `size` bytes (at most MT_SMALL_MAX) at ptr, a slot start the
- * allocator just returned. Returns false when the memory for the records cannot be had
- * (the caller gives the block back). */
+/* Hold the slot at ptr, a slot start the allocator just returned, for the debug layer
+ * (state MT_DEBUG_WINDOW); its record, or NULL when the memory for the records cannot be
+ * had (the caller gives the block back). */
+struct mt_debug_slot *mt_debug_slot_hold(const void *ptr);
+
+/* A held slot becomes a live block of `size` bytes (at most MT_SMALL_MAX): two stores, no
+ * atomic read-modify-write (the slot is the caller's alone). */
+MT_INLINE void mt_debug_slot_promote(struct mt_debug_slot *slot, size_t size, const void *site)
+{
+    atomic_store_explicit(&slot->alloc, (uint64_t)size << MT_DEBUG_SITE_BITS | mt_debug_site_bits(site),
+                          memory_order_relaxed);
+    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_LIVE, NULL), memory_order_release);
+}
+
+/* Hold and promote at once: false when the records cannot be had. */
 bool mt_debug_slot_claim(const void *ptr, size_t size, const void *site);
 
-/* Forget the block at ptr (its record `slot`, quarantined): the caller frees it to the
- * allocator right after. */
+/* Forget the block at ptr (its record `slot`, quarantined or held): the caller frees it
+ * to the allocator right after. */
 void mt_debug_slot_forget(const void *ptr, struct mt_debug_slot *slot);
 
 /* Called for each held record by mt_debug_slots_scan: false when the block is broken. */

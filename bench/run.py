@@ -24,7 +24,8 @@ serves exactly the same requests and must print the same checksum):
 
 Configurations: every allocator present is chosen with LD_PRELOAD: glibc (no preload),
 ours (build/libmtalloc.so), ours-nohard (build/libmtalloc-nohard.so: the same without the
-always-on integrity checks, so ours/ours-nohard is what the checks cost), jemalloc,
+always-on integrity checks, so ours/ours-nohard is what the checks cost), ours-debug
+(build/libmtalloc.so with MTRACE_DEBUG=1: the debug allocator of docs/hardening.md), jemalloc,
 mimalloc, tcmalloc (found in the system library directories; skipped when absent).
 Profilers, when present: mtrace (`build/mtrace-run -o trace.db -- prog`, else
 LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db) and heaptrack (`heaptrack -o X prog`).
@@ -105,12 +106,13 @@ COUNT_CHUNK = 1 << 20
 class Config:
     """One way of running a workload: an allocator, or a profiler writing a trace."""
 
-    def __init__(self, name, kind, preload=None, describe="", trace=None):
+    def __init__(self, name, kind, preload=None, describe="", trace=None, env=None):
         self.name = name
         self.kind = kind          # "alloc" or "profiler"
         self.preload = preload    # library for LD_PRELOAD, or None
         self.describe = describe  # shown in the header
         self.trace = trace        # profiler only: "mtrace-run", "libmtrace" or "heaptrack"
+        self.env = env or {}      # further variables for this configuration's runs
 
 
 def library_dirs():
@@ -154,12 +156,16 @@ def package_version(path):
 def discover_configs(build, want_profilers):
     glibc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "glibc"
     configs = [Config("glibc", "alloc", None, glibc or "glibc")]
-    for name, lib, what in [("ours", "libmtalloc.so", "build/libmtalloc.so"),
-                            ("ours-nohard", "libmtalloc-nohard.so",
-                             "build/libmtalloc-nohard.so (no integrity checks)")]:
+    for name, lib, what, env in [
+            ("ours", "libmtalloc.so", "build/libmtalloc.so", None),
+            ("ours-nohard", "libmtalloc-nohard.so",
+             "build/libmtalloc-nohard.so (no integrity checks)", None),
+            ("ours-debug", "libmtalloc.so",
+             "MTRACE_DEBUG=1 build/libmtalloc.so (the debug allocator, docs/hardening.md)",
+             {"MTRACE_DEBUG": "1"})]:
         path = os.path.join(build, lib)
         if os.path.exists(path):
-            configs.append(Config(name, "alloc", path, what))
+            configs.append(Config(name, "alloc", path, what, env=env))
     for name, patterns in SYSTEM_ALLOCATORS:
         path = find_library(patterns)
         if path:
@@ -202,6 +208,7 @@ def command_for(cfg, argv, trace_base):
     if cfg.kind == "alloc":
         if cfg.preload:
             settings["LD_PRELOAD"] = cfg.preload
+        settings.update(cfg.env)
     elif cfg.trace == "mtrace-run":
         cmd = [os.path.join(ARGS.build, "mtrace-run"), "-o", trace_base + ".db", "--"] + cmd
     elif cfg.trace == "libmtrace":

@@ -62,18 +62,20 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
       "canary bytes after every block, checked at free (auto: on with MTRACE_DEBUG)")         \
     X(GUARD, "MTRACE_GUARD", MT_OPT_BOOL, "auto", 0, 1,                                        \
       "guard pages after large blocks and sampled small ones (auto: on with MTRACE_DEBUG)")   \
-    X(GUARD_SAMPLE, "MTRACE_GUARD_SAMPLE", MT_OPT_INT, "64", 1, 1000000,                       \
-      "with guard pages, one small block in N gets its own guarded page")                     \
+    X(GUARD_SAMPLE, "MTRACE_GUARD_SAMPLE", MT_OPT_INT, "1024", 1, 1000000,                     \
+      "with guard pages, one small or medium block in N gets its own guarded page")           \
     X(POISON, "MTRACE_POISON", MT_OPT_BOOL, "auto", 0, 1,                                      \
       "poison freed memory and verify it on reuse (auto: on with MTRACE_DEBUG)")              \
     X(ZERO_ON_FREE, "MTRACE_ZERO_ON_FREE", MT_OPT_BOOL, "off", 0, 1,                           \
       "zero freed memory instead of poisoning it")                                            \
     X(QUARANTINE, "MTRACE_QUARANTINE", MT_OPT_SIZE, "auto", 0, 1099511627776LL,                \
-      "bytes of freed blocks held back from reuse (auto: 16M with MTRACE_DEBUG, else 0)")     \
+      "bytes of freed blocks each thread holds back from reuse (auto: 256K with MTRACE_DEBUG)") \
     X(RANDOMIZE, "MTRACE_RANDOMIZE", MT_OPT_BOOL, "auto", 0, 1,                                \
       "randomize which free slot is used (auto: on with MTRACE_DEBUG)")                       \
     X(FILL, "MTRACE_FILL", MT_OPT_BOOL, "auto", 0, 1,                                          \
       "fill new blocks with a pattern to expose uninitialised reads (auto: MTRACE_DEBUG)")    \
+    X(FILL_MAX, "MTRACE_FILL_MAX", MT_OPT_SIZE, "64K", 0, 1099511627776LL,                     \
+      "with the fill, fill at most this many leading bytes of a block")                       \
     X(ON_ERROR, "MTRACE_ON_ERROR", MT_OPT_CHOICE, "abort", 0, 0,                               \
       "on a detected heap error: abort, or continue (record it and go on)")
 

@@ -23,6 +23,9 @@
 #define LARGE_REQUEST ((size_t)200000)
 /* A quarantine small enough that a few frees evict a block (debug poison tests). */
 #define TINY_QUARANTINE "1K"
+/* A quarantine that still holds the few blocks a scenario frees when it looks at them
+ * (set explicitly: the scenarios must not depend on the default). */
+#define HOLDING_QUARANTINE "MTRACE_QUARANTINE=64K"
 #define EVICTING_FREES 64
 /* Large frees between the two frees of a block: more than the registry used to remember. */
 #define LARGE_FREES_BETWEEN 200
@@ -466,6 +469,30 @@ static void debug_records_survive_sweeps(void)
     free(keep);
 }
 
+/* A double free long after the first: the block has left the quarantine and waits, held
+ * by the debug layer, to be handed out again; the second free is still reported. */
+static void debug_late_double_free(void)
+{
+    char *p = malloc(SMALL_REQUEST);
+    free(p);
+    for (int i = 0; i < EVICTING_FREES; i++)
+        free(malloc(SMALL_REQUEST));
+    sink = p;
+    free(sink);
+}
+
+/* realloc within the block's slot keeps it in place; its canary moves with its end. */
+static void debug_canary_after_realloc_in_place(void)
+{
+    char *p = opaque(malloc(40));
+    uintptr_t before = (uintptr_t)p;
+    char *q = opaque(realloc(p, 44));
+    if ((uintptr_t)q != before)
+        exit(3); /* the slot has room: it must not move */
+    q[44] = 'o';
+    free(q);
+}
+
 /* Not a death: mt_heap_check() sees a small block's broken canary and a quarantined small
  * block's broken poison (the per-slot records are walked), and neither once repaired.
  * Exits 0 when all of that holds. */
@@ -533,17 +560,20 @@ static const struct scenario scenarios[] = {
     {"canary_at_realloc", debug_canary_at_realloc, {"MTRACE_GUARD=0"}},
     {"write_after_free_evicted", debug_write_after_free_evicted,
      {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
-    {"write_after_free_at_exit", debug_write_after_free_at_exit, {"MTRACE_GUARD=0"}},
-    {"zero_write_after_free", debug_write_after_free_at_exit, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"write_after_free_at_exit", debug_write_after_free_at_exit, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"zero_write_after_free", debug_write_after_free_at_exit,
+     {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", HOLDING_QUARANTINE}},
     {"guard_overflow", debug_guard_overflow, {NULL}},
     {"guard_use_after_free", debug_guard_use_after_free, {NULL}},
-    {"double_free", debug_double_free, {"MTRACE_GUARD=0"}},
-    {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0"}},
-    {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"double_free", debug_double_free, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
+    {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", HOLDING_QUARANTINE}},
     {"guard_pool_reuse", debug_guard_pool_reuse, {"MTRACE_GUARD_SAMPLE=1", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
     {"records_survive_sweeps", debug_records_survive_sweeps, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=0"}},
-    {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0"}},
+    {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
     {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
+    {"late_double_free", debug_late_double_free, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"canary_after_realloc_in_place", debug_canary_after_realloc_in_place, {"MTRACE_GUARD=0"}},
 };
 
 static const struct scenario *find_scenario(const char *name)
@@ -639,6 +669,14 @@ TEST(debug_guard_pool_and_records)
                                             "touched$");
     EXPECT_DEBUG_REPORT("records_survive_sweeps",
                         "mtrace: error: heap buffer overflow of " PTR " \\(size 100\\) in free\\(\\): a write 1 byte "
+                        "past the end");
+}
+
+TEST(debug_late_double_free_and_realloc_in_place)
+{
+    EXPECT_DEBUG_REPORT("late_double_free", "mtrace: error: double free of " PTR " \\(size 64\\) in free\\(\\)$");
+    EXPECT_DEBUG_REPORT("canary_after_realloc_in_place",
+                        "mtrace: error: heap buffer overflow of " PTR " \\(size 44\\) in free\\(\\): a write 1 byte "
                         "past the end");
 }
 
