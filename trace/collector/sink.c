@@ -1,4 +1,4 @@
-/* The SQLite sink: trace.db as docs/trace-format.md (format v1) specifies.
+/* The SQLite sink: trace.db as docs/trace-format.md (format v2) specifies.
  *
  * One connection, prepared statements, and one open transaction that is committed when
  * it grew big or old (mt_sink_maybe_commit): per-row commits would cost a WAL frame sync
