@@ -30,6 +30,10 @@
 #define CHUNK_EVENTS 4096
 /* Initial slots of the per-process size table. */
 #define SIZES_INITIAL_SLOTS 256
+/* Allocations of sizes below this are counted in a plain array (8 KiB per process), not
+ * the size table: most allocations are small, and a hash probe per allocation showed in
+ * the collector's profile. Folded into the table when the process ends. */
+#define SIZE_DIRECT 1024
 /* A block's frames shown in a BLOCK_INFO answer: the first few locate the call. */
 #define INFO_FRAMES 6
 
@@ -61,6 +65,7 @@ struct mt_proc *mt_proc_create(void)
     mt_live_init(&p->live);
     p->sizes_mask = SIZES_INITIAL_SLOTS - 1;
     p->sizes = mt_xcalloc(SIZES_INITIAL_SLOTS, sizeof *p->sizes);
+    p->size_direct = mt_xcalloc(SIZE_DIRECT, sizeof *p->size_direct);
     return p;
 }
 
@@ -350,7 +355,10 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
         st->min_size = size;
     if (size > st->max_size)
         st->max_size = size;
-    size_entry(proc, size)->allocs++;
+    if (size - 1 < SIZE_DIRECT - 1) /* 1 .. SIZE_DIRECT - 1 */
+        proc->size_direct[size]++;
+    else
+        size_entry(proc, size)->allocs++;
     struct mt_thread *t = &proc->threads[thread];
     t->last_alloc_ptr = ptr;
     t->last_alloc_valid = true;
@@ -373,7 +381,7 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
     proc->bucket_bytes[bucket] += size;
 }
 
-static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint32_t free_stat,
+static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ptr, uint32_t free_stat,
                         bool count_temporary)
 {
     struct mt_block b;
@@ -392,7 +400,7 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint
             st->temporary++;
         t->last_alloc_valid = false;
     }
-    struct mt_freed_block f = {b.ptr, size, ts, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
+    struct mt_freed_block f = {b.ptr, size, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
     mt_freed_remember(&proc->freed, &f);
 }
 
@@ -408,7 +416,7 @@ static void note_peak(struct mt_proc *proc, uint64_t ts)
 /* Region pops free every push of the region at or above the new position. The region's
  * base is taken as its first push's address (a push starts at position 0 of a fresh or
  * cleared region), positions of later pushes as their distance from it. */
-static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t region, uint64_t pos,
+static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t region, uint64_t pos,
                        uint32_t stat)
 {
     uint64_t base = 0;
@@ -425,7 +433,7 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint6
     for (size_t i = 0; i < proc->region_count; i++) {
         struct mt_region_push r = proc->regions[i];
         if (r.region == region && r.ptr - base >= pos)
-            block_freed(proc, thread, ts, r.ptr, stat, false);
+            block_freed(proc, thread, r.ptr, stat, false);
         else
             proc->regions[kept++] = r;
     }
@@ -445,17 +453,17 @@ static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     switch (op) {
     case MT_OP_FREE:
         proc->stats[stat].free_calls++;
-        block_freed(proc, thread, ts, ev->ptr, stat, true);
+        block_freed(proc, thread, ev->ptr, stat, true);
         break;
     case MT_OP_REGION_POP:
         proc->stats[stat].free_calls++;
-        region_pop(proc, thread, ts, ev->aux, ev->size, stat);
+        region_pop(proc, thread, ev->aux, ev->size, stat);
         break;
     case MT_OP_REALLOC:
     case MT_OP_REALLOCARRAY:
         proc->op_bytes[op] += ev->size;
         if (ev->aux)
-            block_freed(proc, thread, ts, ev->aux, stat, false);
+            block_freed(proc, thread, ev->aux, stat, false);
         block_allocated(proc, thread, ts, ev->ptr, ev->size, stat, true);
         note_peak(proc, ts);
         break;
@@ -657,6 +665,11 @@ void mt_proc_end(struct mt_proc *proc)
         proc->end_ns = proc->last_ns;
     if (proc->end_ns < proc->start_ns)
         proc->end_ns = proc->start_ns;
+    for (uint64_t size = 1; proc->size_direct && size < SIZE_DIRECT; size++)
+        if (proc->size_direct[size])
+            size_entry(proc, size)->allocs += proc->size_direct[size];
+    free(proc->size_direct);
+    proc->size_direct = NULL;
     if (proc->leaked_count)
         qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
     for (size_t i = 0; i <= proc->live.mask; i++) {
