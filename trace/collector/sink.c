@@ -33,7 +33,7 @@
  * pages would be 170 KiB of a trace of a few thousand events. Rewriting a few MiB takes a
  * few milliseconds; big traces keep their 8 KiB pages (and skip the copy). */
 #define SMALL_TRACE_BYTES (4u << 20)
-#define SMALL_PAGE_SIZE 1024
+#define SMALL_PAGE_SIZE 512
 
 static const char schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
