@@ -487,6 +487,10 @@ void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
         return;
     const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
     mt_live_prefetch(&proc->live, ev->ptr);
+    /* A program with many distinct sizes (strings grown by realloc) has a size table of
+     * megabytes: its probe was a cache miss per allocation, the collector's largest cost. */
+    if (ev->size >= SIZE_DIRECT && rec->op != MT_OP_FREE)
+        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev->size) & proc->sizes_mask], 1);
     if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
         mt_live_prefetch(&proc->live, ev->aux);
 }
