@@ -112,6 +112,21 @@ def encode_chunk(events, first_ns):
     return bytes(out)
 
 
+def encode_chunk_v1(events, first_ns):
+    """Format 1: six varints per event, pointer differences as plain zigzag."""
+    out = bytearray()
+    prev_ns, prev_ptr = first_ns, 0
+    for op, thread_idx, ts, ptr, size, stack_id, aux in events:
+        uleb128(op | (thread_idx << 4), out)
+        uleb128(ts - prev_ns, out)
+        uleb128(zigzag(ptr - prev_ptr), out)
+        uleb128(size, out)
+        uleb128(stack_id, out)
+        uleb128(zigzag(aux - ptr) if op in (OP["realloc"], OP["reallocarray"]) else aux, out)
+        prev_ns, prev_ptr = ts, ptr
+    return bytes(out)
+
+
 def encode_sizes(sizes):
     """size_counts' blob: [(size, allocs, live_at_exit)] ascending."""
     out = bytearray()
@@ -328,17 +343,27 @@ class TraceFab:
         return proc
 
     # ---- writing -------------------------------------------------------------------------
-    def write(self, path, complete=1, user_version=FORMAT_VERSION, application_id=APPLICATION_ID,
-              wal=False):
+    def write(self, path, complete=1, user_version=None, application_id=APPLICATION_ID,
+              wal=False, format_version=FORMAT_VERSION):
+        """format_version 1 writes what a version-1 collector wrote (readers keep reading
+        old traces): six varints per event, a `sizes` row per size, every snapshot row."""
+        self.format = format_version
+        if user_version is None:
+            user_version = format_version
         conn = sqlite3.connect(path)
-        conn.executescript(SCHEMA)
+        schema = SCHEMA
+        if format_version == 1:
+            schema = schema.replace("CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);",
+                                    "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER,"
+                                    " live_at_exit INTEGER, PRIMARY KEY(proc_id, size));")
+        conn.executescript(schema)
         conn.execute(f"PRAGMA application_id = {application_id}")
         conn.execute(f"PRAGMA user_version = {user_version}")
         if wal:
             conn.execute("PRAGMA journal_mode = WAL")
         total_events = sum(len(p.events) for p in self.procs)
         duration = max([p.end["end_ns"] if p.end else p.now for p in self.procs] or [0])
-        meta = {"format_version": FORMAT_VERSION, "mtrace_version": "fab-1",
+        meta = {"format_version": format_version, "mtrace_version": "fab-1",
                 "start_unix_ns": 1_700_000_000_000_000_000, "duration_ns": duration,
                 "command": json.dumps(self.procs[0].argv if self.procs else []),
                 "cwd": "/tmp", "hostname": "fab", "options": json.dumps({"MTRACE_DEPTH": 64}),
@@ -373,7 +398,7 @@ class TraceFab:
             conn.execute("INSERT INTO event_chunks(proc_id, first_seq, count, first_ns, last_ns,"
                          " data) VALUES(?, ?, ?, ?, ?, ?)",
                          (pid, first, len(chunk), chunk[0][2], chunk[-1][2],
-                          encode_chunk(chunk, chunk[0][2])))
+                          (encode_chunk_v1 if self.format == 1 else encode_chunk)(chunk, chunk[0][2])))
         stats, ops, sizes, peak, peak_ns, thread_events = self._replay(p)
         end = p.end or dict(end_ns=None, exit_code=None, exit_signal=None, end_reason=None)
         conn.execute("INSERT INTO processes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -389,11 +414,18 @@ class TraceFab:
         conn.executemany("INSERT INTO stack_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          [(pid, sid) + tuple(s[k] for k in STAT_KEYS)
                           for sid, s in sorted(stats.items())])
-        if sizes:
+        if self.format == 1:
+            conn.executemany("INSERT INTO sizes VALUES(?,?,?,?)",
+                             [(pid, size, a, l) for size, (a, l) in sorted(sizes.items())])
+        elif sizes:
             rows = [(size, a, l) for size, (a, l) in sorted(sizes.items())]
             conn.execute("INSERT INTO size_counts VALUES(?,?,?)", (pid, len(rows), encode_sizes(rows)))
         # Snapshot rows are stored when they differ from the previous snapshot's.
         prev_buckets, prev_classes = {}, {}
+        if self.format == 1:  # every row of every snapshot
+            changed_rows = lambda prev, now, zero: now  # noqa: E731
+        else:
+            changed_rows = changed
         for snap_id, s in enumerate(p.snapshots, 1):
             conn.execute("INSERT INTO snapshots VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                          (pid, snap_id, s["ts_ns"], s["seq"], s["requested"], s["blocks"],
@@ -410,13 +442,13 @@ class TraceFab:
             buckets = {b: tuple(v) for b, v in buckets.items()}
             conn.executemany("INSERT INTO snapshot_sizes VALUES(?,?,?,?,?)",
                              [(pid, snap_id, b, v[0], v[1]) for b, v in
-                              sorted(changed(prev_buckets, buckets, (0, 0)).items())])
+                              sorted(changed_rows(prev_buckets, buckets, (0, 0)).items())])
             small_max = self.small_classes[-1]
             classes = {c: (n, (n + 3) // 4 * 4 if c <= small_max else None)
                        for c, n in classes.items()}
             conn.executemany("INSERT INTO snapshot_classes VALUES(?,?,?,?,?)",
                              [(pid, snap_id, c) + v for c, v in
-                              sorted(changed(prev_classes, classes, None).items())])
+                              sorted(changed_rows(prev_classes, classes, None).items())])
             prev_buckets, prev_classes = buckets, classes
         conn.executemany("INSERT INTO live_at_exit VALUES(?,?,?,?,?,?,?,?)",
                          [(pid, ptr, v[0], v[1], v[2], v[3], v[4], p.status.get(ptr, "unknown"))
