@@ -34,10 +34,12 @@
  * a few records (a pass costs a ppoll and a look at every ring: done per few records, that
  * was a third of the collector's time on a single-threaded program). */
 #define BATCH_RECORDS 4096
-#define BATCH_WAIT_NS (100ull * 1000u)
+#define BATCH_WAIT_NS (300ull * 1000u)
 /* The batch wait is also bounded so that a producer writing an event every this many ns
- * fills at most a quarter of its ring meanwhile (it must not wait for us). */
-#define PRODUCER_FASTEST_NS 10u
+ * fills at most a quarter of its ring meanwhile (it must not wait for us): the fastest
+ * recorder path is ~25 ns an event. 300 us rather than 100 us: 5% less collector CPU on
+ * churn (fewer wake-ups), and the default ring (64K cells) still allows 328 us. */
+#define PRODUCER_FASTEST_NS 20u
 /* Records drained from one process before the loop looks at the sockets and the other
  * processes again: bounds how long a HELLO or a BLOCK_QUERY waits behind a busy process. */
 #define DRAIN_BUDGET 65536
