@@ -1,6 +1,6 @@
 """hist (show_alloc_hist): requested sizes in power-of-two buckets and in the allocator's
-size classes, for every allocation of the run (table `sizes`) or for the blocks live at a
-given time (the snapshot at or before it, or an exact replay of the events).
+size classes, for every allocation of the run (`sizes`, see Trace.ensure_sizes) or for the
+blocks live at a given time (the snapshot at or before it, or an exact replay of the events).
 
 Bucket b holds sizes of bit length b (docs/trace-format.md): bucket 0 is size 0, bucket b
 is [2^(b-1), 2^b - 1]. A size maps to the smallest small class that holds it; sizes above
@@ -87,11 +87,12 @@ def _snapshot_rows(trace, table, columns, proc_id, snap_id):
     if trace.version < 2:
         return trace.query(f"SELECT {columns} FROM {table} WHERE proc_id = ? AND snap_id = ?",
                            (proc_id, snap_id)).fetchall()
-    latest = {}
-    for row in trace.query(f"SELECT {columns} FROM {table} WHERE proc_id = ? AND snap_id <= ? "
-                           "ORDER BY snap_id", (proc_id, snap_id)):
-        latest[row[0]] = row
-    return list(latest.values())
+    # SQLite takes the bare columns from the row holding max(): one scan in SQL, whatever
+    # the number of snapshots before this one.
+    key = columns.split(",")[0].strip()
+    return [row[:-1] for row in trace.query(
+        f"SELECT {columns}, max(snap_id) FROM {table} WHERE proc_id = ? AND snap_id <= ? "
+        f"GROUP BY {key}", (proc_id, snap_id))]
 
 
 def live_hist(trace, proc_ids, at_ns, exact=False, progress=None):
