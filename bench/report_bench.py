@@ -3,14 +3,14 @@
 
     /usr/bin/python3 bench/report_bench.py [--events 20000000] [--keep FILE]
 
-Fabricates a format-1 trace of that many events (bulk SQL inside SQLite: seconds, not
+Fabricates a format-2 trace of that many events (bulk SQL inside SQLite: seconds, not
 minutes), then runs summary, leaks, top, hist, hist --at, frag, timeline and html on it,
 each in its own child process, and prints the wall time and the child's peak RSS (from
 wait4's rusage). The target: seconds each, under 200 MiB.
 
 The shape of the trace, scaled from the event count: 4 processes; 20000 distinct stacks of
 16 frames over 5000 frames; 50000 distinct sizes; a snapshot per 1000 events (with 24
-size buckets and 40 classes each); 1 event in 40 still live at exit (half leaked); every
+size buckets and 40 classes each, every row stored: the reader's worst case); 1 event in 40 still live at exit (half leaked); every
 event chunk holds 4096 real encoded events (one chunk encoded once, its blob stored for
 every chunk: the reports read chunk metadata, and hist --exact decodes them).
 """
@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
 
-from tracefab import APPLICATION_ID, SCHEMA, encode_chunk  # noqa: E402
+from tracefab import APPLICATION_ID, FORMAT_VERSION, SCHEMA, encode_chunk, encode_sizes  # noqa: E402
 
 PROCESSES = 4
 STACKS = 20000
@@ -46,12 +46,12 @@ def fabricate(path, events):
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 1")
+    conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     per_proc = events // PROCESSES
     duration = per_proc * NS_PER_EVENT
-    meta = {"format_version": 1, "mtrace_version": "bench", "start_unix_ns": 0,
+    meta = {"format_version": FORMAT_VERSION, "mtrace_version": "bench", "start_unix_ns": 0,
             "duration_ns": duration, "command": '["./big"]', "cwd": "/", "hostname": "bench",
             "options": "{}", "complete": 1, "events": events, "dropped": 0,
             "stack_depth": DEPTH, "page_size": 4096,
@@ -77,8 +77,8 @@ def fabricate(path, events):
                      f"{per_proc // 2} / {STACKS} + i % 7, ({per_proc // 2} / {STACKS}) * 300, "
                      f"{per_proc // 2} / {STACKS}, 0, 0, i % 3, 4096 + i, i * 10, i % 50, "
                      "8, 4000, i % 5, (i % 5) * 300, i % 3, (i % 3) * 64 FROM n", (p,))
-        conn.execute(gen.format(SIZES - 1) + f"INSERT INTO sizes SELECT ?, i + 1, "
-                     f"1 + {per_proc // 2} / {SIZES}, i % 3 FROM n", (p,))
+        sizes = [(i + 1, 1 + per_proc // 2 // SIZES, i % 3) for i in range(SIZES)]
+        conn.execute("INSERT INTO size_counts VALUES(?, ?, ?)", (p, SIZES, encode_sizes(sizes)))
         snaps = max(1, per_proc // EVENTS_PER_SNAPSHOT)
         conn.execute(gen.format(snaps - 1) + "INSERT INTO snapshots SELECT ?, i + 1, "
                      f"i * {EVENTS_PER_SNAPSHOT * NS_PER_EVENT}, i * {EVENTS_PER_SNAPSHOT}, "

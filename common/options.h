@@ -37,7 +37,8 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
     X(SNAPSHOT_MS, "MTRACE_SNAPSHOT_MS", MT_OPT_INT, "10", 0, 3600000,                         \
       "allocator snapshot period in milliseconds (0: only by volume)")                         \
     X(SNAPSHOT_BYTES, "MTRACE_SNAPSHOT_BYTES", MT_OPT_SIZE, "8M", 0, 1099511627776LL,          \
-      "also snapshot after this many bytes allocated (0: only by time)")                       \
+      "also snapshot after this many bytes allocated (0: only by time); the trace keeps such "  \
+      "a snapshot only 4096 events or MTRACE_SNAPSHOT_MS after the previous one it kept")        \
     X(LEAK_SCAN, "MTRACE_LEAK_SCAN", MT_OPT_BOOL, "on", 0, 1,                                  \
       "at exit, classify live blocks as leaked or reachable by scanning memory")               \
     X(SOCKET, "MTRACE_SOCKET", MT_OPT_STRING, "", 0, 0,                                        \

@@ -6,6 +6,7 @@
  * a parallel make builds mtrace-run's objects. */
 #include "../../trace/collector/live.c"
 #include "../../trace/collector/util.c"
+#include "../../trace/collector/host.c"
 #include "check.h"
 
 /* Keys 1..KEYS << 4 (16-byte aligned like heap blocks); few enough that runs collide. */
@@ -85,8 +86,8 @@ TEST(block_fields_pack_and_clamp)
 TEST(freed_memory_newest_first_and_interior)
 {
     struct mt_freed_memory mem = {0};
-    struct mt_freed_block a = {0x1000, 64, 1, 11, 12, 0, 0};
-    struct mt_freed_block b = {0x1000, 32, 2, 21, 22, 1, 1};
+    struct mt_freed_block a = {0x1000, 64, 11, 12, 0, 0};
+    struct mt_freed_block b = {0x1000, 32, 21, 22, 1, 1};
     mt_freed_remember(&mem, &a);
     mt_freed_remember(&mem, &b);
     const struct mt_freed_block *f = mt_freed_find(&mem, 0x1000);
@@ -96,7 +97,7 @@ TEST(freed_memory_newest_first_and_interior)
     CHECK(mt_freed_find(&mem, 0x2000) == NULL);
     /* The memory is bounded: the oldest entries are forgotten. */
     for (uint64_t i = 0; i < MT_FREED_MEMORY; i++) {
-        struct mt_freed_block c = {0x100000 + i * 16, 16, 3, 31, 32, 0, 0};
+        struct mt_freed_block c = {0x100000 + i * 16, 16, 31, 32, 0, 0};
         mt_freed_remember(&mem, &c);
     }
     CHECK(mt_freed_find(&mem, 0x1000) == NULL);

@@ -30,7 +30,7 @@ SCHEMA = {
                     "free_calls", "reallocs", "peak_bytes", "at_peak_bytes", "temporary",
                     "min_size", "max_size", "leaked_blocks", "leaked_bytes", "reachable_blocks",
                     "reachable_bytes"],
-    "sizes": ["proc_id", "size", "allocs", "live_at_exit"],
+    "size_counts": ["proc_id", "count", "data"],
     "snapshots": ["proc_id", "snap_id", "ts_ns", "seq", "requested", "blocks", "in_use", "mapped",
                   "committed", "free_bytes", "largest_free"],
     "snapshot_classes": ["proc_id", "snap_id", "block_size", "live", "capacity"],
@@ -68,20 +68,41 @@ def unzigzag(z):
     return (z >> 1) ^ -(z & 1)
 
 
+def unptr(v):
+    """A pointer difference (format 2): flag bit clear means units of 16 bytes."""
+    return unzigzag(v >> 1) if v & 1 else unzigzag(v >> 1) * 16
+
+
 def decode_chunk(first_ns, data):
-    """Events of one chunk as dicts (docs/trace-format.md, `event_chunks`)."""
-    v = decode_varints(data)
-    assert len(v) % 6 == 0
+    """Events of one chunk as dicts (docs/trace-format.md, `event_chunks`, format 2: free
+    has no size and no aux, malloc and calloc no aux)."""
+    v = iter(decode_varints(data))
     events, ts, ptr = [], first_ns, 0
-    for i in range(0, len(v), 6):
-        op_thread, dt, dptr, size, stack, aux = v[i:i + 6]
-        ts += dt
-        ptr += unzigzag(dptr)
+    for op_thread in v:
         op = op_thread & 0xF
+        ts += next(v)
+        ptr += unptr(next(v))
+        size = 0 if op == FREE else next(v)
+        stack = next(v)
         if op in (REALLOC, 4):
-            aux = ptr + unzigzag(aux)
+            aux = ptr + unptr(next(v))
+        else:
+            aux = 0 if op in (MALLOC, CALLOC, FREE) else next(v)
         events.append(dict(op=op, thread=op_thread >> 4, ts=ts, ptr=ptr, size=size, stack=stack, aux=aux))
     return events
+
+
+def sizes_of(db, proc_id):
+    """(size, allocs, live_at_exit) ascending, from size_counts (format 2)."""
+    out = []
+    for count, data in db.execute("SELECT count, data FROM size_counts WHERE proc_id=?", (proc_id,)):
+        v = iter(decode_varints(data))
+        size = 0
+        for _ in range(count):
+            size += next(v)
+            packed = next(v)
+            out.append((size, packed >> 1, next(v) if packed & 1 else 0))
+    return sorted(out)
 
 
 def events_of(db, proc_id):
@@ -129,14 +150,14 @@ def test_schema_and_pragmas(scenario):
     for table, columns in SCHEMA.items():
         assert [r[1] for r in db.execute(f"PRAGMA table_info({table})")] == columns, table
     assert db.execute("PRAGMA application_id").fetchone()[0] == 1836348003
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_meta(scenario, build):
     _, db = scenario
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert meta["complete"] == 1
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["events"] == 19
     assert meta["dropped"] == 0
     assert meta["page_size"] == 4096
@@ -194,7 +215,7 @@ def test_op_counts_and_sizes(scenario):
     _, db = scenario
     assert db.execute("SELECT op, calls, bytes FROM op_counts WHERE proc_id=1 ORDER BY op").fetchall() == [
         (MALLOC, 4, 650), (REALLOC, 2, 416), (FREE, 2, 0)]
-    assert db.execute("SELECT size, allocs, live_at_exit FROM sizes WHERE proc_id=1 ORDER BY size").fetchall() == [
+    assert sizes_of(db, 1) == [
         (16, 1, 1), (50, 1, 1), (100, 1, 0), (200, 1, 0), (300, 1, 0), (400, 1, 1)]
 
 
@@ -274,7 +295,7 @@ def test_snapshot_mark_error(scenario):
                       "FROM snapshots WHERE proc_id=1").fetchall()
     assert snap == [(1, 6, 400, 1, 1024, 1 << 20, 65536, 4096, 2048)]
     assert db.execute("SELECT block_size, live, capacity FROM snapshot_classes WHERE proc_id=1 ORDER BY 1").fetchall() \
-        == [(16, 1, 256), (32, 0, 0), (48, 2, 85), (4096, 1, None)]
+        == [(16, 1, 256), (48, 2, 85), (4096, 1, None)]
     assert db.execute("SELECT bucket, live, bytes FROM snapshot_sizes WHERE proc_id=1").fetchall() == [(9, 1, 400)]
     assert db.execute("SELECT label FROM marks WHERE proc_id=1").fetchall() == [("phase two",)]
     names = innermost(db)

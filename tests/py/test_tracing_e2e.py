@@ -20,6 +20,7 @@ import realprogs
 from conftest import BUILD, ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
+from mtrace_report.db import decode_size_counts  # noqa: E402
 from mtrace_report.events import decode_chunk  # noqa: E402
 
 MTRACE_RUN = BUILD / "mtrace-run"
@@ -196,8 +197,10 @@ def test_millions_of_calls_from_eight_threads(tmp_path):
     # The workers make no other call: each one's events are exactly its own.
     per_thread = [n for (n,) in db.execute("SELECT events FROM threads WHERE proc_id = 1 AND thread_idx > 0")]
     assert per_thread == [2 * THREAD_PAIRS] * THREADS
-    assert db.execute("SELECT allocs FROM sizes WHERE proc_id = 1 AND size = ?",
-                      (SIZE_THREAD,)).fetchone()[0] == THREADS * THREAD_PAIRS
+    sizes = {}
+    for count, data in db.execute("SELECT count, data FROM size_counts WHERE proc_id = 1"):
+        sizes.update((s, a) for s, a, _ in decode_size_counts(data, count))
+    assert sizes[SIZE_THREAD] == THREADS * THREAD_PAIRS
 
 
 # ---- 2. exec chains and fork trees -----------------------------------------------------------

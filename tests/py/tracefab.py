@@ -1,5 +1,5 @@
 """Fabricated trace.db files for the mtrace-report tests, written as docs/trace-format.md
-(format 1) says, so the reports are tested against the contract rather than against the
+(format 2) says, so the reports are tested against the contract rather than against the
 collector.
 
 A test scripts a process's heap calls (malloc, free, realloc, region push/pop, marks,
@@ -13,7 +13,7 @@ import json
 import sqlite3
 
 APPLICATION_ID = 0x6D747263
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 OP = {"malloc": 1, "calloc": 2, "realloc": 3, "reallocarray": 4, "posix_memalign": 5,
       "aligned_alloc": 6, "memalign": 7, "valloc": 8, "pvalloc": 9, "free": 10,
@@ -51,8 +51,7 @@ CREATE TABLE stack_stats(proc_id INTEGER, stack_id INTEGER, allocs INTEGER,
   reallocs INTEGER, peak_bytes INTEGER, at_peak_bytes INTEGER, temporary INTEGER,
   min_size INTEGER, max_size INTEGER, leaked_blocks INTEGER, leaked_bytes INTEGER,
   reachable_blocks INTEGER, reachable_bytes INTEGER, PRIMARY KEY(proc_id, stack_id));
-CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER, live_at_exit INTEGER,
-  PRIMARY KEY(proc_id, size));
+CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);
 CREATE TABLE snapshots(proc_id INTEGER, snap_id INTEGER, ts_ns INTEGER, seq INTEGER,
   requested INTEGER, blocks INTEGER, in_use INTEGER, mapped INTEGER, committed INTEGER,
   free_bytes INTEGER, largest_free INTEGER, PRIMARY KEY(proc_id, snap_id));
@@ -87,6 +86,12 @@ def uleb128(value, out):
             return
 
 
+def ptr_delta(d):
+    """A pointer difference: zigzag(d / 16) * 2 when d is a multiple of 16, else
+    zigzag(d) * 2 + 1."""
+    return zigzag(d >> 4) << 1 if d % 16 == 0 else zigzag(d) << 1 | 1
+
+
 def encode_chunk(events, first_ns):
     """events: (op, thread_idx, ts_ns, ptr, size, stack_id, aux_raw) in order, where aux_raw
     is the old pointer for realloc/reallocarray and the table's value otherwise."""
@@ -95,15 +100,54 @@ def encode_chunk(events, first_ns):
     for op, thread_idx, ts, ptr, size, stack_id, aux in events:
         uleb128(op | (thread_idx << 4), out)
         uleb128(ts - prev_ns, out)
-        uleb128(zigzag(ptr - prev_ptr), out)
-        uleb128(size, out)
+        uleb128(ptr_delta(ptr - prev_ptr), out)
+        if op != OP["free"]:
+            uleb128(size, out)
         uleb128(stack_id, out)
         if op in (OP["realloc"], OP["reallocarray"]):
-            uleb128(zigzag(aux - ptr), out)
-        else:
+            uleb128(ptr_delta(aux - ptr), out)
+        elif op not in (OP["malloc"], OP["calloc"], OP["free"]):
             uleb128(aux, out)
         prev_ns, prev_ptr = ts, ptr
     return bytes(out)
+
+
+def encode_chunk_v1(events, first_ns):
+    """Format 1: six varints per event, pointer differences as plain zigzag."""
+    out = bytearray()
+    prev_ns, prev_ptr = first_ns, 0
+    for op, thread_idx, ts, ptr, size, stack_id, aux in events:
+        uleb128(op | (thread_idx << 4), out)
+        uleb128(ts - prev_ns, out)
+        uleb128(zigzag(ptr - prev_ptr), out)
+        uleb128(size, out)
+        uleb128(stack_id, out)
+        uleb128(zigzag(aux - ptr) if op in (OP["realloc"], OP["reallocarray"]) else aux, out)
+        prev_ns, prev_ptr = ts, ptr
+    return bytes(out)
+
+
+def encode_sizes(sizes):
+    """size_counts' blob: [(size, allocs, live_at_exit)] ascending."""
+    out = bytearray()
+    prev = 0
+    for size, allocs, live in sizes:
+        uleb128(size - prev, out)
+        uleb128(allocs << 1 | (1 if live else 0), out)
+        if live:
+            uleb128(live, out)
+        prev = size
+    return bytes(out)
+
+
+def changed(prev, now, zero):
+    """Rows of `now` that differ from `prev`, and zero rows for keys gone since; zero None:
+    a gone key's row keeps its capacity column None when it had one, else 0."""
+    out = {k: v for k, v in now.items() if prev.get(k) != v}
+    for k, v in prev.items():
+        if k not in now:
+            out[k] = zero if zero is not None else (0, None if v[1] is None else 0)
+    return out
 
 
 def bucket_of(size):
@@ -299,17 +343,27 @@ class TraceFab:
         return proc
 
     # ---- writing -------------------------------------------------------------------------
-    def write(self, path, complete=1, user_version=FORMAT_VERSION, application_id=APPLICATION_ID,
-              wal=False):
+    def write(self, path, complete=1, user_version=None, application_id=APPLICATION_ID,
+              wal=False, format_version=FORMAT_VERSION):
+        """format_version 1 writes what a version-1 collector wrote (readers keep reading
+        old traces): six varints per event, a `sizes` row per size, every snapshot row."""
+        self.format = format_version
+        if user_version is None:
+            user_version = format_version
         conn = sqlite3.connect(path)
-        conn.executescript(SCHEMA)
+        schema = SCHEMA
+        if format_version == 1:
+            schema = schema.replace("CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);",
+                                    "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER,"
+                                    " live_at_exit INTEGER, PRIMARY KEY(proc_id, size));")
+        conn.executescript(schema)
         conn.execute(f"PRAGMA application_id = {application_id}")
         conn.execute(f"PRAGMA user_version = {user_version}")
         if wal:
             conn.execute("PRAGMA journal_mode = WAL")
         total_events = sum(len(p.events) for p in self.procs)
         duration = max([p.end["end_ns"] if p.end else p.now for p in self.procs] or [0])
-        meta = {"format_version": FORMAT_VERSION, "mtrace_version": "fab-1",
+        meta = {"format_version": format_version, "mtrace_version": "fab-1",
                 "start_unix_ns": 1_700_000_000_000_000_000, "duration_ns": duration,
                 "command": json.dumps(self.procs[0].argv if self.procs else []),
                 "cwd": "/tmp", "hostname": "fab", "options": json.dumps({"MTRACE_DEPTH": 64}),
@@ -344,7 +398,7 @@ class TraceFab:
             conn.execute("INSERT INTO event_chunks(proc_id, first_seq, count, first_ns, last_ns,"
                          " data) VALUES(?, ?, ?, ?, ?, ?)",
                          (pid, first, len(chunk), chunk[0][2], chunk[-1][2],
-                          encode_chunk(chunk, chunk[0][2])))
+                          (encode_chunk_v1 if self.format == 1 else encode_chunk)(chunk, chunk[0][2])))
         stats, ops, sizes, peak, peak_ns, thread_events = self._replay(p)
         end = p.end or dict(end_ns=None, exit_code=None, exit_signal=None, end_reason=None)
         conn.execute("INSERT INTO processes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -360,8 +414,18 @@ class TraceFab:
         conn.executemany("INSERT INTO stack_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          [(pid, sid) + tuple(s[k] for k in STAT_KEYS)
                           for sid, s in sorted(stats.items())])
-        conn.executemany("INSERT INTO sizes VALUES(?,?,?,?)",
-                         [(pid, size, a, l) for size, (a, l) in sorted(sizes.items())])
+        if self.format == 1:
+            conn.executemany("INSERT INTO sizes VALUES(?,?,?,?)",
+                             [(pid, size, a, l) for size, (a, l) in sorted(sizes.items())])
+        elif sizes:
+            rows = [(size, a, l) for size, (a, l) in sorted(sizes.items())]
+            conn.execute("INSERT INTO size_counts VALUES(?,?,?)", (pid, len(rows), encode_sizes(rows)))
+        # Snapshot rows are stored when they differ from the previous snapshot's.
+        prev_buckets, prev_classes = {}, {}
+        if self.format == 1:  # every row of every snapshot
+            changed_rows = lambda prev, now, zero: now  # noqa: E731
+        else:
+            changed_rows = changed
         for snap_id, s in enumerate(p.snapshots, 1):
             conn.execute("INSERT INTO snapshots VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                          (pid, snap_id, s["ts_ns"], s["seq"], s["requested"], s["blocks"],
@@ -375,12 +439,17 @@ class TraceFab:
                 usable = self.usable(size)
                 cls = usable if size <= self.small_classes[-1] else pow2_upper(size)
                 classes[cls] = classes.get(cls, 0) + 1
+            buckets = {b: tuple(v) for b, v in buckets.items()}
             conn.executemany("INSERT INTO snapshot_sizes VALUES(?,?,?,?,?)",
-                             [(pid, snap_id, b, v[0], v[1]) for b, v in sorted(buckets.items())])
+                             [(pid, snap_id, b, v[0], v[1]) for b, v in
+                              sorted(changed_rows(prev_buckets, buckets, (0, 0)).items())])
             small_max = self.small_classes[-1]
+            classes = {c: (n, (n + 3) // 4 * 4 if c <= small_max else None)
+                       for c, n in classes.items()}
             conn.executemany("INSERT INTO snapshot_classes VALUES(?,?,?,?,?)",
-                             [(pid, snap_id, c, n, (n + 3) // 4 * 4 if c <= small_max else None)
-                              for c, n in sorted(classes.items())])
+                             [(pid, snap_id, c) + v for c, v in
+                              sorted(changed_rows(prev_classes, classes, None).items())])
+            prev_buckets, prev_classes = buckets, classes
         conn.executemany("INSERT INTO live_at_exit VALUES(?,?,?,?,?,?,?,?)",
                          [(pid, ptr, v[0], v[1], v[2], v[3], v[4], p.status.get(ptr, "unknown"))
                           for ptr, v in sorted(p.live.items())])

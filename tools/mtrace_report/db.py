@@ -33,7 +33,7 @@ PAGE_SIZE_65536_MARKER = 1
 PAGE_SIZE_MAX = 65536
 
 # Tables and columns the reports read (docs/trace-format.md); a file without them is not
-# (or not yet) a format-1 trace. Checked up front so that a malformed trace is one clear
+# (or not yet) a trace of its format version. Checked up front so that a malformed trace is one clear
 # error instead of a failure deep inside a report.
 REQUIRED_COLUMNS = {
     "meta": ("key", "value"),
@@ -51,7 +51,6 @@ REQUIRED_COLUMNS = {
                     "reallocs", "peak_bytes", "at_peak_bytes", "temporary", "min_size",
                     "max_size", "leaked_blocks", "leaked_bytes", "reachable_blocks",
                     "reachable_bytes"),
-    "sizes": ("proc_id", "size", "allocs", "live_at_exit"),
     "snapshots": ("proc_id", "snap_id", "ts_ns", "requested", "blocks", "in_use", "mapped",
                   "committed", "free_bytes", "largest_free"),
     "snapshot_classes": ("proc_id", "snap_id", "block_size", "live", "capacity"),
@@ -60,6 +59,9 @@ REQUIRED_COLUMNS = {
     "errors": ("proc_id", "ts_ns", "kind", "ptr", "size", "function", "stack_id"),
     "marks": ("proc_id", "ts_ns", "label"),
 }
+# Format 1 stored one row per distinct size; format 2 packs them (size_counts).
+SIZES_COLUMNS = {1: {"sizes": ("proc_id", "size", "allocs", "live_at_exit")},
+                 2: {"size_counts": ("proc_id", "count", "data")}}
 REQUIRED_TABLES = tuple(REQUIRED_COLUMNS)
 
 NS_PER_S = 1_000_000_000
@@ -79,12 +81,28 @@ def basename(path):
 class Trace:
     """An open, validated trace: the connection, its meta values and its processes."""
 
-    def __init__(self, path, conn, meta, processes):
+    def __init__(self, path, conn, meta, processes, version=FORMAT_VERSION):
         self.path = path
         self.conn = conn
         self.meta = meta
         self.processes = processes  # proc_id -> dict of the processes row
         self.complete = str(meta.get("complete", "0")) == "1"
+        self.version = version      # PRAGMA user_version: the format of the file
+        self._sizes_ready = version < 2
+
+    def ensure_sizes(self):
+        """Make `sizes(proc_id, size, allocs, live_at_exit)` queryable: format 1 has the
+        table, format 2 packs it into size_counts, unpacked here into a temporary table
+        (once, on first use: only reports over sizes pay for it)."""
+        if self._sizes_ready:
+            return
+        self.conn.execute("CREATE TEMP TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER,"
+                          " live_at_exit INTEGER)")
+        rows = self.conn.execute("SELECT proc_id, count, data FROM size_counts").fetchall()
+        for proc_id, count, data in rows:
+            self.conn.executemany("INSERT INTO temp.sizes VALUES(?,?,?,?)",
+                                  ((proc_id,) + r for r in decode_size_counts(data, count)))
+        self._sizes_ready = True
 
     # -- meta -----------------------------------------------------------------------------
     def meta_int(self, key, default=0):
@@ -141,6 +159,33 @@ class Trace:
 
     def close(self):
         self.conn.close()
+
+
+def _uvarints(data):
+    pos, end = 0, len(data)
+    while pos < end:
+        result = shift = 0
+        while True:
+            if pos >= end:
+                raise ValueError("size_counts blob ends inside a varint")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        yield result
+
+
+def decode_size_counts(data, count):
+    """(size, allocs, live_at_exit) of one size_counts row (docs/trace-format.md)."""
+    values = _uvarints(data)
+    size = 0
+    for _ in range(count):
+        size += next(values)
+        packed = next(values)
+        live = next(values) if packed & 1 else 0
+        yield size, packed >> 1, live
 
 
 def in_list(proc_ids):
@@ -236,16 +281,18 @@ def open_trace(path, warn=None):
                               "creating it or died while doing so", "record the trace again")
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        required = dict(REQUIRED_COLUMNS)
+        required.update(SIZES_COLUMNS.get(version, SIZES_COLUMNS[FORMAT_VERSION]))
+        missing = [t for t in required if t not in tables]
         if missing:
             raise ReportError(f"{path} lacks table(s) {', '.join(missing)}: "
-                              "not a complete format-1 trace", "record the trace again")
-        for table, columns in REQUIRED_COLUMNS.items():
+                              f"not a complete format-{version} trace", "record the trace again")
+        for table, columns in required.items():
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             lacking = [c for c in columns if c not in have]
             if lacking:
                 raise ReportError(f"{path}: table {table} lacks column(s) {', '.join(lacking)}: "
-                                  "not a format-1 trace", "record the trace again with this mtrace")
+                                  f"not a format-{version} trace", "record the trace again with this mtrace")
         meta = {k: v for k, v in conn.execute("SELECT key, value FROM meta")}
         cols = [d[0] for d in conn.execute("SELECT * FROM processes LIMIT 0").description]
         processes = {}
@@ -258,7 +305,7 @@ def open_trace(path, warn=None):
     except ReportError:
         conn.close()
         raise
-    trace = Trace(path, conn, meta, processes)
+    trace = Trace(path, conn, meta, processes, version)
     if not processes:
         conn.close()
         if not trace.complete:

@@ -6,22 +6,28 @@ aggregate tables. Chunks are fetched one at a time through a cursor, and only th
 [first_ns, last_ns] meets the requested window, so memory stays bounded by one chunk plus
 what the caller keeps (the replay keeps the live blocks, never the events).
 
-Invariant: decoding follows the doc exactly: 6 unsigned LEB128 varints per event; the time
-is a delta from the previous event of the chunk (the first from first_ns); the pointer a
-zigzag delta from the previous event's pointer (the first from 0); aux of realloc and
-reallocarray is zigzag(old - ptr).
+Invariant: decoding follows the doc exactly. Format 2: unsigned LEB128 varints, per event
+head, time, pointer, size (not for free), stack, aux (not for malloc, calloc, free); the
+time is a delta from the previous event of the chunk (the first from first_ns); the
+pointer a difference from the previous event's pointer (the first from 0), stored as
+zigzag(d / 16) * 2 when d is a multiple of 16, else zigzag(d) * 2 + 1; aux of realloc and
+reallocarray is the old pointer as such a difference from the new one. Format 1: all six
+fields always, pointer differences as plain zigzag.
 """
 OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_REALLOCARRAY = 1, 2, 3, 4
 OP_FREE = 10
 OP_REGION_PUSH, OP_REGION_POP = 11, 12
 OPS_WITH_OLD_POINTER = (OP_REALLOC, OP_REALLOCARRAY)
+# Format 2 stores only the fields an operation uses.
+OPS_WITHOUT_SIZE = frozenset((OP_FREE,))
+OPS_WITHOUT_AUX = frozenset((OP_MALLOC, OP_CALLOC, OP_FREE))
+PTR_UNIT_SHIFT = 4
 OP_NAMES = {1: "malloc", 2: "calloc", 3: "realloc", 4: "reallocarray", 5: "posix_memalign",
             6: "aligned_alloc", 7: "memalign", 8: "valloc", 9: "pvalloc", 10: "free",
             11: "region_push", 12: "region_pop"}
 ALLOC_OPS = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 11))
 OP_MASK = 0xF        # op in the low 4 bits of the first varint, thread_idx above
 THREAD_SHIFT = 4
-FIELDS_PER_EVENT = 6
 U64 = 1 << 64
 
 
@@ -33,31 +39,48 @@ def _unzigzag(z):
     return (z >> 1) ^ -(z & 1)
 
 
-def decode_chunk(data, count, first_ns):
+def _unptr(v):
+    """A format-2 pointer difference: flag bit 0 clear means units of 16 bytes."""
+    d = _unzigzag(v >> 1)
+    return d if v & 1 else d << PTR_UNIT_SHIFT
+
+
+def decode_chunk(data, count, first_ns, version=2):
     """Yield (op, thread_idx, ts_ns, ptr, size, stack_id, aux) for one chunk's blob; aux is
     the old pointer (0 for NULL) for realloc/reallocarray and the raw value otherwise."""
     pos, end = 0, len(data)
     ts, ptr = first_ns, 0
-    values = [0] * FIELDS_PER_EVENT
+
+    def varint():
+        nonlocal pos
+        result = shift = 0
+        while True:
+            if pos >= end:
+                raise EventFormatError("event chunk ends inside an event")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
     for _ in range(count):
-        for field in range(FIELDS_PER_EVENT):
-            result = shift = 0
-            while True:
-                if pos >= end:
-                    raise EventFormatError("event chunk ends inside an event")
-                byte = data[pos]
-                pos += 1
-                result |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-            values[field] = result
-        head, dt, dptr, size, stack_id, aux = values
+        head = varint()
         op = head & OP_MASK
-        ts += dt
-        ptr = (ptr + _unzigzag(dptr)) % U64
-        if op in OPS_WITH_OLD_POINTER:
-            aux = (ptr + _unzigzag(aux)) % U64
+        ts += varint()
+        if version >= 2:
+            ptr = (ptr + _unptr(varint())) % U64
+            size = 0 if op in OPS_WITHOUT_SIZE else varint()
+            stack_id = varint()
+            if op in OPS_WITH_OLD_POINTER:
+                aux = (ptr + _unptr(varint())) % U64
+            else:
+                aux = 0 if op in OPS_WITHOUT_AUX else varint()
+        else:
+            ptr = (ptr + _unzigzag(varint())) % U64
+            size, stack_id, aux = varint(), varint(), varint()
+            if op in OPS_WITH_OLD_POINTER:
+                aux = (ptr + _unzigzag(aux)) % U64
         yield op, head >> THREAD_SHIFT, ts, ptr, size, stack_id, aux
 
 
@@ -80,7 +103,7 @@ def iter_events(trace, proc_id, lo_ns=None, hi_ns=None, progress=None):
         count, first_ns, data = trace.query(
             "SELECT count, first_ns, data FROM event_chunks WHERE chunk_id = ?",
             (chunk_id,)).fetchone()
-        for event in decode_chunk(data, count, first_ns):
+        for event in decode_chunk(data, count, first_ns, getattr(trace, "version", 2)):
             yield event
         if progress:
             progress.update(done, len(ids))

@@ -121,7 +121,7 @@ void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr);
 
 /* Recently freed blocks, for BLOCK_QUERY and error rows: a ring of the last N frees. */
 struct mt_freed_block {
-    uint64_t ptr, size, ts_ns;
+    uint64_t ptr, size;
     uint32_t alloc_gstack, free_gstack; /* global stack ids */
     uint32_t alloc_thread, free_thread;
 };
@@ -130,7 +130,8 @@ struct mt_freed_memory {
     size_t next; /* total recorded; slot = next % MT_FREED_MEMORY */
 };
 /* Frees remembered per process: enough for the recent past of a busy program (a double
- * free is usually close to the first free), 48 bytes each, freed when the process ends. */
+ * free is usually close to the first free), 32 bytes each (half a cache line: every free
+ * writes one), freed when the process ends. */
 #define MT_FREED_MEMORY 16384
 void mt_freed_remember(struct mt_freed_memory *mem, const struct mt_freed_block *block);
 /* The most recent free of a block containing ptr, or NULL. */
@@ -240,6 +241,18 @@ struct mt_size_count {
 
 #define MT_SIZE_BUCKETS 65 /* bit_length of a 64-bit size: 0..64 */
 
+/* The allocator's state at one snapshot, as stored (docs/trace-format.md, "snapshots"):
+ * the last one stored is what the next one is written against (only changed rows), and a
+ * snapshot not stored (rate-limited) is kept in case it is the process's last. */
+struct mt_snap_state {
+    uint64_t ts_ns, seq, requested, blocks;
+    uint64_t in_use, mapped, committed, free_bytes, largest_free;
+    uint32_t class_count;
+    struct mt_wire_snap_class classes[MT_WIRE_SMALL_CLASSES_MAX];
+    uint64_t wire_buckets[MT_WIRE_SNAP_BUCKETS]; /* medium and large blocks by 2^b */
+    uint64_t size_live[MT_SIZE_BUCKETS], size_bytes[MT_SIZE_BUCKETS];
+};
+
 struct mt_region_push {
     uint64_t region, ptr;
 };
@@ -311,7 +324,11 @@ struct mt_proc {
     size_t sizes_mask, sizes_count;
     bool has_size_zero;
     struct mt_size_count size_zero;
-    uint32_t snapshots;
+    uint64_t *size_direct; /* allocs of small sizes, indexed by size (process.c) */
+    uint32_t snapshots;           /* stored so far (the last snap_id) */
+    struct mt_snap_state *snap_stored;  /* the last stored snapshot (when snap_stored_valid) */
+    struct mt_snap_state *snap_pending; /* a later one not stored yet (rate limit) */
+    bool snap_stored_valid, snap_pending_valid;
     uint64_t last_ns;
 
     /* Exit scan. */
@@ -383,8 +400,10 @@ void mt_sink_meta(const char *key, const char *text_value);
 void mt_sink_meta_int(const char *key, int64_t value);
 /* One event chunk of a process (the encoded events in proc->chunk). */
 void mt_sink_chunk(const struct mt_proc *proc);
-void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_ns, const struct mt_wire_snapshot *snap,
-                      const struct mt_wire_snap_class *classes, const uint64_t *bucket_live);
+/* A snapshot: its row, and the class and size-bucket rows that differ from `prev` (the
+ * process's previous stored snapshot; NULL: the first, against all zeros). */
+void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, const struct mt_snap_state *snap,
+                      const struct mt_snap_state *prev);
 void mt_sink_mark(const struct mt_proc *proc, uint64_t ts_ns, const char *label, size_t len);
 void mt_sink_error(const struct mt_proc *proc, uint64_t ts_ns, uint32_t thread, const char *kind, uint64_t ptr,
                    uint64_t size, const char *function, const char *detail, size_t detail_len, uint32_t stack,

@@ -153,6 +153,18 @@ void mt_host_unmap(void *addr, size_t size)
         munmap(addr, size);
 }
 
+void *mt_host_map_table(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    /* Big tables are probed at random: with 4 KiB pages nearly every probe also misses the
+     * TLB. A hint only (transparent huge pages may be off). */
+    if (size >= MT_HOST_HUGE_PAGE)
+        madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
 void mt_host_futex_wake_shared(void *word)
 {
     /* Not FUTEX_PRIVATE: the waiter is another process sharing the memfd. */

@@ -36,6 +36,10 @@ void mt_host_close(int fd);
 /* Map a shared memory descriptor: read-only or read-write; NULL on failure. */
 void *mt_host_map_shared(int fd, size_t size, bool writable);
 void mt_host_unmap(void *addr, size_t size);
+/* Zeroed private memory for a big random-access table, on huge pages when it spans one
+ * (MT_HOST_HUGE_PAGE) and the system allows; NULL on failure. Freed by mt_host_unmap. */
+#define MT_HOST_HUGE_PAGE (2u << 20)
+void *mt_host_map_table(size_t size);
 
 /* Wake every waiter on a 32-bit word of a shared (cross-process) mapping. */
 void mt_host_futex_wake_shared(void *word);

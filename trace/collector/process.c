@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../../allocator/error.h"
+#include "../../common/options.h"
 #include "host.h"
 
 /* Events per event_chunks row: large enough that SQLite's per-row overhead vanishes
@@ -29,6 +30,10 @@
 #define CHUNK_EVENTS 4096
 /* Initial slots of the per-process size table. */
 #define SIZES_INITIAL_SLOTS 256
+/* Allocations of sizes below this are counted in a plain array (8 KiB per process), not
+ * the size table: most allocations are small, and a hash probe per allocation showed in
+ * the collector's profile. Folded into the table when the process ends. */
+#define SIZE_DIRECT 1024
 /* A block's frames shown in a BLOCK_INFO answer: the first few locate the call. */
 #define INFO_FRAMES 6
 
@@ -60,6 +65,7 @@ struct mt_proc *mt_proc_create(void)
     mt_live_init(&p->live);
     p->sizes_mask = SIZES_INITIAL_SLOTS - 1;
     p->sizes = mt_xcalloc(SIZES_INITIAL_SLOTS, sizeof *p->sizes);
+    p->size_direct = mt_xcalloc(SIZE_DIRECT, sizeof *p->size_direct);
     return p;
 }
 
@@ -220,6 +226,34 @@ void mt_proc_flush_chunk(struct mt_proc *proc)
 
 /* Most bytes one event takes: 6 varints of at most 10 bytes. */
 #define EVENT_MAX_BYTES 60
+/* Pointer differences are stored in units of this many bytes when they are multiples of
+ * it (every malloc result is 16-byte aligned): 4 bits fewer per pointer for 1 flag bit. */
+#define PTR_UNIT_SHIFT 4
+
+/* A pointer difference (docs/trace-format.md, "Raw events"): zigzag(d / 16) * 2 when d is
+ * a multiple of 16, else zigzag(d) * 2 + 1. The value has 65 bits at most: the flag is
+ * the first byte's low bit and the zigzag value is spread over the following groups. */
+static inline unsigned char *put_ptr_delta(unsigned char *p, uint64_t d)
+{
+    bool unit = (d & ((1u << PTR_UNIT_SHIFT) - 1)) == 0;
+    uint64_t z = zigzag(unit ? (int64_t)d >> PTR_UNIT_SHIFT : (int64_t)d);
+    unsigned char first = (unsigned char)((z & 0x3f) << 1 | (unit ? 0u : 1u));
+    z >>= 6;
+    if (!z) {
+        *p++ = first;
+        return p;
+    }
+    *p++ = first | 0x80;
+    return put_varint(p, z);
+}
+
+/* Which fields an operation stores beyond head, time, pointer and stack (format v2): a
+ * free has no size and no aux (both are 0 by definition), malloc and calloc no aux. */
+static inline bool op_has_size(uint32_t op) { return op != MT_OP_FREE; }
+static inline bool op_has_aux(uint32_t op)
+{
+    return op != MT_OP_FREE && op != MT_OP_MALLOC && op != MT_OP_CALLOC;
+}
 
 static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uint64_t ts, uint64_t ptr,
                          uint64_t size, uint32_t gstack, uint64_t aux)
@@ -230,16 +264,18 @@ static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uin
         proc->chunk_last_ns = ts;
         proc->chunk_prev_ptr = 0;
     }
-    MT_VEC_RESERVE(proc->chunk, proc->chunk_cap, proc->chunk_len + EVENT_MAX_BYTES);
+    if (MT_UNLIKELY(proc->chunk_len + EVENT_MAX_BYTES > proc->chunk_cap))
+        MT_VEC_RESERVE(proc->chunk, proc->chunk_cap, proc->chunk_len + EVENT_MAX_BYTES);
     unsigned char *p = proc->chunk + proc->chunk_len;
     p = put_varint(p, op | (uint64_t)thread << 4);
     p = put_varint(p, ts - proc->chunk_last_ns);
-    p = put_varint(p, zigzag((int64_t)(ptr - proc->chunk_prev_ptr)));
-    p = put_varint(p, size);
+    p = put_ptr_delta(p, ptr - proc->chunk_prev_ptr);
+    if (op_has_size(op))
+        p = put_varint(p, size);
     p = put_varint(p, gstack);
     if (op == MT_OP_REALLOC || op == MT_OP_REALLOCARRAY)
-        p = put_varint(p, zigzag((int64_t)(aux - ptr))); /* realloc(NULL, n): old 0 */
-    else
+        p = put_ptr_delta(p, aux - ptr); /* realloc(NULL, n): old 0 */
+    else if (op_has_aux(op))
         p = put_varint(p, aux);
     proc->chunk_len = (size_t)(p - proc->chunk);
     proc->chunk_last_ns = ts;
@@ -319,7 +355,10 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
         st->min_size = size;
     if (size > st->max_size)
         st->max_size = size;
-    size_entry(proc, size)->allocs++;
+    if (size - 1 < SIZE_DIRECT - 1) /* 1 .. SIZE_DIRECT - 1 */
+        proc->size_direct[size]++;
+    else
+        size_entry(proc, size)->allocs++;
     struct mt_thread *t = &proc->threads[thread];
     t->last_alloc_ptr = ptr;
     t->last_alloc_valid = true;
@@ -342,7 +381,7 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
     proc->bucket_bytes[bucket] += size;
 }
 
-static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint32_t free_stat,
+static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ptr, uint32_t free_stat,
                         bool count_temporary)
 {
     struct mt_block b;
@@ -361,7 +400,7 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint
             st->temporary++;
         t->last_alloc_valid = false;
     }
-    struct mt_freed_block f = {b.ptr, size, ts, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
+    struct mt_freed_block f = {b.ptr, size, st->gstack, proc->stats[free_stat].gstack, alloc_thread, thread};
     mt_freed_remember(&proc->freed, &f);
 }
 
@@ -377,7 +416,7 @@ static void note_peak(struct mt_proc *proc, uint64_t ts)
 /* Region pops free every push of the region at or above the new position. The region's
  * base is taken as its first push's address (a push starts at position 0 of a fresh or
  * cleared region), positions of later pushes as their distance from it. */
-static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t region, uint64_t pos,
+static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t region, uint64_t pos,
                        uint32_t stat)
 {
     uint64_t base = 0;
@@ -394,7 +433,7 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint6
     for (size_t i = 0; i < proc->region_count; i++) {
         struct mt_region_push r = proc->regions[i];
         if (r.region == region && r.ptr - base >= pos)
-            block_freed(proc, thread, ts, r.ptr, stat, false);
+            block_freed(proc, thread, r.ptr, stat, false);
         else
             proc->regions[kept++] = r;
     }
@@ -414,17 +453,17 @@ static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     switch (op) {
     case MT_OP_FREE:
         proc->stats[stat].free_calls++;
-        block_freed(proc, thread, ts, ev->ptr, stat, true);
+        block_freed(proc, thread, ev->ptr, stat, true);
         break;
     case MT_OP_REGION_POP:
         proc->stats[stat].free_calls++;
-        region_pop(proc, thread, ts, ev->aux, ev->size, stat);
+        region_pop(proc, thread, ev->aux, ev->size, stat);
         break;
     case MT_OP_REALLOC:
     case MT_OP_REALLOCARRAY:
         proc->op_bytes[op] += ev->size;
         if (ev->aux)
-            block_freed(proc, thread, ts, ev->aux, stat, false);
+            block_freed(proc, thread, ev->aux, stat, false);
         block_allocated(proc, thread, ts, ev->ptr, ev->size, stat, true);
         note_peak(proc, ts);
         break;
@@ -448,6 +487,10 @@ void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
         return;
     const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
     mt_live_prefetch(&proc->live, ev->ptr);
+    /* A program with many distinct sizes (strings grown by realloc) has a size table of
+     * megabytes: its probe was a cache miss per allocation, the collector's largest cost. */
+    if (ev->size >= SIZE_DIRECT && rec->op != MT_OP_FREE)
+        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev->size) & proc->sizes_mask], 1);
     if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
         mt_live_prefetch(&proc->live, ev->aux);
 }
@@ -460,18 +503,64 @@ static size_t record_bytes(const struct mt_wire_rec *rec)
     return (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
 }
 
+/* Snapshots taken because of allocation volume can come every few events (a program
+ * that reallocs big buffers allocates gigabytes a second) and would then outweigh the
+ * events themselves. One is stored when the period has passed since the last stored one
+ * (so the periodic ones all are), or after this many events: a chunk's worth, so that
+ * snapshots cost a fraction of a byte per event whatever the volume. */
+#define SNAPSHOT_MIN_EVENTS CHUNK_EVENTS
+
+static uint64_t snapshot_period_ns(void)
+{
+    static long long period_ms = -1;
+    if (period_ms < 0)
+        period_ms = mt_option_int(MT_OPT_SNAPSHOT_MS);
+    return (uint64_t)period_ms * 1000u * 1000u;
+}
+
+/* Store the pending snapshot; it becomes the one the next is written against. */
+static void store_pending_snapshot(struct mt_proc *proc)
+{
+    mt_sink_snapshot(proc, ++proc->snapshots, proc->snap_pending, proc->snap_stored_valid ? proc->snap_stored : NULL);
+    struct mt_snap_state *stored = proc->snap_stored;
+    proc->snap_stored = proc->snap_pending;
+    proc->snap_pending = stored;
+    proc->snap_stored_valid = true;
+    proc->snap_pending_valid = false;
+}
+
 static void on_snapshot(struct mt_proc *proc, uint64_t ts, const struct mt_wire_rec *rec)
 {
     const struct mt_wire_snapshot *snap = (const void *)rec;
     size_t classes_bytes = (size_t)snap->class_count * sizeof(struct mt_wire_snap_class);
     size_t need = sizeof *snap + classes_bytes + MT_WIRE_SNAP_BUCKETS * sizeof(uint64_t);
-    if (need > record_bytes(rec))
+    if (need > record_bytes(rec) || snap->class_count > MT_WIRE_SMALL_CLASSES_MAX)
         return; /* malformed: ignore rather than read past the record */
-    const struct mt_wire_snap_class *classes = (const void *)(snap + 1);
-    const unsigned char *after = (const unsigned char *)classes + classes_bytes;
-    uint64_t buckets[MT_WIRE_SNAP_BUCKETS];
-    memcpy(buckets, after, sizeof buckets); /* may be unaligned after 12-byte triples */
-    mt_sink_snapshot(proc, ++proc->snapshots, ts, snap, classes, buckets);
+    if (!proc->snap_pending) {
+        proc->snap_pending = mt_xcalloc(1, sizeof *proc->snap_pending);
+        proc->snap_stored = mt_xcalloc(1, sizeof *proc->snap_stored);
+    }
+    struct mt_snap_state *s = proc->snap_pending;
+    s->ts_ns = ts;
+    s->seq = proc->events;
+    s->requested = proc->live_bytes;
+    s->blocks = proc->live_blocks;
+    s->in_use = snap->in_use;
+    s->mapped = snap->mapped;
+    s->committed = snap->committed;
+    s->free_bytes = snap->free_bytes;
+    s->largest_free = snap->largest_free;
+    s->class_count = snap->class_count;
+    memcpy(s->classes, snap + 1, classes_bytes); /* may be unaligned: 12-byte triples */
+    memcpy(s->wire_buckets, (const unsigned char *)(snap + 1) + classes_bytes, sizeof s->wire_buckets);
+    memcpy(s->size_live, proc->bucket_live, sizeof s->size_live);
+    memcpy(s->size_bytes, proc->bucket_bytes, sizeof s->size_bytes);
+    proc->snap_pending_valid = true;
+    const struct mt_snap_state *last = proc->snap_stored;
+    bool due = !proc->snap_stored_valid || ts - last->ts_ns >= snapshot_period_ns() || proc->events - last->seq >= SNAPSHOT_MIN_EVENTS;
+    if (!due)
+        return; /* kept pending: stored at the end if no later one is */
+    store_pending_snapshot(proc);
 }
 
 static void on_error(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
@@ -580,6 +669,11 @@ void mt_proc_end(struct mt_proc *proc)
         proc->end_ns = proc->last_ns;
     if (proc->end_ns < proc->start_ns)
         proc->end_ns = proc->start_ns;
+    for (uint64_t size = 1; proc->size_direct && size < SIZE_DIRECT; size++)
+        if (proc->size_direct[size])
+            size_entry(proc, size)->allocs += proc->size_direct[size];
+    free(proc->size_direct);
+    proc->size_direct = NULL;
     if (proc->leaked_count)
         qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
     for (size_t i = 0; i <= proc->live.mask; i++) {
@@ -604,6 +698,11 @@ void mt_proc_end(struct mt_proc *proc)
         size_entry(proc, size)->live_at_exit++;
         mt_sink_live_block(proc, b, st->gstack, status);
     }
+    if (proc->snap_pending_valid) /* the process's last state is always stored */
+        store_pending_snapshot(proc);
+    free(proc->snap_pending);
+    free(proc->snap_stored);
+    proc->snap_pending = proc->snap_stored = NULL;
     if (proc->area)
         proc->area_dropped_final = atomic_load_explicit(&proc->area->dropped, memory_order_relaxed);
     mt_live_free(&proc->live);

@@ -1,4 +1,4 @@
-/* The SQLite sink: trace.db as docs/trace-format.md (format v1) specifies.
+/* The SQLite sink: trace.db as docs/trace-format.md (format v2) specifies.
  *
  * One connection, prepared statements, and one open transaction that is committed when
  * it grew big or old (mt_sink_maybe_commit): per-row commits would cost a WAL frame sync
@@ -19,7 +19,7 @@
 #include "host.h"
 
 #define TRACE_APPLICATION_ID 1836348003 /* "mtrc" */
-#define TRACE_FORMAT_VERSION 1
+#define TRACE_FORMAT_VERSION 2
 /* Commit the open transaction after this many rows or this long: keeps the WAL and the
  * reader's view fresh without a sync per row. */
 #define COMMIT_ROWS 20000
@@ -28,6 +28,12 @@
 /* Page cache in KiB (negative: SQLite's unit for KiB): enough for the B-tree interiors. */
 #define DB_CACHE_KIB 16384
 #define COMMIT_INTERVAL_NS (500u * 1000u * 1000u)
+/* A finished trace smaller than this is rewritten (VACUUM) with SMALL_PAGE_SIZE pages:
+ * every table and index holds at least one page, about twenty of them, which with 8 KiB
+ * pages would be 170 KiB of a trace of a few thousand events. Rewriting a few MiB takes a
+ * few milliseconds; big traces keep their 8 KiB pages (and skip the copy). */
+#define SMALL_TRACE_BYTES (4u << 20)
+#define SMALL_PAGE_SIZE 512
 
 static const char schema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
@@ -52,7 +58,7 @@ static const char schema[] =
     " at_peak_bytes INTEGER, temporary INTEGER, min_size INTEGER, max_size INTEGER, leaked_blocks INTEGER,"
     " leaked_bytes INTEGER, reachable_blocks INTEGER, reachable_bytes INTEGER,"
     " PRIMARY KEY(proc_id, stack_id)) WITHOUT ROWID;"
-    "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER, live_at_exit INTEGER);"
+    "CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);"
     "CREATE TABLE snapshots(proc_id INTEGER, snap_id INTEGER, ts_ns INTEGER, seq INTEGER, requested INTEGER,"
     " blocks INTEGER, in_use INTEGER, mapped INTEGER, committed INTEGER, free_bytes INTEGER,"
     " largest_free INTEGER, PRIMARY KEY(proc_id, snap_id)) WITHOUT ROWID;"
@@ -83,7 +89,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PROCESS] = "INSERT OR REPLACE INTO processes VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_THREAD] = "INSERT OR REPLACE INTO threads VALUES(?,?,?,?,?,?,?)",
     [ST_OP_COUNT] = "INSERT INTO op_counts VALUES(?,?,?,?)",
-    [ST_SIZE] = "INSERT INTO sizes VALUES(?,?,?,?)",
+    [ST_SIZE] = "INSERT INTO size_counts VALUES(?,?,?)",
     [ST_STACK_STAT] = "INSERT OR REPLACE INTO stack_stats VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_MAPPING] = "INSERT INTO mappings VALUES(?,?,?,?,?)",
     [ST_MODULE] = "INSERT OR REPLACE INTO modules VALUES(?,?,?)",
@@ -242,48 +248,57 @@ static void bind_snapshot_key(sqlite3_stmt *s, const struct mt_proc *proc, uint3
     sqlite3_bind_int(s, 2, (int)snap_id);
 }
 
-void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, uint64_t ts_ns, const struct mt_wire_snapshot *snap,
-                      const struct mt_wire_snap_class *classes, const uint64_t *bucket_live)
+void mt_sink_snapshot(const struct mt_proc *proc, uint32_t snap_id, const struct mt_snap_state *snap,
+                      const struct mt_snap_state *prev)
 {
+    static const struct mt_snap_state zero;
+    if (!prev)
+        prev = &zero;
     sqlite3_stmt *s = stmts[ST_SNAPSHOT];
     bind_snapshot_key(s, proc, snap_id);
-    bind_u64(s, 3, ts_ns);
-    bind_u64(s, 4, proc->events);
-    bind_u64(s, 5, proc->live_bytes);
-    bind_u64(s, 6, proc->live_blocks);
+    bind_u64(s, 3, snap->ts_ns);
+    bind_u64(s, 4, snap->seq);
+    bind_u64(s, 5, snap->requested);
+    bind_u64(s, 6, snap->blocks);
     bind_u64(s, 7, snap->in_use);
     bind_u64(s, 8, snap->mapped);
     bind_u64(s, 9, snap->committed);
     bind_u64(s, 10, snap->free_bytes);
     bind_u64(s, 11, snap->largest_free);
     step(ST_SNAPSHOT);
+    /* Format v2: only what changed since the previous snapshot (a class whose live
+     * count drops to 0 gets a row with 0). */
     s = stmts[ST_SNAP_CLASS];
     for (uint32_t i = 0; i < snap->class_count; i++) {
-        struct mt_wire_snap_class c;
-        memcpy(&c, &classes[i], sizeof c);
+        const struct mt_wire_snap_class *c = &snap->classes[i];
+        const struct mt_wire_snap_class *was = i < prev->class_count ? &prev->classes[i] : &zero.classes[0];
+        if (c->live == was->live && c->capacity == was->capacity && c->block_size == was->block_size)
+            continue;
+        if (!c->live && !c->capacity && was->block_size != c->block_size)
+            continue; /* new and empty: as absent */
         bind_snapshot_key(s, proc, snap_id);
-        bind_u64(s, 3, c.block_size);
-        bind_u64(s, 4, c.live);
-        bind_u64(s, 5, c.capacity);
+        bind_u64(s, 3, c->block_size);
+        bind_u64(s, 4, c->live);
+        bind_u64(s, 5, c->capacity);
         step(ST_SNAP_CLASS);
     }
     /* Medium and large blocks by power-of-two upper bound, capacity NULL. */
     for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS; b++) {
-        if (!bucket_live[b])
+        if (snap->wire_buckets[b] == prev->wire_buckets[b])
             continue;
         bind_snapshot_key(s, proc, snap_id);
-        bind_u64(s, 3, b < 64 ? (uint64_t)1 << b : UINT64_MAX);
-        bind_u64(s, 4, bucket_live[b]);
+        bind_u64(s, 3, (uint64_t)1 << b);
+        bind_u64(s, 4, snap->wire_buckets[b]);
         step(ST_SNAP_CLASS);
     }
     s = stmts[ST_SNAP_SIZE];
     for (unsigned b = 0; b < MT_SIZE_BUCKETS; b++) {
-        if (!proc->bucket_live[b])
+        if (snap->size_live[b] == prev->size_live[b] && snap->size_bytes[b] == prev->size_bytes[b])
             continue;
         bind_snapshot_key(s, proc, snap_id);
         sqlite3_bind_int(s, 3, (int)b);
-        bind_u64(s, 4, proc->bucket_live[b]);
-        bind_u64(s, 5, proc->bucket_bytes[b]);
+        bind_u64(s, 4, snap->size_live[b]);
+        bind_u64(s, 5, snap->size_bytes[b]);
         step(ST_SNAP_SIZE);
     }
 }
@@ -403,14 +418,64 @@ static void write_stack_stats(struct mt_proc *proc)
     }
 }
 
-static void write_size_row(const struct mt_proc *proc, const struct mt_size_count *c)
+/* Distinct sizes per size_counts row: bounds one blob (~3 bytes a size). */
+#define SIZES_PER_ROW 65536
+
+static int compare_size(const void *a, const void *b)
 {
+    const struct mt_size_count *x = a, *y = b;
+    return x->size < y->size ? -1 : x->size > y->size;
+}
+
+static unsigned char *put_uvarint(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+/* size_counts (format v2): every distinct requested size, ascending, as varints: the
+ * difference from the previous size of the row (the first: from 0), allocs * 2 + (1 when
+ * some are live at exit), then live_at_exit when that bit is set. A table row per size
+ * cost ~14 bytes; a program allocating random big sizes has about one per event. */
+static void write_sizes(const struct mt_proc *proc)
+{
+    size_t n = proc->has_size_zero ? 1 : 0;
+    for (size_t i = 0; proc->sizes && i <= proc->sizes_mask; i++)
+        n += proc->sizes[i].size != 0;
+    if (!n)
+        return;
+    struct mt_size_count *all = mt_xcalloc(n, sizeof *all);
+    size_t k = 0;
+    if (proc->has_size_zero)
+        all[k++] = proc->size_zero;
+    for (size_t i = 0; proc->sizes && i <= proc->sizes_mask; i++)
+        if (proc->sizes[i].size)
+            all[k++] = proc->sizes[i];
+    qsort(all, n, sizeof *all, compare_size);
+    unsigned char *blob = mt_xcalloc(MT_MIN(n, (size_t)SIZES_PER_ROW), 30);
     sqlite3_stmt *s = stmts[ST_SIZE];
-    sqlite3_bind_int(s, 1, (int)proc->proc_id);
-    bind_u64(s, 2, c->size);
-    bind_u64(s, 3, c->allocs);
-    bind_u64(s, 4, c->live_at_exit);
-    step(ST_SIZE);
+    for (size_t first = 0; first < n; first += SIZES_PER_ROW) {
+        size_t count = MT_MIN(n - first, (size_t)SIZES_PER_ROW);
+        unsigned char *p = blob;
+        uint64_t prev = 0;
+        for (size_t i = first; i < first + count; i++) {
+            p = put_uvarint(p, all[i].size - prev);
+            p = put_uvarint(p, all[i].allocs << 1 | (all[i].live_at_exit != 0));
+            if (all[i].live_at_exit)
+                p = put_uvarint(p, all[i].live_at_exit);
+            prev = all[i].size;
+        }
+        sqlite3_bind_int(s, 1, (int)proc->proc_id);
+        bind_u64(s, 2, count);
+        sqlite3_bind_blob(s, 3, blob, (int)(p - blob), SQLITE_STATIC);
+        step(ST_SIZE);
+    }
+    free(blob);
+    free(all);
 }
 
 void mt_sink_process_rows(const struct mt_proc *cproc)
@@ -463,11 +528,7 @@ void mt_sink_process_rows(const struct mt_proc *cproc)
         step(ST_OP_COUNT);
     }
 
-    if (proc->has_size_zero)
-        write_size_row(proc, &proc->size_zero);
-    for (size_t i = 0; proc->sizes && i <= proc->sizes_mask; i++)
-        if (proc->sizes[i].size)
-            write_size_row(proc, &proc->sizes[i]);
+    write_sizes(proc);
 
     write_stack_stats(proc);
 
@@ -571,7 +632,12 @@ int mt_sink_finish(void)
         sqlite3_finalize(stmts[i]);
     /* One self-contained file: fold the WAL back in and drop it. Best effort: a reader
      * that has the trace open keeps it in WAL mode, which is just as valid. */
-    sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+    bool rollback = sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) == SQLITE_OK;
+    if (rollback && !failed && mt_host_file_size(db_path) < SMALL_TRACE_BYTES) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA page_size=%d; VACUUM;", SMALL_PAGE_SIZE);
+        sqlite3_exec(db, sql, NULL, NULL, NULL); /* best effort: the trace is complete either way */
+    }
     if (sqlite3_close(db) != SQLITE_OK)
         failed = true;
     db = NULL;

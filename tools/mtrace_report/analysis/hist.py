@@ -1,6 +1,6 @@
 """hist (show_alloc_hist): requested sizes in power-of-two buckets and in the allocator's
-size classes, for every allocation of the run (table `sizes`) or for the blocks live at a
-given time (the snapshot at or before it, or an exact replay of the events).
+size classes, for every allocation of the run (`sizes`, see Trace.ensure_sizes) or for the
+blocks live at a given time (the snapshot at or before it, or an exact replay of the events).
 
 Bucket b holds sizes of bit length b (docs/trace-format.md): bucket 0 is size 0, bucket b
 is [2^(b-1), 2^b - 1]. A size maps to the smallest small class that holds it; sizes above
@@ -61,6 +61,7 @@ def alloc_hist(trace, proc_ids):
     """Every allocation of the run, by requested size."""
     where = f"proc_id IN {in_list(proc_ids)}"
     classes = trace.small_classes()
+    trace.ensure_sizes()
     buckets = {b: (n, nbytes) for b, n, nbytes in trace.query(
         f"SELECT mt_bitlen(size) AS b, sum(allocs), sum(allocs * size) FROM sizes WHERE {where} "
         "GROUP BY b")}
@@ -76,6 +77,22 @@ def alloc_hist(trace, proc_ids):
                 total_count=total, total_bytes=sum(v[1] for v in buckets.values()),
                 live_at_exit_count=live_exit[0], live_at_exit_bytes=live_exit[1],
                 buckets=_fill_buckets(buckets), classes=_class_rows(by_class, classes))
+
+
+def _snapshot_rows(trace, table, columns, proc_id, snap_id):
+    """A snapshot's rows of snapshot_sizes or snapshot_classes, keyed by their first column.
+    Format 2 stores a row only when its value changed since the process's previous
+    snapshot: the value at snap_id is the latest row at or before it. Format 1 stores every
+    (nonzero) row of every snapshot."""
+    if trace.version < 2:
+        return trace.query(f"SELECT {columns} FROM {table} WHERE proc_id = ? AND snap_id = ?",
+                           (proc_id, snap_id)).fetchall()
+    # SQLite takes the bare columns from the row holding max(): one scan in SQL, whatever
+    # the number of snapshots before this one.
+    key = columns.split(",")[0].strip()
+    return [row[:-1] for row in trace.query(
+        f"SELECT {columns}, max(snap_id) FROM {table} WHERE proc_id = ? AND snap_id <= ? "
+        f"GROUP BY {key}", (proc_id, snap_id))]
 
 
 def live_hist(trace, proc_ids, at_ns, exact=False, progress=None):
@@ -114,17 +131,21 @@ def live_hist(trace, proc_ids, at_ns, exact=False, progress=None):
     if not snaps:
         raise ReportError(f"no snapshot at or before {at_ns / 1e9:g} s",
                           "use --exact to replay the events, or a later --at")
-    pairs = " OR ".join(f"(proc_id = {int(p)} AND snap_id = {int(s)})" for p, s, _ in snaps)
-    buckets = {b: (n, nbytes) for b, n, nbytes in trace.query(
-        f"SELECT bucket, sum(live), sum(bytes) FROM snapshot_sizes WHERE {pairs} "
-        "GROUP BY bucket")}
-    by_class, capacity = {}, {}
-    for size, n, cap, has_cap in trace.query(
-            "SELECT block_size, sum(live), sum(capacity), count(capacity) FROM snapshot_classes "
-            f"WHERE {pairs} GROUP BY block_size"):
-        # bytes here are block bytes (what the allocator hands out), not requested bytes
-        by_class[size] = (n, n * size)
-        capacity[size] = cap if has_cap else None
+    buckets, by_class, capacity = {}, {}, {}
+    for p, s, _ in snaps:
+        for b, n, nbytes in _snapshot_rows(trace, "snapshot_sizes", "bucket, live, bytes", p, s):
+            was = buckets.get(b, (0, 0))
+            buckets[b] = (was[0] + n, was[1] + nbytes)
+        for size, n, cap in _snapshot_rows(trace, "snapshot_classes", "block_size, live, capacity", p, s):
+            # bytes here are block bytes (what the allocator hands out), not requested bytes
+            was = by_class.get(size, (0, 0))
+            by_class[size] = (was[0] + n, was[1] + n * size)
+            if cap is not None:
+                capacity[size] = (capacity.get(size) or 0) + cap
+            else:
+                capacity.setdefault(size, None)
+    buckets = {b: v for b, v in buckets.items() if v[0]}
+    by_class = {c: v for c, v in by_class.items() if v[0] or capacity.get(c)}
     return dict(kind="live", source="snapshot", at_ns=at_ns, trace=trace.path,
                 small_classes=classes,
                 snapshots=[dict(proc_id=p, snap_id=s, ts_ns=t) for p, s, t in snaps],
