@@ -92,21 +92,32 @@ static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want
     struct mt_wire_ring *ring = w->ring;
     /* The futex word is the low half of `tail` (x86-64 and aarch64 are little-endian). */
     _Atomic uint32_t *tail_word = (_Atomic uint32_t *)(void *)&ring->tail;
+    uint64_t waited_since = 0;
+    bool ok = true;
     for (;;) {
         atomic_store_explicit(&ring->waiting, 1, memory_order_seq_cst);
         uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_seq_cst);
         if (pos + want - tail <= w->mask + 1)
             break;
+        if (!waited_since)
+            waited_since = mt_os_monotonic_ns();
         mt_os_futex_wait_shared(tail_word, (uint32_t)tail, RING_WAIT_SLICE_NS);
         if (atomic_load_explicit(&ring->tail, memory_order_acquire) == tail && policy.collector_gone &&
             policy.collector_gone()) {
             atomic_store_explicit(&collector_lost, true, memory_order_relaxed);
-            atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
-            return false;
+            ok = false;
+            break;
         }
     }
     atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
-    return true;
+    /* Counted only when the thread really slept: "the program never waits on the
+     * collector" is measured by this staying 0. */
+    if (waited_since && policy.proc) {
+        atomic_fetch_add_explicit(&policy.proc->ring_waits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&policy.proc->ring_wait_ns, mt_os_monotonic_ns() - waited_since,
+                                  memory_order_relaxed);
+    }
+    return ok;
 }
 
 /* Compare-and-swap that is atomic against this thread's own signal handlers only, which is

@@ -164,6 +164,11 @@ struct mt_wire_proc {
      * cannot nest (creating a ring, taking a snapshot, the exit scan): served, not
      * recorded. The trace reports the count; it is 0 in normal runs. */
     _Atomic uint64_t unrecorded;
+    /* Times a thread found its ring full and had to wait for the collector to consume
+     * (wait mode), and the monotonic ns it spent waiting: 0 when the program never waited
+     * on the collector. Written on the waiting path only. */
+    _Atomic uint64_t ring_waits;
+    _Atomic uint64_t ring_wait_ns;
     /* Stack store: ids 1.. (0 = no stack). next_stack and next_frame reserve space
      * (fetch_add); a slot holds (hash32 << 32 | id) once the stack is complete. */
     _Atomic uint32_t next_stack MT_WIRE_ALIGN64;
