@@ -58,7 +58,7 @@ static struct {
     uint64_t period_ns;      /* MTRACE_SNAPSHOT_MS (0: off) */
     uint64_t volume_bytes;   /* MTRACE_SNAPSHOT_BYTES (0: off) */
     uint64_t flush_chunk;
-    _Atomic uint64_t next_ns;    /* next snapshot by time */
+    _Atomic uint64_t next_ts;    /* next snapshot by time (a timestamp: trace/clock.h) */
     _Atomic uint64_t bytes;      /* allocated since the last snapshot (flushed chunks) */
     atomic_flag taking;          /* one snapshot at a time */
 } snap = {.taking = ATOMIC_FLAG_INIT};
@@ -129,7 +129,7 @@ static void fill_rec(struct mt_wire_rec *rec, enum mt_rec_kind kind, uint32_t st
 {
     rec->kind = (uint8_t)kind;
     rec->stack_id = stack_id;
-    rec->ts_ns = ts;
+    rec->ts = ts;
 }
 
 /* Write a non-event record on the calling thread's ring. */
@@ -150,7 +150,7 @@ static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
         return;
     struct mt_wire_event ev;
     memset(&ev, 0, sizeof ev);
-    uint64_t ts = mt_clock_ns();
+    uint64_t ts = mt_clock_now();
     fill_rec(&ev.rec, MT_REC_EVENT, capture_event_stack(t), ts);
     ev.rec.op = (uint8_t)op;
     ev.ptr = ptr;
@@ -200,7 +200,7 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
         return;
     struct mt_wire_event *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_clock_ns());
+    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_clock_now());
     ev->rec.op = (uint8_t)op;
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;
@@ -229,7 +229,7 @@ void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_p
     }
     mt_ring_end(&t->writer, realloc_open[level].pos, &ev->rec, sizeof *ev);
     if (new_ptr)
-        maybe_snapshot(t, ev->rec.ts_ns, size);
+        maybe_snapshot(t, ev->rec.ts, size);
 }
 
 /* ---- snapshots ------------------------------------------------------------------------------ */
@@ -281,7 +281,7 @@ static void snapshot_now(uint64_t ts)
         return; /* another thread is taking one */
     atomic_store_explicit(&snap.bytes, 0, memory_order_relaxed);
     if (snap.period_ns)
-        atomic_store_explicit(&snap.next_ns, ts + snap.period_ns, memory_order_relaxed);
+        atomic_store_explicit(&snap.next_ts, mt_clock_after(ts, snap.period_ns), memory_order_relaxed);
     take_snapshot(ts);
     atomic_flag_clear_explicit(&snap.taking, memory_order_release);
 }
@@ -298,7 +298,7 @@ static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t alloca
             due = total >= snap.volume_bytes;
         }
     }
-    if (snap.period_ns && ts >= atomic_load_explicit(&snap.next_ns, memory_order_relaxed))
+    if (snap.period_ns && ts >= atomic_load_explicit(&snap.next_ts, memory_order_relaxed))
         due = true;
     if (MT_UNLIKELY(due) && t->calls == 1 && t->writer.depth == 0)
         snapshot_now(ts);
@@ -310,7 +310,7 @@ static void put_plain(enum mt_rec_kind kind)
 {
     struct mt_wire_rec rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec, kind, 0, mt_clock_ns());
+    fill_rec(&rec, kind, 0, mt_clock_now());
     put_record(&rec, sizeof rec);
 }
 
@@ -342,7 +342,7 @@ MT_API void mt_trace_mark(const char *label)
     memcpy(rec.text, label, len);
     rec.head.len = (uint32_t)len;
     struct mt_thread_state *t = mt_session_thread_raw();
-    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_clock_ns());
+    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_clock_now());
     if (!t->busy) {
         t->calls++;
         rec.head.rec.stack_id = capture_stack(t);
@@ -396,7 +396,7 @@ static void error_extra(const struct mt_heap_error *error)
     rec.head.ptr = (uint64_t)(uintptr_t)error->ptr;
     rec.head.size = error->size;
     t->calls++;
-    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_clock_ns());
+    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_clock_now());
     t->calls--;
     rec.head.rec.op = (uint8_t)error->kind;
     rec.head.rec.sub = (uint8_t)error->api;
@@ -420,7 +420,7 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
         uint64_t ptr[MT_WIRE_LEAKED_PER_REC];
     } rec;
     memset(&rec.head, 0, sizeof rec.head);
-    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_clock_ns());
+    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_clock_now());
     rec.head.count = count;
     memcpy(rec.ptr, ptrs, count * sizeof *ptrs);
     put_record(&rec.head.rec, sizeof rec.head + count * sizeof *ptrs);
@@ -436,13 +436,13 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     if (!t)
         return;
     t->busy++; /* what runs from here on (scan, snapshot) cannot nest */
-    take_snapshot(mt_clock_ns());
+    take_snapshot(mt_clock_now());
     if (how == MT_EXIT_NORMAL && mt_option_bool(MT_OPT_LEAK_SCAN)) {
         struct mt_leak_result result;
         if (mt_leak_scan_run(emit_leaked, &result, entry_frame)) {
             struct mt_wire_scan_done done;
             memset(&done, 0, sizeof done);
-            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_clock_ns());
+            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_clock_now());
             done.live_blocks = result.live_blocks;
             done.leaked_blocks = result.leaked_blocks;
             put_record(&done.rec, sizeof done);
@@ -450,7 +450,7 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     }
     struct mt_wire_exit rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_clock_ns());
+    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_clock_now());
     rec.rec.sub = (uint8_t)how;
     rec.code = code;
     put_record(&rec.rec, sizeof rec);
@@ -523,7 +523,7 @@ __attribute__((constructor)) static void record_init(void)
     snap.flush_chunk = snap.volume_bytes < BYTES_FLUSH_CHUNK ? snap.volume_bytes : BYTES_FLUSH_CHUNK;
     if (snap.flush_chunk == 0)
         snap.flush_chunk = 1;
-    atomic_store(&snap.next_ns, mt_clock_ns() + snap.period_ns);
+    atomic_store(&snap.next_ts, mt_clock_after(mt_clock_now(), snap.period_ns));
     mt_error_report_set_extra(error_extra);
     on_exit(on_exit_code, NULL);
     /* Registered after the session's handlers: in a child it runs after the HELLO. */

@@ -263,6 +263,7 @@ static bool say_hello(uint32_t flags)
         return false;
     }
     proc->page_size = session.config.page_size;
+    proc->ts_ticks = mt_clock_tsc;
     proc->small_class_count = session.config.small_class_count;
     memcpy(proc->small_classes, session.classes, session.config.small_class_count * sizeof(uint32_t));
     session.proc = proc;

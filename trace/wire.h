@@ -16,9 +16,10 @@
  *   every record published before the process died (abort, SIGSEGV, SIGKILL, _exit) is
  *   still readable afterwards: nothing is lost.
  * - Order: every record that belongs to the process's event stream takes a sequence number
- *   from one atomic counter in the process area (mt_wire_proc.next_seq) after its ring
- *   space is secured, so sequence numbers are dense and the collector merges the rings by
- *   them. A free takes its number before the block is released and an allocation after it
+ *   from one counter in the process area (mt_wire_proc.next_seq) after its ring space is
+ *   secured, so sequence numbers are dense and the collector merges the rings by them.
+ *   (While the process has one ring the increment is not a locked instruction; the second
+ *   ring switches it to one: trace/ring.c.) A free takes its number before the block is released and an allocation after it
  *   succeeded, so a reused address is always seen freed before it is handed out again.
  *   A gap in the numbers means a record is being written right now: the collector waits
  *   for it while the process lives and skips it after EOF.
@@ -47,7 +48,7 @@
 
 #include "event.h"
 
-#define MT_WIRE_VERSION 1
+#define MT_WIRE_VERSION 2
 /* Fields written by different sides (or hot, contended counters) get cache lines of their own. */
 #define MT_WIRE_ALIGN64 __attribute__((aligned(64)))
 #define MT_WIRE_MAGIC 0x6d747277u /* "mtrw" */
@@ -175,6 +176,10 @@ struct mt_wire_proc {
     _Atomic uint32_t next_frame;
     _Atomic uint32_t stacks_full; /* the store ran out: later new stacks get id 0 */
     uint32_t page_size;
+    /* 1: records' `ts` are TSC ticks (the collector converts them to CLOCK_MONOTONIC ns
+     * with its own calibration: the TSC is one clock for the whole machine); 0: they are
+     * CLOCK_MONOTONIC ns (no trusted TSC). */
+    uint32_t ts_ticks;
     uint32_t small_class_count;
     uint32_t small_classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the allocator's small block sizes, for meta */
     /* Offsets of the arrays from the start of the area. */
@@ -213,7 +218,7 @@ struct mt_wire_ring {
 /* ---- records --------------------------------------------------------------------------------
  * Every record starts with mt_wire_rec and occupies `cells` consecutive cells (which may
  * wrap around the end of the ring: cells are copied one by one). `seq` orders the record in
- * its process's stream; ts_ns is CLOCK_MONOTONIC. */
+ * its process's stream; `ts` is when it happened, in the unit mt_wire_proc.ts_ticks names. */
 
 enum mt_rec_kind {
     MT_REC_EVENT = 1,      /* struct mt_wire_event: one malloc-family call (event.h ops) */
@@ -240,7 +245,7 @@ struct mt_wire_rec {
     uint8_t sub;    /* MT_REC_ERROR: enum mt_api; MT_REC_EXIT: enum mt_exit_how */
     uint32_t stack_id; /* process-local stack id (0: none) */
     uint64_t seq;
-    uint64_t ts_ns;
+    uint64_t ts; /* TSC ticks or CLOCK_MONOTONIC ns: mt_wire_proc.ts_ticks */
 };
 
 struct mt_wire_event {

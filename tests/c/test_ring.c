@@ -40,13 +40,13 @@ static void make_event(struct mt_wire_event *ev, uint32_t writer, uint64_t i)
     ev->ptr = ((uint64_t)writer << 40) | i;
     ev->size = i * 3 + writer;
     ev->aux = ev->ptr ^ ev->size ^ 0x5a5a5a5a5a5a5a5aull;
-    ev->rec.ts_ns = ev->aux + 1;
+    ev->rec.ts = ev->aux + 1;
 }
 
 static bool event_ok(const struct mt_wire_event *ev)
 {
     return ev->rec.kind == MT_REC_EVENT && ev->rec.cells == 1 && ev->size == (ev->ptr & ((1ull << 40) - 1)) * 3 + ev->rec.stack_id &&
-           ev->aux == (ev->ptr ^ ev->size ^ 0x5a5a5a5a5a5a5a5aull) && ev->rec.ts_ns == ev->aux + 1 &&
+           ev->aux == (ev->ptr ^ ev->size ^ 0x5a5a5a5a5a5a5a5aull) && ev->rec.ts == ev->aux + 1 &&
            (ev->ptr >> 40) == ev->rec.stack_id;
 }
 

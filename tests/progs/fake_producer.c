@@ -268,8 +268,8 @@ static void put(struct ring *r, struct mt_wire_rec *rec, size_t bytes)
     }
     rec->cells = (uint8_t)cells;
     rec->seq = atomic_fetch_add(&area->next_seq, 1);
-    if (!rec->ts_ns)
-        rec->ts_ns = now_ns();
+    if (!rec->ts)
+        rec->ts = now_ns();
     for (uint32_t i = 0; i < cells; i++) {
         size_t n = bytes - i * MT_WIRE_CELL < MT_WIRE_CELL ? bytes - i * MT_WIRE_CELL : MT_WIRE_CELL;
         memcpy(r->cells + ((r->next + i) & mask) * MT_WIRE_CELL, (char *)rec + i * MT_WIRE_CELL, n);
@@ -530,7 +530,7 @@ static void *bench_thread(void *arg)
         uint64_t slot = h % BENCH_SLOTS;
         struct mt_wire_event e = {0};
         e.rec.kind = MT_REC_EVENT;
-        e.rec.ts_ns = ts;
+        e.rec.ts = ts;
         e.rec.stack_id = bench_stacks[(h >> 20) % BENCH_STACKS];
         e.ptr = base + slot * 256 + ((h >> 40) & 0x30);
         if (live[slot]) {
@@ -571,7 +571,7 @@ static void put_with_seqs(struct ring *r, struct mt_wire_event *events, const ui
     for (int i = 0; i < count; i++) {
         events[i].rec.cells = 1;
         events[i].rec.seq = seqs[i];
-        events[i].rec.ts_ns = now_ns();
+        events[i].rec.ts = now_ns();
         memcpy(r->cells + ((r->next + (uint64_t)i) & mask) * MT_WIRE_CELL, &events[i], sizeof events[i]);
     }
     r->next += (uint64_t)count;
@@ -627,7 +627,7 @@ static int garbage(long n)
         rec->kind = (uint8_t)(1 + x % 12);
         if (rec->kind == MT_REC_PAD)
             rec->kind = MT_REC_EVENT;
-        rec->ts_ns = 0;
+        rec->ts = 0;
         put(r, rec, (size_t)(1 + (x >> 8) % 4) * MT_WIRE_CELL);
     }
     raise(SIGKILL);

@@ -289,6 +289,7 @@ struct mt_proc {
     size_t held_count, held_cap;
 
     uint32_t page_size, small_class_count, small_classes[64]; /* from the process area */
+    bool ts_ticks; /* records' ts are TSC ticks (mt_wire_proc.ts_ticks) */
     struct mt_proc_maps maps;
     uint32_t *local_stat;   /* local stack id -> index+1 into stats (0: not yet resolved) */
     size_t local_stat_cap;

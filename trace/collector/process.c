@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../../allocator/error.h"
+#include "../clock.h"
 #include "host.h"
 
 /* Events per event_chunks row: large enough that SQLite's per-row overhead vanishes
@@ -103,6 +104,7 @@ struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len,
     p->area_size = hello->proc_area_size;
     p->parent_proc_id = parent_proc_id;
     p->page_size = area->page_size;
+    p->ts_ticks = area->ts_ticks != 0;
     p->small_class_count = MT_MIN(area->small_class_count, (uint32_t)MT_ARRAY_LEN(p->small_classes));
     memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
     /* Now, while the process waits for our reply: it cannot have exited yet. */
@@ -516,7 +518,7 @@ void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct
 
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
 {
-    uint64_t ts = mt_trace_ns(rec->ts_ns);
+    uint64_t ts = mt_trace_ns(proc->ts_ticks ? mt_clock_ticks_to_ns(rec->ts) : rec->ts);
     if (ts < proc->last_ns)
         ts = proc->last_ns;
     proc->last_ns = ts;

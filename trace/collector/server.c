@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../../common/options.h"
+#include "../clock.h"
 #include "host.h"
 
 #define IDLE_WAIT_MIN_NS (20ull * 1000u)
@@ -472,6 +473,7 @@ int mt_collector_start(const struct mt_collector_config *config)
 {
     config_copy = *config;
     cfg = &config_copy;
+    mt_clock_init(); /* converts the traced processes' TSC timestamps */
     mt_trace_set_origin(mt_host_monotonic_ns());
     if (mt_sink_open(cfg->out_path) < 0)
         return -1;
