@@ -243,8 +243,26 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
     return true;
 }
 
+/* Cells ahead of the one being written whose line is fetched for writing now: the ring is
+ * megabytes, so the next cell's line was evicted (or last read by the collector on another
+ * core); fetched a few records early, its miss overlaps this record's work instead of
+ * stalling the copy. */
+#define PREFETCH_CELLS_AHEAD 8
+
 static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
 {
+    const uint8_t *ahead = w->cells + ((pos + PREFETCH_CELLS_AHEAD) & w->mask) * MT_WIRE_CELL;
+#if defined(__x86_64__)
+    /* prefetchw (a no-op on CPUs without it): fetch the line for ownership. */
+    __asm__ volatile("prefetchw %0" : : "m"(*ahead));
+#else
+    __builtin_prefetch(ahead, 1, 3);
+#endif
+    if (MT_LIKELY(bytes == sizeof(struct mt_wire_event))) {
+        /* The common record: one cell, a fixed-size copy the compiler inlines. */
+        memcpy(w->cells + (pos & w->mask) * MT_WIRE_CELL, src, sizeof(struct mt_wire_event));
+        return;
+    }
     const uint8_t *p = src;
     while (bytes > 0) {
         size_t n = bytes < MT_WIRE_CELL ? bytes : MT_WIRE_CELL;
