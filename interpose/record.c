@@ -125,10 +125,9 @@ static uint32_t capture_stack(struct mt_thread_state *t)
     return mt_stack_store_intern(mt_session_store(), t->calls == 1 ? &t->cache : NULL, frames, depth);
 }
 
-static void fill_rec(struct mt_wire_rec *rec, enum mt_rec_kind kind, uint32_t stack_id, uint64_t ts)
+static void fill_rec(struct mt_wire_rec *rec, enum mt_rec_kind kind, uint64_t ts)
 {
     rec->kind = (uint8_t)kind;
-    rec->stack_id = stack_id;
     rec->ts = ts;
 }
 
@@ -148,15 +147,14 @@ static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    struct mt_wire_event ev;
-    memset(&ev, 0, sizeof ev);
     uint64_t ts = mt_clock_now();
-    fill_rec(&ev.rec, MT_REC_EVENT, capture_event_stack(t), ts);
+    struct mt_wire_event_fields f = {capture_event_stack(t), ptr, size, aux};
+    struct mt_wire_event_wide ev; /* room for either form; the one-cell form is filled whole */
+    ev.rec.kind = MT_REC_EVENT;
     ev.rec.op = (uint8_t)op;
-    ev.ptr = ptr;
-    ev.size = size;
-    ev.aux = aux;
-    mt_ring_put(&t->writer, &ev.rec, sizeof ev);
+    ev.rec.ts = ts;
+    size_t bytes = mt_wire_event_encode(&ev.rec, &f);
+    mt_ring_put(&t->writer, &ev.rec, bytes);
     maybe_snapshot(t, ts, op == MT_OP_FREE || op == MT_OP_REGION_POP ? 0 : size);
 }
 
@@ -183,7 +181,7 @@ void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t
  * state lives in its own frame of this small stack. */
 #define REALLOC_NEST_MAX 8
 static MT_TLS struct {
-    struct mt_wire_event ev;
+    struct mt_wire_event_wide ev;
     uint64_t pos;
     bool open;
 } realloc_open[REALLOC_NEST_MAX];
@@ -198,10 +196,14 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    struct mt_wire_event *ev = &realloc_open[level].ev;
+    /* Always the two-cell form: its size must not change between begin and end, and the
+     * old pointer is an aux value anyway (realloc(NULL, n) aside). */
+    struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_clock_now());
+    fill_rec(&ev->rec, MT_REC_EVENT, mt_clock_now());
     ev->rec.op = (uint8_t)op;
+    ev->rec.sub = MT_EVENT_WIDE;
+    ev->stack_id = capture_event_stack(t);
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;
     realloc_open[level].open = mt_ring_begin(&t->writer, &ev->rec, sizeof *ev, &realloc_open[level].pos);
@@ -215,7 +217,7 @@ void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_p
         return;
     realloc_open[level].open = false;
     struct mt_thread_state *t = mt_session_thread_raw();
-    struct mt_wire_event *ev = &realloc_open[level].ev;
+    struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     if (new_ptr) {
         ev->ptr = (uint64_t)(uintptr_t)new_ptr;
     } else if (size == 0) {
@@ -271,7 +273,7 @@ static void take_snapshot(uint64_t ts)
     mt_large_histogram(large_live, ignored);
     for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS && b < MT_LOG2_BUCKETS; b++)
         rec.buckets[b] = medium_live[b] + large_live[b];
-    fill_rec(&rec.head.rec, MT_REC_SNAPSHOT, 0, ts);
+    fill_rec(&rec.head.rec, MT_REC_SNAPSHOT, ts);
     mt_ring_put(&t->writer, &rec.head.rec, sizeof rec);
 }
 
@@ -310,7 +312,7 @@ static void put_plain(enum mt_rec_kind kind)
 {
     struct mt_wire_rec rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec, kind, 0, mt_clock_now());
+    fill_rec(&rec, kind, mt_clock_now());
     put_record(&rec, sizeof rec);
 }
 
@@ -342,10 +344,10 @@ MT_API void mt_trace_mark(const char *label)
     memcpy(rec.text, label, len);
     rec.head.len = (uint32_t)len;
     struct mt_thread_state *t = mt_session_thread_raw();
-    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_clock_now());
+    fill_rec(&rec.head.rec, MT_REC_MARK, mt_clock_now());
     if (!t->busy) {
         t->calls++;
-        rec.head.rec.stack_id = capture_stack(t);
+        rec.head.stack_id = capture_stack(t);
         t->calls--;
     }
     put_record(&rec.head.rec, sizeof rec.head + len);
@@ -396,14 +398,15 @@ static void error_extra(const struct mt_heap_error *error)
     rec.head.ptr = (uint64_t)(uintptr_t)error->ptr;
     rec.head.size = error->size;
     t->calls++;
-    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_clock_now());
+    rec.head.stack_id = capture_stack(t);
+    fill_rec(&rec.head.rec, MT_REC_ERROR, mt_clock_now());
     t->calls--;
     rec.head.rec.op = (uint8_t)error->kind;
     rec.head.rec.sub = (uint8_t)error->api;
     if (!mt_ring_put(&t->writer, &rec.head.rec, sizeof rec.head + len))
         return;
     static char answer[ERROR_ANSWER_MAX];
-    uint32_t n = mt_session_block_query(rec.head.ptr, rec.head.rec.seq, answer, sizeof answer);
+    uint32_t n = mt_session_block_query(rec.head.ptr, t->writer.last_seq, answer, sizeof answer);
     if (n) {
         mt_os_write_all(MT_LOG_FD, answer, n);
         if (answer[n - 1] != '\n')
@@ -420,7 +423,7 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
         uint64_t ptr[MT_WIRE_LEAKED_PER_REC];
     } rec;
     memset(&rec.head, 0, sizeof rec.head);
-    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_clock_now());
+    fill_rec(&rec.head.rec, MT_REC_LEAKED, mt_clock_now());
     rec.head.count = count;
     memcpy(rec.ptr, ptrs, count * sizeof *ptrs);
     put_record(&rec.head.rec, sizeof rec.head + count * sizeof *ptrs);
@@ -442,7 +445,7 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
         if (mt_leak_scan_run(emit_leaked, &result, entry_frame)) {
             struct mt_wire_scan_done done;
             memset(&done, 0, sizeof done);
-            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_clock_now());
+            fill_rec(&done.rec, MT_REC_SCAN_DONE, mt_clock_now());
             done.live_blocks = result.live_blocks;
             done.leaked_blocks = result.leaked_blocks;
             put_record(&done.rec, sizeof done);
@@ -450,7 +453,7 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     }
     struct mt_wire_exit rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_clock_now());
+    fill_rec(&rec.rec, MT_REC_EXIT, mt_clock_now());
     rec.rec.sub = (uint8_t)how;
     rec.code = code;
     put_record(&rec.rec, sizeof rec);

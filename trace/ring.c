@@ -303,7 +303,11 @@ bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t byt
         return false;
     }
     if (rec->kind != MT_REC_PAD)
-        rec->seq = take_seq();
+    {
+        uint64_t seq = take_seq();
+        w->last_seq = seq;
+        rec->seq = (uint32_t)seq;
+    }
     return true;
 }
 

@@ -403,12 +403,15 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint6
     proc->region_count = kept;
 }
 
-static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_event *ev)
+static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
 {
-    uint32_t op = ev->rec.op;
-    if (op == 0 || op >= MT_OP_COUNT)
-        return;
-    uint32_t stat = stat_for(proc, ev->rec.stack_id);
+    uint32_t op = rec->op;
+    if (op == 0 || op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2))
+        return; /* malformed (a wide event's second cell would lie past the record) */
+    struct mt_wire_event_fields fields;
+    mt_wire_event_decode(rec, &fields);
+    const struct mt_wire_event_fields *ev = &fields;
+    uint32_t stat = stat_for(proc, ev->stack_id);
     uint32_t gstack = proc->stats[stat].gstack;
     proc->epoch++;
     chunk_append(proc, op, thread, ts, ev->ptr, ev->size, gstack, ev->aux);
@@ -448,10 +451,15 @@ void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
 {
     if (rec->kind != MT_REC_EVENT)
         return;
-    const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
-    mt_live_prefetch(&proc->live, ev->ptr);
-    if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
-        mt_live_prefetch(&proc->live, ev->aux);
+    /* Only the record's first cell is read: `rec` may be any cell (even a wide event's
+     * second, or the ring's last), and its second cell may lie past the ring's end. */
+    if (rec->sub == MT_EVENT_WIDE) {
+        mt_live_prefetch(&proc->live, ((const struct mt_wire_event_wide *)rec)->ptr);
+        return;
+    }
+    struct mt_wire_event_fields ev;
+    mt_wire_event_decode(rec, &ev);
+    mt_live_prefetch(&proc->live, ev.ptr);
 }
 
 /* ---- other records ------------------------------------------------------------------------ */
@@ -482,7 +490,7 @@ static void on_error(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     size_t len = err->len;
     if (sizeof *err + len > record_bytes(rec))
         len = record_bytes(rec) - sizeof *err;
-    uint32_t stat = stat_for(proc, rec->stack_id);
+    uint32_t stat = stat_for(proc, err->stack_id);
     uint32_t alloc_stack = 0, free_stack = 0;
     const struct mt_block *live = mt_live_find(&proc->live, err->ptr);
     if (live) {
@@ -530,7 +538,7 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
     t->end_ns = ts;
     switch (rec->kind) {
     case MT_REC_EVENT:
-        on_event(proc, thread, ts, (const struct mt_wire_event *)rec);
+        on_event(proc, thread, ts, rec);
         break;
     case MT_REC_SNAPSHOT:
         on_snapshot(proc, ts, rec);
