@@ -44,15 +44,11 @@
  * shared counter off the common path (one contended atomic per 64 KiB, not per call). */
 #define BYTES_FLUSH_CHUNK (64u * 1024u)
 #define NS_PER_MS 1000000ull
-/* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
- * a signal handler nests one level, a handler interrupted by another signal two; deeper
- * means the recorder is recursing into itself (libunwind allocating, say), which must
- * stop somewhere. */
-#define MAX_NESTED_CALLS 8
 
 /* Recording is on: the session was accepted, and not finished. */
-static _Atomic bool recording;
-static _Atomic bool paused;
+/* record.h: recording is on (the session was accepted, and not finished); paused. */
+_Atomic bool mt_record_recording;
+_Atomic bool mt_record_paused;
 
 static struct {
     uint64_t period_ns;      /* MTRACE_SNAPSHOT_MS (0: off) */
@@ -72,25 +68,12 @@ static struct {
 
 /* ---- the guard ------------------------------------------------------------------------------ */
 
-bool mt_record_enter(void)
+bool mt_record_refuse(void)
 {
-    if (MT_UNLIKELY(!atomic_load_explicit(&recording, memory_order_relaxed) ||
-                    atomic_load_explicit(&paused, memory_order_relaxed)))
-        return false;
-    struct mt_thread_state *t = mt_session_thread_raw();
-    if (MT_UNLIKELY(t->busy || t->calls >= MAX_NESTED_CALLS)) {
-        struct mt_wire_proc *proc = mt_session_proc();
-        if (proc)
-            atomic_fetch_add_explicit(&proc->unrecorded, 1, memory_order_relaxed);
-        return false;
-    }
-    t->calls++;
-    return true;
-}
-
-void mt_record_leave(void)
-{
-    mt_session_thread_raw()->calls--;
+    struct mt_wire_proc *proc = mt_session_proc();
+    if (proc)
+        atomic_fetch_add_explicit(&proc->unrecorded, 1, memory_order_relaxed);
+    return false;
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -318,22 +301,22 @@ static void put_plain(enum mt_rec_kind kind)
 
 MT_API void mt_trace_pause(void)
 {
-    if (!atomic_load(&recording) || atomic_exchange(&paused, true))
+    if (!atomic_load(&mt_record_recording) || atomic_exchange(&mt_record_paused, true))
         return;
     put_plain(MT_REC_PAUSE);
 }
 
 MT_API void mt_trace_resume(void)
 {
-    if (!atomic_load(&recording) || !atomic_load(&paused))
+    if (!atomic_load(&mt_record_recording) || !atomic_load(&mt_record_paused))
         return;
     put_plain(MT_REC_RESUME);
-    atomic_store(&paused, false);
+    atomic_store(&mt_record_paused, false);
 }
 
 MT_API void mt_trace_mark(const char *label)
 {
-    if (!atomic_load(&recording) || !label)
+    if (!atomic_load(&mt_record_recording) || !label)
         return;
     struct {
         struct mt_wire_text head;
@@ -355,7 +338,7 @@ MT_API void mt_trace_mark(const char *label)
 
 MT_API int mt_trace_active(void)
 {
-    return atomic_load(&recording) && !atomic_load(&paused);
+    return atomic_load(&mt_record_recording) && !atomic_load(&mt_record_paused);
 }
 
 /* ---- heap errors ---------------------------------------------------------------------------- */
@@ -381,7 +364,7 @@ static void close_open_reallocs(struct mt_thread_state *t)
 
 static void error_extra(const struct mt_heap_error *error)
 {
-    if (!atomic_load(&recording))
+    if (!atomic_load(&mt_record_recording))
         return;
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
@@ -432,7 +415,7 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
 /* `entry_frame`: the frame of the exit hook that called us (see mt_leak_scan_run). */
 static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
 {
-    if (ending.done || !atomic_load(&recording))
+    if (ending.done || !atomic_load(&mt_record_recording))
         return;
     ending.done = true;
     struct mt_thread_state *t = mt_session_thread();
@@ -457,7 +440,7 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     rec.rec.sub = (uint8_t)how;
     rec.code = code;
     put_record(&rec.rec, sizeof rec);
-    atomic_store(&recording, false);
+    atomic_store(&mt_record_recording, false);
     t->busy--;
 }
 
@@ -496,8 +479,8 @@ static void fork_child_mode(void)
     ending.done = false;
     ending.known = false;
     ending.destructors_ran = false;
-    atomic_store(&paused, false);
-    atomic_store(&recording, traced);
+    atomic_store(&mt_record_paused, false);
+    atomic_store(&mt_record_recording, traced);
     if (traced) {
         mt_session_thread(); /* the forking thread's ring, as at start-up */
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
@@ -535,7 +518,7 @@ __attribute__((constructor)) static void record_init(void)
         /* The main thread's ring now, before the program can have a signal handler whose
          * malloc would find the ring half made (and go unrecorded). */
         mt_session_thread();
-        atomic_store(&recording, true);
+        atomic_store(&mt_record_recording, true);
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
     }
 }
