@@ -405,4 +405,42 @@ TEST(stack_store_one_id_per_distinct_stack)
     CHECK_EQ_U(published, STACKS);
 }
 
+/* trace/wire.h: an event comes back as written, in one cell when its pointer and size fit
+ * 48 bits and it has no aux, else in two; and a record's 32-bit seq comes back whole. */
+static void roundtrip(uint64_t ptr, uint64_t size, uint64_t aux, size_t want_bytes)
+{
+    struct mt_wire_event_wide room;
+    memset(&room, 0xee, sizeof room);
+    room.rec.kind = MT_REC_EVENT;
+    struct mt_wire_event_fields in = {0xabcdef01u, ptr, size, aux}, out;
+    size_t bytes = mt_wire_event_encode(&room.rec, &in);
+    CHECK_EQ_U(bytes, want_bytes);
+    CHECK_EQ_U(room.rec.sub, want_bytes > MT_WIRE_CELL ? MT_EVENT_WIDE : 0);
+    mt_wire_event_decode(&room.rec, &out);
+    CHECK_EQ_U(out.stack_id, in.stack_id);
+    CHECK_EQ_U(out.ptr, ptr);
+    CHECK_EQ_U(out.size, size);
+    CHECK_EQ_U(out.aux, aux);
+}
+
+TEST(wire_event_forms_and_sequence_numbers)
+{
+    const uint64_t top = (1ull << 48) - 1;
+    roundtrip(0x7f0012345670ull, 32, 0, MT_WIRE_CELL);
+    roundtrip(top, top, 0, MT_WIRE_CELL);
+    roundtrip(0, 0, 0, MT_WIRE_CELL);
+    roundtrip(top + 1, 16, 0, sizeof(struct mt_wire_event_wide));
+    roundtrip(0x1000, top + 1, 0, sizeof(struct mt_wire_event_wide));
+    roundtrip(0x1000, 64, 0x2000, sizeof(struct mt_wire_event_wide));
+    roundtrip(~0ull, ~0ull, ~0ull, sizeof(struct mt_wire_event_wide));
+    /* Ahead of, at and behind the expected number, across a 2^32 boundary. */
+    const uint64_t expected = (5ull << 32) - 3;
+    for (int64_t d = -1000; d <= 1000; d++) {
+        uint64_t seq = expected + (uint64_t)d;
+        CHECK_EQ_U(mt_wire_seq((uint32_t)seq, expected), seq);
+    }
+    CHECK_EQ_U(mt_wire_seq((uint32_t)(expected + (1ull << 31) - 1), expected), expected + (1ull << 31) - 1);
+    CHECK_EQ_U(mt_wire_seq((uint32_t)(expected - (1ull << 31)), expected), expected - (1ull << 31));
+}
+
 TEST_MAIN()
