@@ -82,7 +82,7 @@ static uint32_t capture_stack(struct mt_thread_state *t);
 
 /* An event's stack from the call site of a hooked call (every frame above is ours, built
  * with frame pointers): the thread's validated unwind cache first (trace/unwind.h). */
-static uint32_t capture_event_stack(struct mt_thread_state *t)
+MT_INLINE uint32_t capture_event_stack(struct mt_thread_state *t)
 {
     struct mt_unwind_key key;
     if (t->calls != 1 || !t->unwind_cache || !mt_unwind_key(&key))
@@ -125,7 +125,7 @@ static bool put_record(struct mt_wire_rec *rec, size_t bytes)
 
 static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated);
 
-static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
+MT_INLINE void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
 {
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
