@@ -53,7 +53,8 @@ TRACE_OBJ   := $(patsubst %.c,$(OBJ)/alloc/%.o,$(COMMON_SRC) $(ALLOC_SRC)) \
 # The allocator without its always-on integrity checks, for measuring what they cost.
 NOHARD_OBJ  := $(patsubst %.c,$(OBJ)/nohard/%.o,$(ALLOC_ORDER))
 # The collector names heap errors with the allocator's own tables (allocator/error.c).
-RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) allocator/error.c $(COLLECT_SRC) $(RUN_SRC))
+# It converts the traced processes' TSC timestamps with trace/clock.c.
+RUN_OBJ     := $(patsubst %.c,$(OBJ)/host/%.o,$(COMMON_SRC) allocator/error.c trace/clock.c $(COLLECT_SRC) $(RUN_SRC))
 
 # The allocator's error reports unwind with libgcc's unwinder, linked in statically
 # (-static-libgcc) so that libmtalloc.so needs nothing but libc (interpose/error_report.c).

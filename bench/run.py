@@ -50,7 +50,9 @@ Output (stdout, markdown, to paste into README.md):
                workload's RSS after freeing everything, and a geometric-mean row
     profilers  per workload: slowdown vs untraced glibc, trace bytes per event (file size
                / events; mtrace: meta.events of trace.db, heaptrack: its + and - records)
-               and mtrace's time / heaptrack's; skipped cleanly when neither exists
+               and mtrace's time / heaptrack's, and mtrace's waits (median over repetitions
+               of meta.ring_waits: times the program found a ring full and waited for the
+               collector; 0 = it never waited); skipped cleanly when neither exists
 The same tables and every raw run are written to bench/results/<UTC time>.md and .json;
 `--json FILE` writes the JSON there too. Progress goes to stderr.
 """
@@ -299,17 +301,22 @@ def parse_metrics(stdout):
     return metrics
 
 
-def mtrace_events(db):
-    """meta.events of an mtrace trace, or None when it cannot be read (missing,
+def mtrace_meta(db, key):
+    """An integer of an mtrace trace's meta, or None when it cannot be read (missing,
     incomplete or of another format): mtrace-report's own validating reader."""
     try:
         trace = open_trace(db, warn=lambda _text: None)
     except ReportError:
         return None
     try:
-        return trace.meta_int("events", None)
+        return trace.meta_int(key, None)
     finally:
         trace.close()
+
+
+def mtrace_events(db):
+    """meta.events of an mtrace trace, or None."""
+    return mtrace_meta(db, "events")
 
 
 def heaptrack_events(path):
@@ -389,6 +396,9 @@ def measure(cfg, workload, argv, rep, tmpdir):
         # Deterministic workloads: the trace's size and events are measured once.
         if rep == 0 and state == "ok":
             result["trace_bytes"], result["events"] = trace_size_and_events(cfg, trace_base)
+        # Waits for the collector depend on timing: every repetition's.
+        if state == "ok" and cfg.trace in ("mtrace-run", "libmtrace"):
+            result["ring_waits"] = mtrace_meta(trace_base + ".db", "ring_waits")
         for path in glob.glob(trace_base + "*"):
             os.remove(path)
     return result
@@ -458,6 +468,11 @@ class Results:
             return None
         return median([r["metrics"].get(key) for r in self.of(workload, config)
                        if isinstance(r["metrics"].get(key), int)])
+
+    def median_waits(self, workload, config):
+        if self.failure(workload, config):
+            return None
+        return median([r.get("ring_waits") for r in self.of(workload, config)])
 
     def trace_per_event(self, workload, config):
         for r in self.of(workload, config):
@@ -581,6 +596,9 @@ def report(results, configs, notes, started, elapsed):
             header += [f"{p} slowdown", f"{p} B/event"]
         if both:
             header.append("mtrace / heaptrack")
+        waits = "mtrace" in profilers
+        if waits:
+            header.append("mtrace waits")
         rows = []
         for w in workloads:
             row = [w, fmt(results.median_time(w, "glibc"), 3)]
@@ -589,6 +607,8 @@ def report(results, configs, notes, started, elapsed):
                         fmt(results.trace_per_event(w, p), 2)]
             if both:
                 row.append(fmt(results.paired_ratio(w, "mtrace", "heaptrack")))
+            if waits:
+                row.append(fmt(results.median_waits(w, "mtrace"), 0))
             rows.append(row)
         row = [mean_label(complete, workloads), ""]
         for p in profilers:
@@ -597,9 +617,12 @@ def report(results, configs, notes, started, elapsed):
         if both:
             row.append(fmt(geomean([results.paired_ratio(w, "mtrace", "heaptrack")
                                     for w in complete])))
+        if waits:
+            row.append("")
         rows.append(row)
         out += ["**Profilers**: slowdown = traced time / untraced glibc time; B/event = trace "
-                "file bytes / events recorded (heaptrack counts a realloc as two)", "",
+                "file bytes / events recorded (heaptrack counts a realloc as two); mtrace waits = times "
+                "the traced program found a ring full and waited for the collector (median)", "",
                 table(header, rows), ""]
     else:
         why = "; ".join(notes) if notes else "skipped (--no-profilers)"

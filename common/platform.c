@@ -345,6 +345,34 @@ void mt_os_yield(void)
     sched_yield();
 }
 
+/* linux/membarrier.h's values, which are ABI; the header is not on every build host. */
+#define MEMBARRIER_PRIVATE_EXPEDITED (1 << 3)
+#define MEMBARRIER_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+
+bool mt_os_membarrier_register(void)
+{
+#ifdef SYS_membarrier
+    SAVE_ERRNO;
+    long rc = syscall(SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+    RESTORE_ERRNO;
+    return rc == 0;
+#else
+    return false;
+#endif
+}
+
+bool mt_os_membarrier(void)
+{
+#ifdef SYS_membarrier
+    SAVE_ERRNO;
+    long rc = syscall(SYS_membarrier, MEMBARRIER_PRIVATE_EXPEDITED, 0, 0);
+    RESTORE_ERRNO;
+    return rc == 0;
+#else
+    return false;
+#endif
+}
+
 void mt_os_sleep_ns(uint64_t ns)
 {
     SAVE_ERRNO;

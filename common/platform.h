@@ -81,6 +81,13 @@ uint64_t mt_os_ticks(void);
 void mt_os_futex_wait(_Atomic uint32_t *addr, uint32_t expected);
 void mt_os_futex_wake(_Atomic uint32_t *addr, int count);
 void mt_os_yield(void);
+/* Asymmetric fences (membarrier, private expedited). Register once per process image
+ * (again in a fork child); false when the kernel does not offer it. Then
+ * mt_os_membarrier() runs a full memory barrier on every thread of the process that is
+ * running (a thread that is not running passes one when it is scheduled): the caller's
+ * side of a Dekker pairing whose other side has only a compiler barrier. */
+bool mt_os_membarrier_register(void);
+bool mt_os_membarrier(void);
 /* Sleep without signals or allocation; used only on slow paths that must back off. */
 void mt_os_sleep_ns(uint64_t ns);
 

@@ -44,21 +44,17 @@
  * shared counter off the common path (one contended atomic per 64 KiB, not per call). */
 #define BYTES_FLUSH_CHUNK (64u * 1024u)
 #define NS_PER_MS 1000000ull
-/* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
- * a signal handler nests one level, a handler interrupted by another signal two; deeper
- * means the recorder is recursing into itself (libunwind allocating, say), which must
- * stop somewhere. */
-#define MAX_NESTED_CALLS 8
 
 /* Recording is on: the session was accepted, and not finished. */
-static _Atomic bool recording;
-static _Atomic bool paused;
+/* record.h: recording is on (the session was accepted, and not finished); paused. */
+_Atomic bool mt_record_recording;
+_Atomic bool mt_record_paused;
 
 static struct {
     uint64_t period_ns;      /* MTRACE_SNAPSHOT_MS (0: off) */
     uint64_t volume_bytes;   /* MTRACE_SNAPSHOT_BYTES (0: off) */
     uint64_t flush_chunk;
-    _Atomic uint64_t next_ns;    /* next snapshot by time */
+    _Atomic uint64_t next_ts;    /* next snapshot by time (a timestamp: trace/clock.h) */
     _Atomic uint64_t bytes;      /* allocated since the last snapshot (flushed chunks) */
     atomic_flag taking;          /* one snapshot at a time */
 } snap = {.taking = ATOMIC_FLAG_INIT};
@@ -72,25 +68,12 @@ static struct {
 
 /* ---- the guard ------------------------------------------------------------------------------ */
 
-bool mt_record_enter(void)
+bool mt_record_refuse(void)
 {
-    if (MT_UNLIKELY(!atomic_load_explicit(&recording, memory_order_relaxed) ||
-                    atomic_load_explicit(&paused, memory_order_relaxed)))
-        return false;
-    struct mt_thread_state *t = mt_session_thread_raw();
-    if (MT_UNLIKELY(t->busy || t->calls >= MAX_NESTED_CALLS)) {
-        struct mt_wire_proc *proc = mt_session_proc();
-        if (proc)
-            atomic_fetch_add_explicit(&proc->unrecorded, 1, memory_order_relaxed);
-        return false;
-    }
-    t->calls++;
-    return true;
-}
-
-void mt_record_leave(void)
-{
-    mt_session_thread_raw()->calls--;
+    struct mt_wire_proc *proc = mt_session_proc();
+    if (proc)
+        atomic_fetch_add_explicit(&proc->unrecorded, 1, memory_order_relaxed);
+    return false;
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -99,7 +82,7 @@ static uint32_t capture_stack(struct mt_thread_state *t);
 
 /* An event's stack from the call site of a hooked call (every frame above is ours, built
  * with frame pointers): the thread's validated unwind cache first (trace/unwind.h). */
-static uint32_t capture_event_stack(struct mt_thread_state *t)
+MT_INLINE uint32_t capture_event_stack(struct mt_thread_state *t)
 {
     struct mt_unwind_key key;
     if (t->calls != 1 || !t->unwind_cache || !mt_unwind_key(&key))
@@ -125,11 +108,10 @@ static uint32_t capture_stack(struct mt_thread_state *t)
     return mt_stack_store_intern(mt_session_store(), t->calls == 1 ? &t->cache : NULL, frames, depth);
 }
 
-static void fill_rec(struct mt_wire_rec *rec, enum mt_rec_kind kind, uint32_t stack_id, uint64_t ts)
+static void fill_rec(struct mt_wire_rec *rec, enum mt_rec_kind kind, uint64_t ts)
 {
     rec->kind = (uint8_t)kind;
-    rec->stack_id = stack_id;
-    rec->ts_ns = ts;
+    rec->ts = ts;
 }
 
 /* Write a non-event record on the calling thread's ring. */
@@ -143,20 +125,19 @@ static bool put_record(struct mt_wire_rec *rec, size_t bytes)
 
 static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated);
 
-static void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
+MT_INLINE void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
 {
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    struct mt_wire_event ev;
-    memset(&ev, 0, sizeof ev);
-    uint64_t ts = mt_clock_ns();
-    fill_rec(&ev.rec, MT_REC_EVENT, capture_event_stack(t), ts);
+    uint64_t ts = mt_clock_now();
+    struct mt_wire_event_fields f = {capture_event_stack(t), ptr, size, aux};
+    struct mt_wire_event_wide ev; /* room for either form; the one-cell form is filled whole */
+    ev.rec.kind = MT_REC_EVENT;
     ev.rec.op = (uint8_t)op;
-    ev.ptr = ptr;
-    ev.size = size;
-    ev.aux = aux;
-    mt_ring_put(&t->writer, &ev.rec, sizeof ev);
+    ev.rec.ts = ts;
+    size_t bytes = mt_wire_event_encode(&ev.rec, &f);
+    mt_ring_put(&t->writer, &ev.rec, bytes);
     maybe_snapshot(t, ts, op == MT_OP_FREE || op == MT_OP_REGION_POP ? 0 : size);
 }
 
@@ -183,7 +164,7 @@ void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t
  * state lives in its own frame of this small stack. */
 #define REALLOC_NEST_MAX 8
 static MT_TLS struct {
-    struct mt_wire_event ev;
+    struct mt_wire_event_wide ev;
     uint64_t pos;
     bool open;
 } realloc_open[REALLOC_NEST_MAX];
@@ -198,10 +179,14 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    struct mt_wire_event *ev = &realloc_open[level].ev;
+    /* Always the two-cell form: its size must not change between begin and end, and the
+     * old pointer is an aux value anyway (realloc(NULL, n) aside). */
+    struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, capture_event_stack(t), mt_clock_ns());
+    fill_rec(&ev->rec, MT_REC_EVENT, mt_clock_now());
     ev->rec.op = (uint8_t)op;
+    ev->rec.sub = MT_EVENT_WIDE;
+    ev->stack_id = capture_event_stack(t);
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;
     realloc_open[level].open = mt_ring_begin(&t->writer, &ev->rec, sizeof *ev, &realloc_open[level].pos);
@@ -215,7 +200,7 @@ void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_p
         return;
     realloc_open[level].open = false;
     struct mt_thread_state *t = mt_session_thread_raw();
-    struct mt_wire_event *ev = &realloc_open[level].ev;
+    struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     if (new_ptr) {
         ev->ptr = (uint64_t)(uintptr_t)new_ptr;
     } else if (size == 0) {
@@ -229,7 +214,7 @@ void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_p
     }
     mt_ring_end(&t->writer, realloc_open[level].pos, &ev->rec, sizeof *ev);
     if (new_ptr)
-        maybe_snapshot(t, ev->rec.ts_ns, size);
+        maybe_snapshot(t, ev->rec.ts, size);
 }
 
 /* ---- snapshots ------------------------------------------------------------------------------ */
@@ -271,7 +256,7 @@ static void take_snapshot(uint64_t ts)
     mt_large_histogram(large_live, ignored);
     for (unsigned b = 0; b < MT_WIRE_SNAP_BUCKETS && b < MT_LOG2_BUCKETS; b++)
         rec.buckets[b] = medium_live[b] + large_live[b];
-    fill_rec(&rec.head.rec, MT_REC_SNAPSHOT, 0, ts);
+    fill_rec(&rec.head.rec, MT_REC_SNAPSHOT, ts);
     mt_ring_put(&t->writer, &rec.head.rec, sizeof rec);
 }
 
@@ -281,7 +266,7 @@ static void snapshot_now(uint64_t ts)
         return; /* another thread is taking one */
     atomic_store_explicit(&snap.bytes, 0, memory_order_relaxed);
     if (snap.period_ns)
-        atomic_store_explicit(&snap.next_ns, ts + snap.period_ns, memory_order_relaxed);
+        atomic_store_explicit(&snap.next_ts, mt_clock_after(ts, snap.period_ns), memory_order_relaxed);
     take_snapshot(ts);
     atomic_flag_clear_explicit(&snap.taking, memory_order_release);
 }
@@ -298,7 +283,7 @@ static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t alloca
             due = total >= snap.volume_bytes;
         }
     }
-    if (snap.period_ns && ts >= atomic_load_explicit(&snap.next_ns, memory_order_relaxed))
+    if (snap.period_ns && ts >= atomic_load_explicit(&snap.next_ts, memory_order_relaxed))
         due = true;
     if (MT_UNLIKELY(due) && t->calls == 1 && t->writer.depth == 0)
         snapshot_now(ts);
@@ -310,28 +295,28 @@ static void put_plain(enum mt_rec_kind kind)
 {
     struct mt_wire_rec rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec, kind, 0, mt_clock_ns());
+    fill_rec(&rec, kind, mt_clock_now());
     put_record(&rec, sizeof rec);
 }
 
 MT_API void mt_trace_pause(void)
 {
-    if (!atomic_load(&recording) || atomic_exchange(&paused, true))
+    if (!atomic_load(&mt_record_recording) || atomic_exchange(&mt_record_paused, true))
         return;
     put_plain(MT_REC_PAUSE);
 }
 
 MT_API void mt_trace_resume(void)
 {
-    if (!atomic_load(&recording) || !atomic_load(&paused))
+    if (!atomic_load(&mt_record_recording) || !atomic_load(&mt_record_paused))
         return;
     put_plain(MT_REC_RESUME);
-    atomic_store(&paused, false);
+    atomic_store(&mt_record_paused, false);
 }
 
 MT_API void mt_trace_mark(const char *label)
 {
-    if (!atomic_load(&recording) || !label)
+    if (!atomic_load(&mt_record_recording) || !label)
         return;
     struct {
         struct mt_wire_text head;
@@ -342,10 +327,10 @@ MT_API void mt_trace_mark(const char *label)
     memcpy(rec.text, label, len);
     rec.head.len = (uint32_t)len;
     struct mt_thread_state *t = mt_session_thread_raw();
-    fill_rec(&rec.head.rec, MT_REC_MARK, 0, mt_clock_ns());
+    fill_rec(&rec.head.rec, MT_REC_MARK, mt_clock_now());
     if (!t->busy) {
         t->calls++;
-        rec.head.rec.stack_id = capture_stack(t);
+        rec.head.stack_id = capture_stack(t);
         t->calls--;
     }
     put_record(&rec.head.rec, sizeof rec.head + len);
@@ -353,7 +338,7 @@ MT_API void mt_trace_mark(const char *label)
 
 MT_API int mt_trace_active(void)
 {
-    return atomic_load(&recording) && !atomic_load(&paused);
+    return atomic_load(&mt_record_recording) && !atomic_load(&mt_record_paused);
 }
 
 /* ---- heap errors ---------------------------------------------------------------------------- */
@@ -379,7 +364,7 @@ static void close_open_reallocs(struct mt_thread_state *t)
 
 static void error_extra(const struct mt_heap_error *error)
 {
-    if (!atomic_load(&recording))
+    if (!atomic_load(&mt_record_recording))
         return;
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
@@ -396,14 +381,15 @@ static void error_extra(const struct mt_heap_error *error)
     rec.head.ptr = (uint64_t)(uintptr_t)error->ptr;
     rec.head.size = error->size;
     t->calls++;
-    fill_rec(&rec.head.rec, MT_REC_ERROR, capture_stack(t), mt_clock_ns());
+    rec.head.stack_id = capture_stack(t);
+    fill_rec(&rec.head.rec, MT_REC_ERROR, mt_clock_now());
     t->calls--;
     rec.head.rec.op = (uint8_t)error->kind;
     rec.head.rec.sub = (uint8_t)error->api;
     if (!mt_ring_put(&t->writer, &rec.head.rec, sizeof rec.head + len))
         return;
     static char answer[ERROR_ANSWER_MAX];
-    uint32_t n = mt_session_block_query(rec.head.ptr, rec.head.rec.seq, answer, sizeof answer);
+    uint32_t n = mt_session_block_query(rec.head.ptr, t->writer.last_seq, answer, sizeof answer);
     if (n) {
         mt_os_write_all(MT_LOG_FD, answer, n);
         if (answer[n - 1] != '\n')
@@ -420,7 +406,7 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
         uint64_t ptr[MT_WIRE_LEAKED_PER_REC];
     } rec;
     memset(&rec.head, 0, sizeof rec.head);
-    fill_rec(&rec.head.rec, MT_REC_LEAKED, 0, mt_clock_ns());
+    fill_rec(&rec.head.rec, MT_REC_LEAKED, mt_clock_now());
     rec.head.count = count;
     memcpy(rec.ptr, ptrs, count * sizeof *ptrs);
     put_record(&rec.head.rec, sizeof rec.head + count * sizeof *ptrs);
@@ -429,20 +415,20 @@ static void emit_leaked(const uint64_t *ptrs, uint32_t count)
 /* `entry_frame`: the frame of the exit hook that called us (see mt_leak_scan_run). */
 static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
 {
-    if (ending.done || !atomic_load(&recording))
+    if (ending.done || !atomic_load(&mt_record_recording))
         return;
     ending.done = true;
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
     t->busy++; /* what runs from here on (scan, snapshot) cannot nest */
-    take_snapshot(mt_clock_ns());
+    take_snapshot(mt_clock_now());
     if (how == MT_EXIT_NORMAL && mt_option_bool(MT_OPT_LEAK_SCAN)) {
         struct mt_leak_result result;
         if (mt_leak_scan_run(emit_leaked, &result, entry_frame)) {
             struct mt_wire_scan_done done;
             memset(&done, 0, sizeof done);
-            fill_rec(&done.rec, MT_REC_SCAN_DONE, 0, mt_clock_ns());
+            fill_rec(&done.rec, MT_REC_SCAN_DONE, mt_clock_now());
             done.live_blocks = result.live_blocks;
             done.leaked_blocks = result.leaked_blocks;
             put_record(&done.rec, sizeof done);
@@ -450,11 +436,11 @@ static void write_exit(enum mt_exit_how how, int code, const void *entry_frame)
     }
     struct mt_wire_exit rec;
     memset(&rec, 0, sizeof rec);
-    fill_rec(&rec.rec, MT_REC_EXIT, 0, mt_clock_ns());
+    fill_rec(&rec.rec, MT_REC_EXIT, mt_clock_now());
     rec.rec.sub = (uint8_t)how;
     rec.code = code;
     put_record(&rec.rec, sizeof rec);
-    atomic_store(&recording, false);
+    atomic_store(&mt_record_recording, false);
     t->busy--;
 }
 
@@ -493,8 +479,8 @@ static void fork_child_mode(void)
     ending.done = false;
     ending.known = false;
     ending.destructors_ran = false;
-    atomic_store(&paused, false);
-    atomic_store(&recording, traced);
+    atomic_store(&mt_record_paused, false);
+    atomic_store(&mt_record_recording, traced);
     if (traced) {
         mt_session_thread(); /* the forking thread's ring, as at start-up */
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
@@ -523,7 +509,7 @@ __attribute__((constructor)) static void record_init(void)
     snap.flush_chunk = snap.volume_bytes < BYTES_FLUSH_CHUNK ? snap.volume_bytes : BYTES_FLUSH_CHUNK;
     if (snap.flush_chunk == 0)
         snap.flush_chunk = 1;
-    atomic_store(&snap.next_ns, mt_clock_ns() + snap.period_ns);
+    atomic_store(&snap.next_ts, mt_clock_after(mt_clock_now(), snap.period_ns));
     mt_error_report_set_extra(error_extra);
     on_exit(on_exit_code, NULL);
     /* Registered after the session's handlers: in a child it runs after the HELLO. */
@@ -532,7 +518,7 @@ __attribute__((constructor)) static void record_init(void)
         /* The main thread's ring now, before the program can have a signal handler whose
          * malloc would find the ring half made (and go unrecorded). */
         mt_session_thread();
-        atomic_store(&recording, true);
+        atomic_store(&mt_record_recording, true);
         atomic_fetch_or(&mt_alloc_mode, MT_MODE_TRACE);
     }
 }

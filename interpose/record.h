@@ -20,8 +20,41 @@
 #include "../trace/event.h"
 
 #ifdef MT_TRACING
-bool mt_record_enter(void);
-void mt_record_leave(void);
+#include <stdatomic.h>
+
+#include "../common/compiler.h"
+#include "../trace/session.h"
+
+/* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
+ * a signal handler nests one level, a handler interrupted by another signal two; deeper
+ * means the recorder is recursing into itself (libunwind allocating, say), which must
+ * stop somewhere. */
+#define MT_RECORD_MAX_NESTED_CALLS 8
+
+/* Recording is on (the session was accepted, and not finished), and not paused: record.c's. */
+extern _Atomic bool mt_record_recording;
+extern _Atomic bool mt_record_paused;
+/* A call refused by the guard: counted in the process area's `unrecorded`; false. */
+bool mt_record_refuse(void);
+
+/* Inline: every hooked call of a traced process passes here. */
+static inline bool mt_record_enter(void)
+{
+    if (MT_UNLIKELY(!atomic_load_explicit(&mt_record_recording, memory_order_relaxed) ||
+                    atomic_load_explicit(&mt_record_paused, memory_order_relaxed)))
+        return false;
+    struct mt_thread_state *t = mt_session_thread_raw();
+    if (MT_UNLIKELY(t->busy || t->calls >= MT_RECORD_MAX_NESTED_CALLS))
+        return mt_record_refuse();
+    t->calls++;
+    return true;
+}
+
+static inline void mt_record_leave(void)
+{
+    mt_session_thread_raw()->calls--;
+}
+
 void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align);
 void mt_record_free(const void *ptr);
 void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size);

@@ -1,5 +1,6 @@
 /* TSC-based event timestamps (clock.h). 10 ns of clock_gettime per event was a tenth of
- * the traced cost; rdtsc plus a 128-bit multiply is a few cycles. */
+ * the traced cost; rdtsc plus the conversion another 14 ns, so the traced process stores
+ * the ticks and the collector converts them. */
 #include "clock.h"
 
 #include <stdatomic.h>
@@ -9,8 +10,9 @@
 #include "../common/compiler.h"
 #include "../common/platform.h"
 
+bool mt_clock_tsc;
+
 #if defined(__x86_64__)
-#include <x86intrin.h>
 
 #define CLOCKSOURCE_PATH "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 #define CLOCKSOURCE_TSC "tsc\n"
@@ -19,6 +21,9 @@
 #define FIRST_INTERVAL_TICKS (1ull << 26)
 #define INTERVAL_GROWTH_SHIFT 2
 #define INTERVAL_CAP_TICKS (1ull << 34)
+/* The converter's first calibration waits until this many ticks (~1 ms) passed since
+ * mt_clock_init: a shorter baseline would make the rate too uncertain. */
+#define FIRST_CONVERT_TICKS (1ull << 22)
 /* A clock read bracketed by more ticks than this (~10 us) was interrupted. */
 #define SAMPLE_SPREAD_MAX_TICKS (1ull << 15)
 #define SAMPLE_ATTEMPTS 8u
@@ -65,6 +70,16 @@ static uint64_t convert(const struct calibration *c, uint64_t ticks)
     return c->ns + (uint64_t)(((unsigned __int128)delta * c->rate) >> RATE_SHIFT);
 }
 
+/* The same for ticks before the anchor too (the collector converts records written
+ * before its latest calibration). */
+static uint64_t convert_any(const struct calibration *c, uint64_t ticks)
+{
+    if (ticks >= c->ticks)
+        return convert(c, ticks);
+    uint64_t back = (uint64_t)(((unsigned __int128)(c->ticks - ticks) * c->rate) >> RATE_SHIFT);
+    return back < c->ns ? c->ns - back : 0;
+}
+
 void mt_clock_init(void)
 {
     char text[16];
@@ -75,6 +90,7 @@ void mt_clock_init(void)
         mt_os_close(fd);
         clk.usable = n == (long)strlen(CLOCKSOURCE_TSC) && memcmp(text, CLOCKSOURCE_TSC, (size_t)n) == 0;
     }
+    mt_clock_tsc = clk.usable;
     sample(&clk.start_ticks, &clk.start_ns);
 }
 
@@ -148,6 +164,54 @@ uint64_t mt_clock_ns(void)
     }
 }
 
+uint64_t mt_clock_ticks_to_ns(uint64_t ticks)
+{
+    for (;;) {
+        uint32_t generation = atomic_load_explicit(&clk.generation, memory_order_acquire);
+        if (MT_UNLIKELY(generation == 0)) {
+            /* The first conversion: calibrate now, on a baseline of at least ~1 ms. */
+            while (__rdtsc() - clk.start_ticks < FIRST_CONVERT_TICKS)
+                mt_os_yield();
+            maybe_calibrate(0);
+            continue;
+        }
+        const struct calibration *c = &clk.slot[generation % SLOTS];
+        uint64_t ns = convert_any(c, ticks);
+        uint64_t next = c->next_ticks;
+        atomic_thread_fence(memory_order_acquire);
+        if (MT_UNLIKELY(atomic_load_explicit(&clk.generation, memory_order_relaxed) != generation))
+            continue;
+        /* Records are converted shortly after they were written: their ticks say when the
+         * calibration is due, without a rdtsc per conversion. */
+        if (MT_UNLIKELY(ticks >= next))
+            maybe_calibrate(generation);
+        return ns;
+    }
+}
+
+uint64_t mt_clock_after(uint64_t ts, uint64_t ns)
+{
+    if (!clk.usable)
+        return ts + ns;
+    uint32_t generation = atomic_load_explicit(&clk.generation, memory_order_acquire);
+    uint64_t rate;
+    if (generation) {
+        rate = clk.slot[generation % SLOTS].rate;
+    } else {
+        /* Not calibrated yet: the rate since start-up, or 1 tick per ns right at the start. */
+        uint64_t ticks, now_ns;
+        sample(&ticks, &now_ns);
+        rate = ticks > clk.start_ticks && now_ns > clk.start_ns
+                   ? (uint64_t)(((unsigned __int128)(now_ns - clk.start_ns) << RATE_SHIFT) /
+                                (ticks - clk.start_ticks))
+                   : 1ull << RATE_SHIFT;
+        if (!rate)
+            rate = 1;
+    }
+    (void)mt_clock_ns(); /* keeps the calibration going in a process that converts nothing else */
+    return ts + (uint64_t)(((unsigned __int128)ns << RATE_SHIFT) / rate);
+}
+
 #else
 
 void mt_clock_init(void)
@@ -161,6 +225,16 @@ void mt_clock_fork_child(void)
 uint64_t mt_clock_ns(void)
 {
     return mt_os_monotonic_ns();
+}
+
+uint64_t mt_clock_ticks_to_ns(uint64_t ticks)
+{
+    return ticks; /* never asked: timestamps are ns where there is no TSC */
+}
+
+uint64_t mt_clock_after(uint64_t ts, uint64_t ns)
+{
+    return ts + ns;
 }
 
 #endif

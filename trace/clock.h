@@ -1,5 +1,7 @@
-/* Event timestamps: CLOCK_MONOTONIC nanoseconds (what trace/wire.h's ts_ns holds), read
- * from the TSC where the kernel itself trusts it.
+/* Event timestamps: the TSC where the kernel itself trusts it, else CLOCK_MONOTONIC
+ * nanoseconds (trace/wire.h's mt_wire_rec.ts and mt_wire_proc.ts_ticks say which), and
+ * their conversion to monotonic ns, which the collector does (the same TSC counts in
+ * every process of the machine): a traced call pays only the rdtsc.
  *
  * Owns: deciding whether the TSC may be used (the kernel's clocksource is "tsc", which it
  * only keeps on a constant, synchronised TSC), and converting ticks to monotonic ns by a
@@ -20,10 +22,35 @@
 #ifndef MT_TRACE_CLOCK_H
 #define MT_TRACE_CLOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "../common/platform.h"
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+/* Set by mt_clock_init: timestamps are TSC ticks. */
+extern bool mt_clock_tsc;
 
 /* Once, at start-up (not inside malloc): probe the clocksource, take the first sample. */
 void mt_clock_init(void);
+
+/* A record's timestamp: TSC ticks when mt_clock_tsc, else monotonic ns. */
+static inline uint64_t mt_clock_now(void)
+{
+#if defined(__x86_64__)
+    if (__builtin_expect(mt_clock_tsc, 1))
+        return __rdtsc();
+#endif
+    return mt_os_monotonic_ns();
+}
+/* A timestamp of mt_clock_now's unit `ns` nanoseconds after `ts` (snapshot deadlines). */
+uint64_t mt_clock_after(uint64_t ts, uint64_t ns);
+/* Monotonic ns of a TSC reading taken by any process of this machine, before or after now
+ * (the collector's conversion of a traced process's timestamps). */
+uint64_t mt_clock_ticks_to_ns(uint64_t ticks);
 /* In a fork child: a calibration another thread of the parent had in progress will never
  * finish here. */
 void mt_clock_fork_child(void);

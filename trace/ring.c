@@ -1,14 +1,17 @@
 /* Producer side of a thread's ring (ring.h). The common path of mt_ring_put is one
- * compare-and-swap on this thread's own counter, one fetch_add on the process's sequence
+ * compare-and-swap on this thread's own counter, an increment of the process's sequence
  * counter, the copy into the cells and one compare-and-swap publishing `head`: no lock and
- * no system call; the two compare-and-swaps guard only against this thread's signal
- * handlers, so only the fetch_add is a locked instruction (cas_own). The collector is only waited for when the ring is full. */
+ * no system call. The compare-and-swaps guard only against this thread's signal handlers
+ * (cas_own), and so does the sequence increment while the process has a single ring
+ * (take_seq): on x86-64 a single-threaded program's record has no locked instruction. The
+ * collector is only waited for when the ring is full. */
 #include "ring.h"
 
 #include <stdatomic.h>
 #include <string.h>
 
 #include "../common/compiler.h"
+#include "../common/lock.h"
 #include "../common/platform.h"
 
 /* How long one futex wait for space lasts before the writer checks again whether the
@@ -20,10 +23,78 @@ static struct mt_ring_policy policy;
 /* Set once the collector is gone: from then on every record is dropped. */
 static _Atomic bool collector_lost;
 
+/* Sequence numbers without a locked instruction while one thread records.
+ *
+ * A locked fetch_add costs ~15 ns per record, most of it draining the store buffer that
+ * holds the previous record's cells. While the process image has made a single ring, only
+ * that ring's thread takes numbers, so an increment that is atomic against its own signal
+ * handlers (x86-64: xadd without lock) is enough. The second ring (a second thread about
+ * to take its first number) switches the process to the locked fetch_add for good:
+ *
+ *   solo thread:  seq_solo_busy++  ; compiler barrier ; if (!seq_shared) unlocked xadd ; seq_solo_busy--
+ *   new thread:   seq_shared = 1 ; membarrier() ; wait until seq_solo_busy == 0
+ *
+ * membarrier runs a full barrier on the solo thread, so either its load sees seq_shared or
+ * the new thread sees its seq_solo_busy (Dekker, with the solo thread's fence paid by the
+ * rare side); after the wait no unlocked increment is in flight, and every later one is
+ * locked. Without membarrier (old kernel, seccomp) the process uses the locked increment
+ * from the start. Every thread makes its ring before its first record, whoever created
+ * it (pthread_create or not), so no thread can take a number unnoticed. A fork child is a
+ * single thread with a new process area: it starts solo again (mt_ring_set_policy). */
+static _Atomic bool seq_shared;
+static _Atomic uint32_t seq_solo_busy;
+static mt_lock_t rings_lock = MT_LOCK_INIT;
+static uint32_t rings_made; /* in this process image, under rings_lock */
+
 void mt_ring_set_policy(const struct mt_ring_policy *p)
 {
     policy = *p;
     atomic_store_explicit(&collector_lost, false, memory_order_relaxed);
+    rings_lock = (mt_lock_t)MT_LOCK_INIT;
+    rings_made = 0;
+    atomic_store_explicit(&seq_solo_busy, 0, memory_order_relaxed);
+#if defined(__x86_64__)
+    atomic_store_explicit(&seq_shared, !mt_os_membarrier_register(), memory_order_relaxed);
+#else
+    atomic_store_explicit(&seq_shared, true, memory_order_relaxed);
+#endif
+}
+
+/* A ring is being made: from the second on, numbers are taken with the locked increment. */
+static void seq_ring_added(void)
+{
+    mt_lock(&rings_lock);
+    if (rings_made++ > 0 && !atomic_load_explicit(&seq_shared, memory_order_relaxed)) {
+        atomic_store_explicit(&seq_shared, true, memory_order_seq_cst);
+        if (!mt_os_membarrier())
+            atomic_thread_fence(memory_order_seq_cst); /* registered, so not expected to fail */
+        while (atomic_load_explicit(&seq_solo_busy, memory_order_acquire) != 0)
+            mt_os_yield();
+    }
+    mt_unlock(&rings_lock);
+}
+
+/* The record's sequence number. */
+static inline uint64_t take_seq(void)
+{
+#if defined(__x86_64__)
+    if (MT_LIKELY(!atomic_load_explicit(&seq_shared, memory_order_relaxed))) {
+        uint64_t seq = 1;
+        /* incl/xaddq/decl without lock: atomic against this thread's signal handlers, which
+         * is all a solo thread needs; the asm statements are compiler barriers. */
+        __asm__ volatile("incl %0" : "+m"(*(uint32_t *)(void *)&seq_solo_busy) : : "memory");
+        bool solo = !atomic_load_explicit(&seq_shared, memory_order_relaxed);
+        if (MT_LIKELY(solo))
+            __asm__ volatile("xaddq %0, %1"
+                             : "+r"(seq), "+m"(*(uint64_t *)(void *)&policy.proc->next_seq)
+                             :
+                             : "memory");
+        __asm__ volatile("decl %0" : "+m"(*(uint32_t *)(void *)&seq_solo_busy) : : "memory");
+        if (MT_LIKELY(solo))
+            return seq;
+    }
+#endif
+    return atomic_fetch_add_explicit(&policy.proc->next_seq, 1, memory_order_relaxed);
 }
 
 /* The largest power of two of cells that fits `bytes` after the header. */
@@ -60,6 +131,7 @@ int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const ch
     atomic_store_explicit(&w->next, 0, memory_order_relaxed);
     w->tail_seen = 0;
     w->depth = 0;
+    seq_ring_added();
     return fd;
 }
 
@@ -92,21 +164,32 @@ static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want
     struct mt_wire_ring *ring = w->ring;
     /* The futex word is the low half of `tail` (x86-64 and aarch64 are little-endian). */
     _Atomic uint32_t *tail_word = (_Atomic uint32_t *)(void *)&ring->tail;
+    uint64_t waited_since = 0;
+    bool ok = true;
     for (;;) {
         atomic_store_explicit(&ring->waiting, 1, memory_order_seq_cst);
         uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_seq_cst);
         if (pos + want - tail <= w->mask + 1)
             break;
+        if (!waited_since)
+            waited_since = mt_os_monotonic_ns();
         mt_os_futex_wait_shared(tail_word, (uint32_t)tail, RING_WAIT_SLICE_NS);
         if (atomic_load_explicit(&ring->tail, memory_order_acquire) == tail && policy.collector_gone &&
             policy.collector_gone()) {
             atomic_store_explicit(&collector_lost, true, memory_order_relaxed);
-            atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
-            return false;
+            ok = false;
+            break;
         }
     }
     atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
-    return true;
+    /* Counted only when the thread really slept: "the program never waits on the
+     * collector" is measured by this staying 0. */
+    if (waited_since && policy.proc) {
+        atomic_fetch_add_explicit(&policy.proc->ring_waits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&policy.proc->ring_wait_ns, mt_os_monotonic_ns() - waited_since,
+                                  memory_order_relaxed);
+    }
+    return ok;
 }
 
 /* Compare-and-swap that is atomic against this thread's own signal handlers only, which is
@@ -160,8 +243,26 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
     return true;
 }
 
+/* Cells ahead of the one being written whose line is fetched for writing now: the ring is
+ * megabytes, so the next cell's line was evicted (or last read by the collector on another
+ * core); fetched a few records early, its miss overlaps this record's work instead of
+ * stalling the copy. */
+#define PREFETCH_CELLS_AHEAD 8
+
 static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
 {
+    const uint8_t *ahead = w->cells + ((pos + PREFETCH_CELLS_AHEAD) & w->mask) * MT_WIRE_CELL;
+#if defined(__x86_64__)
+    /* prefetchw (a no-op on CPUs without it): fetch the line for ownership. */
+    __asm__ volatile("prefetchw %0" : : "m"(*ahead));
+#else
+    __builtin_prefetch(ahead, 1, 3);
+#endif
+    if (MT_LIKELY(bytes == sizeof(struct mt_wire_event))) {
+        /* The common record: one cell, a fixed-size copy the compiler inlines. */
+        memcpy(w->cells + (pos & w->mask) * MT_WIRE_CELL, src, sizeof(struct mt_wire_event));
+        return;
+    }
     const uint8_t *p = src;
     while (bytes > 0) {
         size_t n = bytes < MT_WIRE_CELL ? bytes : MT_WIRE_CELL;
@@ -202,7 +303,11 @@ bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t byt
         return false;
     }
     if (rec->kind != MT_REC_PAD)
-        rec->seq = atomic_fetch_add_explicit(&policy.proc->next_seq, 1, memory_order_relaxed);
+    {
+        uint64_t seq = take_seq();
+        w->last_seq = seq;
+        rec->seq = (uint32_t)seq;
+    }
     return true;
 }
 

@@ -38,6 +38,9 @@ struct mt_ring_writer {
     uint64_t tail_seen;
     /* Records in progress on this thread (> 1: nested by a signal handler). */
     uint32_t depth;
+    /* The full sequence number of the last record begun here (records carry its low
+     * 32 bits): what a heap error's block query names. */
+    uint64_t last_seq;
 };
 
 /* Process-wide policy, set by the session (and again in a fork child). */
@@ -79,6 +82,6 @@ static inline uint32_t mt_ring_cells_for(size_t bytes)
 }
 
 /* Largest record a ring of the minimum size accepts: snapshots are the biggest records. */
-#define MT_RING_RECORD_MAX (64u * MT_WIRE_CELL)
+#define MT_RING_RECORD_MAX 4096u
 
 #endif

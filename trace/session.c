@@ -42,9 +42,6 @@ static struct {
     char address[ADDRESS_MAX]; /* MTRACE_SOCKET, for the connections of fork children */
     struct mt_wire_proc *proc;
     uint64_t proc_size;
-    struct mt_stack_store store;
-    _Atomic uint32_t generation; /* of the process image's recording state */
-    uint32_t depth;
     size_t ring_size;
     bool drop;
     struct mt_session_config config;
@@ -54,7 +51,9 @@ static struct {
     int fork_conn; /* opened by the fork prepare handler for the child, -1: none */
 } session = {.conn = -1, .fork_conn = -1};
 
-static MT_TLS struct mt_thread_state thread_state;
+/* session.h's hot state, read inline by the recorder's common path. */
+struct mt_session_hot mt_session_hot;
+MT_TLS struct mt_thread_state mt_session_thread_state;
 
 /* Entries placed into `environ` whose text we own, so a fork child can update them in
  * place without allocating. */
@@ -85,16 +84,6 @@ bool mt_session_is_own_process(void)
 struct mt_wire_proc *mt_session_proc(void)
 {
     return session.proc;
-}
-
-struct mt_stack_store *mt_session_store(void)
-{
-    return &session.store;
-}
-
-uint32_t mt_session_depth(void)
-{
-    return session.depth;
 }
 
 static bool collector_gone(void)
@@ -263,12 +252,13 @@ static bool say_hello(uint32_t flags)
         return false;
     }
     proc->page_size = session.config.page_size;
+    proc->ts_ticks = mt_clock_tsc;
     proc->small_class_count = session.config.small_class_count;
     memcpy(proc->small_classes, session.classes, session.config.small_class_count * sizeof(uint32_t));
     session.proc = proc;
     session.proc_size = size;
-    uint32_t generation = atomic_fetch_add(&session.generation, 1) + 1;
-    mt_stack_store_attach(&session.store, proc, generation);
+    uint32_t generation = atomic_fetch_add(&mt_session_hot.generation, 1) + 1;
+    mt_stack_store_attach(&mt_session_hot.store, proc, generation);
     struct mt_ring_policy policy = {proc, session.drop, collector_gone};
     mt_ring_set_policy(&policy);
 
@@ -325,8 +315,8 @@ static void forget_parent_rings(void)
         }
     }
     registry_lock = (mt_lock_t)MT_LOCK_INIT;
-    thread_state.writer.ring = NULL;
-    thread_state.registered = 0;
+    mt_session_thread_state.writer.ring = NULL;
+    mt_session_thread_state.registered = 0;
 }
 
 static void fork_child(void)
@@ -341,7 +331,7 @@ static void fork_child(void)
         if (session.proc)
             mt_os_unmap(session.proc, session.proc_size);
         session.proc = NULL;
-        session.store.proc = NULL;
+        mt_session_hot.store.proc = NULL;
     }
     if (session.fork_conn < 0) {
         /* No connection for us: the parent's is not ours to use. */
@@ -395,7 +385,7 @@ bool mt_session_start(const struct mt_session_config *config)
         memcpy(session.classes, config->small_classes, config->small_class_count * sizeof(uint32_t));
     else
         session.config.small_class_count = 0;
-    session.depth = (uint32_t)mt_option_int(MT_OPT_DEPTH);
+    mt_session_hot.depth = (uint32_t)mt_option_int(MT_OPT_DEPTH);
     session.ring_size = (size_t)mt_option_int(MT_OPT_RING_SIZE);
     session.drop = mt_option_bool(MT_OPT_DROP);
     session.pid = mt_os_getpid();
@@ -450,7 +440,7 @@ static void thread_exit(void *arg)
     struct mt_thread_state *t = arg;
     t->busy++;
     /* A ring of an older generation (fork child) was the parent's and is unmapped already. */
-    if (t->writer.ring && t->generation == atomic_load(&session.generation)) {
+    if (t->writer.ring && t->generation == atomic_load(&mt_session_hot.generation)) {
         mt_ring_close(&t->writer);
         registry_remove(&t->writer);
         mt_ring_unmap(&t->writer);
@@ -489,16 +479,11 @@ static bool make_ring(struct mt_thread_state *t)
     return true;
 }
 
-struct mt_thread_state *mt_session_thread_raw(void)
+struct mt_thread_state *mt_session_thread_slow(void)
 {
-    return &thread_state;
-}
-
-struct mt_thread_state *mt_session_thread(void)
-{
-    struct mt_thread_state *t = &thread_state;
-    uint32_t generation = atomic_load_explicit(&session.generation, memory_order_relaxed);
-    if (MT_LIKELY(t->generation == generation && t->writer.ring))
+    struct mt_thread_state *t = &mt_session_thread_state;
+    uint32_t generation = atomic_load_explicit(&mt_session_hot.generation, memory_order_relaxed);
+    if (t->generation == generation && t->writer.ring)
         return t;
     if (!session.traced || t->failed_generation == generation)
         return NULL;

@@ -20,9 +20,11 @@
 #ifndef MT_TRACE_SESSION_H
 #define MT_TRACE_SESSION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../common/compiler.h"
 #include "ring.h"
 #include "stack_store.h"
 #include "unwind.h"
@@ -59,16 +61,42 @@ bool mt_session_connected(void);
  * parent's memory: everything here is the parent's, and must be left alone. */
 bool mt_session_is_own_process(void);
 
+/* What every recorded call reads, inline (owned and written by session.c only). */
+struct mt_session_hot {
+    struct mt_stack_store store;  /* the process area's stack store (valid while traced) */
+    _Atomic uint32_t generation;  /* of the process image's recording state */
+    uint32_t depth;               /* MTRACE_DEPTH */
+};
+extern struct mt_session_hot mt_session_hot;
+extern MT_TLS struct mt_thread_state mt_session_thread_state;
+
 /* The process area and its stack store (valid while traced). */
 struct mt_wire_proc *mt_session_proc(void);
-struct mt_stack_store *mt_session_store(void);
-uint32_t mt_session_depth(void);
+static inline struct mt_stack_store *mt_session_store(void)
+{
+    return &mt_session_hot.store;
+}
+static inline uint32_t mt_session_depth(void)
+{
+    return mt_session_hot.depth;
+}
 
+struct mt_thread_state *mt_session_thread_slow(void);
 /* The calling thread's state, its ring ready; NULL when no ring can be had (the call is
  * then unrecorded). */
-struct mt_thread_state *mt_session_thread(void);
+static inline struct mt_thread_state *mt_session_thread(void)
+{
+    struct mt_thread_state *t = &mt_session_thread_state;
+    if (MT_LIKELY(t->generation == atomic_load_explicit(&mt_session_hot.generation, memory_order_relaxed) &&
+                  t->writer.ring))
+        return t;
+    return mt_session_thread_slow();
+}
 /* The calling thread's state without creating anything (for the recursion guard). */
-struct mt_thread_state *mt_session_thread_raw(void);
+static inline struct mt_thread_state *mt_session_thread_raw(void)
+{
+    return &mt_session_thread_state;
+}
 
 /* At exit, after the last record: GOODBYE and wait for the collector if it asked to. */
 void mt_session_finish(void);

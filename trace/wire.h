@@ -16,9 +16,10 @@
  *   every record published before the process died (abort, SIGSEGV, SIGKILL, _exit) is
  *   still readable afterwards: nothing is lost.
  * - Order: every record that belongs to the process's event stream takes a sequence number
- *   from one atomic counter in the process area (mt_wire_proc.next_seq) after its ring
- *   space is secured, so sequence numbers are dense and the collector merges the rings by
- *   them. A free takes its number before the block is released and an allocation after it
+ *   from one counter in the process area (mt_wire_proc.next_seq) after its ring space is
+ *   secured, so sequence numbers are dense and the collector merges the rings by them.
+ *   (While the process has one ring the increment is not a locked instruction; the second
+ *   ring switches it to one: trace/ring.c.) A free takes its number before the block is released and an allocation after it
  *   succeeded, so a reused address is always seen freed before it is handed out again.
  *   A gap in the numbers means a record is being written right now: the collector waits
  *   for it while the process lives and skips it after EOF.
@@ -38,16 +39,21 @@
  * detached with that socket inherited, and connects (the backlog holds the connection
  * until the collector accepts it: no race, no waiting).
  *
- * Sizes: every record is one or more cells of MT_WIRE_CELL bytes; events take one cell. */
+ * Sizes: every record is one or more cells of MT_WIRE_CELL (32) bytes. A malloc or free is
+ * one cell (struct mt_wire_event); an event with an aux value (realloc's old pointer, an
+ * alignment, a region) or a pointer or size beyond 48 bits takes two
+ * (struct mt_wire_event_wide). Small cells halve the memory a traced call writes and the
+ * collector reads. */
 #ifndef MT_TRACE_WIRE_H
 #define MT_TRACE_WIRE_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "event.h"
 
-#define MT_WIRE_VERSION 1
+#define MT_WIRE_VERSION 3
 /* Fields written by different sides (or hot, contended counters) get cache lines of their own. */
 #define MT_WIRE_ALIGN64 __attribute__((aligned(64)))
 #define MT_WIRE_MAGIC 0x6d747277u /* "mtrw" */
@@ -164,12 +170,21 @@ struct mt_wire_proc {
      * cannot nest (creating a ring, taking a snapshot, the exit scan): served, not
      * recorded. The trace reports the count; it is 0 in normal runs. */
     _Atomic uint64_t unrecorded;
+    /* Times a thread found its ring full and had to wait for the collector to consume
+     * (wait mode), and the monotonic ns it spent waiting: 0 when the program never waited
+     * on the collector. Written on the waiting path only. */
+    _Atomic uint64_t ring_waits;
+    _Atomic uint64_t ring_wait_ns;
     /* Stack store: ids 1.. (0 = no stack). next_stack and next_frame reserve space
      * (fetch_add); a slot holds (hash32 << 32 | id) once the stack is complete. */
     _Atomic uint32_t next_stack MT_WIRE_ALIGN64;
     _Atomic uint32_t next_frame;
     _Atomic uint32_t stacks_full; /* the store ran out: later new stacks get id 0 */
     uint32_t page_size;
+    /* 1: records' `ts` are TSC ticks (the collector converts them to CLOCK_MONOTONIC ns
+     * with its own calibration: the TSC is one clock for the whole machine); 0: they are
+     * CLOCK_MONOTONIC ns (no trusted TSC). */
+    uint32_t ts_ticks;
     uint32_t small_class_count;
     uint32_t small_classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the allocator's small block sizes, for meta */
     /* Offsets of the arrays from the start of the area. */
@@ -180,7 +195,7 @@ struct mt_wire_proc {
 
 /* ---- rings: one memfd per thread ----------------------------------------------------------- */
 
-#define MT_WIRE_CELL 64u
+#define MT_WIRE_CELL 32u
 
 struct mt_wire_ring {
     uint32_t magic;   /* MT_WIRE_MAGIC */
@@ -208,10 +223,10 @@ struct mt_wire_ring {
 /* ---- records --------------------------------------------------------------------------------
  * Every record starts with mt_wire_rec and occupies `cells` consecutive cells (which may
  * wrap around the end of the ring: cells are copied one by one). `seq` orders the record in
- * its process's stream; ts_ns is CLOCK_MONOTONIC. */
+ * its process's stream; `ts` is when it happened, in the unit mt_wire_proc.ts_ticks names. */
 
 enum mt_rec_kind {
-    MT_REC_EVENT = 1,      /* struct mt_wire_event: one malloc-family call (event.h ops) */
+    MT_REC_EVENT = 1,      /* struct mt_wire_event or mt_wire_event_wide: one malloc-family call (event.h ops) */
     MT_REC_SNAPSHOT = 2,   /* struct mt_wire_snapshot + class and bucket arrays */
     MT_REC_MARK = 3,       /* struct mt_wire_text: mt_trace_mark(label) */
     MT_REC_ERROR = 4,      /* struct mt_wire_error + detail text */
@@ -228,23 +243,98 @@ enum mt_rec_kind {
     MT_REC_SKIP = 11,
 };
 
+/* 16 bytes. `seq` holds the low 32 bits of the record's sequence number: the collector,
+ * which merges the stream in order, knows the rest (every record it has not consumed yet is
+ * within 2^31 numbers of the next one it expects: the rings cannot hold more). */
 struct mt_wire_rec {
     uint8_t kind;   /* enum mt_rec_kind */
     uint8_t cells;  /* cells of this record, >= 1 */
     uint8_t op;     /* MT_REC_EVENT: enum mt_op; MT_REC_ERROR: enum mt_heap_error_kind */
-    uint8_t sub;    /* MT_REC_ERROR: enum mt_api; MT_REC_EXIT: enum mt_exit_how */
-    uint32_t stack_id; /* process-local stack id (0: none) */
-    uint64_t seq;
-    uint64_t ts_ns;
+    uint8_t sub;    /* MT_REC_EVENT: MT_EVENT_WIDE or 0; MT_REC_ERROR: enum mt_api; MT_REC_EXIT: enum mt_exit_how */
+    uint32_t seq;   /* low 32 bits of the sequence number */
+    uint64_t ts;    /* TSC ticks or CLOCK_MONOTONIC ns: mt_wire_proc.ts_ticks */
 };
+_Static_assert(sizeof(struct mt_wire_rec) == 16, "the record header is 16 bytes");
 
+/* The full 64-bit sequence number of a record whose low bits are `low`, given the one the
+ * reader expects next. */
+static inline uint64_t mt_wire_seq(uint32_t low, uint64_t expected)
+{
+    return expected + (uint64_t)(int64_t)(int32_t)(low - (uint32_t)expected);
+}
+
+#define MT_EVENT_WIDE 1u /* mt_wire_rec.sub of an event: the two-cell form */
+/* Pointers and sizes the one-cell form holds: user-space addresses on x86-64 and aarch64
+ * (48-bit virtual addresses) and any size of a block that exists. */
+#define MT_WIRE_EVENT_BITS 48
+#define MT_WIRE_EVENT_MASK ((1ull << MT_WIRE_EVENT_BITS) - 1)
+
+/* One cell: an event without aux whose pointer and size fit 48 bits (malloc, calloc,
+ * free: almost every event). */
 struct mt_wire_event {
     struct mt_wire_rec rec;
+    uint32_t stack_id;    /* process-local stack id (0: none) */
+    uint32_t size_low;    /* size bits 0..31 */
+    uint64_t ptr_size_high; /* ptr bits 0..47, then size bits 32..47 */
+};
+_Static_assert(sizeof(struct mt_wire_event) == MT_WIRE_CELL, "a compact event is one cell");
+
+/* Two cells: any event (sub = MT_EVENT_WIDE). */
+struct mt_wire_event_wide {
+    struct mt_wire_rec rec;
+    uint32_t stack_id;
+    uint32_t pad;
     uint64_t ptr;  /* new block (free: the freed block; region_pop: 0) */
     uint64_t size; /* as docs/trace-format.md's operations table */
     uint64_t aux;  /* as docs/trace-format.md (realloc: old pointer, raw) */
 };
-_Static_assert(sizeof(struct mt_wire_event) <= MT_WIRE_CELL, "an event is one cell");
+_Static_assert(sizeof(struct mt_wire_event_wide) <= 2 * MT_WIRE_CELL, "a wide event is two cells");
+
+/* An event's fields, whichever form it was written in. */
+struct mt_wire_event_fields {
+    uint32_t stack_id;
+    uint64_t ptr, size, aux;
+};
+
+/* Write an event's body into `rec` (room for an mt_wire_event_wide, header already set but
+ * for `sub`); returns its bytes: the one-cell form when it can hold the fields. */
+static inline size_t mt_wire_event_encode(struct mt_wire_rec *rec, const struct mt_wire_event_fields *f)
+{
+    if (f->aux == 0 && (f->ptr | f->size) <= MT_WIRE_EVENT_MASK) {
+        struct mt_wire_event *ev = (struct mt_wire_event *)rec;
+        rec->sub = 0;
+        ev->stack_id = f->stack_id;
+        ev->size_low = (uint32_t)f->size;
+        ev->ptr_size_high = f->ptr | (f->size >> 32) << MT_WIRE_EVENT_BITS;
+        return sizeof *ev;
+    }
+    struct mt_wire_event_wide *wide = (struct mt_wire_event_wide *)rec;
+    rec->sub = MT_EVENT_WIDE;
+    wide->stack_id = f->stack_id;
+    wide->pad = 0;
+    wide->ptr = f->ptr;
+    wide->size = f->size;
+    wide->aux = f->aux;
+    return sizeof *wide;
+}
+
+/* The fields of an event record (whole: both cells of a wide one). */
+static inline void mt_wire_event_decode(const struct mt_wire_rec *rec, struct mt_wire_event_fields *f)
+{
+    if (rec->sub == MT_EVENT_WIDE) {
+        const struct mt_wire_event_wide *wide = (const struct mt_wire_event_wide *)rec;
+        f->stack_id = wide->stack_id;
+        f->ptr = wide->ptr;
+        f->size = wide->size;
+        f->aux = wide->aux;
+        return;
+    }
+    const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
+    f->stack_id = ev->stack_id;
+    f->ptr = ev->ptr_size_high & MT_WIRE_EVENT_MASK;
+    f->size = (uint64_t)ev->size_low | (ev->ptr_size_high >> MT_WIRE_EVENT_BITS) << 32;
+    f->aux = 0;
+}
 
 /* Snapshot: the allocator's state, then `class_count` (block_size, live, capacity) triples
  * for the small classes and MT_WIRE_SNAP_BUCKETS (live) counts of medium and large blocks
@@ -269,16 +359,16 @@ struct mt_wire_snap_class {
 struct mt_wire_text {
     struct mt_wire_rec rec;
     uint32_t len;
-    uint32_t pad;
+    uint32_t stack_id; /* where the mark was set (0: none) */
     /* char text[len]; */
 };
 
 struct mt_wire_error {
-    struct mt_wire_rec rec; /* op = kind, sub = api, stack_id = where it was detected */
+    struct mt_wire_rec rec; /* op = kind, sub = api */
     uint64_t ptr;
     uint64_t size;
     uint32_t len;           /* detail text bytes that follow */
-    uint32_t pad;
+    uint32_t stack_id;      /* where it was detected */
     /* char detail[len]; */
 };
 

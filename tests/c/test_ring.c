@@ -30,24 +30,48 @@ static void setup_proc(bool drop)
     mt_ring_set_policy(&policy);
 }
 
-/* Every field derives from (writer, i): a torn record cannot verify. */
+/* Every field derives from (writer, i): a torn record cannot verify. A one-cell event. */
 static void make_event(struct mt_wire_event *ev, uint32_t writer, uint64_t i)
 {
-    memset(ev, 0, sizeof *ev);
-    ev->rec.kind = MT_REC_EVENT;
-    ev->rec.op = MT_OP_MALLOC;
-    ev->rec.stack_id = writer;
-    ev->ptr = ((uint64_t)writer << 40) | i;
-    ev->size = i * 3 + writer;
-    ev->aux = ev->ptr ^ ev->size ^ 0x5a5a5a5a5a5a5a5aull;
-    ev->rec.ts_ns = ev->aux + 1;
+    struct mt_wire_event_wide wide;
+    memset(&wide, 0, sizeof wide);
+    wide.rec.kind = MT_REC_EVENT;
+    wide.rec.op = MT_OP_MALLOC;
+    struct mt_wire_event_fields f = {writer, ((uint64_t)writer << 40) | i, i * 3 + writer, 0};
+    size_t bytes = mt_wire_event_encode(&wide.rec, &f);
+    wide.rec.ts = f.ptr ^ f.size ^ 0x5a5a5a5a5a5a5a5aull;
+    memcpy(ev, &wide, sizeof *ev);
+    (void)bytes;
+}
+
+/* Decoded from a copy with room for the wide form (the decoder may look at it). */
+static void event_fields(const struct mt_wire_event *ev, struct mt_wire_event_fields *f)
+{
+    struct mt_wire_event_wide room;
+    memset(&room, 0, sizeof room);
+    memcpy(&room, ev, sizeof *ev);
+    mt_wire_event_decode(&room.rec, f);
 }
 
 static bool event_ok(const struct mt_wire_event *ev)
 {
-    return ev->rec.kind == MT_REC_EVENT && ev->rec.cells == 1 && ev->size == (ev->ptr & ((1ull << 40) - 1)) * 3 + ev->rec.stack_id &&
-           ev->aux == (ev->ptr ^ ev->size ^ 0x5a5a5a5a5a5a5a5aull) && ev->rec.ts_ns == ev->aux + 1 &&
-           (ev->ptr >> 40) == ev->rec.stack_id;
+    struct mt_wire_event_fields f;
+    event_fields(ev, &f);
+    return ev->rec.kind == MT_REC_EVENT && ev->rec.cells == 1 && ev->rec.sub == 0 &&
+           f.size == (f.ptr & ((1ull << 40) - 1)) * 3 + f.stack_id && f.aux == 0 &&
+           ev->rec.ts == (f.ptr ^ f.size ^ 0x5a5a5a5a5a5a5a5aull) && (f.ptr >> 40) == f.stack_id;
+}
+
+static uint32_t event_writer(const struct mt_wire_event *ev)
+{
+    return ev->stack_id;
+}
+
+static uint64_t event_index(const struct mt_wire_event *ev)
+{
+    struct mt_wire_event_fields f;
+    event_fields(ev, &f);
+    return f.ptr & ((1ull << 40) - 1);
 }
 
 /* ---- the consumer ---------------------------------------------------------------------------- */
@@ -79,8 +103,8 @@ static void consume_ring(struct consumer *c, struct mt_wire_ring *ring)
         }
         if (ev.rec.seq >= c->seq_cap || c->seen[ev.rec.seq]++)
             c->dup++;
-        uint32_t w = ev.rec.stack_id;
-        uint64_t i = ev.ptr & ((1ull << 40) - 1);
+        uint32_t w = event_writer(&ev);
+        uint64_t i = event_index(&ev);
         if (w >= 100) {
             c->handler_records++;
         } else if (w <= WRITERS) {
@@ -228,8 +252,8 @@ TEST(nested_record_published_by_the_outer_one)
     CHECK_EQ_U(inner.rec.seq, 1);
     const uint8_t *cells = (const uint8_t *)w.ring + MT_WIRE_RING_HEADER;
     const struct mt_wire_event *first = (const void *)cells, *second = (const void *)(cells + MT_WIRE_CELL);
-    CHECK(event_ok(first) && first->rec.seq == 0 && first->rec.stack_id == 1);
-    CHECK(event_ok(second) && second->rec.seq == 1 && second->rec.stack_id == 100);
+    CHECK(event_ok(first) && first->rec.seq == 0 && event_writer(first) == 1);
+    CHECK(event_ok(second) && second->rec.seq == 1 && event_writer(second) == 100);
     mt_ring_unmap(&w);
 }
 
@@ -379,6 +403,44 @@ TEST(stack_store_one_id_per_distinct_stack)
     for (uint64_t i = 0; i < MT_WIRE_STACK_SLOTS; i++)
         published += atomic_load(&store.slots[i]) != 0;
     CHECK_EQ_U(published, STACKS);
+}
+
+/* trace/wire.h: an event comes back as written, in one cell when its pointer and size fit
+ * 48 bits and it has no aux, else in two; and a record's 32-bit seq comes back whole. */
+static void roundtrip(uint64_t ptr, uint64_t size, uint64_t aux, size_t want_bytes)
+{
+    struct mt_wire_event_wide room;
+    memset(&room, 0xee, sizeof room);
+    room.rec.kind = MT_REC_EVENT;
+    struct mt_wire_event_fields in = {0xabcdef01u, ptr, size, aux}, out;
+    size_t bytes = mt_wire_event_encode(&room.rec, &in);
+    CHECK_EQ_U(bytes, want_bytes);
+    CHECK_EQ_U(room.rec.sub, want_bytes > MT_WIRE_CELL ? MT_EVENT_WIDE : 0);
+    mt_wire_event_decode(&room.rec, &out);
+    CHECK_EQ_U(out.stack_id, in.stack_id);
+    CHECK_EQ_U(out.ptr, ptr);
+    CHECK_EQ_U(out.size, size);
+    CHECK_EQ_U(out.aux, aux);
+}
+
+TEST(wire_event_forms_and_sequence_numbers)
+{
+    const uint64_t top = (1ull << 48) - 1;
+    roundtrip(0x7f0012345670ull, 32, 0, MT_WIRE_CELL);
+    roundtrip(top, top, 0, MT_WIRE_CELL);
+    roundtrip(0, 0, 0, MT_WIRE_CELL);
+    roundtrip(top + 1, 16, 0, sizeof(struct mt_wire_event_wide));
+    roundtrip(0x1000, top + 1, 0, sizeof(struct mt_wire_event_wide));
+    roundtrip(0x1000, 64, 0x2000, sizeof(struct mt_wire_event_wide));
+    roundtrip(~0ull, ~0ull, ~0ull, sizeof(struct mt_wire_event_wide));
+    /* Ahead of, at and behind the expected number, across a 2^32 boundary. */
+    const uint64_t expected = (5ull << 32) - 3;
+    for (int64_t d = -1000; d <= 1000; d++) {
+        uint64_t seq = expected + (uint64_t)d;
+        CHECK_EQ_U(mt_wire_seq((uint32_t)seq, expected), seq);
+    }
+    CHECK_EQ_U(mt_wire_seq((uint32_t)(expected + (1ull << 31) - 1), expected), expected + (1ull << 31) - 1);
+    CHECK_EQ_U(mt_wire_seq((uint32_t)(expected - (1ull << 31)), expected), expected - (1ull << 31));
 }
 
 TEST_MAIN()

@@ -11,6 +11,11 @@
  *     chain N        the calls, then exec `e2e_calls chain N-1`; `chain 0` returns
  *     tree D         fork two children running `tree D-1` (no exec); each process mallocs
  *                    TREE_BASE + D once and frees it
+ *     handoff        the main thread mallocs HANDOFF_BLOCKS blocks of SIZE_HANDOFF, freeing
+ *                    the first quarter itself (recording alone: solo sequence numbers),
+ *                    then starts a worker and hands it the rest to free: the main thread's
+ *                    mallocs reuse addresses the worker freed, across the switch to shared
+ *                    sequence numbers (trace/ring.c)
  *
  * Marker sizes (one per function, see the table below): the test looks for these exact
  * (op, size) pairs in the decoded events. Every marker block is freed (one free each), but
@@ -50,6 +55,10 @@
 #define SIZE_THREAD 40025
 
 #define TREE_BASE 40100 /* tree D mallocs TREE_BASE + D */
+
+#define HANDOFF_BLOCKS 200000
+#define HANDOFF_SLOTS 16
+#define SIZE_HANDOFF 40027
 
 /* NULL the compiler cannot see: GCC turns realloc(NULL, n) into malloc(n). */
 static void *volatile no_block;
@@ -139,6 +148,60 @@ static int run_threads(void)
     return 0;
 }
 
+/* A bounded queue from the main thread to the worker (mutex and condition variables
+ * allocate nothing). NULL ends it. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    void *slot[HANDOFF_SLOTS];
+    unsigned head, tail;
+} handoff = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0};
+
+static void handoff_push(void *p)
+{
+    pthread_mutex_lock(&handoff.lock);
+    while (handoff.head - handoff.tail == HANDOFF_SLOTS)
+        pthread_cond_wait(&handoff.changed, &handoff.lock);
+    handoff.slot[handoff.head++ % HANDOFF_SLOTS] = p;
+    pthread_cond_broadcast(&handoff.changed);
+    pthread_mutex_unlock(&handoff.lock);
+}
+
+static void *handoff_worker(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&handoff.lock);
+        while (handoff.head == handoff.tail)
+            pthread_cond_wait(&handoff.changed, &handoff.lock);
+        void *p = handoff.slot[handoff.tail++ % HANDOFF_SLOTS];
+        pthread_cond_broadcast(&handoff.changed);
+        pthread_mutex_unlock(&handoff.lock);
+        if (!p)
+            return NULL;
+        free(p);
+    }
+}
+
+static int run_handoff(void)
+{
+    pthread_t worker;
+    for (int i = 0; i < HANDOFF_BLOCKS; i++) {
+        void *p = malloc(SIZE_HANDOFF);
+        touch(p);
+        if (i < HANDOFF_BLOCKS / 4) {
+            free(p);
+            continue;
+        }
+        if (i == HANDOFF_BLOCKS / 4 && pthread_create(&worker, NULL, handoff_worker, NULL) != 0)
+            return 1;
+        handoff_push(p);
+    }
+    handoff_push(NULL);
+    pthread_join(worker, NULL);
+    return 0;
+}
+
 static int run_tree(int depth)
 {
     void *p = malloc(TREE_BASE + (size_t)depth);
@@ -177,6 +240,8 @@ int main(int argc, char **argv)
         return run_threads();
     if (!strcmp(mode, "tree"))
         return run_tree(argc > 2 ? atoi(argv[2]) : 0);
+    if (!strcmp(mode, "handoff"))
+        return run_handoff();
 
     make_calls();
     if (!strcmp(mode, "return"))

@@ -84,12 +84,12 @@ static void finish_area(struct proc *p);
 
 static uint64_t tag_size = 1234;
 
-static void track_tagged(struct proc *p, const struct mt_wire_event *ev)
+static void track_tagged(struct proc *p, uint32_t op, const struct mt_wire_event_fields *ev)
 {
     if (!p->tagged)
         p->tagged = calloc(TAG_SET, sizeof(uint64_t));
-    if (ev->rec.op == MT_OP_FREE || ev->rec.op == MT_OP_REALLOC) {
-        uint64_t old = ev->rec.op == MT_OP_FREE ? ev->ptr : ev->aux;
+    if (op == MT_OP_FREE || op == MT_OP_REALLOC) {
+        uint64_t old = op == MT_OP_FREE ? ev->ptr : ev->aux;
         for (uint64_t i = (old >> 4) % TAG_SET; p->tagged[i]; i = (i + 1) % TAG_SET)
             if (p->tagged[i] == old) {
                 p->tagged[i] = 1; /* tombstone */
@@ -97,7 +97,7 @@ static void track_tagged(struct proc *p, const struct mt_wire_event *ev)
                 break;
             }
     }
-    if (ev->rec.op != MT_OP_FREE && ev->rec.op != MT_OP_REGION_POP && ev->size == tag_size) {
+    if (op != MT_OP_FREE && op != MT_OP_REGION_POP && ev->size == tag_size) {
         p->tagged_allocs++;
         uint64_t i = (ev->ptr >> 4) % TAG_SET;
         while (p->tagged[i] > 1)
@@ -118,9 +118,9 @@ static uint64_t *live_slot(struct proc *p, uint64_t ptr)
     return &p->live_ptr[i];
 }
 
-static void track_live(struct proc *p, const struct mt_wire_event *ev)
+static void track_live(struct proc *p, uint32_t op, const struct mt_wire_event_fields *ev)
 {
-    if (ev->rec.op == MT_OP_FREE || ev->rec.op == MT_OP_REGION_POP)
+    if (op == MT_OP_FREE || op == MT_OP_REGION_POP)
         return;
     uint64_t *slot = live_slot(p, ev->ptr);
     *slot = ev->ptr;
@@ -154,20 +154,22 @@ static void consume(struct proc *p, const uint8_t *rec_bytes)
     }
     switch (rec->kind) {
     case MT_REC_EVENT: {
-        const struct mt_wire_event *ev = (const void *)rec;
-        if (rec->op == 0 || rec->op >= MT_OP_COUNT) {
+        if (rec->op == 0 || rec->op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2)) {
             p->bad++;
             break;
         }
+        struct mt_wire_event_fields fields;
+        mt_wire_event_decode(rec, &fields);
+        const struct mt_wire_event_fields *ev = &fields;
         p->ops[rec->op]++;
-        track_tagged(p, ev);
-        track_live(p, ev);
+        track_tagged(p, rec->op, ev);
+        track_live(p, rec->op, ev);
         if ((rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY) && ev->aux && ev->aux != ev->ptr)
             p->realloc_moves++;
-        if (rec->op == MT_OP_MALLOC && rec->stack_id && p->n_frame0 < 8) {
+        if (rec->op == MT_OP_MALLOC && ev->stack_id && p->n_frame0 < 8) {
             const struct mt_wire_stack *st =
                 (const void *)((char *)p->area + p->area->stacks_at) + 0;
-            st += rec->stack_id;
+            st += ev->stack_id;
             const uint64_t *frames = (const void *)((char *)p->area + p->area->frames_at);
             p->malloc_frame0[p->n_frame0++] = frames[st->frames_at];
         }

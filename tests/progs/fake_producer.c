@@ -268,8 +268,8 @@ static void put(struct ring *r, struct mt_wire_rec *rec, size_t bytes)
     }
     rec->cells = (uint8_t)cells;
     rec->seq = atomic_fetch_add(&area->next_seq, 1);
-    if (!rec->ts_ns)
-        rec->ts_ns = now_ns();
+    if (!rec->ts)
+        rec->ts = now_ns();
     for (uint32_t i = 0; i < cells; i++) {
         size_t n = bytes - i * MT_WIRE_CELL < MT_WIRE_CELL ? bytes - i * MT_WIRE_CELL : MT_WIRE_CELL;
         memcpy(r->cells + ((r->next + i) & mask) * MT_WIRE_CELL, (char *)rec + i * MT_WIRE_CELL, n);
@@ -280,14 +280,22 @@ static void put(struct ring *r, struct mt_wire_rec *rec, size_t bytes)
 
 static void event(struct ring *r, int op, uint64_t ptr, uint64_t size, uint64_t aux, uint32_t stack)
 {
-    struct mt_wire_event e = {0};
+    struct mt_wire_event_wide e = {0};
     e.rec.kind = MT_REC_EVENT;
     e.rec.op = (uint8_t)op;
-    e.rec.stack_id = stack;
-    e.ptr = ptr;
-    e.size = size;
-    e.aux = aux;
-    put(r, &e.rec, sizeof e);
+    struct mt_wire_event_fields f = {stack, ptr, size, aux};
+    put(r, &e.rec, mt_wire_event_encode(&e.rec, &f));
+}
+
+/* A one-cell event (pointer and size within 48 bits, no aux). */
+static void compact_event(struct mt_wire_event *e, int op, uint64_t ptr, uint64_t size, uint32_t stack)
+{
+    struct mt_wire_event_wide w = {0};
+    w.rec.kind = MT_REC_EVENT;
+    w.rec.op = (uint8_t)op;
+    struct mt_wire_event_fields f = {stack, ptr, size, 0};
+    mt_wire_event_encode(&w.rec, &f);
+    memcpy(e, &w, sizeof *e);
 }
 
 static void mark(struct ring *r, const char *label)
@@ -336,7 +344,7 @@ static void heap_error(struct ring *r, uint64_t ptr, uint32_t stack)
     m.e.rec.kind = MT_REC_ERROR;
     m.e.rec.op = 0;  /* MT_ERR_DOUBLE_FREE */
     m.e.rec.sub = 1; /* MT_API_FREE */
-    m.e.rec.stack_id = stack;
+    m.e.stack_id = stack;
     m.e.ptr = ptr;
     m.e.size = 100;
     m.e.len = 6;
@@ -528,20 +536,16 @@ static void *bench_thread(void *arg)
             ts = now_ns();
         uint64_t h = mix((uint64_t)i + (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull);
         uint64_t slot = h % BENCH_SLOTS;
-        struct mt_wire_event e = {0};
-        e.rec.kind = MT_REC_EVENT;
-        e.rec.ts_ns = ts;
-        e.rec.stack_id = bench_stacks[(h >> 20) % BENCH_STACKS];
-        e.ptr = base + slot * 256 + ((h >> 40) & 0x30);
+        struct mt_wire_event e;
+        uint32_t stack = bench_stacks[(h >> 20) % BENCH_STACKS];
         if (live[slot]) {
-            e.rec.op = MT_OP_FREE;
-            e.ptr = base + slot * 256 + (live[slot] - 1) * 16;
+            compact_event(&e, MT_OP_FREE, base + slot * 256 + (live[slot] - 1) * 16, 0, stack);
             live[slot] = 0;
         } else {
-            e.rec.op = MT_OP_MALLOC;
+            compact_event(&e, MT_OP_MALLOC, base + slot * 256 + ((h >> 40) & 0x30), 8 + (h >> 48) % 200, stack);
             live[slot] = (unsigned char)(((h >> 40) & 0x30) / 16 + 1);
-            e.size = 8 + (h >> 48) % 200;
         }
+        e.rec.ts = ts;
         put(r, &e.rec, sizeof e);
     }
     return NULL;
@@ -570,8 +574,8 @@ static void put_with_seqs(struct ring *r, struct mt_wire_event *events, const ui
     uint64_t mask = r->hdr->cells - 1;
     for (int i = 0; i < count; i++) {
         events[i].rec.cells = 1;
-        events[i].rec.seq = seqs[i];
-        events[i].rec.ts_ns = now_ns();
+        events[i].rec.seq = (uint32_t)seqs[i];
+        events[i].rec.ts = now_ns();
         memcpy(r->cells + ((r->next + (uint64_t)i) & mask) * MT_WIRE_CELL, &events[i], sizeof events[i]);
     }
     r->next += (uint64_t)count;
@@ -588,23 +592,15 @@ static int nested(void)
         /* The interrupted malloc reserved its cell first but took its seq last; the
          * handler's malloc and free came in between. An event in a second ring follows. */
         uint64_t base = atomic_fetch_add(&area->next_seq, 4);
-        struct mt_wire_event ev[3] = {0};
-        for (int i = 0; i < 3; i++) {
-            ev[i].rec.kind = MT_REC_EVENT;
-            ev[i].rec.stack_id = s;
-        }
+        struct mt_wire_event ev[3];
         uint64_t p = 0x100000 * (uint64_t)(round + 1);
-        ev[0].rec.op = MT_OP_MALLOC, ev[0].ptr = p, ev[0].size = 1;          /* seq base + 2 */
-        ev[1].rec.op = MT_OP_MALLOC, ev[1].ptr = p + 0x100, ev[1].size = 2;  /* seq base */
-        ev[2].rec.op = MT_OP_FREE, ev[2].ptr = p + 0x100;                    /* seq base + 1 */
+        compact_event(&ev[0], MT_OP_MALLOC, p, 1, s);         /* seq base + 2 */
+        compact_event(&ev[1], MT_OP_MALLOC, p + 0x100, 2, s); /* seq base */
+        compact_event(&ev[2], MT_OP_FREE, p + 0x100, 0, s);   /* seq base + 1 */
         uint64_t seqs[3] = {base + 2, base, base + 1};
         put_with_seqs(r, ev, seqs, 3);
-        struct mt_wire_event last = {0};
-        last.rec.kind = MT_REC_EVENT;
-        last.rec.op = MT_OP_MALLOC;
-        last.rec.stack_id = s;
-        last.ptr = p + 0x200;
-        last.size = 3;
+        struct mt_wire_event last;
+        compact_event(&last, MT_OP_MALLOC, p + 0x200, 3, s);
         uint64_t seq_last = base + 3;
         put_with_seqs(other, &last, &seq_last, 1);
     }
@@ -627,7 +623,7 @@ static int garbage(long n)
         rec->kind = (uint8_t)(1 + x % 12);
         if (rec->kind == MT_REC_PAD)
             rec->kind = MT_REC_EVENT;
-        rec->ts_ns = 0;
+        rec->ts = 0;
         put(r, rec, (size_t)(1 + (x >> 8) % 4) * MT_WIRE_CELL);
     }
     raise(SIGKILL);

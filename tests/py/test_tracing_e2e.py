@@ -203,6 +203,36 @@ def test_millions_of_calls_from_eight_threads(tmp_path):
     assert sizes[SIZE_THREAD] == THREADS * THREAD_PAIRS
 
 
+HANDOFF_BLOCKS, SIZE_HANDOFF = 200000, 40027
+
+
+def test_free_on_one_thread_ordered_before_reuse_on_another(tmp_path):
+    """The main thread records alone (sequence numbers without a locked instruction), then a
+    worker appears and frees the main thread's blocks while the main thread's next mallocs
+    get those addresses back: in the stream every free comes before the reuse of its
+    address, across the switch to shared numbers."""
+    res, db = record(tmp_path, [CALLS, "handoff"])
+    assert res.returncode == 0, res.stderr
+    check_trace_whole(db)
+    live, freed_by = {}, {}
+    mallocs = reused = over_live = 0
+    for op, thread, _ts, ptr, size, _stack, _aux in events(db, 1):
+        if op == MALLOC and size == SIZE_HANDOFF:
+            mallocs += 1
+            if ptr in live:
+                over_live += 1
+            if freed_by.get(ptr, 0) != thread:
+                reused += ptr in freed_by
+            live[ptr] = thread
+        elif op == FREE and ptr in live:
+            del live[ptr]
+            freed_by[ptr] = thread
+    assert mallocs == HANDOFF_BLOCKS
+    assert over_live == 0
+    assert not live
+    assert reused > 0  # the test exercised reuse across threads at all
+
+
 # ---- 2. exec chains and fork trees -----------------------------------------------------------
 
 def test_chain_of_three_execs(tmp_path):

@@ -213,8 +213,13 @@ static void print_summary(const char *out, const struct mt_collector_result *r)
 {
     uint64_t bytes = mt_host_file_size(out);
     double mib = (double)bytes / (1024.0 * 1024.0);
-    fprintf(stderr, PROG ": %llu events from %u process%s in %s (%.1f MiB)\n", (unsigned long long)r->events,
+    fprintf(stderr, PROG ": %llu events from %u process%s in %s (%.1f MiB)", (unsigned long long)r->events,
             r->processes, r->processes == 1 ? "" : "es", out, mib);
+    /* The program waited for the collector (its rings were full): how often, how long. */
+    if (r->ring_waits)
+        fprintf(stderr, "; the program waited for the collector %llu time%s (%.3f s)",
+                (unsigned long long)r->ring_waits, r->ring_waits == 1 ? "" : "s", (double)r->ring_wait_ns / 1e9);
+    fputc('\n', stderr);
     /* MTRACE_RUN_STATS=1: the collector's own cost, for benchmarks. */
     const char *stats = getenv("MTRACE_RUN_STATS");
     if (stats && strcmp(stats, "1") == 0) {

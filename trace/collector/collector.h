@@ -37,6 +37,7 @@ struct mt_collector_config {
 struct mt_collector_result {
     uint64_t events;
     uint32_t processes;
+    uint64_t ring_waits, ring_wait_ns; /* producers' waits for ring space (meta.ring_waits) */
     bool root_reaped;
     int root_wait_status; /* when root_reaped */
 };
@@ -294,12 +295,14 @@ struct mt_proc {
     uint64_t next_seq;      /* the next record we expect */
     uint64_t area_dropped_final; /* mt_wire_proc.dropped when the process ended */
     uint64_t unrecorded;         /* mt_wire_proc.unrecorded when the process ended */
+    uint64_t ring_waits, ring_wait_ns; /* mt_wire_proc's, when the process ended */
     uint64_t skipped_seqs;  /* gaps skipped (after the process ended, or abandoned) */
     uint64_t stuck_seq, stuck_since_ns; /* the gap we wait for, since when (drain.c) */
     struct mt_held_rec *held;
     size_t held_count, held_cap;
 
     uint32_t page_size, small_class_count, small_classes[64]; /* from the process area */
+    bool ts_ticks; /* records' ts are TSC ticks (mt_wire_proc.ts_ticks) */
     struct mt_proc_maps maps;
     uint32_t *local_stat;   /* local stack id -> index+1 into stats (0: not yet resolved) */
     size_t local_stat_cap;

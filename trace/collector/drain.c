@@ -1,7 +1,9 @@
 /* Draining a process: its threads' rings merged into one stream by sequence number.
  *
  * Each ring holds one thread's records in increasing seq order, and seqs are dense over
- * the process, so the next record of the stream is always at the head of some ring. The
+ * the process, so the next record of the stream is always at the head of some ring.
+ * Records carry the low 32 bits of their seq; every record still in a ring is within 2^31
+ * of next_seq, so rec_seq() recovers the whole number from next_seq. The
  * merge takes it from the ring whose head has seq == next_seq and keeps taking from the
  * same ring while its next record continues the sequence: a thread that allocates in a
  * burst is copied out in one run. When no ring has next_seq, a record is being written
@@ -31,6 +33,17 @@
 #define GAP_GIVE_UP_NS (2ull * 1000u * 1000u * 1000u)
 /* Most cells of one record: the cells field is a byte. */
 #define RECORD_MAX_CELLS 255
+
+/* A record's full sequence number (the wire holds its low 32 bits: trace/wire.h). */
+static inline uint64_t rec_seq(const struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    return mt_wire_seq(rec->seq, proc->next_seq);
+}
+
+static inline bool is_next(const struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    return rec->seq == (uint32_t)proc->next_seq;
+}
 
 static inline const struct mt_wire_rec *cell_at(const struct mt_ring_view *r, uint64_t index)
 {
@@ -119,7 +132,7 @@ static void hold_record(struct mt_proc *proc, struct mt_ring_view *r, const stru
     size_t bytes = (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
     MT_VEC_RESERVE(proc->held, proc->held_cap, proc->held_count + 1);
     struct mt_held_rec *h = &proc->held[proc->held_count++];
-    h->seq = rec->seq;
+    h->seq = rec_seq(proc, rec);
     h->thread = mt_proc_ring_thread(proc, r);
     h->data = malloc(bytes);
     if (!h->data) {
@@ -141,7 +154,7 @@ static bool unstick(struct mt_proc *proc)
         unsigned found = 0;
         for (unsigned k = 0; k < LOOKAHEAD_RECORDS && at < r->head; k++) {
             const struct mt_wire_rec *rec = cell_at(r, at);
-            if (rec->kind != MT_REC_PAD && rec->seq == proc->next_seq) {
+            if (rec->kind != MT_REC_PAD && is_next(proc, rec)) {
                 found = k;
                 break;
             }
@@ -210,7 +223,7 @@ static void drop_passed(struct mt_proc *proc)
     for (size_t i = 0; i < proc->ring_count; i++) {
         struct mt_ring_view *r = &proc->rings[i];
         const struct mt_wire_rec *rec;
-        while ((rec = ring_peek(r)) && rec->seq < proc->next_seq)
+        while ((rec = ring_peek(r)) && rec_seq(proc, rec) < proc->next_seq)
             r->tail += rec->cells ? rec->cells : 1;
     }
     for (size_t i = 0; i < proc->held_count; i++)
@@ -257,12 +270,13 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             const struct mt_wire_rec *rec = ring_peek(r);
             if (!rec)
                 continue;
-            if (rec->seq == proc->next_seq) {
+            if (is_next(proc, rec)) {
                 best = r;
                 break;
             }
-            if (rec->seq < lowest)
-                lowest = rec->seq;
+            uint64_t seq = rec_seq(proc, rec);
+            if (seq < lowest)
+                lowest = seq;
         }
         if (!best && !fresh) {
             refresh_all(proc);
@@ -297,7 +311,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         /* Take a run from this ring. */
         fresh = false;
         const struct mt_wire_rec *rec = ring_peek(best);
-        while (rec && rec->seq == proc->next_seq && done < budget) {
+        while (rec && is_next(proc, rec) && done < budget) {
             const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
             mt_proc_apply(proc, best, whole);
             best->tail += rec->cells ? rec->cells : 1;

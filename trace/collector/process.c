@@ -22,6 +22,7 @@
 
 #include "../../allocator/error.h"
 #include "../../common/options.h"
+#include "../clock.h"
 #include "host.h"
 
 /* Events per event_chunks row: large enough that SQLite's per-row overhead vanishes
@@ -109,6 +110,7 @@ struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len,
     p->area_size = hello->proc_area_size;
     p->parent_proc_id = parent_proc_id;
     p->page_size = area->page_size;
+    p->ts_ticks = area->ts_ticks != 0;
     p->small_class_count = MT_MIN(area->small_class_count, (uint32_t)MT_ARRAY_LEN(p->small_classes));
     memcpy(p->small_classes, area->small_classes, sizeof p->small_classes);
     /* Now, while the process waits for our reply: it cannot have exited yet. */
@@ -440,12 +442,15 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t region, u
     proc->region_count = kept;
 }
 
-static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_event *ev)
+static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
 {
-    uint32_t op = ev->rec.op;
-    if (op == 0 || op >= MT_OP_COUNT)
-        return;
-    uint32_t stat = stat_for(proc, ev->rec.stack_id);
+    uint32_t op = rec->op;
+    if (op == 0 || op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2))
+        return; /* malformed (a wide event's second cell would lie past the record) */
+    struct mt_wire_event_fields fields;
+    mt_wire_event_decode(rec, &fields);
+    const struct mt_wire_event_fields *ev = &fields;
+    uint32_t stat = stat_for(proc, ev->stack_id);
     uint32_t gstack = proc->stats[stat].gstack;
     proc->epoch++;
     chunk_append(proc, op, thread, ts, ev->ptr, ev->size, gstack, ev->aux);
@@ -485,14 +490,19 @@ void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
 {
     if (rec->kind != MT_REC_EVENT)
         return;
-    const struct mt_wire_event *ev = (const struct mt_wire_event *)rec;
-    mt_live_prefetch(&proc->live, ev->ptr);
+    /* Only the record's first cell is read: `rec` may be any cell (even a wide event's
+     * second, or the ring's last), and its second cell may lie past the ring's end. */
+    if (rec->sub == MT_EVENT_WIDE) {
+        mt_live_prefetch(&proc->live, ((const struct mt_wire_event_wide *)rec)->ptr);
+        return;
+    }
+    struct mt_wire_event_fields ev;
+    mt_wire_event_decode(rec, &ev);
+    mt_live_prefetch(&proc->live, ev.ptr);
     /* A program with many distinct sizes (strings grown by realloc) has a size table of
      * megabytes: its probe was a cache miss per allocation, the collector's largest cost. */
-    if (ev->size >= SIZE_DIRECT && rec->op != MT_OP_FREE)
-        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev->size) & proc->sizes_mask], 1);
-    if (ev->aux && (rec->op == MT_OP_REALLOC || rec->op == MT_OP_REALLOCARRAY))
-        mt_live_prefetch(&proc->live, ev->aux);
+    if (ev.size >= SIZE_DIRECT && rec->op != MT_OP_FREE)
+        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev.size) & proc->sizes_mask], 1);
 }
 
 /* ---- other records ------------------------------------------------------------------------ */
@@ -569,7 +579,7 @@ static void on_error(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     size_t len = err->len;
     if (sizeof *err + len > record_bytes(rec))
         len = record_bytes(rec) - sizeof *err;
-    uint32_t stat = stat_for(proc, rec->stack_id);
+    uint32_t stat = stat_for(proc, err->stack_id);
     uint32_t alloc_stack = 0, free_stack = 0;
     const struct mt_block *live = mt_live_find(&proc->live, err->ptr);
     if (live) {
@@ -605,7 +615,7 @@ void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct
 
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
 {
-    uint64_t ts = mt_trace_ns(rec->ts_ns);
+    uint64_t ts = mt_trace_ns(proc->ts_ticks ? mt_clock_ticks_to_ns(rec->ts) : rec->ts);
     if (ts < proc->last_ns)
         ts = proc->last_ns;
     proc->last_ns = ts;
@@ -617,7 +627,7 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
     t->end_ns = ts;
     switch (rec->kind) {
     case MT_REC_EVENT:
-        on_event(proc, thread, ts, (const struct mt_wire_event *)rec);
+        on_event(proc, thread, ts, rec);
         break;
     case MT_REC_SNAPSHOT:
         on_snapshot(proc, ts, rec);
@@ -728,6 +738,8 @@ void mt_proc_end(struct mt_proc *proc)
     proc->ring_count = 0;
     if (proc->area) {
         proc->unrecorded = atomic_load_explicit(&proc->area->unrecorded, memory_order_relaxed);
+        proc->ring_waits = atomic_load_explicit(&proc->area->ring_waits, memory_order_relaxed);
+        proc->ring_wait_ns = atomic_load_explicit(&proc->area->ring_wait_ns, memory_order_relaxed);
         mt_host_unmap(proc->area, proc->area_size);
         proc->area = NULL;
     }

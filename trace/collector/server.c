@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../../common/options.h"
+#include "../clock.h"
 #include "host.h"
 
 #define IDLE_WAIT_MIN_NS (20ull * 1000u)
@@ -452,7 +453,7 @@ static void write_meta_start(void)
 
 static void write_meta_end(void)
 {
-    uint64_t dropped = 0, unrecorded = 0, end = 0;
+    uint64_t dropped = 0, unrecorded = 0, end = 0, waits = 0, wait_ns = 0;
     uint32_t page_size = 0;
     struct mt_buf classes = {0};
     size_t n = mt_proc_count();
@@ -460,6 +461,8 @@ static void write_meta_end(void)
         struct mt_proc *p = mt_proc_by_id(id);
         dropped += p->area_dropped_final;
         unrecorded += p->unrecorded;
+        waits += p->ring_waits;
+        wait_ns += p->ring_wait_ns;
         if (p->end_ns > end)
             end = p->end_ns;
         if (!page_size && p->page_size) {
@@ -473,6 +476,8 @@ static void write_meta_end(void)
     mt_sink_meta_int("events", (int64_t)mt_sink_events());
     mt_sink_meta_int("dropped", (int64_t)dropped);
     mt_sink_meta_int("unrecorded", (int64_t)unrecorded);
+    mt_sink_meta_int("ring_waits", (int64_t)waits);
+    mt_sink_meta_int("ring_wait_ns", (int64_t)wait_ns);
     mt_sink_meta_int("duration_ns", (int64_t)end);
     if (!page_size)
         page_size = (uint32_t)sysconf(_SC_PAGESIZE);
@@ -487,6 +492,7 @@ int mt_collector_start(const struct mt_collector_config *config)
 {
     config_copy = *config;
     cfg = &config_copy;
+    mt_clock_init(); /* converts the traced processes' TSC timestamps */
     mt_trace_set_origin(mt_host_monotonic_ns());
     if (mt_sink_open(cfg->out_path) < 0)
         return -1;
@@ -567,6 +573,10 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
     int rc = mt_sink_finish();
     result->events = mt_sink_events();
     result->processes = (uint32_t)n;
+    for (uint32_t id = 1; id <= n; id++) {
+        result->ring_waits += mt_proc_by_id(id)->ring_waits;
+        result->ring_wait_ns += mt_proc_by_id(id)->ring_wait_ns;
+    }
     result->root_reaped = root_reaped;
     result->root_wait_status = root_status;
     return rc;
