@@ -156,12 +156,27 @@ static void count_drop(struct mt_ring_writer *w)
 }
 
 /* The ring is full for `want` cells at `pos`: sleep until the collector consumed enough.
- * False when waiting is not an option (drop mode, nested record, collector gone). */
+ * False when waiting is not an option (drop mode, collector gone, or a nested record that
+ * could never fit).
+ *
+ * A nested record (a signal handler's call interrupting this thread's own record) waits
+ * too: the collector can consume every cell this thread has published, which are all
+ * before the interrupted record's reservation, and the interrupted record's missing
+ * sequence number does not stop it from getting there (it stops at that number, after the
+ * older records). So the wait ends unless the interrupted record's unpublished cells leave
+ * no room at all, which is decided now: dropping (and counting) beats a deadlock. Before
+ * this, a handler's call that found the ring full was dropped, which lost events whenever
+ * the collector fell behind a thread that took signals. */
 static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want, bool outermost)
 {
-    if (policy.drop || !outermost || atomic_load_explicit(&collector_lost, memory_order_relaxed))
+    if (policy.drop || atomic_load_explicit(&collector_lost, memory_order_relaxed))
         return false;
     struct mt_wire_ring *ring = w->ring;
+    if (!outermost && pos + want - atomic_load_explicit(&ring->head, memory_order_relaxed) > w->mask + 1)
+        return false;
+    /* An interrupted wait of this thread's outer record goes on after ours: leave the flag
+     * as it found it, or the collector would stop waking it. */
+    uint32_t was_waiting = atomic_load_explicit(&ring->waiting, memory_order_relaxed);
     /* The futex word is the low half of `tail` (x86-64 and aarch64 are little-endian). */
     _Atomic uint32_t *tail_word = (_Atomic uint32_t *)(void *)&ring->tail;
     uint64_t waited_since = 0;
@@ -181,7 +196,7 @@ static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want
             break;
         }
     }
-    atomic_store_explicit(&ring->waiting, 0, memory_order_relaxed);
+    atomic_store_explicit(&ring->waiting, was_waiting, memory_order_relaxed);
     /* Counted only when the thread really slept: "the program never waits on the
      * collector" is measured by this staying 0. */
     if (waited_since && policy.proc) {
