@@ -330,8 +330,7 @@ static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
     size_t index = (size_t)(entry.slot >> MT_CACHE_INDEX_SHIFT);
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) & ~bit,
-                          memory_order_relaxed);
+    /* Cached to free: the idle bit stays. */
     atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
                           memory_order_relaxed);
     page->nonempty |= 1ull << (index >> 6);
@@ -402,9 +401,8 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
             taken[n].slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
             rest &= rest - 1;
         }
+        /* Free to cached: the idle bits stay. */
         atomic_store_explicit(&b->free, rest, memory_order_relaxed);
-        atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | (bits & ~rest),
-                              memory_order_relaxed);
         if (rest == 0)
             nonempty &= ~(1ull << w);
     }
@@ -487,6 +485,9 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     unsigned b = (unsigned)__builtin_ctzll(candidates);
     uint64_t rest = bits & ~(1ull << b);
     atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
+    atomic_store_explicit(&mt_page_bits(page)[w].idle,
+                          atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) & ~(1ull << b),
+                          memory_order_relaxed);
     if (rest == 0)
         page->nonempty &= ~(1ull << w);
     mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
@@ -519,14 +520,13 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
     size_t wi = index >> 6;
     uint64_t bit = 1ull << (index & 63);
     struct mt_page_bits *b = &mt_page_bits(page)[wi];
-    /* The owner's free bit is read BEFORE our remote bit is published: once published, the
-     * owner may collect it into `free` at any moment, and reading `free` afterwards would
-     * take our own legal free for a double free. A live block's free and cached bits are
-     * clear, so a set bit here always means the block was already freed (and collected, or
-     * freed by the owner). Two threads freeing at once are caught by the fetch_or or, if
-     * the owner collected in between, by mt_page_collect's free-and-remote check. */
-    if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed)) & bit)) {
+    /* The owner's idle bit is read BEFORE our remote bit is published: once published, the
+     * owner may collect it into `idle` at any moment, and reading `idle` afterwards would
+     * take our own legal free for a double free. A live block's idle bit is clear, so a
+     * set bit here always means the block was already freed (and collected, or freed by
+     * the owner). Two threads freeing at once are caught by the fetch_or or, if the owner
+     * collected in between, by mt_page_collect's idle-and-remote check. */
+    if (MT_UNLIKELY(atomic_load_explicit(&b->idle, memory_order_relaxed) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;
@@ -576,8 +576,7 @@ int mt_small_slot_state(const void *ptr)
         return -1;
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t freed = atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed) |
+    uint64_t freed = atomic_load_explicit(&b->idle, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed);
     return (freed & bit) ? 0 : 1;
 }
@@ -769,7 +768,7 @@ void mt_small_fork_child(void)
     /* Only the forking thread survives: the other heaps' pages become abandoned, so the
      * child can free the blocks they hold and reuse their memory; their slot caches are
      * gone with them, so the recount makes their cached slots free. A thread stopped by the
-     * fork in the middle of a fast path may have set or cleared a cached bit without
+     * fork in the middle of a fast path may have set or cleared an idle bit without
      * pushing or popping its entry: either way the slot is free in the child. */
     struct mt_heap *self = mt_tls_heap;
     struct mt_heap *heap = mt_heap_registry;

@@ -5,18 +5,21 @@
  * first two 64 KiB pages, then 62 pages of slots. A page serves one size class. Each slot
  * has three bits kept outside the slot, in the segment header:
  *   free   - the slot is available in the page; written only by the owning thread;
- *   cached - the slot is free and sits in the owner's slot cache; written only by the owner;
+ *   idle   - the slot holds no live block as far as the owner knows: it is free, or it sits
+ *            in the owner's slot cache ("cached": idle and not free); written only by the
+ *            owner. One bit for both, so the owner's free() checks and sets one word;
  *   remote - another thread freed the slot; set atomically by that thread, folded into
- *            `free` by the owner when it runs out of slots ("collect").
+ *            `free` and `idle` by the owner when it runs out of slots ("collect").
  * No pointer is ever stored inside a free slot, so an overflow or use-after-free cannot
  * corrupt the allocator's lists, and a double free is caught deterministically from any
  * thread: one of the slot's bits says it is already free.
  *
  * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
  * address, and its page descriptor's with the slot index) kept in the heap, its top pointer
- * in TLS. free() of an owned slot checks its three bits, sets `cached`, counts the slot out
- * of its page and pushes it; malloc() pops the most recently freed slot (hot in the CPU
- * cache, with its bitmap word and page descriptor), clears the bit and counts it back. A
+ * in TLS. free() of an owned slot checks its idle and remote bits, sets `idle`, counts the
+ * slot out of its page and pushes it; malloc() pops the most recently freed slot (hot in
+ * the CPU cache, with its bitmap word and page descriptor), clears the bit and counts it
+ * back. A
  * cached slot is not counted in its page's used count, so a page whose blocks are all freed is
  * released at once (its entries are dropped from the cache), whatever the cache holds. When
  * a class's stack is empty, malloc's slow path moves a batch of free bits of the refill
@@ -35,13 +38,14 @@
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - mt_page_used(page) == capacity - popcount(free) - popcount(cached) + page->pinned
- *     (uncollected remote frees count as used), and is never 0 for a page in use: the page
- *     is released when it reaches 0. The page a thread refills from is pinned: the extra
- *     count keeps it from being released while it is the refill page;
- *   - a slot has at most one of free, cached and remote set;
- *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
- *     one entry for it; entries above a cache's top hold no block (but the end mark);
+ *   - mt_page_used(page) == capacity - popcount(idle) + page->pinned (uncollected remote
+ *     frees count as used), and is never 0 for a page in use: the page is released when it
+ *     reaches 0. The page a thread refills from is pinned: the extra count keeps it from
+ *     being released while it is the refill page;
+ *   - free is a subset of idle; idle and remote are disjoint; no bit is set beyond the
+ *     page's capacity;
+ *   - a slot is cached (idle, not free) exactly when the owner's cache of the page's class
+ *     holds one entry for it; entries above a cache's top hold no block (but the end mark);
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -65,7 +69,7 @@ enum mt_page_state { MT_PAGE_FREE = 0, MT_PAGE_ACTIVE = 1, MT_PAGE_META = 2 };
 
 struct mt_page_bits {
     _Atomic uint64_t free;   /* owner writes (relaxed); others may read */
-    _Atomic uint64_t cached; /* owner writes (relaxed); others may read */
+    _Atomic uint64_t idle;   /* free or cached; owner writes (relaxed); others may read */
     _Atomic uint64_t remote; /* any thread sets bits (atomic OR); owner clears (exchange) */
 };
 
@@ -77,6 +81,8 @@ struct mt_page {
     _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
                                  the low bits, the page's allocations above (owner-written) */
     uint16_t block_size;      /* 0 while the page is free (at most MT_SMALL_MAX) */
+    uint16_t slot_limit;      /* an offset is a slot start iff the low half of offset * recip
+                                 is below this (mt_small_slot_index); 0 while the page is free */
     uint32_t recip;           /* ceil(2^32 / block_size): exact division for offsets < 64 KiB */
     uint16_t capacity;        /* slots; 0 while the page is free */
     uint8_t words;            /* bitmap words covering `capacity` slots */
@@ -216,7 +222,7 @@ extern struct mt_page_meta mt_empty_page_meta;
  * NULL). */
 void *mt_small_malloc_slow(unsigned cls);
 /* Out of line: the class's cache is full (return its older half to the bitmaps) or the
- * block's page has no used slot left (release it). Pushes the block, whose cached bit the
+ * block's page has no used slot left (release it). Pushes the block, whose idle bit the
  * caller has set and counted (`slot` as in mt_cache_entry). */
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls);
 /* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
@@ -244,11 +250,16 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
     uint64_t product = (uint64_t)offset * page->recip;
     uint32_t index = (uint32_t)(product >> 32);
 #ifndef MT_NO_HARDENING /* bench/ measures the cost of the always-on checks without them */
-    /* The same product tells whether the offset is a multiple of the block size (Lemire's
-     * divisibility test): with recip = ceil(2^32 / size) and offsets below 2^16, its low
-     * half is below recip exactly then (tests/c/test_small_slots.c checks every class and
-     * offset). A released page has capacity 0. */
-    if (MT_UNLIKELY(index >= page->capacity || (uint32_t)product >= page->recip))
+    /* The same product tells whether the offset is the start of a slot, in one compare.
+     * With recip = ceil(2^32 / size) = (2^32 + e) / size, an offset k * size + r (r < size)
+     * gives a low half of k * e + r * recip (nothing wraps for offsets below 2^16): at
+     * least recip (over 2^19) when r > 0, exactly k * e for a multiple. So a multiple is
+     * told from an interior pointer by any limit up to recip (Lemire's divisibility test),
+     * and the limit capacity * e also refuses slot index `capacity`: the tail of a page
+     * whose size does not divide it. For a power of two, e = 0 and there is no tail: the
+     * limit is 1. A released page has limit 0: nothing passes (page.c, segment.c;
+     * tests/c/test_small_slots.c checks every class and offset). */
+    if (MT_UNLIKELY((uint32_t)product >= page->slot_limit))
         return SIZE_MAX;
 #endif
     return index;
@@ -268,8 +279,7 @@ MT_INLINE void *mt_small_malloc(unsigned cls)
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    atomic_store_explicit(&b->cached,
-                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+    atomic_store_explicit(&b->idle, atomic_load_explicit(&b->idle, memory_order_relaxed) & ~(1ull << (index & 63)),
                           memory_order_relaxed);
     mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     void *block = e->block;
@@ -299,15 +309,15 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
+    uint64_t idle = atomic_load_explicit(&b->idle, memory_order_relaxed);
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    /* Free or cached (idle), or freed by another thread and not yet collected (remote). */
+    if (MT_UNLIKELY((idle | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
+    atomic_store_explicit(&b->idle, idle | bit, memory_order_relaxed);
     uint32_t used = mt_page_count_add(page, (uint64_t)-1);
     unsigned cls = page->cls;
     struct mt_cache_entry *top = mt_tls_cache_top[cls];

@@ -103,8 +103,7 @@ void mt_small_walk(struct mt_walker *walker)
             if (!walker->block)
                 continue;
             for (uint32_t w = 0; w * 64 < capacity; w++) {
-                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed) |
-                                 atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed) |
+                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) |
                                  atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
                 for (uint32_t b = 0; b < 64 && w * 64 + b < capacity; b++)
                     if (!(freed & (1ull << b)))
@@ -125,7 +124,8 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     if (page->cls >= MT_SMALL_CLASSES || page->block_size != mt_class_size[page->cls])
         return mt_check_fail(check, page->start, "small page has block size %u but class %u", page->block_size,
                              page->cls);
-    if (page->capacity != MT_PAGE_SIZE / page->block_size || page->words != (page->capacity + 63) / 64)
+    if (page->capacity != MT_PAGE_SIZE / page->block_size || page->words != (page->capacity + 63) / 64 ||
+        page->slot_limit == 0)
         return mt_check_fail(check, page->start, "small page capacity %u does not match its block size %u",
                              page->capacity, page->block_size);
     uint32_t tail = page->capacity % 64;
@@ -133,7 +133,7 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
         uint64_t beyond = ~((1ull << tail) - 1);
         const struct mt_page_bits *last = &mt_page_bits(page)[page->words - 1];
         if ((atomic_load_explicit(&last->free, memory_order_relaxed) |
-             atomic_load_explicit(&last->cached, memory_order_relaxed) |
+             atomic_load_explicit(&last->idle, memory_order_relaxed) |
              atomic_load_explicit(&last->remote, memory_order_relaxed)) & beyond)
             return mt_check_fail(check, page->start, "small page has bits set beyond its %u slots",
                                  page->capacity);
@@ -148,18 +148,17 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
     uint32_t free_slots = 0;
     for (uint32_t w = 0; w < page->words; w++) {
         uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
-        uint64_t c = atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed);
+        uint64_t idle = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed);
         uint64_t r = atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
-        uint64_t twice = (f & r) | (f & c) | (c & r);
+        uint64_t twice = (f & ~idle) | (idle & r);
         if (twice)
             return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(twice)) *
                                                           page->block_size,
-                                 "small slot is in two of free, cached and remotely freed");
-        *cached_slots += (size_t)__builtin_popcountll(c);
-        free_slots += (uint32_t)__builtin_popcountll(c);
+                                 "small slot is free but not idle, or idle and remotely freed");
+        *cached_slots += (size_t)__builtin_popcountll(idle & ~f);
         if (((page->nonempty >> w) & 1) != (f != 0))
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
-        free_slots += (uint32_t)__builtin_popcountll(f);
+        free_slots += (uint32_t)__builtin_popcountll(idle);
     }
     uint32_t used = mt_page_used(page);
     if (used == 0)
@@ -216,8 +215,10 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
         if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
             return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
-        if (!((atomic_load_explicit(&mt_page_bits(page)[index >> 6].cached, memory_order_relaxed) >> (index & 63)) &
-              1))
+        const struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+        uint64_t cached = atomic_load_explicit(&b->idle, memory_order_relaxed) &
+                          ~atomic_load_explicit(&b->free, memory_order_relaxed);
+        if (!((cached >> (index & 63)) & 1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
     }
     for (const struct mt_cache_entry *e = top; e < cache->entry + limit; e++)

@@ -29,6 +29,7 @@ TEST(a_released_page_has_no_slot)
 {
     mt_page_init(&meta.page, 0);
     meta.page.capacity = 0; /* as mt_segment_put_page leaves it */
+    meta.page.slot_limit = 0;
     meta.page.recip = 0;
     for (size_t offset = 0; offset < MT_PAGE_SIZE; offset += MT_MIN_BLOCK)
         REQUIRE(mt_small_slot_index(&meta.page, (const void *)offset) == SIZE_MAX);
