@@ -39,6 +39,9 @@ void mt_page_init(struct mt_page *page, unsigned cls)
 
 bool mt_page_collect(struct mt_page *page)
 {
+    /* The tag first (see MT_PAGE_REMOTE_PENDING), then the bits. */
+    if (atomic_load_explicit(&page->owner, memory_order_relaxed) & MT_PAGE_REMOTE_PENDING)
+        atomic_fetch_and_explicit(&page->owner, ~MT_PAGE_REMOTE_PENDING, memory_order_seq_cst);
     bool found = false;
     uint32_t collected = 0;
     for (uint32_t w = 0; w < page->words; w++) {

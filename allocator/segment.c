@@ -102,7 +102,7 @@ void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool deco
     page->words = 0;
     page->nonempty = 0;
     page->state = MT_PAGE_FREE;
-    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
     atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     if (decommit && page->committed) {

@@ -17,10 +17,10 @@
 #define MT_LINEAR_CLASS_MAX 256 /* sizes up to here use 16-byte steps */
 #define MT_CLASSES_PER_DOUBLING 8
 
-extern const uint32_t mt_class_size[MT_SMALL_CLASSES];
+extern MT_HIDDEN const uint32_t mt_class_size[MT_SMALL_CLASSES];
 /* Class for each size rounded up to 16, for sizes up to 1024: one load on the hot path. */
 #define MT_CLASS_LOOKUP_MAX 1024
-extern const uint8_t mt_class_lookup[MT_CLASS_LOOKUP_MAX / 16 + 1];
+extern MT_HIDDEN const uint8_t mt_class_lookup[MT_CLASS_LOOKUP_MAX / 16 + 1];
 
 /* Class index for a request of `size` bytes, size <= MT_SMALL_MAX. Size 0 is class 0. */
 MT_INLINE unsigned mt_size_class(size_t size)

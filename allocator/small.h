@@ -28,11 +28,16 @@
  * bounding the bytes a thread keeps).
  *
  * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
- * use carries a copy (page->heap) so that free() decides local or remote from the page
+ * use carries a copy (page->owner) so that free() decides local or remote from the page
  * descriptor it reads anyway. The owner allocates and frees with plain loads and stores:
  * no lock, no atomic read-modify-write, no system call. Other threads free with one
- * atomic OR on the remote word. When a thread exits, it empties its slot cache and its
- * segments are abandoned (owner and page->heap NULL): frees into them take a global lock,
+ * atomic OR on the remote word, and then tag page->owner with MT_PAGE_REMOTE_PENDING
+ * (another atomic OR, skipped while the tag is already set). A tagged page no longer
+ * matches its owner's heap, so the owner's free() takes the slow path for it, which
+ * collects the remote frees (clearing the tag) before checking the block: the fast path
+ * checks a block's remote bit without reading it, by comparing the owner it compares
+ * anyway. When a thread exits, it empties its slot cache and its
+ * segments are abandoned (seg->owner and page->owner 0): frees into them take a global lock,
  * and the next thread that needs pages adopts them, so memory of dead threads is reused or
  * returned.
  *
@@ -75,7 +80,8 @@ struct mt_page_bits {
 
 struct mt_page {
     /* Read or written by every malloc/free of the page: keep together (one cache line). */
-    _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
+    _Atomic uintptr_t owner;  /* owning heap while the page is in use (0: abandoned), with
+                                 MT_PAGE_REMOTE_PENDING set while remote frees wait */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
     _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
@@ -96,6 +102,17 @@ struct mt_page {
 } MT_ALIGNED(MT_CACHE_LINE);
 
 _Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* page->owner's tag: set by a remote free after its remote bit, cleared by the owner's
+ * collect before it reads the remote bits (mt_page_collect), so a remote bit published
+ * before the tag was cleared is collected and one published after leaves the tag set.
+ * Heaps are aligned far beyond 2 bytes, so bit 0 of their address is free. */
+#define MT_PAGE_REMOTE_PENDING ((uintptr_t)1)
+
+MT_INLINE struct mt_heap *mt_page_owner(const struct mt_page *page, memory_order order)
+{
+    return (struct mt_heap *)(atomic_load_explicit(&page->owner, order) & ~MT_PAGE_REMOTE_PENDING);
+}
 
 /* page->counts: one word so that an allocation is one addition (MT_PAGE_ONE_ALLOC: a used
  * slot more and an allocation more), which also feeds show_alloc_hist's per-class totals
@@ -204,14 +221,20 @@ struct mt_heap {
     struct mt_heap *all_next, *all_prev; /* registry of live heaps */
 };
 
-/* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
- * exit destructor ran. */
-extern MT_TLS struct mt_heap *mt_tls_heap;
-/* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
- * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
- * so the fast path needs no heap test (an empty cache sends it to the slow path). Kept in
- * TLS so malloc's first load is the top. */
-extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
+/* The calling thread's allocator state. One TLS object, not two: a shared library reaches
+ * each initial-exec TLS variable through its own GOT entry, so free(), which needs both
+ * the heap and a cache top, loads one offset instead of two. */
+struct mt_small_tls {
+    /* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
+     * exit destructor ran. */
+    struct mt_heap *heap;
+    /* Top of each class's slot cache: the next entry to push (the last pushed is
+     * top[-1]). Points into mt_heap_empty's empty caches until the thread's first
+     * allocation, so the fast path needs no heap test (an empty cache sends it to the slow
+     * path). Kept in TLS so malloc's first load is the top. */
+    struct mt_cache_entry *cache_top[MT_SMALL_CLASSES];
+};
+extern MT_TLS MT_HIDDEN struct mt_small_tls mt_tls;
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" in mt_heap.direct. */
 extern struct mt_page_meta mt_empty_page_meta;
@@ -225,7 +248,8 @@ void *mt_small_malloc_slow(unsigned cls);
  * block's page has no used slot left (release it). Pushes the block, whose idle bit the
  * caller has set and counted (`slot` as in mt_cache_entry). */
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls);
-/* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
+/* Out of line: free from a thread that does not own the page, or into one of ours tagged
+ * with MT_PAGE_REMOTE_PENDING (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
 void mt_small_free_invalid(const void *ptr, enum mt_api api);
@@ -269,12 +293,12 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
  * its page's count. */
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     struct mt_cache_entry *e = top - 1;
     /* Empty when the entry below the top would be the region's header. */
     if (MT_UNLIKELY(((uintptr_t)e & MT_CACHE_MASK) == 0))
         return mt_small_malloc_slow(cls);
-    mt_tls_cache_top[cls] = e;
+    mt_tls.cache_top[cls] = e;
     uintptr_t slot = e->slot;
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
@@ -303,24 +327,27 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
         mt_small_free_invalid(ptr, api);
         return;
     }
-    if (MT_UNLIKELY(atomic_load_explicit(&page->heap, memory_order_relaxed) != mt_tls_heap)) {
+    /* Not ours, or ours with remote frees waiting (whose remote bits the check below does
+     * not read): the slow path. */
+    if (MT_UNLIKELY(atomic_load_explicit(&page->owner, memory_order_relaxed) != (uintptr_t)mt_tls.heap)) {
         mt_small_free_remote(ptr, api);
         return;
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    uint64_t bit = 1ull << (index & 63);
     uint64_t idle = atomic_load_explicit(&b->idle, memory_order_relaxed);
+    uint64_t marked = idle | (1ull << (index & 63));
 #ifndef MT_NO_HARDENING
-    /* Free or cached (idle), or freed by another thread and not yet collected (remote). */
-    if (MT_UNLIKELY((idle | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    /* Already free or cached: setting the bit changed nothing. (Not remote: the page is
+     * untagged.) One compare after the bit set the path does anyway. */
+    if (MT_UNLIKELY(marked == idle)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->idle, idle | bit, memory_order_relaxed);
+    atomic_store_explicit(&b->idle, marked, memory_order_relaxed);
     uint32_t used = mt_page_count_add(page, (uint64_t)-1);
     unsigned cls = page->cls;
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     uintptr_t slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
     if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL || used == 0)) {
         mt_small_free_local_slow(ptr, slot, cls);
@@ -328,7 +355,7 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     top->block = ptr;
     top->slot = slot;
-    mt_tls_cache_top[cls] = top + 1;
+    mt_tls.cache_top[cls] = top + 1;
 }
 
 /* As mt_small_malloc, but from a random free slot of the refill page, bypassing the

@@ -198,7 +198,7 @@ static bool check_queue(struct mt_check *check, const struct mt_page_queue *q, i
 static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsigned cls, size_t *entries)
 {
     const struct mt_slot_cache *cache = &self->cache[cls];
-    const struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    const struct mt_cache_entry *top = mt_tls.cache_top[cls];
     unsigned limit = mt_small_cache_limit(cls);
     if (top < cache->entry || top > cache->entry + limit)
         return mt_check_fail(check, cache, "slot cache of class %u has its top outside the stack", cls);
@@ -211,7 +211,7 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
         const struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
         size_t index = mt_small_slot_index(page, ptr);
         if (page->state != MT_PAGE_ACTIVE || page->cls != cls ||
-            atomic_load_explicit(&page->heap, memory_order_relaxed) != self || index == SIZE_MAX)
+            mt_page_owner(page, memory_order_relaxed) != self || index == SIZE_MAX)
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
         if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
             return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
@@ -230,7 +230,7 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
 
 bool mt_small_check(struct mt_check *check)
 {
-    struct mt_heap *self = mt_tls_heap;
+    struct mt_heap *self = mt_tls.heap;
     size_t cached_slots = 0;
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {
