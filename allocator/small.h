@@ -16,12 +16,12 @@
  *
  * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
  * address, and its page descriptor's with the slot index) kept in the heap, its top pointer
- * in TLS. free() of an owned slot checks its idle and remote bits, sets `idle`, counts the
- * slot out of its page and pushes it; malloc() pops the most recently freed slot (hot in
- * the CPU cache, with its bitmap word and page descriptor), clears the bit and counts it
- * back. A
- * cached slot is not counted in its page's used count, so a page whose blocks are all freed is
- * released at once (its entries are dropped from the cache), whatever the cache holds. When
+ * in TLS. free() of an owned slot sets its idle bit (already set: a double free; remote
+ * frees are covered by the page's tag, see Ownership), counts the slot out of its page and
+ * pushes it; malloc() pops the most recently freed slot (hot in the CPU cache, with its
+ * bitmap word and page descriptor), clears the bit and counts it back. A cached slot is
+ * not counted in its page's used count, so a page whose blocks are all freed is released
+ * at once (its entries are dropped from the cache), whatever the cache holds. When
  * a class's stack is empty, malloc's slow path moves a batch of free bits of the refill
  * page into it; when it is full, free's slow path returns the older half to the bitmaps.
  * Each stack holds at most mt_small_cache_limit(cls) entries (fewer for big blocks,
