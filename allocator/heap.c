@@ -56,12 +56,12 @@ _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
  * workloads). */
 #define HEAP_COMMITTED_FREE_MAX 8
 
-/* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 512 bytes
+/* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 256 bytes
  * at the full MT_CACHE_MAX entries (the churn of small objects is what the cache is for)
- * while an 8 KiB class keeps 2, so a thread holds at most about 630 KiB in its caches. */
+ * while an 8 KiB class keeps 2, so a thread holds at most about 730 KiB in its caches. */
 #define CACHE_BYTES_MAX (16u << 10)
 /* A refill fills the cache to three quarters of its limit: a batch large enough that a
- * thread that only allocates (a producer) takes the slow path once per 22 small blocks,
+ * thread that only allocates (a producer) takes the slow path once per 46 small blocks,
  * with room left for frees before the cache overflows. */
 #define CACHE_REFILL_NUM 3
 #define CACHE_REFILL_DEN 4
