@@ -26,7 +26,6 @@
 #include "medium.h"
 #include "small_internal.h"
 
-
 /* The empty page has an empty summary and zero bitmap words: the fast path sees "no free
  * slot" and takes the slow path. */
 struct mt_page_meta mt_empty_page_meta = {.page = {.state = MT_PAGE_META}};

@@ -224,6 +224,7 @@ struct mt_heap {
     uint8_t registered;            /* the thread-exit destructor is armed */
     struct mt_heap *all_next, *all_prev; /* registry of live heaps */
 };
+_Static_assert(_Alignof(struct mt_heap) > MT_PAGE_REMOTE_PENDING, "a heap's address leaves bit 0 for page->owner's tag");
 
 /* The calling thread's allocator state. One TLS object, not two: a shared library reaches
  * each initial-exec TLS variable through its own GOT entry, so free(), which needs both
