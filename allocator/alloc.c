@@ -173,10 +173,37 @@ void *mt_alloc_calloc(size_t count, size_t size)
     return p;
 }
 
-/* Move a block to a new one of `size` bytes (old_usable bytes valid in the old one). */
-static void *realloc_move(void *ptr, size_t old_usable, size_t size)
+/* Headroom for growth: a block that realloc grows by less than a quarter of its size is
+ * given a quarter more than it had, wherever it ends up (in place or moved). A program
+ * that appends a little at a time (`s = realloc(s, len + n + 1)`) then copies each byte a
+ * bounded number of times (about 4) instead of once per append whenever the block cannot
+ * grow in place, and most appends find their room already there, with no lock. The cost
+ * is at most a quarter of the block, the spacing of jemalloc's size classes; a block
+ * grown by a large step, or allocated once, gets no headroom. */
+#define REALLOC_HEADROOM_SHIFT 2
+/* Shrinking by less than the headroom leaves the block as it is (no lock, no split). */
+#define REALLOC_KEEP_SHIFT REALLOC_HEADROOM_SHIFT
+
+/* What to ask for when growing a block of old usable bytes to size: size, or old plus
+ * the headroom, staying in the tier of `size` (a small request does not become medium,
+ * a medium one does not become a mapping of its own). */
+static size_t realloc_growth_target(size_t old, size_t size)
 {
-    void *fresh = mt_alloc_malloc(size);
+    size_t want = old + (old >> REALLOC_HEADROOM_SHIFT);
+    if (want <= size)
+        return size;
+    if (size <= MT_SMALL_MAX)
+        return want <= MT_SMALL_MAX ? want : MT_SMALL_MAX;
+    return use_medium(want) ? want : size;
+}
+
+/* Move a block to a new one of `alloc_size` bytes (old_usable bytes valid in the old one,
+ * `size` of them wanted by the caller). */
+static void *realloc_move(void *ptr, size_t old_usable, size_t size, size_t alloc_size)
+{
+    void *fresh = mt_alloc_malloc(alloc_size);
+    if (!fresh && alloc_size != size)
+        fresh = mt_alloc_malloc(size);
     if (!fresh)
         return NULL; /* errno set; the old block stays intact */
     memcpy(fresh, ptr, old_usable < size ? old_usable : size);
@@ -204,17 +231,25 @@ void *mt_alloc_realloc(void *ptr, size_t size)
         /* In place while it fits and shrinking would not free at least half. */
         if (size <= old && size > old / 2)
             return ptr;
-        return realloc_move(ptr, old, size);
+        return realloc_move(ptr, old, size, size > old ? realloc_growth_target(old, size) : size);
     }
     case MT_SEG_MEDIUM: {
         size_t old = mt_medium_usable_size(ptr, entry, MT_API_REALLOC);
         if (old == 0)
             return NULL;
-        if (size <= MT_SMALL_MAX && size < old / 2)
-            return realloc_move(ptr, old, size);
-        if (mt_medium_resize_in_place(ptr, entry, size))
+        if (size <= old) {
+            if (size <= MT_SMALL_MAX && size < old / 2)
+                return realloc_move(ptr, old, size, size);
+            if (size >= old - (old >> REALLOC_KEEP_SHIFT))
+                return ptr;
+            if (mt_medium_resize_in_place(ptr, entry, size, size))
+                return ptr;
+            return realloc_move(ptr, old, size, size);
+        }
+        size_t want = realloc_growth_target(old, size);
+        if (mt_medium_resize_in_place(ptr, entry, size, want))
             return ptr;
-        return realloc_move(ptr, old, size);
+        return realloc_move(ptr, old, size, want);
     }
     default: {
         size_t old = mt_large_usable_size(ptr, MT_API_REALLOC);
@@ -227,7 +262,7 @@ void *mt_alloc_realloc(void *ptr, size_t size)
             if (moved)
                 return moved;
         }
-        return realloc_move(ptr, old, size);
+        return realloc_move(ptr, old, size, size);
     }
     }
 }

@@ -27,7 +27,7 @@ enum mt_alloc_mode_bits {
     MT_MODE_ZERO = 1u << 3,    /* MTRACE_ZERO_ON_FREE without the debug layer: clear freed blocks */
     MT_MODE_UNINIT = 1u << 31, /* the allocator has not run its init yet */
 };
-extern _Atomic uint32_t mt_alloc_mode;
+extern MT_HIDDEN _Atomic uint32_t mt_alloc_mode;
 
 MT_INLINE uint32_t mt_alloc_mode_now(void)
 {

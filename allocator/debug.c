@@ -1179,7 +1179,7 @@ static bool resize_in_place(void *ptr, size_t old, size_t size, const void *site
     bool done = false;
     if (b && !b->guarded && b->state == BLOCK_LIVE) {
         size_t usable = mt_alloc_usable_size_quiet(ptr);
-        if (total > usable && mt_medium_resize_in_place(ptr, entry, total))
+        if (total > usable && mt_medium_resize_in_place(ptr, entry, total, total))
             usable = mt_alloc_usable_size_quiet(ptr);
         if (fits(total, usable)) {
             resize_contents(ptr, old, size);

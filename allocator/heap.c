@@ -4,7 +4,7 @@
  * A heap is created at a thread's first allocation and registered with a pthread key whose
  * destructor abandons it at thread exit. The owning thread is the only writer of its heap's
  * queues and of its pages' free bits; everything shared with other threads goes through
- * the remote bits, the `full` flag, `remote_hint` and page->heap (see small.h). The slot
+ * the remote bits, the `full` flag, `remote_hint` and page->owner (see small.h). The slot
  * cache's slow paths live here too: refilling a class's cache from its refill page (a batch
  * of free bits becomes cached), returning the older half of a full cache to the bitmaps
  * (where pages leave the full list), and releasing a page whose last used slot was freed
@@ -14,7 +14,7 @@
  * free sets its bit, then reads page->full and, if set, raises owner->remote_hint. With
  * sequentially consistent ordering on both sides at least one of them sees the other, so a
  * page that gets a free slot back is never stranded on the full list. The same handshake
- * on page->heap (NULL at abandonment) guarantees a remote free into a dying thread's page
+ * on page->owner (0 at abandonment) guarantees a remote free into a dying thread's page
  * is either collected by the exiting thread or by the freeing thread itself. */
 #include <errno.h>
 #include <pthread.h>
@@ -25,8 +25,6 @@
 #include "alloc_init.h"
 #include "medium.h"
 #include "small_internal.h"
-
-MT_TLS struct mt_heap *mt_tls_heap = &mt_heap_empty;
 
 /* The empty page has an empty summary and zero bitmap words: the fast path sees "no free
  * slot" and takes the slow path. */
@@ -40,12 +38,13 @@ struct mt_heap mt_heap_empty MT_BIG_BSS;
 #define EMPTY_TOP(c) &mt_heap_empty.cache[c].entry[0]
 #define EMPTY_TOP_x8(c) EMPTY_TOP(c), EMPTY_TOP(c + 1), EMPTY_TOP(c + 2), EMPTY_TOP(c + 3), \
                         EMPTY_TOP(c + 4), EMPTY_TOP(c + 5), EMPTY_TOP(c + 6), EMPTY_TOP(c + 7)
-MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES] = {
-    EMPTY_TOP_x8(0), EMPTY_TOP_x8(8), EMPTY_TOP_x8(16), EMPTY_TOP_x8(24), EMPTY_TOP_x8(32), EMPTY_TOP_x8(40),
-    EMPTY_TOP_x8(48)};
+MT_TLS struct mt_small_tls mt_tls = {
+    .heap = &mt_heap_empty,
+    .cache_top = {EMPTY_TOP_x8(0), EMPTY_TOP_x8(8), EMPTY_TOP_x8(16), EMPTY_TOP_x8(24), EMPTY_TOP_x8(32),
+                  EMPTY_TOP_x8(40), EMPTY_TOP_x8(48)}};
 #undef EMPTY_TOP_x8
 #undef EMPTY_TOP
-_Static_assert(MT_SMALL_CLASSES == 56, "mt_tls_cache_top's initialiser lists 56 caches");
+_Static_assert(MT_SMALL_CLASSES == 56, "mt_tls's initialiser lists 56 caches");
 
 struct mt_heap *mt_heap_registry;
 _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
@@ -56,12 +55,12 @@ _Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
  * workloads). */
 #define HEAP_COMMITTED_FREE_MAX 8
 
-/* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 512 bytes
+/* Bytes of blocks one class's slot cache may hold: 16 KiB keeps every class up to 256 bytes
  * at the full MT_CACHE_MAX entries (the churn of small objects is what the cache is for)
- * while an 8 KiB class keeps 2, so a thread holds at most about 630 KiB in its caches. */
+ * while an 8 KiB class keeps 2, so a thread holds at most about 730 KiB in its caches. */
 #define CACHE_BYTES_MAX (16u << 10)
 /* A refill fills the cache to three quarters of its limit: a batch large enough that a
- * thread that only allocates (a producer) takes the slow path once per 22 small blocks,
+ * thread that only allocates (a producer) takes the slow path once per 46 small blocks,
  * with room left for frees before the cache overflows. */
 #define CACHE_REFILL_NUM 3
 #define CACHE_REFILL_DEN 4
@@ -88,26 +87,26 @@ unsigned mt_small_cache_limit(unsigned cls)
 /* A class's cache before the thread first uses the class: empty for malloc (the entry
  * below the top is the region's header) and full for free (the entry at the top is the
  * end mark), so both fast paths take their slow paths, which start the heap's own cache
- * of the class. A heap's 56 caches take 28 KiB: writing every end mark when the thread
+ * of the class. A heap's 56 caches take 56 KiB: writing every end mark when the thread
  * started made all of it resident, for the few classes most threads use. Never written. */
 struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
 
 static bool cache_started(const struct mt_heap *heap, unsigned cls)
 {
-    return ((uintptr_t)mt_tls_cache_top[cls] & ~MT_CACHE_MASK) == (uintptr_t)&heap->cache[cls];
+    return ((uintptr_t)mt_tls.cache_top[cls] & ~MT_CACHE_MASK) == (uintptr_t)&heap->cache[cls];
 }
 
 static void cache_start(struct mt_heap *heap, unsigned cls)
 {
     heap->cache[cls].entry[mt_small_cache_limit(cls)].block = MT_CACHE_SENTINEL;
-    mt_tls_cache_top[cls] = heap->cache[cls].entry;
+    mt_tls.cache_top[cls] = heap->cache[cls].entry;
 }
 
 static size_t cache_count(const struct mt_heap *heap, unsigned cls)
 {
     if (!cache_started(heap, cls))
         return 0;
-    return (size_t)(mt_tls_cache_top[cls] - heap->cache[cls].entry);
+    return (size_t)(mt_tls.cache_top[cls] - heap->cache[cls].entry);
 }
 
 /* ---- page queues -------------------------------------------------------------------- */
@@ -176,13 +175,13 @@ static void cache_purge_page(struct mt_heap *heap, const struct mt_page *page)
     unsigned cls = page->cls;
     if (!cache_started(heap, cls))
         return;
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     struct mt_cache_entry *kept = heap->cache[cls].entry;
     for (struct mt_cache_entry *e = kept; e < top; e++)
         if ((struct mt_page *)(e->slot & MT_CACHE_ADDRESS_MASK) != page)
             *kept++ = *e;
     memset(kept, 0, (size_t)(top - kept) * sizeof *kept); /* see mt_small_malloc */
-    mt_tls_cache_top[cls] = kept;
+    mt_tls.cache_top[cls] = kept;
 }
 
 /* A page of ours became empty: back to its segment, and the segment to the pool when it is
@@ -244,7 +243,7 @@ static bool heap_adopt_segment(struct mt_heap *heap)
         struct mt_page *page = &seg->meta[i].page;
         if (page->state != MT_PAGE_ACTIVE)
             continue;
-        atomic_store_explicit(&page->heap, heap, memory_order_seq_cst);
+        atomic_store_explicit(&page->owner, (uintptr_t)heap, memory_order_seq_cst);
         mt_page_collect(page);
         page->next = page->prev = NULL;
         heap_requeue_page(heap, page);
@@ -263,7 +262,7 @@ static struct mt_page *heap_fresh_page(struct mt_heap *heap, unsigned cls)
                 if (page->committed && heap->committed_free_pages)
                     heap->committed_free_pages--;
                 mt_page_init(page, cls);
-                atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
+                atomic_store_explicit(&page->owner, (uintptr_t)heap, memory_order_relaxed);
                 queue_push_front(&heap->avail[cls], page);
                 return page;
             }
@@ -356,8 +355,7 @@ static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
     size_t index = (size_t)(entry.slot >> MT_CACHE_INDEX_SHIFT);
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) & ~bit,
-                          memory_order_relaxed);
+    /* Cached to free: the idle bit stays. */
     atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
                           memory_order_relaxed);
     page->nonempty |= 1ull << (index >> 6);
@@ -380,7 +378,7 @@ static void cache_flush(struct mt_heap *heap, unsigned cls, size_t keep)
     memcpy(flushed, cache->entry, n * sizeof *flushed);
     memmove(cache->entry, cache->entry + n, keep * sizeof *flushed);
     memset(cache->entry + keep, 0, n * sizeof *flushed); /* see mt_small_malloc */
-    mt_tls_cache_top[cls] = cache->entry + keep;
+    mt_tls.cache_top[cls] = cache->entry + keep;
     for (size_t i = 0; i < n; i++)
         cache_return_slot(heap, flushed[i]);
 }
@@ -393,17 +391,17 @@ static void cache_flush_all(struct mt_heap *heap)
 
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
 {
-    struct mt_heap *heap = mt_tls_heap;
+    struct mt_heap *heap = mt_tls.heap;
     if (!cache_started(heap, cls))
         cache_start(heap, cls);
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     if (top->block == MT_CACHE_SENTINEL) {
         cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
-        top = mt_tls_cache_top[cls];
+        top = mt_tls.cache_top[cls];
     }
     top->block = block;
     top->slot = slot;
-    mt_tls_cache_top[cls] = top + 1;
+    mt_tls.cache_top[cls] = top + 1;
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     if (mt_page_used(page) == 0)
         heap_page_emptied(heap, page);
@@ -437,9 +435,8 @@ static size_t page_take_slots(struct mt_page *page, size_t below, struct mt_cach
             rest &= rest - 1;
         }
         uint64_t moved = avail & ~rest;
+        /* Free to cached: the idle bits stay. */
         atomic_store_explicit(&b->free, bits & ~moved, memory_order_relaxed);
-        atomic_store_explicit(&b->cached, atomic_load_explicit(&b->cached, memory_order_relaxed) | moved,
-                              memory_order_relaxed);
         if ((bits & ~moved) == 0)
             nonempty &= ~(1ull << w);
     }
@@ -468,7 +465,7 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
     struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)
         entry[i] = taken[n - 1 - i];
-    mt_tls_cache_top[cls] = entry + n;
+    mt_tls.cache_top[cls] = entry + n;
     return n;
 }
 
@@ -504,7 +501,7 @@ static bool cache_refill(struct mt_heap *heap, unsigned cls)
 
 void *mt_small_malloc_slow(unsigned cls)
 {
-    struct mt_heap *heap = mt_tls_heap;
+    struct mt_heap *heap = mt_tls.heap;
     if (MT_UNLIKELY(heap == &mt_heap_empty)) {
         heap = mt_heap_get();
         if (!heap) {
@@ -544,6 +541,9 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
     unsigned b = (unsigned)__builtin_ctzll(candidates);
     uint64_t rest = bits & ~(1ull << b);
     atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
+    atomic_store_explicit(&mt_page_bits(page)[w].idle,
+                          atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) & ~(1ull << b),
+                          memory_order_relaxed);
     if (rest == 0)
         page->nonempty &= ~(1ull << w);
     mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
@@ -554,7 +554,7 @@ void *mt_small_malloc_random(unsigned cls, uint64_t random)
 static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
 {
     mt_lock(&mt_small_lock);
-    if (atomic_load_explicit(&page->heap, memory_order_seq_cst) == NULL && !seg->in_pool &&
+    if (mt_page_owner(page, memory_order_seq_cst) == NULL && !seg->in_pool &&
         page->state == MT_PAGE_ACTIVE) {
         mt_page_collect(page);
         if (mt_page_used(page) == 0) {
@@ -568,22 +568,49 @@ static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
     mt_unlock(&mt_small_lock);
 }
 
+/* Free into a page of ours tagged with remote frees: collect them (which clears the tag
+ * and reports a slot freed both here and remotely), then free as the fast path does. */
+static void free_local_tagged(struct mt_heap *heap, struct mt_page *page, void *ptr, size_t index, enum mt_api api)
+{
+    if (mt_page_collect(page) && atomic_load_explicit(&page->full, memory_order_relaxed)) {
+        /* As heap_collect_full_pages: the page has free slots again. (Not emptied: our
+         * block still counts.) */
+        queue_remove(&heap->full, page);
+        atomic_store_explicit(&page->full, 0, memory_order_relaxed);
+        queue_push_back(&heap->avail[page->cls], page);
+    }
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    uint64_t bit = 1ull << (index & 63);
+    uint64_t idle = atomic_load_explicit(&b->idle, memory_order_relaxed);
+    if (MT_UNLIKELY((idle | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+        mt_small_free_double(ptr, api);
+        return;
+    }
+    atomic_store_explicit(&b->idle, idle | bit, memory_order_relaxed);
+    mt_page_count_add(page, (uint64_t)-1);
+    mt_small_free_local_slow(ptr, (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT), page->cls);
+}
+
 void mt_small_free_remote(void *ptr, enum mt_api api)
 {
     struct mt_segment *seg = mt_small_segment_of(ptr);
     struct mt_page *page = mt_small_page_of(seg, ptr);
     size_t index = mt_small_slot_index(page, ptr);
+    struct mt_heap *self = mt_tls.heap;
+    if (mt_page_owner(page, memory_order_relaxed) == self && self != &mt_heap_empty) {
+        free_local_tagged(self, page, ptr, index, api);
+        return;
+    }
     size_t wi = index >> 6;
     uint64_t bit = 1ull << (index & 63);
     struct mt_page_bits *b = &mt_page_bits(page)[wi];
-    /* The owner's free bit is read BEFORE our remote bit is published: once published, the
-     * owner may collect it into `free` at any moment, and reading `free` afterwards would
-     * take our own legal free for a double free. A live block's free and cached bits are
-     * clear, so a set bit here always means the block was already freed (and collected, or
-     * freed by the owner). Two threads freeing at once are caught by the fetch_or or, if
-     * the owner collected in between, by mt_page_collect's free-and-remote check. */
-    if (MT_UNLIKELY((atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed)) & bit)) {
+    /* The owner's idle bit is read BEFORE our remote bit is published: once published, the
+     * owner may collect it into `idle` at any moment, and reading `idle` afterwards would
+     * take our own legal free for a double free. A live block's idle bit is clear, so a
+     * set bit here always means the block was already freed (and collected, or freed by
+     * the owner). Two threads freeing at once are caught by the fetch_or or, if the owner
+     * collected in between, by mt_page_collect's idle-and-remote check. */
+    if (MT_UNLIKELY(atomic_load_explicit(&b->idle, memory_order_relaxed) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;
@@ -594,7 +621,12 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
                              NULL);
         return;
     }
-    struct mt_heap *owner = atomic_load_explicit(&page->heap, memory_order_seq_cst);
+    /* Tag the page (see MT_PAGE_REMOTE_PENDING); the read (or the OR) of page->owner after
+     * our remote bit is published is also the abandonment handshake's. */
+    uintptr_t tagged = atomic_load_explicit(&page->owner, memory_order_seq_cst);
+    if (!(tagged & MT_PAGE_REMOTE_PENDING))
+        tagged = atomic_fetch_or_explicit(&page->owner, MT_PAGE_REMOTE_PENDING, memory_order_seq_cst);
+    struct mt_heap *owner = (struct mt_heap *)(tagged & ~MT_PAGE_REMOTE_PENDING);
     if (owner == NULL)
         free_into_abandoned(seg, page);
     else if (atomic_load_explicit(&page->full, memory_order_seq_cst))
@@ -633,8 +665,7 @@ int mt_small_slot_state(const void *ptr)
         return -1;
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
     uint64_t bit = 1ull << (index & 63);
-    uint64_t freed = atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed) |
+    uint64_t freed = atomic_load_explicit(&b->idle, memory_order_relaxed) |
                      atomic_load_explicit(&b->remote, memory_order_relaxed);
     return (freed & bit) ? 0 : 1;
 }
@@ -684,7 +715,7 @@ static void heap_thread_exit(void *arg);
 
 struct mt_heap *mt_heap_get(void)
 {
-    struct mt_heap *heap = mt_tls_heap;
+    struct mt_heap *heap = mt_tls.heap;
     if (MT_LIKELY(heap != &mt_heap_empty))
         return heap;
     if (!mt_alloc_ensure_init())
@@ -697,7 +728,7 @@ struct mt_heap *mt_heap_get(void)
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
-        mt_tls_cache_top[c] = mt_cache_unstarted.entry;
+        mt_tls.cache_top[c] = mt_cache_unstarted.entry;
     }
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;
@@ -705,7 +736,7 @@ struct mt_heap *mt_heap_get(void)
         mt_heap_registry->all_prev = heap;
     mt_heap_registry = heap;
     mt_unlock(&mt_small_lock);
-    mt_tls_heap = heap;
+    mt_tls.heap = heap;
     /* Arm the exit destructor last: pthread_setspecific may itself allocate (keys past the
      * first 32 use a second-level table), which now finds the heap in place. */
     heap->registered = 1;
@@ -735,7 +766,7 @@ static void heap_abandon_locked(struct mt_heap *heap, bool recount)
             struct mt_page *page = &seg->meta[i].page;
             if (page->state != MT_PAGE_ACTIVE)
                 continue;
-            atomic_store_explicit(&page->heap, NULL, memory_order_seq_cst);
+            atomic_store_explicit(&page->owner, 0, memory_order_seq_cst);
             mt_page_collect(page);
             if (recount)
                 mt_page_recount(page);
@@ -776,8 +807,8 @@ static void heap_thread_exit(void *arg)
         direct_set(heap, c, &mt_empty_page);
     /* Only now: releasing a page purges its class's cache through these tops. */
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++)
-        mt_tls_cache_top[c] = mt_heap_empty.cache[c].entry;
-    mt_tls_heap = &mt_heap_empty;
+        mt_tls.cache_top[c] = mt_heap_empty.cache[c].entry;
+    mt_tls.heap = &mt_heap_empty;
     /* The caches are empty (their entries zero): give their pages back, as the next thread
      * to get this heap may use other classes. */
     size_t os_page = mt_os_page_size();
@@ -804,7 +835,7 @@ void mt_small_init(void)
 size_t mt_small_trim(void)
 {
     size_t released = 0;
-    struct mt_heap *heap = mt_tls_heap;
+    struct mt_heap *heap = mt_tls.heap;
     if (heap == &mt_heap_empty)
         return 0;
     cache_flush_all(heap);
@@ -839,9 +870,9 @@ void mt_small_fork_child(void)
     /* Only the forking thread survives: the other heaps' pages become abandoned, so the
      * child can free the blocks they hold and reuse their memory; their slot caches are
      * gone with them, so the recount makes their cached slots free. A thread stopped by the
-     * fork in the middle of a fast path may have set or cleared a cached bit without
+     * fork in the middle of a fast path may have set or cleared an idle bit without
      * pushing or popping its entry: either way the slot is free in the child. */
-    struct mt_heap *self = mt_tls_heap;
+    struct mt_heap *self = mt_tls.heap;
     struct mt_heap *heap = mt_heap_registry;
     while (heap) {
         struct mt_heap *next = heap->all_next;

@@ -896,13 +896,19 @@ size_t mt_medium_usable_size(const void *ptr, uint8_t entry, enum mt_api api)
     return 0;
 }
 
-static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t size,
-                        size_t nb, struct mt_medium_fault *fault)
+/* Grow in-use chunk c (size bytes) to at least nb bytes and, when the top or the free
+ * neighbour has room, up to want bytes (nb <= want). */
+static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t size, size_t nb, size_t want,
+                        struct mt_medium_fault *fault)
 {
     struct mt_chunk *next = mt_chunk_next(c, size);
     bool prev_inuse = mt_chunk_prev_inuse(c);
     if (next == a->top) {
-        if (!top_carve(a, c, size, nb, prev_inuse, fault))
+        if (want > nb && top_carve(a, c, size, want, prev_inuse, fault)) {
+            account_resize(a, size, want);
+            return true;
+        }
+        if (fault->set || !top_carve(a, c, size, nb, prev_inuse, fault))
             return false;
         account_resize(a, size, nb);
         return true;
@@ -917,16 +923,17 @@ static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t si
         return false;
     size_t total = size + nsize;
     size_t new_size = total;
-    if (total - nb >= MT_CHUNK_MIN) {
-        struct mt_chunk *tail = mt_chunk_next(c, nb);
-        size_t rest = total - nb;
+    size_t keep = total < want ? total : want;
+    if (total - keep >= MT_CHUNK_MIN) {
+        struct mt_chunk *tail = mt_chunk_next(c, keep);
+        size_t rest = total - keep;
         unsigned flags = (nw & MT_CHUNK_DECOMMITTED) && mt_medium_interior_bytes(tail, rest)
                              ? MT_CHUNK_DECOMMITTED
                              : 0;
         mt_chunk_write(tail, rest, flags, true);
         mt_chunk_write_footer(tail, rest);
         mt_medium_unsorted_push(a, tail, rest, flags);
-        new_size = nb;
+        new_size = keep;
     } else {
         mt_chunk_set_prev_inuse(mt_chunk_next(c, total), true);
     }
@@ -935,10 +942,12 @@ static bool grow_locked(struct mt_medium_arena *a, struct mt_chunk *c, size_t si
     return true;
 }
 
-bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size)
+bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size, size_t want_size)
 {
     if (new_size > MAX_REQUEST)
         return false;
+    if (want_size > MAX_REQUEST || want_size < new_size)
+        want_size = new_size;
     struct mt_medium_region *r = region_of(ptr, entry);
     if (!region_ok(r) || !pointer_in_region(r, ptr))
         return false;
@@ -957,7 +966,7 @@ bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size)
                 account_resize(a, size, shrunk);
             ok = true;
         } else {
-            ok = grow_locked(a, c, size, nb, &fault);
+            ok = grow_locked(a, c, size, nb, chunk_size_for(want_size), &fault);
         }
     }
     arena_unlock(a, &drained);

@@ -63,9 +63,11 @@ void mt_medium_free(void *ptr, uint8_t entry, enum mt_api api);
 size_t mt_medium_usable_size(const void *ptr, uint8_t entry, enum mt_api api);
 
 /* Resize a live block in place: shrink (splitting off the tail) or grow into a free
- * neighbour or the top. True when the block now has at least `new_size` usable bytes and
- * its first min(old, new) bytes are unchanged; false leaves it untouched. */
-bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size);
+ * neighbour or the top, taking up to `want_size` usable bytes when the room is there
+ * (realloc's headroom for the next growth; want_size <= new_size asks for new_size). True
+ * when the block now has at least `new_size` usable bytes and its first min(old, new)
+ * bytes are unchanged; false leaves it untouched. */
+bool mt_medium_resize_in_place(void *ptr, uint8_t entry, size_t new_size, size_t want_size);
 
 /* The largest request mt_medium_malloc can serve (a region minus its overheads). */
 size_t mt_medium_max_request(void);

@@ -14,6 +14,10 @@ void mt_page_init(struct mt_page *page, unsigned cls)
      * the exact quotient (the error term n*e/2^32 stays below 1/size), and the low half of
      * the product says whether the offset is a multiple (mt_small_slot_index). */
     page->recip = (uint32_t)((((uint64_t)1 << 32) + block_size - 1) / block_size);
+    /* The product's excess over 2^32 per block (0 for a power of two): slot k's offset
+     * gives a low half of k * excess, so capacity * excess admits exactly the slots. */
+    uint32_t excess = (uint32_t)((uint64_t)page->recip * block_size - ((uint64_t)1 << 32));
+    page->slot_limit = (uint16_t)(excess ? capacity * excess : 1);
     page->capacity = (uint16_t)capacity;
     page->cls = (uint8_t)cls;
     page->words = (uint16_t)((capacity + 63) / 64);
@@ -28,7 +32,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
         uint32_t slots_here = capacity - w * 64;
         uint64_t mask = slots_here >= 64 ? ~0ull : ((1ull << slots_here) - 1);
         atomic_store_explicit(&mt_page_bits(page)[w].free, mask, memory_order_relaxed);
-        atomic_store_explicit(&mt_page_bits(page)[w].cached, 0, memory_order_relaxed);
+        atomic_store_explicit(&mt_page_bits(page)[w].idle, mask, memory_order_relaxed);
         atomic_store_explicit(&mt_page_bits(page)[w].remote, 0, memory_order_relaxed);
         page->nonempty |= 1ull << w;
     }
@@ -36,6 +40,9 @@ void mt_page_init(struct mt_page *page, unsigned cls)
 
 bool mt_page_collect(struct mt_page *page)
 {
+    /* The tag first (see MT_PAGE_REMOTE_PENDING), then the bits. */
+    if (atomic_load_explicit(&page->owner, memory_order_relaxed) & MT_PAGE_REMOTE_PENDING)
+        atomic_fetch_and_explicit(&page->owner, ~MT_PAGE_REMOTE_PENDING, memory_order_seq_cst);
     bool found = false;
     uint32_t collected = 0;
     for (uint32_t w = 0; w < page->words; w++) {
@@ -46,7 +53,7 @@ bool mt_page_collect(struct mt_page *page)
         if (r == 0)
             continue;
         uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed);
-        uint64_t owner_freed = f | atomic_load_explicit(&b->cached, memory_order_relaxed);
+        uint64_t owner_freed = atomic_load_explicit(&b->idle, memory_order_relaxed);
         if (MT_UNLIKELY(owner_freed & r)) {
             /* Freed by the owner and by another thread: report the first such slot, and
              * count it once. */
@@ -57,6 +64,7 @@ bool mt_page_collect(struct mt_page *page)
             r &= ~owner_freed;
         }
         atomic_store_explicit(&b->free, f | r, memory_order_relaxed);
+        atomic_store_explicit(&b->idle, owner_freed | r, memory_order_relaxed);
         collected += (uint32_t)__builtin_popcountll(r);
         page->nonempty |= 1ull << w;
         found = true;
@@ -73,10 +81,8 @@ void mt_page_recount(struct mt_page *page)
     for (uint32_t w = 0; w < page->words; w++) {
         /* The thread whose cache held the cached slots is gone: they are free. */
         struct mt_page_bits *b = &mt_page_bits(page)[w];
-        uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->cached, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(&b->idle, memory_order_relaxed);
         atomic_store_explicit(&b->free, f, memory_order_relaxed);
-        atomic_store_explicit(&b->cached, 0, memory_order_relaxed);
         free_slots += (uint32_t)__builtin_popcountll(f);
         if (f)
             page->nonempty |= 1ull << w;

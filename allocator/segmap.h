@@ -30,7 +30,7 @@ enum mt_segment_kind {
 
 /* A static array in .bss: the address is a link-time constant, so a lookup is one load.
  * The kernel maps .bss lazily, so the 32 MiB cost only the pages that are touched. */
-extern _Atomic uint8_t mt_segmap[MT_SEGMAP_ENTRIES];
+extern MT_HIDDEN _Atomic uint8_t mt_segmap[MT_SEGMAP_ENTRIES];
 
 bool mt_segmap_init(void);
 

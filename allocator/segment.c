@@ -106,14 +106,15 @@ void mt_segment_put_page(struct mt_segment *seg, struct mt_page *page, bool deco
 {
     /* The page's allocations still count in show_alloc_hist and the statistics. */
     atomic_fetch_add_explicit(&mt_retired_class_allocs[page->cls], mt_page_allocs(page), memory_order_relaxed);
-    /* A stale pointer into a released page must fail the slot check: capacity 0. */
+    /* A stale pointer into a released page must fail the slot check: limit 0. */
     page->capacity = 0;
     page->block_size = 0;
+    page->slot_limit = 0;
     page->recip = 0;
     page->words = 0;
     page->nonempty = 0;
     page->state = MT_PAGE_FREE;
-    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
     atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     if (decommit && page->committed) {

@@ -17,20 +17,20 @@
 #define MT_LINEAR_CLASS_MAX 256 /* sizes up to here use 16-byte steps */
 #define MT_CLASSES_PER_DOUBLING 8
 
-extern const uint32_t mt_class_size[MT_SMALL_CLASSES];
-/* Class for each size rounded up to 16, for sizes up to 1024: one load on the hot path. */
-#define MT_CLASS_LOOKUP_MAX 1024
-extern const uint8_t mt_class_lookup[MT_CLASS_LOOKUP_MAX / 16 + 1];
+extern MT_HIDDEN const uint32_t mt_class_size[MT_SMALL_CLASSES];
+/* Class for each size rounded up to 16, for every small size: malloc's size test is then
+ * the one against MT_SMALL_MAX it makes anyway, and the class one load (513 bytes; every
+ * class boundary is a multiple of 16). Above 1 KiB the table follows the formula
+ * 16 + (lg - 8) * 8 + ((size - 1) >> (lg - 3)) - 8 with lg = floor(log2(size - 1)): the
+ * position within the power-of-two range, 8 steps per doubling (tests/c/test_size_class.c
+ * checks the table against the formula and mt_class_size). */
+#define MT_CLASS_LOOKUP_MAX MT_SMALL_MAX
+extern MT_HIDDEN const uint8_t mt_class_lookup[MT_CLASS_LOOKUP_MAX / 16 + 1];
 
 /* Class index for a request of `size` bytes, size <= MT_SMALL_MAX. Size 0 is class 0. */
 MT_INLINE unsigned mt_size_class(size_t size)
 {
-    if (MT_LIKELY(size <= MT_CLASS_LOOKUP_MAX))
-        return mt_class_lookup[(size + 15) >> 4];
-    /* Above 1 KiB: position within the power-of-two range, 8 steps per doubling. */
-    size_t s = size - 1;
-    unsigned lg = mt_log2_floor(s);
-    return 16u + (lg - 8u) * MT_CLASSES_PER_DOUBLING + (unsigned)(s >> (lg - 3)) - MT_CLASSES_PER_DOUBLING;
+    return mt_class_lookup[(size + 15) >> 4];
 }
 
 /* Smallest class of at least `size` bytes whose block size is a multiple of `align`

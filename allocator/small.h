@@ -5,43 +5,52 @@
  * first two 64 KiB pages, then 62 pages of slots. A page serves one size class. Each slot
  * has three bits kept outside the slot, in the segment header:
  *   free   - the slot is available in the page; written only by the owning thread;
- *   cached - the slot is free and sits in the owner's slot cache; written only by the owner;
+ *   idle   - the slot holds no live block as far as the owner knows: it is free, or it sits
+ *            in the owner's slot cache ("cached": idle and not free); written only by the
+ *            owner. One bit for both, so the owner's free() checks and sets one word;
  *   remote - another thread freed the slot; set atomically by that thread, folded into
- *            `free` by the owner when it runs out of slots ("collect").
+ *            `free` and `idle` by the owner when it runs out of slots ("collect").
  * No pointer is ever stored inside a free slot, so an overflow or use-after-free cannot
  * corrupt the allocator's lists, and a double free is caught deterministically from any
  * thread: one of the slot's bits says it is already free.
  *
  * The slot cache: per thread and class, a small LIFO stack of free slots (the block's
  * address, and its page descriptor's with the slot index) kept in the heap, its top pointer
- * in TLS. free() of an owned slot checks its three bits, sets `cached`, counts the slot out
- * of its page and pushes it; malloc() pops the most recently freed slot (hot in the CPU
- * cache, with its bitmap word and page descriptor), clears the bit and counts it back. A
- * cached slot is not counted in its page's used count, so a page whose blocks are all freed is
- * released at once (its entries are dropped from the cache), whatever the cache holds. When
+ * in TLS. free() of an owned slot sets its idle bit (already set: a double free; remote
+ * frees are covered by the page's tag, see Ownership), counts the slot out of its page and
+ * pushes it; malloc() pops the most recently freed slot (hot in the CPU cache, with its
+ * bitmap word and page descriptor), clears the bit and counts it back. A cached slot is
+ * not counted in its page's used count, so a page whose blocks are all freed is released
+ * at once (its entries are dropped from the cache), whatever the cache holds. When
  * a class's stack is empty, malloc's slow path moves a batch of free bits of the refill
  * page into it; when it is full, free's slow path returns the older half to the bitmaps.
  * Each stack holds at most mt_small_cache_limit(cls) entries (fewer for big blocks,
  * bounding the bytes a thread keeps).
  *
  * Ownership: a segment belongs to one thread's heap (seg->owner), and each of its pages in
- * use carries a copy (page->heap) so that free() decides local or remote from the page
+ * use carries a copy (page->owner) so that free() decides local or remote from the page
  * descriptor it reads anyway. The owner allocates and frees with plain loads and stores:
  * no lock, no atomic read-modify-write, no system call. Other threads free with one
- * atomic OR on the remote word. When a thread exits, it empties its slot cache and its
- * segments are abandoned (owner and page->heap NULL): frees into them take a global lock,
+ * atomic OR on the remote word, and then tag page->owner with MT_PAGE_REMOTE_PENDING
+ * (another atomic OR, skipped while the tag is already set). A tagged page no longer
+ * matches its owner's heap, so the owner's free() takes the slow path for it, which
+ * collects the remote frees (clearing the tag) before checking the block: the fast path
+ * checks a block's remote bit without reading it, by comparing the owner it compares
+ * anyway. When a thread exits, it empties its slot cache and its
+ * segments are abandoned (seg->owner and page->owner 0): frees into them take a global lock,
  * and the next thread that needs pages adopts them, so memory of dead threads is reused or
  * returned.
  *
  * Invariants (checked by mt_small_check):
  *   - bit w of page->nonempty is set exactly when bitmap word w has a free bit;
- *   - mt_page_used(page) == capacity - popcount(free) - popcount(cached) + page->pinned
- *     (uncollected remote frees count as used), and is never 0 for a page in use: the page
- *     is released when it reaches 0. The page a thread refills from is pinned: the extra
- *     count keeps it from being released while it is the refill page;
- *   - a slot has at most one of free, cached and remote set;
- *   - a slot's cached bit is set exactly when the owner's cache of the page's class holds
- *     one entry for it; entries above a cache's top hold no block (but the end mark);
+ *   - mt_page_used(page) == capacity - popcount(idle) + page->pinned (uncollected remote
+ *     frees count as used), and is never 0 for a page in use: the page is released when it
+ *     reaches 0. The page a thread refills from is pinned: the extra count keeps it from
+ *     being released while it is the refill page;
+ *   - free is a subset of idle; idle and remote are disjoint; no bit is set beyond the
+ *     page's capacity;
+ *   - a slot is cached (idle, not free) exactly when the owner's cache of the page's class
+ *     holds one entry for it; entries above a cache's top hold no block (but the end mark);
  *   - pages in a heap's avail queue for class c have block size mt_class_size[c];
  *   - page->full is set exactly for pages on the heap's full list. */
 #ifndef MT_ALLOCATOR_SMALL_H
@@ -65,13 +74,14 @@ enum mt_page_state { MT_PAGE_FREE = 0, MT_PAGE_ACTIVE = 1, MT_PAGE_META = 2 };
 
 struct mt_page_bits {
     _Atomic uint64_t free;   /* owner writes (relaxed); others may read */
-    _Atomic uint64_t cached; /* owner writes (relaxed); others may read */
+    _Atomic uint64_t idle;   /* free or cached; owner writes (relaxed); others may read */
     _Atomic uint64_t remote; /* any thread sets bits (atomic OR); owner clears (exchange) */
 };
 
 struct mt_page {
     /* Read or written by every malloc/free of the page: keep together (one cache line). */
-    _Atomic(struct mt_heap *) heap; /* owning heap while the page is in use; NULL abandoned */
+    _Atomic uintptr_t owner;  /* owning heap while the page is in use (0: abandoned), with
+                                 MT_PAGE_REMOTE_PENDING set while remote frees wait */
     uint64_t nonempty;        /* bit w set: bitmap word w has a free bit (owner's view) */
     uint8_t *start;           /* first slot (the page's own start) */
     _Atomic uint64_t counts;  /* mt_page_used (live and remotely freed slots, + pinned) in
@@ -84,14 +94,27 @@ struct mt_page {
     uint8_t words;            /* bitmap words covering `capacity` slots */
     uint8_t cls;
     _Atomic uint8_t full;     /* on the owner's full list: a free must move it back */
-    /* Slow-path bookkeeping. */
-    uint8_t state;            /* enum mt_page_state */
-    uint8_t committed;        /* memory may be resident (not decommitted since last use) */
-    uint8_t pinned;           /* the heap's refill page: its used count holds one more */
+    /* Slow-path bookkeeping, in one byte so that slot_limit fits the line. */
+    uint8_t state : 2;        /* enum mt_page_state */
+    uint8_t committed : 1;    /* memory may be resident (not decommitted since last use) */
+    uint8_t pinned : 1;       /* the heap's refill page: its used count holds one more */
+    uint16_t slot_limit;      /* an offset is a slot start iff the low half of offset * recip
+                                 is below this (mt_small_slot_index); 0 while the page is free */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 _Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* page->owner's tag: set by a remote free after its remote bit, cleared by the owner's
+ * collect before it reads the remote bits (mt_page_collect), so a remote bit published
+ * before the tag was cleared is collected and one published after leaves the tag set.
+ * Heaps are aligned far beyond 2 bytes, so bit 0 of their address is free. */
+#define MT_PAGE_REMOTE_PENDING ((uintptr_t)1)
+
+MT_INLINE struct mt_heap *mt_page_owner(const struct mt_page *page, memory_order order)
+{
+    return (struct mt_heap *)(atomic_load_explicit(&page->owner, order) & ~MT_PAGE_REMOTE_PENDING);
+}
 
 /* page->counts: one word so that an allocation is one addition (MT_PAGE_ONE_ALLOC: a used
  * slot more and an allocation more), which also feeds show_alloc_hist's per-class totals
@@ -168,8 +191,12 @@ _Static_assert(MT_MAX_SLOTS_PER_PAGE <= (uintptr_t)1 << (64 - MT_CACHE_INDEX_SHI
 
 /* The slot cache of one size class (see the header comment). One aligned region of
  * MT_CACHE_REGION bytes, so the region and its counter are found from the top pointer by
- * masking, and "empty" is a test of the top pointer's low bits, with no load. */
-#define MT_CACHE_REGION 512
+ * masking, and "empty" is a test of the top pointer's low bits, with no load. 1 KiB: 62
+ * entries. A program that frees and allocates a mix of sizes moves each class's stack up
+ * and down at random, and takes a slow path (refill or flush) each time a stack hits an
+ * end; with 30 entries those were 4% of the churn bench's instructions, with 62 under 2%
+ * (callgrind; about 1.5% of its time). */
+#define MT_CACHE_REGION 1024
 #define MT_CACHE_MASK ((uintptr_t)MT_CACHE_REGION - 1)
 #define MT_CACHE_ENTRIES (MT_CACHE_REGION / sizeof(struct mt_cache_entry) - 1)
 /* Entries are used up to this many: the slot after the last one holds the sentinel. */
@@ -201,16 +228,24 @@ struct mt_heap {
     uint8_t registered;            /* the thread-exit destructor is armed */
     struct mt_heap *all_next, *all_prev; /* registry of live heaps */
 };
+_Static_assert(_Alignof(struct mt_heap) > MT_PAGE_REMOTE_PENDING, "a heap's address leaves bit 0 for page->owner's tag");
 
-/* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
- * exit destructor ran. */
-extern MT_TLS struct mt_heap *mt_tls_heap;
-/* Top of each class's slot cache, per thread: the next entry to push (the last pushed is
- * top[-1]). Points into mt_heap_empty's empty caches until the thread's first allocation,
- * then at a shared stack that is both empty and full until the thread's first use of the
- * class (heap.c), so the fast path needs no heap test (an empty cache sends malloc to the
- * slow path, a full one free). Kept in TLS so malloc's first load is the top. */
-extern MT_TLS struct mt_cache_entry *mt_tls_cache_top[MT_SMALL_CLASSES];
+/* The calling thread's allocator state. One TLS object, not two: a shared library reaches
+ * each initial-exec TLS variable through its own GOT entry, so free(), which needs both
+ * the heap and a cache top, loads one offset instead of two. */
+struct mt_small_tls {
+    /* Never NULL: &mt_heap_empty until the thread's first allocation, and again after its
+     * exit destructor ran. */
+    struct mt_heap *heap;
+    /* Top of each class's slot cache: the next entry to push (the last pushed is
+     * top[-1]). Points into mt_heap_empty's empty caches until the thread's first
+     * allocation, then at a shared stack that is both empty and full until the thread's
+     * first use of the class (heap.c), so the fast path needs no heap test (an empty cache
+     * sends malloc to the slow path, a full one free). Kept in TLS so malloc's first load
+     * is the top. */
+    struct mt_cache_entry *cache_top[MT_SMALL_CLASSES];
+};
+extern MT_TLS MT_HIDDEN struct mt_small_tls mt_tls;
 extern struct mt_heap mt_heap_empty;
 /* The page with no free slot that stands for "none" in mt_heap.direct. */
 extern struct mt_page_meta mt_empty_page_meta;
@@ -221,10 +256,11 @@ extern struct mt_page_meta mt_empty_page_meta;
  * NULL). */
 void *mt_small_malloc_slow(unsigned cls);
 /* Out of line: the class's cache is full (return its older half to the bitmaps) or the
- * block's page has no used slot left (release it). Pushes the block, whose cached bit the
+ * block's page has no used slot left (release it). Pushes the block, whose idle bit the
  * caller has set and counted (`slot` as in mt_cache_entry). */
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls);
-/* Out of line: free from a thread that does not own the page (ptr is a valid slot start). */
+/* Out of line: free from a thread that does not own the page, or into one of ours tagged
+ * with MT_PAGE_REMOTE_PENDING (ptr is a valid slot start). */
 void mt_small_free_remote(void *ptr, enum mt_api api);
 /* Out of line: the pointer is inside a small segment but is not a slot start. */
 void mt_small_free_invalid(const void *ptr, enum mt_api api);
@@ -249,11 +285,16 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
     uint64_t product = (uint64_t)offset * page->recip;
     uint32_t index = (uint32_t)(product >> 32);
 #ifndef MT_NO_HARDENING /* bench/ measures the cost of the always-on checks without them */
-    /* The same product tells whether the offset is a multiple of the block size (Lemire's
-     * divisibility test): with recip = ceil(2^32 / size) and offsets below 2^16, its low
-     * half is below recip exactly then (tests/c/test_small_slots.c checks every class and
-     * offset). A released page has capacity 0. */
-    if (MT_UNLIKELY(index >= page->capacity || (uint32_t)product >= page->recip))
+    /* The same product tells whether the offset is the start of a slot, in one compare.
+     * With recip = ceil(2^32 / size) = (2^32 + e) / size, an offset k * size + r (r < size)
+     * gives a low half of k * e + r * recip (nothing wraps for offsets below 2^16): at
+     * least recip (over 2^19) when r > 0, exactly k * e for a multiple. So a multiple is
+     * told from an interior pointer by any limit up to recip (Lemire's divisibility test),
+     * and the limit capacity * e also refuses slot index `capacity`: the tail of a page
+     * whose size does not divide it. For a power of two, e = 0 and there is no tail: the
+     * limit is 1. A released page has limit 0: nothing passes (page.c, segment.c;
+     * tests/c/test_small_slots.c checks every class and offset). */
+    if (MT_UNLIKELY((uint32_t)product >= page->slot_limit))
         return SIZE_MAX;
 #endif
     return index;
@@ -263,18 +304,17 @@ MT_INLINE size_t mt_small_slot_index(const struct mt_page *page, const void *ptr
  * its page's count. */
 MT_INLINE void *mt_small_malloc(unsigned cls)
 {
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     struct mt_cache_entry *e = top - 1;
     /* Empty when the entry below the top would be the region's header. */
     if (MT_UNLIKELY(((uintptr_t)e & MT_CACHE_MASK) == 0))
         return mt_small_malloc_slow(cls);
-    mt_tls_cache_top[cls] = e;
+    mt_tls.cache_top[cls] = e;
     uintptr_t slot = e->slot;
     struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(slot >> MT_CACHE_INDEX_SHIFT);
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    atomic_store_explicit(&b->cached,
-                          atomic_load_explicit(&b->cached, memory_order_relaxed) & ~(1ull << (index & 63)),
+    atomic_store_explicit(&b->idle, atomic_load_explicit(&b->idle, memory_order_relaxed) & ~(1ull << (index & 63)),
                           memory_order_relaxed);
     mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     void *block = e->block;
@@ -298,24 +338,27 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
         mt_small_free_invalid(ptr, api);
         return;
     }
-    if (MT_UNLIKELY(atomic_load_explicit(&page->heap, memory_order_relaxed) != mt_tls_heap)) {
+    /* Not ours, or ours with remote frees waiting (whose remote bits the check below does
+     * not read): the slow path. */
+    if (MT_UNLIKELY(atomic_load_explicit(&page->owner, memory_order_relaxed) != (uintptr_t)mt_tls.heap)) {
         mt_small_free_remote(ptr, api);
         return;
     }
     struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    uint64_t bit = 1ull << (index & 63);
-    uint64_t cached = atomic_load_explicit(&b->cached, memory_order_relaxed);
+    uint64_t idle = atomic_load_explicit(&b->idle, memory_order_relaxed);
+    uint64_t marked = idle | (1ull << (index & 63));
 #ifndef MT_NO_HARDENING
-    if (MT_UNLIKELY((cached | atomic_load_explicit(&b->free, memory_order_relaxed) |
-                     atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    /* Already free or cached: setting the bit changed nothing. (Not remote: the page is
+     * untagged.) One compare after the bit set the path does anyway. */
+    if (MT_UNLIKELY(marked == idle)) {
         mt_small_free_double(ptr, api);
         return;
     }
 #endif
-    atomic_store_explicit(&b->cached, cached | bit, memory_order_relaxed);
+    atomic_store_explicit(&b->idle, marked, memory_order_relaxed);
     uint32_t used = mt_page_count_add(page, (uint64_t)-1);
     unsigned cls = page->cls;
-    struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    struct mt_cache_entry *top = mt_tls.cache_top[cls];
     uintptr_t slot = (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT);
     if (MT_UNLIKELY(top->block == MT_CACHE_SENTINEL || used == 0)) {
         mt_small_free_local_slow(ptr, slot, cls);
@@ -323,7 +366,7 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     }
     top->block = ptr;
     top->slot = slot;
-    mt_tls_cache_top[cls] = top + 1;
+    mt_tls.cache_top[cls] = top + 1;
 }
 
 /* As mt_small_malloc, but from a random free slot of the refill page, bypassing the

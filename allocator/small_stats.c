@@ -103,8 +103,7 @@ void mt_small_walk(struct mt_walker *walker)
             if (!walker->block)
                 continue;
             for (uint32_t w = 0; w * 64 < capacity; w++) {
-                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed) |
-                                 atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed) |
+                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) |
                                  atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
                 for (uint32_t b = 0; b < 64 && w * 64 + b < capacity; b++)
                     if (!(freed & (1ull << b)))
@@ -128,7 +127,8 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     if (page->cls >= MT_SMALL_CLASSES || page->block_size != mt_class_size[page->cls])
         return mt_check_fail(check, page->start, "small page has block size %u but class %u", page->block_size,
                              page->cls);
-    if (page->capacity != MT_PAGE_SIZE / page->block_size || page->words != (page->capacity + 63) / 64)
+    if (page->capacity != MT_PAGE_SIZE / page->block_size || page->words != (page->capacity + 63) / 64 ||
+        page->slot_limit == 0)
         return mt_check_fail(check, page->start, "small page capacity %u does not match its block size %u",
                              page->capacity, page->block_size);
     uint32_t tail = page->capacity % 64;
@@ -136,7 +136,7 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
         uint64_t beyond = ~((1ull << tail) - 1);
         const struct mt_page_bits *last = &mt_page_bits(page)[page->words - 1];
         if ((atomic_load_explicit(&last->free, memory_order_relaxed) |
-             atomic_load_explicit(&last->cached, memory_order_relaxed) |
+             atomic_load_explicit(&last->idle, memory_order_relaxed) |
              atomic_load_explicit(&last->remote, memory_order_relaxed)) & beyond)
             return mt_check_fail(check, page->start, "small page has bits set beyond its %u slots",
                                  page->capacity);
@@ -151,18 +151,17 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
     uint32_t free_slots = 0;
     for (uint32_t w = 0; w < page->words; w++) {
         uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
-        uint64_t c = atomic_load_explicit(&mt_page_bits(page)[w].cached, memory_order_relaxed);
+        uint64_t idle = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed);
         uint64_t r = atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
-        uint64_t twice = (f & r) | (f & c) | (c & r);
+        uint64_t twice = (f & ~idle) | (idle & r);
         if (twice)
             return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(twice)) *
                                                           page->block_size,
-                                 "small slot is in two of free, cached and remotely freed");
-        *cached_slots += (size_t)__builtin_popcountll(c);
-        free_slots += (uint32_t)__builtin_popcountll(c);
+                                 "small slot is free but not idle, or idle and remotely freed");
+        *cached_slots += (size_t)__builtin_popcountll(idle & ~f);
         if (((page->nonempty >> w) & 1) != (f != 0))
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
-        free_slots += (uint32_t)__builtin_popcountll(f);
+        free_slots += (uint32_t)__builtin_popcountll(idle);
     }
     uint32_t used = mt_page_used(page);
     if (used == 0)
@@ -202,7 +201,7 @@ static bool check_queue(struct mt_check *check, const struct mt_page_queue *q, i
 static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsigned cls, size_t *entries)
 {
     const struct mt_slot_cache *cache = &self->cache[cls];
-    const struct mt_cache_entry *top = mt_tls_cache_top[cls];
+    const struct mt_cache_entry *top = mt_tls.cache_top[cls];
     if (top == mt_cache_unstarted.entry) { /* the thread has not used the class yet */
         if (mt_cache_unstarted.entry[0].block != MT_CACHE_SENTINEL)
             return mt_check_fail(check, &mt_cache_unstarted, "the unstarted slot cache lost its end mark");
@@ -220,12 +219,14 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
         const struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
         size_t index = mt_small_slot_index(page, ptr);
         if (page->state != MT_PAGE_ACTIVE || page->cls != cls ||
-            atomic_load_explicit(&page->heap, memory_order_relaxed) != self || index == SIZE_MAX)
+            mt_page_owner(page, memory_order_relaxed) != self || index == SIZE_MAX)
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
         if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
             return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
-        if (!((atomic_load_explicit(&mt_page_bits(page)[index >> 6].cached, memory_order_relaxed) >> (index & 63)) &
-              1))
+        const struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+        uint64_t cached = atomic_load_explicit(&b->idle, memory_order_relaxed) &
+                          ~atomic_load_explicit(&b->free, memory_order_relaxed);
+        if (!((cached >> (index & 63)) & 1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
     }
     for (const struct mt_cache_entry *e = top; e < cache->entry + limit; e++)
@@ -237,7 +238,7 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
 
 bool mt_small_check(struct mt_check *check)
 {
-    struct mt_heap *self = mt_tls_heap;
+    struct mt_heap *self = mt_tls.heap;
     size_t cached_slots = 0;
     for (struct mt_segment *seg = atomic_load_explicit(&mt_all_segments, memory_order_acquire); seg;
          seg = seg->all_next) {

@@ -297,6 +297,39 @@ TEST(realloc_shrinks_and_grows_in_place)
     CHECK(mt_heap_check() == 0);
 }
 
+/* A block appended to a little at a time (`s = realloc(s, len + n)`) while the program
+ * allocates right behind it after every append: realloc's headroom (a quarter more than
+ * the block had) lets it move only a logarithmic number of times, each byte being copied
+ * a few times in all, instead of at every append. */
+TEST(realloc_by_small_steps_moves_a_logarithmic_number_of_times)
+{
+    enum { STEP = 64, FIRST = 10 * 1024, LAST = 640 * 1024, BLOCKERS = (LAST - FIRST) / STEP + 1 };
+    /* 25% growth per move from 10 KiB to 640 KiB: log(64) / log(1.25) = 18.6 moves. */
+    const unsigned max_moves = 24;
+    static char *blocker[BLOCKERS];
+    size_t size = FIRST;
+    char *p = malloc(size);
+    REQUIRE(p != NULL);
+    fill(p, size, 9);
+    unsigned moves = 0, n = 0;
+    while (size + STEP <= LAST) {
+        char *q = realloc(p, size + STEP);
+        REQUIRE(q != NULL);
+        if (q != p)
+            moves++;
+        p = q;
+        size += STEP;
+        blocker[n++] = malloc(MT_SMALL_MAX + 16); /* medium, likely right after p */
+    }
+    CHECK(verify(p, FIRST, 9));
+    CHECK_MSG(moves <= max_moves, "%u moves growing %d bytes at a time from %d to %zu", moves, STEP, FIRST, size);
+    CHECK(malloc_usable_size(p) <= size + size / 4 + MT_CHUNK_MIN);
+    free(p);
+    for (unsigned i = 0; i < n; i++)
+        free(blocker[i]);
+    CHECK(mt_heap_check() == 0);
+}
+
 TEST(neighbours_coalesce)
 {
     const size_t size = 40000 - 16 * 3; /* an unusual size so no other free chunk fits exactly */
