@@ -349,28 +349,27 @@ void mt_os_yield(void)
 #define MEMBARRIER_PRIVATE_EXPEDITED (1 << 3)
 #define MEMBARRIER_REGISTER_PRIVATE_EXPEDITED (1 << 4)
 
-bool mt_os_membarrier_register(void)
+static bool membarrier_command(int command)
 {
 #ifdef SYS_membarrier
     SAVE_ERRNO;
-    long rc = syscall(SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+    long rc = syscall(SYS_membarrier, command, 0, 0);
     RESTORE_ERRNO;
     return rc == 0;
 #else
+    (void)command;
     return false;
 #endif
 }
 
+bool mt_os_membarrier_register(void)
+{
+    return membarrier_command(MEMBARRIER_REGISTER_PRIVATE_EXPEDITED);
+}
+
 bool mt_os_membarrier(void)
 {
-#ifdef SYS_membarrier
-    SAVE_ERRNO;
-    long rc = syscall(SYS_membarrier, MEMBARRIER_PRIVATE_EXPEDITED, 0, 0);
-    RESTORE_ERRNO;
-    return rc == 0;
-#else
-    return false;
-#endif
+    return membarrier_command(MEMBARRIER_PRIVATE_EXPEDITED);
 }
 
 void mt_os_sleep_ns(uint64_t ns)
