@@ -304,7 +304,13 @@ static bool open_dwfl(const char *path, Dwfl **dwfl_out, Dwfl_Module **module_ou
     if (!mod || !dwfl_module_getelf(mod, &bias))
         return false;
     Dwarf_Addr dw_bias;
-    dwfl_module_getdwarf(mod, &dw_bias); /* finds and loads the debug file; NULL is fine */
+    /* Find and load the debug file (NULL is fine), then the address ranges of its compile
+     * units, which the first lookup of an address would build. */
+    if (dwfl_module_getdwarf(mod, &dw_bias)) {
+        Dwarf_Addr low = 0, cu_bias;
+        dwfl_module_info(mod, NULL, &low, NULL, NULL, NULL, NULL, NULL);
+        dwfl_module_addrdie(mod, low, &cu_bias);
+    }
     *module_out = mod;
     *bias_out = bias;
     return true;
