@@ -196,6 +196,9 @@ void mt_sym_for_each_loc(void (*fn)(struct mt_code_loc loc, size_t first, size_t
 size_t mt_sym_first_frame(struct mt_code_loc loc, size_t *count);
 size_t mt_sym_frame_total(void);
 const struct mt_sym_frame *mt_sym_frame_at(size_t index);
+/* A stack uses `module`: open its debug information now, on a helper thread, so that
+ * symbolizing at the end does not wait for it. */
+void mt_sym_module_used(uint32_t module);
 void mt_sym_shutdown(void);
 /* Whether C++ names get demangled (libstdc++'s __cxa_demangle was found). */
 bool mt_sym_can_demangle(void);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -413,4 +414,28 @@ void mt_host_self_cpu(double *user, double *sys)
     getrusage(RUSAGE_SELF, &ru);
     *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
     *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+void *mt_host_thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_t *t = malloc(sizeof *t);
+    if (!t)
+        return NULL;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits the mask */
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void mt_host_thread_join(void *thread)
+{
+    pthread_t *t = thread;
+    pthread_join(*t, NULL);
+    free(t);
 }

@@ -82,4 +82,11 @@ void mt_host_self_cpu(double *user, double *sys);
 /* Bytes of a file (0 if absent). */
 uint64_t mt_host_file_size(const char *path);
 
+/* A helper thread running fn(arg) with every signal blocked (the launcher's handlers and
+ * the forwarded signals stay with the main thread). Returns an opaque handle, NULL when
+ * no thread could be started. */
+void *mt_host_thread_start(void *(*fn)(void *), void *arg);
+/* Wait for the thread to return and release the handle. */
+void mt_host_thread_join(void *thread);
+
 #endif

@@ -67,6 +67,8 @@ static uint32_t intern(const struct mt_code_loc *l, uint32_t depth)
         if (e->hash == h && e->depth == depth && memcmp(&locs[e->first], l, depth * sizeof *l) == 0)
             return table[s];
     }
+    for (uint32_t i = 0; i < depth; i++)
+        mt_sym_module_used(l[i].module);
     MT_VEC_RESERVE(locs, loc_cap, loc_count + depth);
     memcpy(&locs[loc_count], l, depth * sizeof *l);
     MT_VEC_RESERVE(stacks, stack_cap, stack_count + 1);

@@ -11,6 +11,13 @@
  * instruction, so that a call that is the last instruction of a function, or of an
  * inlined scope, is attributed to the right line.
  *
+ * Opening a module's debug information is the expensive part (libc's separate debug file
+ * has compressed sections: ~40 ms of inflating before its first name), so a helper thread
+ * opens each module as soon as a stack first uses it, while the program still runs; the
+ * main thread waits for that module's job only when it needs the module's names. The
+ * helper has its own Dwfl per job and touches nothing else (`modules` may be reallocated
+ * meanwhile); a finished job's Dwfl is handed to the main thread, which alone uses it.
+ *
  * Demangling: libstdc++'s __cxa_demangle, found with dlopen at the first C++ name; when
  * libstdc++ is not installed names stay mangled. */
 #include "collector.h"
@@ -23,6 +30,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +47,17 @@ struct load_segment {
     uint64_t vaddr, offset, filesz;
 };
 
+/* A module being opened by the helper thread. `path` is the job's own copy; the results
+ * are the main thread's once `done` was seen under `warm_lock`. */
+struct warm_job {
+    char *path;
+    Dwfl *dwfl;
+    Dwfl_Module *dwfl_module;
+    Dwarf_Addr dwfl_bias;
+    bool done;
+    struct warm_job *next; /* in the pending queue */
+};
+
 struct module {
     char *path;
     char *build_id; /* lowercase hex, or NULL */
@@ -51,6 +70,7 @@ struct module {
     Dwfl_Module *dwfl_module;
     Dwarf_Addr dwfl_bias;
     bool dwfl_tried;
+    struct warm_job *warm; /* queued for the helper thread; NULL when not */
 };
 
 static struct module *modules; /* index = module id; 0 unused */
@@ -267,6 +287,99 @@ static const Dwfl_Callbacks offline_callbacks = {
     .section_address = dwfl_offline_section_address,
 };
 
+/* Open `path`'s Dwfl and its debug information (the expensive part). Runs on either
+ * thread; touches only its arguments. */
+static bool open_dwfl(const char *path, Dwfl **dwfl_out, Dwfl_Module **module_out, Dwarf_Addr *bias_out)
+{
+    *dwfl_out = NULL;
+    *module_out = NULL;
+    Dwfl *dwfl = dwfl_begin(&offline_callbacks);
+    if (!dwfl)
+        return false;
+    *dwfl_out = dwfl;
+    dwfl_report_begin(dwfl);
+    Dwfl_Module *mod = dwfl_report_offline(dwfl, path, path, -1);
+    dwfl_report_end(dwfl, NULL, NULL);
+    Dwarf_Addr bias = 0;
+    if (!mod || !dwfl_module_getelf(mod, &bias))
+        return false;
+    Dwarf_Addr dw_bias;
+    /* Find and load the debug file (NULL is fine), then the address ranges of its compile
+     * units, which the first lookup of an address would build. */
+    if (dwfl_module_getdwarf(mod, &dw_bias)) {
+        Dwarf_Addr low = 0, cu_bias;
+        dwfl_module_info(mod, NULL, &low, NULL, NULL, NULL, NULL, NULL);
+        dwfl_module_addrdie(mod, low, &cu_bias);
+    }
+    *module_out = mod;
+    *bias_out = bias;
+    return true;
+}
+
+static pthread_mutex_t warm_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t warm_cond = PTHREAD_COND_INITIALIZER; /* a job queued, done, or stop */
+static struct warm_job *warm_head, *warm_tail; /* pending, oldest first */
+static bool warm_stop;
+static void *warm_thread;
+static bool warm_failed; /* no helper thread: modules are opened when needed */
+
+static void *warm_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&warm_lock);
+    for (;;) {
+        while (!warm_head && !warm_stop)
+            pthread_cond_wait(&warm_cond, &warm_lock);
+        if (warm_stop)
+            break;
+        struct warm_job *job = warm_head;
+        warm_head = job->next;
+        if (!warm_head)
+            warm_tail = NULL;
+        pthread_mutex_unlock(&warm_lock);
+        Dwfl *dwfl;
+        Dwfl_Module *mod;
+        Dwarf_Addr bias = 0;
+        open_dwfl(job->path, &dwfl, &mod, &bias);
+        pthread_mutex_lock(&warm_lock);
+        job->dwfl = dwfl;
+        job->dwfl_module = mod;
+        job->dwfl_bias = bias;
+        job->done = true;
+        pthread_cond_broadcast(&warm_cond);
+    }
+    pthread_mutex_unlock(&warm_lock);
+    return NULL;
+}
+
+void mt_sym_module_used(uint32_t module)
+{
+    if (!module || module >= module_count)
+        return;
+    struct module *m = &modules[module];
+    if (m->warm || m->dwfl_tried || !m->is_elf || m->is_own || warm_failed)
+        return;
+    if (!warm_thread) {
+        elf_version(EV_CURRENT); /* libelf's one global, set before a second thread uses it */
+        warm_thread = mt_host_thread_start(warm_main, NULL);
+        if (!warm_thread) {
+            warm_failed = true;
+            return;
+        }
+    }
+    struct warm_job *job = mt_xcalloc(1, sizeof *job);
+    job->path = mt_xstrdup(m->path);
+    m->warm = job;
+    pthread_mutex_lock(&warm_lock);
+    if (warm_tail)
+        warm_tail->next = job;
+    else
+        warm_head = job;
+    warm_tail = job;
+    pthread_cond_broadcast(&warm_cond);
+    pthread_mutex_unlock(&warm_lock);
+}
+
 static bool module_open_dwfl(struct module *m)
 {
     if (m->dwfl_tried)
@@ -274,21 +387,24 @@ static bool module_open_dwfl(struct module *m)
     m->dwfl_tried = true;
     if (!m->is_elf)
         return false;
-    m->dwfl = dwfl_begin(&offline_callbacks);
-    if (!m->dwfl)
-        return false;
-    dwfl_report_begin(m->dwfl);
-    m->dwfl_module = dwfl_report_offline(m->dwfl, m->path, m->path, -1);
-    dwfl_report_end(m->dwfl, NULL, NULL);
-    if (!m->dwfl_module)
-        return false;
-    Dwarf_Addr bias = 0;
-    if (!dwfl_module_getelf(m->dwfl_module, &bias)) {
-        m->dwfl_module = NULL;
-        return false;
+    if (m->warm) {
+        struct warm_job *job = m->warm;
+        pthread_mutex_lock(&warm_lock);
+        while (!job->done)
+            pthread_cond_wait(&warm_cond, &warm_lock);
+        pthread_mutex_unlock(&warm_lock);
+        m->dwfl = job->dwfl;
+        m->dwfl_module = job->dwfl_module;
+        m->dwfl_bias = job->dwfl_bias;
+        m->warm = NULL;
+        free(job->path);
+        free(job);
+        return m->dwfl_module != NULL;
     }
+    Dwarf_Addr bias = 0;
+    bool ok = open_dwfl(m->path, &m->dwfl, &m->dwfl_module, &bias);
     m->dwfl_bias = bias;
-    return true;
+    return ok;
 }
 
 static char *die_function_name(Dwarf_Die *die)
@@ -440,6 +556,28 @@ void mt_sym_for_each_loc(void (*fn)(struct mt_code_loc loc, size_t first, size_t
 
 void mt_sym_shutdown(void)
 {
+    if (warm_thread) {
+        pthread_mutex_lock(&warm_lock);
+        warm_stop = true;
+        pthread_cond_broadcast(&warm_cond);
+        pthread_mutex_unlock(&warm_lock);
+        mt_host_thread_join(warm_thread);
+        warm_thread = NULL;
+        warm_stop = false;
+    }
+    /* Jobs never taken, or done and never adopted. */
+    for (struct warm_job *job = warm_head; job; job = job->next)
+        job->done = true;
+    warm_head = warm_tail = NULL;
+    for (size_t i = 1; i < module_count; i++) {
+        struct warm_job *job = modules[i].warm;
+        if (job) {
+            if (job->dwfl)
+                dwfl_end(job->dwfl);
+            free(job->path);
+            free(job);
+        }
+    }
     for (size_t i = 1; i < module_count; i++) {
         if (modules[i].dwfl)
             dwfl_end(modules[i].dwfl);
