@@ -44,11 +44,11 @@
 /* Records drained from one process before the loop looks at the sockets and the other
  * processes again: bounds how long a HELLO or a BLOCK_QUERY waits behind a busy process. */
 #define DRAIN_BUDGET 65536
-/* How long a collector started by a plain LD_PRELOAD run waits for its first connection
- * (the producer connects right after starting it) before concluding it is not coming. */
 /* A process's partial event chunk is written after this long: a quiet process's events
  * reach readers (and survive the collector's death) within about a second. */
 #define CHUNK_FLUSH_INTERVAL_NS (1000ull * 1000u * 1000u)
+/* How long a collector started by a plain LD_PRELOAD run waits for its first connection
+ * (the producer connects right after starting it) before concluding it is not coming. */
 #define FIRST_CONNECTION_WAIT_NS (60ull * 1000u * 1000u * 1000u)
 /* Largest socket message: a HELLO. */
 #define MSG_MAX (sizeof(struct mt_msg_hello) + 64)
