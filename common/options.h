@@ -33,7 +33,7 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
     X(DROP, "MTRACE_DROP", MT_OPT_BOOL, "off", 0, 1,                                           \
       "when a thread's ring is full, drop and count events instead of waiting")                \
     X(RING_SIZE, "MTRACE_RING_SIZE", MT_OPT_SIZE, "4M", 65536, 1073741824,                     \
-      "bytes of event ring per thread")                                                        \
+      "bytes of event records per thread (rounded down to a power of two)")                    \
     X(SNAPSHOT_MS, "MTRACE_SNAPSHOT_MS", MT_OPT_INT, "10", 0, 3600000,                         \
       "allocator snapshot period in milliseconds (0: only by volume)")                         \
     X(SNAPSHOT_BYTES, "MTRACE_SNAPSHOT_BYTES", MT_OPT_SIZE, "8M", 0, 1099511627776LL,          \

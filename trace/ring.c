@@ -97,17 +97,18 @@ static inline uint64_t take_seq(void)
     return atomic_fetch_add_explicit(&policy.proc->next_seq, 1, memory_order_relaxed);
 }
 
-/* The largest power of two of cells that fits `bytes` after the header. */
+/* The largest power of two of cells that fits in `bytes`; the header comes on top. (It
+ * used to be taken out of `bytes`, which for the power-of-two sizes everyone asks for
+ * halved the ring: a 4M ring held 2 MiB of records.) */
 static uint32_t cells_for_size(size_t bytes)
 {
-    size_t cells = (bytes - MT_WIRE_RING_HEADER) / MT_WIRE_CELL;
-    return (uint32_t)1u << mt_log2_floor(cells);
+    return (uint32_t)1u << mt_log2_floor(bytes / MT_WIRE_CELL);
 }
 
 int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name)
 {
-    if (bytes < MT_WIRE_RING_HEADER + MT_RING_RECORD_MAX)
-        bytes = MT_WIRE_RING_HEADER + MT_RING_RECORD_MAX;
+    if (bytes < MT_RING_RECORD_MAX)
+        bytes = MT_RING_RECORD_MAX;
     uint32_t cells = cells_for_size(bytes);
     size_t map_bytes = MT_WIRE_RING_HEADER + (size_t)cells * MT_WIRE_CELL;
     int fd = mt_os_memfd("mtrace-ring", map_bytes);

@@ -71,7 +71,7 @@ static void print_help(void)
            "                         ones (--follow-children: trace them, the default)\n"
            "  --skip PATTERN         do not trace executables matching PATTERN (repeatable)\n"
            "  --drop                 drop events when a ring is full instead of waiting\n"
-           "  --ring-size SIZE       bytes of event ring per thread\n"
+           "  --ring-size SIZE       bytes of event records per thread (a power of two)\n"
            "  --snapshot-ms N        allocator snapshot period in milliseconds\n"
            "  --snapshot-bytes SIZE  also snapshot after this many bytes allocated\n"
            "  --no-leak-scan         do not classify blocks live at exit\n"
