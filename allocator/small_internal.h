@@ -49,7 +49,7 @@ struct mt_segment *mt_segment_acquire(void);
  * page there is in use and at least 7/8 of the range has been written, once in the
  * segment's life. A program with megabytes of small blocks touches them at random and,
  * with 4 KiB pages, spends a good part of its time on TLB misses (churn bench: 64K live
- * blocks of 16-256 B, 12 MiB, about 10% of its CPU time); a range that full is nearly all
+ * blocks of 16-256 B, 12 MiB: 7-12% of its CPU time); a range that full is nearly all
  * resident anyway, so the huge page costs little memory. Ranges with free pages or
  * sparsely used ones (a program with under 2 MiB of small blocks, a few big blocks in each
  * page) keep 4 KiB pages. The range is collapsed (MADV_COLLAPSE), not advised: a page
