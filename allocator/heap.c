@@ -454,6 +454,7 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
 {
     size_t want = cache_refill_count[cls];
     struct mt_cache_entry taken[MT_CACHE_ENTRIES];
+    bool untouched = page->touched < page->capacity;
     size_t n = page_take_slots(page, page->touched, taken, 0, want);
     if (n < want && page->touched < page->capacity) {
         if (mt_page_collect(page))
@@ -461,6 +462,9 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
         if (n < want)
             n = page_take_slots(page, page->capacity, taken, n, want);
     }
+    /* Its range of the segment may now be worth a huge page (segment.c). */
+    if (untouched && page->touched == page->capacity)
+        mt_segment_page_touched(page);
     /* Highest address at the bottom, so pops hand out the lowest first. */
     struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)

@@ -7,6 +7,7 @@
  * while the address space is kept for reuse. */
 #include <string.h>
 
+#include "../common/options.h"
 #include "../common/platform.h"
 #include "small_internal.h"
 
@@ -81,6 +82,51 @@ void mt_segment_pool_put(struct mt_segment *seg)
     seg->prev = NULL;
     seg->next = segment_pool;
     segment_pool = seg;
+}
+
+/* Small pages per transparent huge page, or 0 for none (the kernel has none, the option is
+ * off, or they do not divide a segment). */
+static size_t segment_huge_pages(void)
+{
+    static _Atomic size_t cached = SIZE_MAX; /* racing first calls agree */
+    size_t pages = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (MT_UNLIKELY(pages == SIZE_MAX)) {
+        size_t huge = mt_option_bool(MT_OPT_HUGE_PAGES) ? mt_os_huge_page_size() : 0;
+        pages = huge >= MT_PAGE_SIZE && MT_SEGMENT_SIZE % huge == 0 ? huge / MT_PAGE_SIZE : 0;
+        atomic_store_explicit(&cached, pages, memory_order_relaxed);
+    }
+    return pages;
+}
+
+void mt_segment_page_touched(struct mt_page *page)
+{
+    size_t huge_pages = segment_huge_pages();
+    if (!huge_pages)
+        return;
+    struct mt_segment *seg = mt_small_segment_of(page->start);
+    size_t first = (size_t)(page->start - (uint8_t *)seg) / MT_PAGE_SIZE / huge_pages * huge_pages;
+    uint64_t range = (uint64_t)1 << (first / huge_pages);
+    if (seg->huge_ranges & range)
+        return;
+    /* Bytes of the range resident for sure: metadata pages, and the slots handed out so far
+     * of pages whose blocks are at most an OS page (each OS page then holds the start of a
+     * block, which its owner wrote; of bigger blocks, many programs write only the part
+     * they use, and the rest of a huge page would be resident for nothing). */
+    size_t os_page = mt_os_page_size();
+    size_t touched = 0;
+    for (size_t i = first; i < first + huge_pages; i++) {
+        const struct mt_page *p = &seg->meta[i].page;
+        if (p->state == MT_PAGE_META)
+            touched += MT_PAGE_SIZE;
+        else if (p->state == MT_PAGE_ACTIVE && p->block_size <= os_page)
+            touched += (size_t)p->touched * p->block_size;
+        else
+            return; /* a free page: the range is not all in use */
+    }
+    if (touched < huge_pages * MT_PAGE_SIZE / 8 * 7)
+        return;
+    seg->huge_ranges |= range;
+    mt_os_collapse_huge((uint8_t *)seg + first * MT_PAGE_SIZE, huge_pages * MT_PAGE_SIZE);
 }
 
 struct mt_page *mt_segment_take_page(struct mt_segment *seg)

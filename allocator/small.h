@@ -170,6 +170,8 @@ struct mt_segment {
     struct mt_segment *next, *prev;  /* heap's segment list, the abandoned list or the pool */
     struct mt_segment *all_next;     /* every small segment ever mapped (never unmapped) */
     uint8_t in_pool;                 /* on the global pool of unused segments */
+    uint64_t huge_ranges;            /* bit r: huge-page range r was collapsed (for good:
+                                        mt_segment_page_touched) */
     struct mt_page_meta meta[MT_PAGES_PER_SEGMENT] MT_ALIGNED(MT_CACHE_LINE);
 };
 

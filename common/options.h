@@ -53,7 +53,7 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
     X(TOP_PAD, "MTRACE_TOP_PAD", MT_OPT_SIZE, "0", 0, 1073741824,                              \
       "extra bytes requested from the OS each time a heap grows")                             \
     X(HUGE_PAGES, "MTRACE_HUGE_PAGES", MT_OPT_BOOL, "on", 0, 1,                                \
-      "transparent huge pages for medium heaps past 4 MiB (off: 4 KiB pages only)")          \
+      "transparent huge pages for medium heaps past 4 MiB and full 2 MiB ranges of small pages (off: 4 KiB pages only)") \
     X(PERTURB, "MTRACE_PERTURB", MT_OPT_INT, "0", 0, 255,                                      \
       "fill allocations with ~N and freed blocks with N (as mallopt(M_PERTURB)); 0: off")     \
     /* hardening and debug mode */                                                             \

@@ -167,6 +167,17 @@ void mt_os_advise_huge(void *addr, size_t size)
     RESTORE_ERRNO;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1; older headers lack it, older kernels refuse it */
+#endif
+
+void mt_os_collapse_huge(void *addr, size_t size)
+{
+    SAVE_ERRNO;
+    madvise(addr, size, MADV_COLLAPSE);
+    RESTORE_ERRNO;
+}
+
 bool mt_os_discard_protect_none(void *addr, size_t size)
 {
     SAVE_ERRNO;

@@ -50,6 +50,12 @@ size_t mt_os_huge_page_size(void);
  * then maps a whole zeroed huge page at once where the range allows it. Only a hint:
  * nothing becomes resident until touched, and a refusal is ignored. */
 void mt_os_advise_huge(void *addr, size_t size);
+/* Make the range's memory transparent huge pages now (MADV_COLLAPSE, Linux 6.1), whatever
+ * is resident in it already (the rest becomes resident: the whole range is). The range is
+ * not advised: pages decommitted later split their huge page and stay out (khugepaged
+ * leaves ranges without MADV_HUGEPAGE alone in "madvise" mode). A refusal (older kernel,
+ * no huge page free) is ignored. */
+void mt_os_collapse_huge(void *addr, size_t size);
 /* mremap: grow or shrink a mapping, moving it if `may_move`; NULL on failure. */
 void *mt_os_remap(void *addr, size_t old_size, size_t new_size, bool may_move);
 

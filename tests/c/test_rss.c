@@ -3,6 +3,7 @@
  * and also when the blocks were allocated by threads that have since exited and are freed
  * by another thread (which glibc 2.36 does not manage for its per-thread arenas). */
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/mman.h>
 
 #include "check.h"
@@ -111,6 +112,52 @@ static void check_returns(const struct rss_case *c, enum free_order order)
     CHECK_MSG(end <= start + RSS_MARGIN, "%s: rss %zu MiB at start, %zu MiB at peak, %zu MiB after free", c->name,
               start >> 20, peak >> 20, end >> 20);
     CHECK(mt_heap_check() == 0);
+}
+
+/* Resident transparent huge pages of the process (/proc/self/smaps_rollup), in KiB; 0 when
+ * the kernel does not say. */
+static size_t anon_huge_kib(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %zu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+static void *small_working_set_thread(void *arg)
+{
+    size_t *huge_grew = arg;
+    enum { BLOCKS = (3 * MiB / 2) / 64 };
+    void **blocks = pointer_array(BLOCKS);
+    if (!blocks) {
+        *huge_grew = SIZE_MAX;
+        return NULL;
+    }
+    size_t before = anon_huge_kib();
+    size_t n = fill_working_set(blocks, BLOCKS, BLOCKS * 64, small_size);
+    *huge_grew = anon_huge_kib() - before;
+    for (size_t i = 0; i < n; i++)
+        free(blocks[i]);
+    pointer_array_free(blocks, BLOCKS);
+    return NULL;
+}
+
+/* Huge pages are for full 2 MiB ranges of small pages only: a thread with 1.5 MiB of small
+ * blocks (a fresh heap, its own segment) keeps 4 KiB pages, so a small program does not
+ * pay 2 MiB resident for them. */
+TEST(small_working_set_keeps_small_pages)
+{
+    pthread_t t;
+    size_t huge_grew = 0;
+    REQUIRE(pthread_create(&t, NULL, small_working_set_thread, &huge_grew) == 0);
+    pthread_join(t, NULL);
+    CHECK_MSG(huge_grew == 0, "AnonHugePages grew by %zu KiB", huge_grew);
 }
 
 TEST(small_blocks_200_MiB_of_64_bytes)
