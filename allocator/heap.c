@@ -521,39 +521,6 @@ void *mt_small_malloc_slow(unsigned cls)
     return mt_small_malloc(cls);
 }
 
-void *mt_small_malloc_random(unsigned cls, uint64_t random)
-{
-    struct mt_heap *heap = mt_heap_get();
-    if (!heap) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    struct mt_page *page = heap->direct[cls];
-    uint64_t nonempty = page->nonempty;
-    if (nonempty == 0)
-        return mt_small_malloc(cls); /* the cache, or a refill (which sets the refill page) */
-    /* The k-th non-empty word, then a random free bit of it. */
-    unsigned skip = (unsigned)(random % (uint64_t)__builtin_popcountll(nonempty));
-    for (unsigned i = 0; i < skip; i++)
-        nonempty &= nonempty - 1;
-    unsigned w = (unsigned)__builtin_ctzll(nonempty);
-    uint64_t bits = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
-    unsigned pick = (unsigned)((random >> 32) % (uint64_t)__builtin_popcountll(bits));
-    uint64_t candidates = bits;
-    for (unsigned i = 0; i < pick; i++)
-        candidates &= candidates - 1;
-    unsigned b = (unsigned)__builtin_ctzll(candidates);
-    uint64_t rest = bits & ~(1ull << b);
-    atomic_store_explicit(&mt_page_bits(page)[w].free, rest, memory_order_relaxed);
-    atomic_store_explicit(&mt_page_bits(page)[w].idle,
-                          atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) & ~(1ull << b),
-                          memory_order_relaxed);
-    if (rest == 0)
-        page->nonempty &= ~(1ull << w);
-    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
-    return page->start + ((size_t)w * 64 + b) * page->block_size;
-}
-
 /* Free into a segment whose owner has exited: serialised by the lock. */
 static void free_into_abandoned(struct mt_segment *seg, struct mt_page *page)
 {

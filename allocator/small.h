@@ -371,10 +371,6 @@ MT_INLINE void mt_small_free(void *ptr, enum mt_api api)
     mt_tls.cache_top[cls] = top + 1;
 }
 
-/* As mt_small_malloc, but from a random free slot of the refill page, bypassing the
- * cache (debug mode's randomization): `random` supplies the entropy. */
-void *mt_small_malloc_random(unsigned cls, uint64_t random);
-
 /* Usable size of a live small block, or 0 after reporting an error for a pointer that is
  * not one (freed: MT_ERR_REALLOC_FREED for realloc, MT_ERR_DOUBLE_FREE-style otherwise). */
 size_t mt_small_usable_size(const void *ptr, enum mt_api api);
