@@ -173,12 +173,13 @@ test:
 	@tests/run-c-tests.sh $(C_TESTS)
 	@$(MAKE) --no-print-directory test-py
 
-test-build: all $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
+# The library without checks too: tests check what it links against (test_footprint.py).
+test-build: all $(BUILD)/libmtalloc-nohard.so $(C_TESTS) $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
 
 test-c: all $(C_TESTS)
 	@tests/run-c-tests.sh $(C_TESTS)
 
-test-py: all $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
+test-py: all $(BUILD)/libmtalloc-nohard.so $(TEST_PROGS) $(TEST_PROGS_CXX) $(ATTACKS)
 	@PY=$$(tools/find-python.sh --need pytest) || exit 1; \
 	  cd tests && MTRACE_BUILD=$(CURDIR)/$(BUILD) $$PY -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) py
 
