@@ -3,7 +3,6 @@ needs is mapped and relocated in every process it is preloaded into (libunwind a
 liblzma cost 110 KiB of resident memory each time), so it needs libc and nothing else; the
 error reports unwind with libgcc's unwinder, linked in (docs/allocator.md, Footprint)."""
 import re
-import shutil
 
 import pytest
 
@@ -17,7 +16,6 @@ def needed(lib):
     return set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", res.stdout))
 
 
-@pytest.mark.skipif(shutil.which("readelf") is None, reason="readelf (binutils) is not installed")
 @pytest.mark.parametrize("name", ["libmtalloc.so", "libmtalloc-nohard.so"])
 def test_allocator_needs_only_libc(name):
     lib = BUILD / name
