@@ -134,6 +134,17 @@ def test_corrupt_table_in_diff_names_the_bad_trace(tmp_path):
     assert_bad_input(run_tool("diff", bad, good), "bad.db", "corrupt")
 
 
+def test_truncated_size_counts_blob(tmp_path):
+    """A size table cut inside a value: one line naming it, not a traceback."""
+    path = big_trace(tmp_path / "t.db")
+    conn = sqlite3.connect(path)
+    (blob,) = conn.execute("SELECT data FROM size_counts").fetchone()
+    conn.execute("UPDATE size_counts SET data = ?", (blob[:-1] + b"\xff",))
+    conn.commit()
+    conn.close()
+    assert_bad_input(run_tool("hist", path), "size_counts", "corrupt")
+
+
 def test_incomplete_trace_warns_and_reports(tmp_path):
     fab = TraceFab()
     p = fab.process(pid=77)

@@ -17,6 +17,7 @@ import urllib.parse
 
 from . import FORMAT_VERSION
 from .errors import ReportError
+from .events import varint_reader
 
 # PRAGMA application_id of a trace: "mtrc" (docs/trace-format.md).
 APPLICATION_ID = 0x6D747263
@@ -161,30 +162,14 @@ class Trace:
         self.conn.close()
 
 
-def _uvarints(data):
-    pos, end = 0, len(data)
-    while pos < end:
-        result = shift = 0
-        while True:
-            if pos >= end:
-                raise ValueError("size_counts blob ends inside a varint")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-        yield result
-
-
 def decode_size_counts(data, count):
     """(size, allocs, live_at_exit) of one size_counts row (docs/trace-format.md)."""
-    values = _uvarints(data)
+    varint = varint_reader(data, "size_counts blob")
     size = 0
     for _ in range(count):
-        size += next(values)
-        packed = next(values)
-        live = next(values) if packed & 1 else 0
+        size += varint()
+        packed = varint()
+        live = varint() if packed & 1 else 0
         yield size, packed >> 1, live
 
 

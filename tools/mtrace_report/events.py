@@ -35,6 +35,26 @@ class EventFormatError(ValueError):
     """A chunk that does not decode as the doc says (truncated or corrupt blob)."""
 
 
+def varint_reader(data, what):
+    """A function returning the next unsigned LEB128 value of `data` at each call; past the
+    end of the data, EventFormatError naming `what` (a truncated or corrupt blob)."""
+    pos, end = 0, len(data)
+
+    def varint():
+        nonlocal pos
+        result = shift = 0
+        while True:
+            if pos >= end:
+                raise EventFormatError(f"{what} ends inside a value")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+    return varint
+
+
 def _unzigzag(z):
     return (z >> 1) ^ -(z & 1)
 
@@ -48,22 +68,8 @@ def _unptr(v):
 def decode_chunk(data, count, first_ns, version=2):
     """Yield (op, thread_idx, ts_ns, ptr, size, stack_id, aux) for one chunk's blob; aux is
     the old pointer (0 for NULL) for realloc/reallocarray and the raw value otherwise."""
-    pos, end = 0, len(data)
+    varint = varint_reader(data, "event chunk")
     ts, ptr = first_ns, 0
-
-    def varint():
-        nonlocal pos
-        result = shift = 0
-        while True:
-            if pos >= end:
-                raise EventFormatError("event chunk ends inside an event")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return result
-            shift += 7
-
     for _ in range(count):
         head = varint()
         op = head & OP_MASK
