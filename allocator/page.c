@@ -26,6 +26,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->committed = 1;
     page->pinned = 0;
     page->touched = 0;
+    page->refill_shift = MT_REFILL_SHIFT_MAX; /* full batches until other threads free here */
     atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {
