@@ -985,11 +985,23 @@ size_t mt_medium_max_request(void)
 bool mt_medium_init(void)
 {
     mt_medium_page = mt_os_page_size();
+    return true;
+}
+
+/* The huge page size is read (two /sys files) when the first arena is created, not at
+ * start-up: a program that never makes a medium allocation does not open them. Every
+ * reader of mt_medium_huge_page works on a region, and the first region is the first
+ * arena's, created after this under the same lock. */
+static void huge_page_init(void)
+{
+    static bool done; /* under arenas_lock */
+    if (done)
+        return;
     /* Huge pages only when they divide a segment: the huge zone (segment-aligned) must start
      * on a huge-page boundary. */
     size_t huge = mt_option_bool(MT_OPT_HUGE_PAGES) ? mt_os_huge_page_size() : 0;
     mt_medium_huge_page = huge && MT_SEGMENT_SIZE % huge == 0 ? huge : 0;
-    return true;
+    done = true;
 }
 
 /* The CPUs are counted at the first medium allocation, not at start-up: a program that
@@ -1015,6 +1027,7 @@ static unsigned arena_limit(void)
 
 static struct mt_medium_arena *arena_create(unsigned index)
 {
+    huge_page_init();
     void *space;
     struct mt_medium_region *r = region_create(MT_MEDIUM_REGION_SIZE, sizeof(struct mt_medium_arena), &space);
     if (!r)

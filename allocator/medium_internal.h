@@ -166,7 +166,8 @@ extern struct mt_medium_arena *_Atomic mt_medium_arenas[MT_MEDIUM_ARENAS_LIMIT];
 extern _Atomic unsigned mt_medium_arena_count;
 /* The OS page size, read once at init. */
 extern size_t mt_medium_page;
-/* The transparent huge page size, or 0 when the kernel gives none (read once at init). */
+/* The transparent huge page size, or 0 when the kernel gives none (read once, when the
+ * first arena is created). */
 extern size_t mt_medium_huge_page;
 
 /* Where the huge zone of the region holding addr (a medium address) starts, or

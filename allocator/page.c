@@ -26,6 +26,7 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     page->committed = 1;
     page->pinned = 0;
     page->touched = 0;
+    page->refill_shift = MT_REFILL_SHIFT_MAX; /* full batches until other threads free here */
     atomic_store_explicit(&page->counts, 0, memory_order_relaxed);
     atomic_store_explicit(&page->full, 0, memory_order_relaxed);
     for (uint32_t w = 0; w < page->words; w++) {
@@ -65,7 +66,7 @@ bool mt_page_collect(struct mt_page *page)
         }
         atomic_store_explicit(&b->free, f | r, memory_order_relaxed);
         atomic_store_explicit(&b->idle, owner_freed | r, memory_order_relaxed);
-        collected += (uint32_t)__builtin_popcountll(r);
+        collected += (uint32_t)mt_popcount64(r);
         page->nonempty |= 1ull << w;
         found = true;
     }
@@ -83,7 +84,7 @@ void mt_page_recount(struct mt_page *page)
         struct mt_page_bits *b = &mt_page_bits(page)[w];
         uint64_t f = atomic_load_explicit(&b->idle, memory_order_relaxed);
         atomic_store_explicit(&b->free, f, memory_order_relaxed);
-        free_slots += (uint32_t)__builtin_popcountll(f);
+        free_slots += (uint32_t)mt_popcount64(f);
         if (f)
             page->nonempty |= 1ull << w;
     }

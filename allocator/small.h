@@ -98,12 +98,20 @@ struct mt_page {
     uint8_t state : 2;        /* enum mt_page_state */
     uint8_t committed : 1;    /* memory may be resident (not decommitted since last use) */
     uint8_t pinned : 1;       /* the heap's refill page: its used count holds one more */
+    uint8_t refill_shift : 3; /* a refill hands out up to MT_REFILL_FLOOR << refill_shift
+                                 never-touched slots (heap.c, cache_take_from_page) */
     uint16_t slot_limit;      /* an offset is a slot start iff the low half of offset * recip
                                  is below this (mt_small_slot_index); 0 while the page is free */
     struct mt_page *next, *prev; /* heap avail/full queue, or segment free list */
 } MT_ALIGNED(MT_CACHE_LINE);
 
 _Static_assert(sizeof(struct mt_page) == MT_CACHE_LINE, "a page descriptor is one cache line");
+
+/* Never-touched slots a refill may take from a page (heap.c, cache_take_from_page): the
+ * whole batch while no other thread has freed into the page, and from the first remote
+ * free collected MT_REFILL_FLOOR, doubling with each refill that collects none. */
+#define MT_REFILL_FLOOR 4
+#define MT_REFILL_SHIFT_MAX 4
 
 /* page->owner's tag: set by a remote free after its remote bit, cleared by the owner's
  * collect before it reads the remote bits (mt_page_collect), so a remote bit published

@@ -158,10 +158,10 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
             return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(twice)) *
                                                           page->block_size,
                                  "small slot is free but not idle, or idle and remotely freed");
-        *cached_slots += (size_t)__builtin_popcountll(idle & ~f);
+        *cached_slots += (size_t)mt_popcount64(idle & ~f);
         if (((page->nonempty >> w) & 1) != (f != 0))
             return mt_check_fail(check, page->start, "small page's summary of free words disagrees with word %u", w);
-        free_slots += (uint32_t)__builtin_popcountll(idle);
+        free_slots += (uint32_t)mt_popcount64(idle);
     }
     uint32_t used = mt_page_used(page);
     if (used == 0)
