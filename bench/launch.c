@@ -63,7 +63,8 @@ int main(int argc, char **argv)
     }
     long long wall = now_ns() - start;
     FILE *out = fopen(argv[1], "w");
-    if (!out || fprintf(out, "wall_ns=%lld maxrss_kib=%ld status=%d\n", wall,
+    long long user_ns = (long long)usage.ru_utime.tv_sec * 1000000000LL + usage.ru_utime.tv_usec * 1000LL;
+    if (!out || fprintf(out, "wall_ns=%lld user_ns=%lld maxrss_kib=%ld status=%d\n", wall, user_ns,
                         usage.ru_maxrss, status) < 0 || fclose(out) != 0) {
         perror("bench-launch: result file");
         return EXIT_NO_EXEC;

@@ -44,8 +44,8 @@ averaged in, and listed under the tables.
 Output (stdout, markdown, to paste into README.md):
     header     cores, CPU, kernel, glibc, load average, scale, repetitions, versions
     time       per workload: glibc's median seconds, then each allocator's time relative
-               to glibc (< 1 is faster), the hardening cost (ours / ours-nohard), and a
-               geometric-mean row
+               to glibc (< 1 is faster), the hardening cost (ours / ours-nohard in user
+               CPU time: see the table's caption), and a geometric-mean row
     memory     per workload: median peak RSS in MiB per allocator, the fragment
                workload's RSS after freeing everything, and a geometric-mean row
     profilers  per workload: slowdown vs untraced glibc, trace bytes per event (file size
@@ -281,12 +281,13 @@ def run_once(cmd, settings, cwd, timeout):
     except (OSError, ValueError):
         pass
     if timed_out.is_set():
-        return float(timeout), 0, "timeout", stdout, stderr
+        return float(timeout), 0.0, 0, "timeout", stdout, stderr
     if "status" not in measured:
-        return 0.0, 0, f"launcher failed ({proc.returncode})", stdout, stderr
+        return 0.0, 0.0, 0, f"launcher failed ({proc.returncode})", stdout, stderr
     code = os.waitstatus_to_exitcode(int(measured["status"]))
     state = "ok" if code == 0 else f"signal {-code}" if code < 0 else f"exit {code}"
-    return int(measured["wall_ns"]) / 1e9, int(measured["maxrss_kib"]), state, stdout, stderr
+    return (int(measured["wall_ns"]) / 1e9, int(measured["user_ns"]) / 1e9, int(measured["maxrss_kib"]),
+            state, stdout, stderr)
 
 
 def parse_metrics(stdout):
@@ -381,12 +382,12 @@ def measure(cfg, workload, argv, rep, tmpdir):
     trace_base = os.path.join(tmpdir, f"{workload}-{cfg.name}-{rep}")
     cmd, settings = command_for(cfg, argv, trace_base)
     fifos_before = set(glob.glob(HEAPTRACK_FIFOS)) if cfg.trace == "heaptrack" else set()
-    wall, rss, state, stdout, stderr = run_once(cmd, settings, tmpdir, ARGS.timeout)
+    wall, user, rss, state, stdout, stderr = run_once(cmd, settings, tmpdir, ARGS.timeout)
     if cfg.trace == "heaptrack" and state != "ok":
         remove_dead_fifos(fifos_before)
     metrics = parse_metrics(stdout)
     result = {"config": cfg.name, "workload": workload, "rep": rep, "wall_s": wall,
-              "maxrss_kib": rss, "state": state, "checksum": metrics.pop("checksum", None),
+              "user_s": user, "maxrss_kib": rss, "state": state, "checksum": metrics.pop("checksum", None),
               "metrics": {k: int(v) if v.isdigit() else v for k, v in metrics.items()}}
     if state == "ok" and result["checksum"] is None:
         result["state"] = "no checksum"
@@ -443,14 +444,15 @@ class Results:
                 return "bad checksum"
         return None
 
-    def times(self, workload, config):
-        return {r["rep"]: r["wall_s"] for r in self.of(workload, config) if r["state"] == "ok"}
+    def times(self, workload, config, key="wall_s"):
+        return {r["rep"]: r[key] for r in self.of(workload, config) if r["state"] == "ok"}
 
-    def paired_ratio(self, workload, num, den):
-        """Median over repetitions of time(num) / time(den) within each repetition."""
+    def paired_ratio(self, workload, num, den, key="wall_s"):
+        """Median over repetitions of time(num) / time(den) within each repetition (wall
+        time, or key="user_s": user CPU time)."""
         if self.failure(workload, num) or self.failure(workload, den):
             return None
-        a, b = self.times(workload, num), self.times(workload, den)
+        a, b = self.times(workload, num, key), self.times(workload, den, key)
         return median([a[k] / b[k] for k in a if k in b and b[k] > 0])
 
     def median_time(self, workload, config):
@@ -559,17 +561,19 @@ def report(results, configs, notes, started, elapsed):
         row += [results.failure(w, a) or fmt(results.paired_ratio(w, a, "glibc"))
                 for a in others]
         if hard:
-            row.append(fmt(results.paired_ratio(w, "ours", "ours-nohard")))
+            row.append(fmt(results.paired_ratio(w, "ours", "ours-nohard", "user_s")))
         rows.append(row)
     row = [mean_label(complete, workloads), "1.00"]
     row += [fmt(geomean([results.paired_ratio(w, a, "glibc") for w in complete]))
             for a in others]
     if hard:
-        row.append(fmt(geomean([results.paired_ratio(w, "ours", "ours-nohard")
+        row.append(fmt(geomean([results.paired_ratio(w, "ours", "ours-nohard", "user_s")
                                 for w in complete])))
     rows.append(row)
     out += ["**Time** relative to glibc (lower is faster; glibc column in seconds; "
-            "hardening cost = ours / ours-nohard)", "", table(header, rows), ""]
+            "hardening cost = ours / ours-nohard in user CPU time: the checks run in user space and "
+            "both libraries make the same system calls, while page-fault time varies by tens of "
+            "percent between identical runs on this VM)", "", table(header, rows), ""]
 
     # Memory.
     header = ["workload"] + allocs
