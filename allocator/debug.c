@@ -693,7 +693,9 @@ MT_INLINE void *window_take_in(struct debug_thread *t, unsigned cls, struct mt_d
         t->stash_count[cls] = (uint8_t)(n - 1);
         /* Field by field: the entry was most likely stored by the last free, as two words,
          * and a 16-byte load of it would wait for them to leave the store buffer. */
-        e->block = top->block;
+        void *block = top->block;
+        __asm__("" : "+r"(block)); /* or GCC merges the two loads into one 16-byte load */
+        e->block = block;
         e->slot = top->slot;
         top->block = NULL;
         return out;
