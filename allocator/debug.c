@@ -103,8 +103,7 @@ struct quarantined {
 /* Eviction verifies blocks freed 16 MiB of frees ago, long gone from the caches: the
  * queue says which ones come next, so their first lines and records are fetched this
  * many evictions ahead (on churn, half the time of an eviction was those misses). */
-#define PREFETCH_AHEAD 8
-#define PREFETCH_MAX_BYTES 128
+#define PREFETCH_AHEAD 16
 
 static struct {
     mt_lock_t lock;
@@ -165,11 +164,16 @@ static MT_TLS bool debug_thread_closed; /* this thread's exit destructor ran */
 static pthread_key_t debug_thread_key;
 static bool debug_thread_key_made;
 
-static uint64_t next_random(void)
+static MT_NOINLINE uint64_t random_seed(void)
 {
-    if (MT_UNLIKELY(rng_state == 0))
-        rng_state = mt_mix64(mt_secrets.canary_key ^ (uint64_t)mt_os_gettid() ^ mt_os_ticks()) | 1;
+    return mt_mix64(mt_secrets.canary_key ^ (uint64_t)mt_os_gettid() ^ mt_os_ticks()) | 1;
+}
+
+MT_INLINE uint64_t next_random(void)
+{
     uint64_t x = rng_state;
+    if (MT_UNLIKELY(x == 0))
+        x = random_seed();
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
@@ -207,7 +211,7 @@ MT_STARTUP bool mt_debug_init(void)
 
 /* Small blocks keep their records beside their slots; a slot-start pointer in a small
  * segment is never in the table. Guarded blocks have mappings of their own (MT_SEG_NONE). */
-static bool in_small_segment(const void *ptr)
+MT_INLINE bool in_small_segment(const void *ptr)
 {
     return mt_segmap_kind(mt_segmap_entry((uintptr_t)ptr)) == MT_SEG_SMALL;
 }
@@ -335,17 +339,20 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
 /* The canary of the block at ptr, as it lies in memory. Every byte is nonzero except the
  * last: the commonest overflow is the off-by-one NUL of strcpy into malloc(strlen(s)),
  * which a zero first byte would let through; the zero at the end still stops a runaway
- * read of an unterminated string within the canary. One keyed hash per block: a program
- * that reads past its block sees the canary anyway, so the second word need not hide
- * from the first. */
-static void canary_pattern(uintptr_t ptr, uint64_t out[2])
+ * read of an unterminated string within the canary. One multiply of the keyed address
+ * per block (written at every allocation, checked at every free: the murmur finalizer it
+ * replaced was a chain of two multiplies and three shifts on both paths, and hid the key
+ * no better, being a bijection too); a program that reads past its block sees the canary
+ * anyway, so the second word need not hide from the first. */
+MT_INLINE void canary_pattern(uintptr_t ptr, uint64_t out[2])
 {
-    uint64_t key = mt_mix64(mt_secrets.canary_key ^ ptr);
+    uint64_t key = (mt_secrets.canary_key ^ ptr) * CANARY_SPREAD;
+    key ^= key >> 29;
     out[0] = key | BYTES_NONZERO;
-    out[1] = ((key * CANARY_SPREAD) | BYTES_NONZERO) & ~LAST_BYTE_IN_MEMORY;
+    out[1] = (((key << 32 | key >> 32) + mt_secrets.canary_key) | BYTES_NONZERO) & ~LAST_BYTE_IN_MEMORY;
 }
 
-static inline void canary_write_at(uintptr_t ptr, size_t size, size_t n)
+MT_INLINE void canary_write_at(uintptr_t ptr, size_t size, size_t n)
 {
     uint64_t pattern[2];
     canary_pattern(ptr, pattern);
@@ -359,24 +366,108 @@ static void canary_write(const struct debug_block *b)
         canary_write_at(b->ptr, b->size, n);
 }
 
-/* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
- * of `size` bytes, or SIZE_MAX when intact. */
-static inline size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
+static MT_NOINLINE size_t canary_first_change(const uint8_t *end, const uint64_t pattern[2], size_t n)
 {
-    uint64_t pattern[2];
-    canary_pattern(ptr, pattern);
-    const uint8_t *end = (const uint8_t *)ptr + size;
-    if (n == MT_DEBUG_CANARY_BYTES) {
-        uint64_t found[2];
-        memcpy(found, end, sizeof found);
-        if (((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0)
-            return SIZE_MAX;
-    }
     const uint8_t *expect = (const uint8_t *)pattern;
     for (size_t i = 0; i < n; i++)
         if (end[i] != expect[i])
             return i;
     return SIZE_MAX;
+}
+
+/* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
+ * of `size` bytes, or SIZE_MAX when intact. */
+MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
+{
+    uint64_t pattern[2];
+    canary_pattern(ptr, pattern);
+    const uint8_t *end = (const uint8_t *)ptr + size;
+    if (MT_LIKELY(n == MT_DEBUG_CANARY_BYTES)) {
+        uint64_t found[2];
+        memcpy(found, end, sizeof found);
+        if (MT_LIKELY(((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0))
+            return SIZE_MAX;
+    }
+    return canary_first_change(end, pattern, n);
+}
+
+/* ---- byte work: fill, poison and its check, inline for small blocks ----------------------------- */
+
+/* Sixteen bytes, moved with one unaligned vector load or store (SSE2 on x86-64, NEON on
+ * AArch64: the baseline, so no run-time dispatch). The libc calls these loops replaced
+ * (memset for the fill and the poison, a word loop for the check) were a third of a
+ * malloc/free loop's time in debug mode: the blocks are small, the call and its size
+ * dispatch cost more than the bytes. */
+typedef uint64_t bytes16 __attribute__((vector_size(16)));
+
+/* Below this, fills and poison go inline; from it on, libc's memset (vectorised for the
+ * machine at hand, non-temporal for huge sizes). */
+#define INLINE_SET_MAX 512
+
+/* The pattern in a vector register, opaque to the optimiser: GCC turns a loop of stores of
+ * a known constant back into a memset call, or into `rep stos`, whose start-up alone cost
+ * more than a small block's fill. */
+#if defined(__x86_64__)
+#define OPAQUE_VECTOR(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define OPAQUE_VECTOR(v) __asm__("" : "+w"(v))
+#else
+#define OPAQUE_VECTOR(v) __asm__("" : "+m"(v))
+#endif
+
+MT_INLINE bytes16 load16(const uint8_t *p)
+{
+    bytes16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+MT_INLINE void store16(uint8_t *p, bytes16 v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* Sixty-four bytes a round, the rest with stores that overlap what is already set: a
+ * store per 16 bytes and a loop test per 64 (a loop test per store was half of the
+ * instructions of a fill). */
+MT_INLINE void set_small(uint8_t *p, size_t n, uint64_t pattern)
+{
+    bytes16 v = {pattern, pattern};
+    OPAQUE_VECTOR(v);
+    if (MT_LIKELY(n >= 64)) {
+        for (size_t i = 0; i + 64 < n; i += 64) {
+            store16(p + i, v);
+            store16(p + i + 16, v);
+            store16(p + i + 32, v);
+            store16(p + i + 48, v);
+        }
+        store16(p + n - 64, v);
+        store16(p + n - 48, v);
+        store16(p + n - 32, v);
+        store16(p + n - 16, v);
+    } else if (n >= 16) {
+        store16(p, v);
+        store16(p + n - 16, v);
+        if (n > 32) {
+            store16(p + 16, v);
+            store16(p + n - 32, v);
+        }
+    } else if (n >= 8) {
+        memcpy(p, &pattern, 8);
+        memcpy(p + n - 8, &pattern, 8);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint8_t)pattern;
+    }
+}
+
+/* n bytes at p set to `byte`. */
+MT_INLINE void set_bytes(void *p, int byte, size_t n)
+{
+    if (MT_LIKELY(n < INLINE_SET_MAX))
+        set_small(p, n, (uint8_t)byte * BYTES_NONZERO);
+    else
+        memset(p, byte, n);
 }
 
 static size_t canary_broken_at(const struct debug_block *b)
@@ -405,47 +496,48 @@ static MT_NOINLINE size_t poison_broken_in_big(const void *ptr, size_t size)
     return SIZE_MAX;
 }
 
-/* Bytes verified between two looks at the running difference: a fixed-count inner loop
- * the compiler unrolls or vectorises, and an early stop within a broken big block. */
-#define VERIFY_STRIDE 256
+/* Offset of the first byte of [p, p + size) that is not `expect`. */
+static MT_NOINLINE size_t first_other_byte(const uint8_t *p, size_t size, uint8_t expect)
+{
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != expect)
+            return i;
+    return SIZE_MAX;
+}
 
 /* Offset of the first byte of a freed block that is not poison (zero with
- * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Word-wide against a constant: libc's memcmp against
- * a poison buffer read two streams and was a fifth of a malloc/free loop's time. */
-static size_t poison_broken_in(const void *ptr, size_t size)
+ * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Small blocks sixteen bytes at a time against a
+ * constant, the differences or-ed together and tested once; big ones with libc's memcmp
+ * against a page of poison. */
+MT_INLINE size_t poison_broken_in(const void *ptr, size_t size)
 {
-    if (size >= POISON_MEMCMP_MIN)
+    if (MT_UNLIKELY(size >= POISON_MEMCMP_MIN))
         return poison_broken_in_big(ptr, size);
     const uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
     const uint64_t pattern = expect * BYTES_NONZERO;
     const uint8_t *p = ptr;
-    size_t done = 0;
-    while (size - done >= VERIFY_STRIDE) {
-        uint64_t diff = 0;
-        for (size_t i = 0; i < VERIFY_STRIDE; i += sizeof(uint64_t)) {
-            uint64_t w;
-            memcpy(&w, p + done + i, sizeof w);
-            diff |= w ^ pattern;
+    uint64_t diff;
+    if (MT_LIKELY(size >= 16)) {
+        /* As set_small: 64 bytes a round, the tail with loads that overlap. */
+        bytes16 v = {pattern, pattern}, acc = {0, 0};
+        if (size >= 64) {
+            for (size_t i = 0; i + 64 < size; i += 64)
+                acc |= (load16(p + i) ^ v) | (load16(p + i + 16) ^ v) | (load16(p + i + 32) ^ v) |
+                       (load16(p + i + 48) ^ v);
+            acc |= (load16(p + size - 64) ^ v) | (load16(p + size - 48) ^ v) | (load16(p + size - 32) ^ v) |
+                   (load16(p + size - 16) ^ v);
+        } else {
+            acc = (load16(p) ^ v) | (load16(p + size - 16) ^ v);
+            if (size > 32)
+                acc |= (load16(p + 16) ^ v) | (load16(p + size - 32) ^ v);
         }
-        if (diff)
-            break;
-        done += VERIFY_STRIDE;
+        diff = acc[0] | acc[1];
+    } else {
+        diff = 0;
+        for (size_t i = 0; i < size; i++)
+            diff |= (uint64_t)(p[i] ^ expect);
     }
-    uint64_t diff = 0;
-    size_t i = done;
-    for (; size - i >= sizeof(uint64_t); i += sizeof(uint64_t)) {
-        uint64_t w;
-        memcpy(&w, p + i, sizeof w);
-        diff |= w ^ pattern;
-    }
-    for (; i < size; i++)
-        diff |= (uint64_t)(p[i] ^ expect);
-    if (!diff)
-        return SIZE_MAX;
-    for (i = done; i < size; i++)
-        if (p[i] != expect)
-            return i;
-    return SIZE_MAX; /* not reached */
+    return MT_LIKELY(!diff) ? SIZE_MAX : first_other_byte(p, size, expect);
 }
 
 static size_t poison_broken_at(const struct debug_block *b)
@@ -453,12 +545,12 @@ static size_t poison_broken_at(const struct debug_block *b)
     return poison_broken_in((const void *)b->ptr, b->size);
 }
 
-static void poison(void *ptr, size_t size)
+MT_INLINE void poison(void *ptr, size_t size)
 {
     if (mt_debug_config.zero_on_free)
-        memset(ptr, 0, size);
+        set_bytes(ptr, 0, size);
     else if (mt_debug_config.poison)
-        memset(ptr, MT_DEBUG_POISON_BYTE, size);
+        set_bytes(ptr, MT_DEBUG_POISON_BYTE, size);
 }
 
 static bool verifies_poison(void)
@@ -512,7 +604,7 @@ static MT_COLD void report_slot_poison(const void *ptr, uint64_t alloc, uint64_t
 
 /* ---- allocation ------------------------------------------------------------------------------ */
 
-static bool want_guard(size_t size)
+MT_INLINE bool want_guard(size_t size)
 {
     if (!mt_debug_config.guard)
         return false;
@@ -549,19 +641,12 @@ static void *guarded_alloc(size_t size, size_t align, struct debug_block *b)
 
 /* A block of class cls from this thread's window: a random one of the window's blocks,
  * replaced by one from the class's stash or, when it is empty, from the allocator. Its
- * record is held (*slot); NULL when the
- * allocator or the records have no memory, or the thread has no state (*slot NULL: the
- * caller allocates without the window). */
-static void *window_take(unsigned cls, struct mt_debug_slot **slot)
+ * record is held (*slot); NULL when the allocator or the records have no memory, or the
+ * thread has no state (*slot NULL: the caller allocates without the window). The common
+ * case (the entry is set and the stash has a block) inline, the rest out of line. */
+static MT_NOINLINE void *window_take_slow(struct debug_thread *t, struct window_entry *e, unsigned cls,
+                                          struct mt_debug_slot **slot)
 {
-    *slot = NULL;
-    struct debug_thread *t = debug_thread_get();
-    if (!t)
-        return NULL;
-    /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
-     * buffer, and the stash's blocks still skip the allocator. */
-    unsigned pick = mt_debug_config.randomize ? (unsigned)(next_random() >> 32) & (RANDOM_WINDOW - 1) : 0;
-    struct window_entry *e = &t->window[cls][pick];
     struct window_entry out = *e;
     e->block = NULL;
     for (;;) {
@@ -589,6 +674,45 @@ static void *window_take(unsigned cls, struct mt_debug_slot **slot)
     }
 }
 
+MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls)
+{
+    /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
+     * buffer, and the stash's blocks still skip the allocator. */
+    unsigned pick = mt_debug_config.randomize ? (unsigned)(next_random() >> 32) & (RANDOM_WINDOW - 1) : 0;
+    return &t->window[cls][pick];
+}
+
+MT_INLINE void *window_take_in(struct debug_thread *t, unsigned cls, struct mt_debug_slot **slot)
+{
+    struct window_entry *e = window_pick(t, cls);
+    unsigned n = t->stash_count[cls];
+    if (MT_LIKELY(e->block != NULL && n != 0)) {
+        void *out = e->block;
+        *slot = e->slot;
+        struct window_entry *top = &t->stash[cls][n - 1];
+        t->stash_count[cls] = (uint8_t)(n - 1);
+        /* Field by field: the entry was most likely stored by the last free, as two words,
+         * and a 16-byte load of it would wait for them to leave the store buffer. */
+        void *block = top->block;
+        __asm__("" : "+r"(block)); /* or GCC merges the two loads into one 16-byte load */
+        e->block = block;
+        e->slot = top->slot;
+        top->block = NULL;
+        return out;
+    }
+    *slot = NULL;
+    return window_take_slow(t, e, cls, slot);
+}
+
+static void *window_take(unsigned cls, struct mt_debug_slot **slot)
+{
+    *slot = NULL;
+    struct debug_thread *t = debug_thread_get();
+    if (!t)
+        return NULL;
+    return window_take_in(t, cls, slot);
+}
+
 static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **slot)
 {
     size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
@@ -609,17 +733,17 @@ static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **
  * near the start of a block, while a full fill of a multi-megabyte block writes every
  * page of it, doubling the cost of a program that touches each page once (the whole fill
  * was 40% of debug mode's time on the large-block benchmark). */
-static void fill_new(void *p, size_t from, size_t size)
+MT_INLINE void fill_new(void *p, size_t from, size_t size)
 {
     size_t end = size < mt_debug_config.fill_max ? size : mt_debug_config.fill_max;
-    memset((uint8_t *)p + from, MT_DEBUG_FILL_BYTE, end - from);
+    set_bytes((uint8_t *)p + from, MT_DEBUG_FILL_BYTE, end - from);
 }
 
 /* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
  * and are not filled. */
 /* A new small block from a window (slot held): fill, canary, then published. */
-static inline void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t size, bool zero, size_t copied,
-                                      const void *site)
+MT_INLINE void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t size, bool zero, size_t copied,
+                                  const void *site)
 {
     if (zero)
         memset(p, 0, size);
@@ -637,7 +761,7 @@ static void *debug_alloc_other(size_t size, size_t align, bool zero, size_t copi
 /* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
  * and are not filled. The common case (a small block from this thread's window) first,
  * in a few lines; the rest out of line. */
-static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site)
+MT_INLINE void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site)
 {
     if (size > MT_MAX_REQUEST) {
         errno = ENOMEM;
@@ -645,13 +769,14 @@ static void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, co
     }
     bool guard = want_guard(size);
     size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
-    if (!guard && total <= MT_SMALL_MAX && MT_LIKELY(debug_thread != NULL)) {
+    struct debug_thread *t = debug_thread;
+    if (!guard && total <= MT_SMALL_MAX && MT_LIKELY(t != NULL)) {
         /* Every slot of an aligned class is aligned: its window serves aligned requests. */
         unsigned cls = align <= MT_ALIGNMENT ? mt_size_class(total) : mt_size_class_aligned(total, align);
         if (cls >= MT_SMALL_CLASSES)
             return debug_alloc_other(size, align, zero, copied, site, guard);
         struct mt_debug_slot *slot;
-        void *p = window_take(cls, &slot);
+        void *p = window_take_in(t, cls, &slot);
         if (MT_UNLIKELY(!p)) {
             errno = ENOMEM;
             return NULL;
@@ -719,7 +844,7 @@ static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero,
 /* ---- release: a block leaves the quarantine for good ---------------------------------------- */
 
 /* Verify the poison of a small block and give it back (the caller took it off the queue). */
-static void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
+MT_INLINE void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
 {
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
@@ -731,8 +856,8 @@ static void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
             report_slot_poison(ptr, alloc, state, at);
     }
     struct debug_thread *t = debug_thread;
-    if (t) {
-        if (t->stash_count[cls] < STASH_ENTRIES) {
+    if (MT_LIKELY(t != NULL)) {
+        if (MT_LIKELY(t->stash_count[cls] < STASH_ENTRIES)) {
             atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
             t->stash[cls][t->stash_count[cls]++] = (struct window_entry){ptr, slot};
             return;
@@ -802,13 +927,15 @@ static bool quarantine_push(struct quarantined q)
     return true;
 }
 
-static void prefetch_block(const struct quarantined *q)
+/* Without a branch (a prefetch never faults, of a null record or past a short block
+ * either): the size tests and the loop of the version with them were a tenth of a
+ * malloc/free loop's free. */
+MT_INLINE void prefetch_block(const struct quarantined *q)
 {
-    size_t n = q->size < PREFETCH_MAX_BYTES ? q->size : PREFETCH_MAX_BYTES;
-    for (size_t off = 0; off < n; off += MT_CACHE_LINE)
-        __builtin_prefetch((const uint8_t *)q->ptr + off);
-    if (q->slot)
-        __builtin_prefetch(q->slot);
+    const uint8_t *p = (const uint8_t *)q->ptr;
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + MT_CACHE_LINE);
+    __builtin_prefetch(q->slot);
 }
 
 /* Queue a block on the shared FIFO, and release the oldest ones beyond its budget. */
@@ -887,58 +1014,96 @@ static void debug_thread_exit(void *arg)
     mt_os_unmap(t, sizeof *t);
 }
 
+/* Release the oldest block of this thread's quarantine. */
+MT_INLINE void local_evict(struct debug_thread *t)
+{
+    /* The block verified a few evictions from now: fetched meanwhile (it was freed a
+     * thousand frees ago; on small-block churn the check stalled on it). */
+    if (t->count > PREFETCH_AHEAD)
+        prefetch_block(&t->ring[(t->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
+    struct quarantined *oldest = &t->ring[t->head];
+    struct quarantined victim = {oldest->ptr, oldest->size, oldest->slot, oldest->cls};
+    /* No stale copy of a released block's address: a leak scan would take it for a
+     * reference once the block is reused. */
+    oldest->ptr = 0;
+    t->head = (t->head + 1) & (LOCAL_ENTRIES - 1);
+    t->count--;
+    t->bytes -= victim.size;
+    if (MT_LIKELY(victim.slot != NULL))
+        slot_release((void *)victim.ptr, victim.slot, victim.cls);
+    else
+        release_quarantined(victim);
+}
+
+static MT_NOINLINE void quarantine_add_other(struct quarantined q)
+{
+    struct debug_thread *t;
+    if (mt_debug_config.quarantine == 0)
+        release_quarantined(q);
+    else if (q.size > mt_debug_config.quarantine / LOCAL_BIG_SHARE || !(t = debug_thread_get()))
+        shared_quarantine_add(q);
+    else {
+        while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + q.size > mt_debug_config.quarantine))
+            local_evict(t);
+        t->ring[(t->head + t->count) & (LOCAL_ENTRIES - 1)] = q;
+        t->count++;
+        t->bytes += q.size;
+    }
+}
+
 /* Queue a block this thread just marked quarantined, and release the oldest ones beyond
  * the budget: small blocks in the thread's own FIFO, big ones in the shared one. */
-static void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
+MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
 {
     struct quarantined q = {ptr, size, slot, cls};
     size_t budget = mt_debug_config.quarantine;
-    if (budget == 0) {
-        release_quarantined(q);
+    struct debug_thread *t = debug_thread;
+    if (MT_UNLIKELY(t == NULL || size > budget / LOCAL_BIG_SHARE)) { /* also budget 0 */
+        quarantine_add_other(q);
         return;
     }
-    struct debug_thread *t;
-    if (q.size > budget / LOCAL_BIG_SHARE || !(t = debug_thread_get())) {
-        shared_quarantine_add(q);
-        return;
-    }
-    while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + q.size > budget)) {
-        /* The block verified a few evictions from now: fetched meanwhile (it was freed a
-         * thousand frees ago; on small-block churn the check stalled on it). */
-        if (t->count > PREFETCH_AHEAD)
-            prefetch_block(&t->ring[(t->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
-        struct quarantined *oldest = &t->ring[t->head];
-        struct quarantined victim = *oldest;
-        /* No stale copy of a released block's address: a leak scan would take it for a
-         * reference once the block is reused. */
-        oldest->ptr = 0;
-        t->head = (t->head + 1) & (LOCAL_ENTRIES - 1);
-        t->count--;
-        t->bytes -= victim.size;
-        release_quarantined(victim);
-    }
+    while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + size > budget))
+        local_evict(t);
     t->ring[(t->head + t->count) & (LOCAL_ENTRIES - 1)] = q;
     t->count++;
-    t->bytes += q.size;
+    t->bytes += size;
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */
 
+/* The lines of a block about to be poisoned, fetched for writing while its record is
+ * looked up: the program read its first and last bytes, but the lines between are
+ * usually long gone from the caches (on small-block churn their misses, one after the
+ * other behind the record's, were a sixth of debug mode's time). */
+#define PREFETCH_POISON_MAX 256
+MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
+{
+    uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
+    uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
+    for (; a < end; a += MT_CACHE_LINE)
+        __builtin_prefetch((const void *)a, 1);
+}
+
+/* A free of a small block whose record does not say live: not the layer's (the allocator
+ * names it), or a double free. */
+static MT_COLD void slot_free_not_live(void *ptr, uint64_t alloc, uint64_t state, enum mt_api api)
+{
+    if (state == 0)
+        mt_alloc_free_as(ptr, api); /* not a debug block, or long released */
+    else /* quarantined, or back in a window since */
+        report_slot(MT_ERR_DOUBLE_FREE, ptr, alloc, state, api);
+}
+
 /* Mark a small block quarantined, or report why it cannot be (or hand a pointer that is
  * not ours to the allocator). True when this call now owns the block. */
-static bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size)
+MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size)
 {
-    uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
-    if (state == 0) {
-        /* Not a debug block, or long released: the allocator's own checks name it. */
-        mt_alloc_free_as(ptr, api);
-        return false;
-    }
     /* The block is read as two words, not built as a struct debug_block: that copy stalled
      * on store forwarding on every free. */
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
-    if (mt_debug_state_of(state) != MT_DEBUG_LIVE) { /* quarantined, or back in a window since */
-        report_slot(MT_ERR_DOUBLE_FREE, ptr, alloc, state, api);
+    if (MT_UNLIKELY(mt_debug_state_of(state) != MT_DEBUG_LIVE)) {
+        slot_free_not_live(ptr, alloc, state, api);
         return false;
     }
     size_t bytes = mt_debug_size_of(alloc);
@@ -1009,16 +1174,18 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
     if (!ptr)
         return;
     size_t size = 0;
-    if (in_small_segment(ptr)) {
-        size_t block_size;
-        struct mt_debug_slot *slot = mt_debug_slot_find_sized(ptr, &block_size);
-        if (!slot) {
+    if (MT_LIKELY(in_small_segment(ptr))) {
+        struct mt_page *page;
+        struct mt_debug_slot *slot = mt_debug_slot_find_page(ptr, &page);
+        if (MT_LIKELY(slot != NULL))
+            prefetch_for_poison(ptr, page->block_size);
+        if (MT_UNLIKELY(!slot)) {
             /* Not a slot start in use, or a segment the layer never used. */
             mt_alloc_free_as(ptr, api);
             return;
         }
         if (slot_free(ptr, slot, api, site, &size))
-            quarantine_add((uintptr_t)ptr, size, slot, mt_size_class(block_size));
+            quarantine_add((uintptr_t)ptr, size, slot, page->cls);
     } else if (table_free(ptr, api, site, &size)) {
         quarantine_add((uintptr_t)ptr, size, NULL, 0);
     }

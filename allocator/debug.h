@@ -31,7 +31,7 @@
  * the poison and, at eviction, its check, without a lock or an atomic read-modify-write on
  * the common path; guarded blocks a system call at allocation and one at free
  * (debug_guard.h). Measured in docs/hardening.md: 1.5 to 3 times glibc's time on most
- * bench workloads, 4 to 6 on the small-block churn and the tight malloc/free loop. */
+ * bench workloads, 3 on the small-block churn, 4 to 5 on the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 

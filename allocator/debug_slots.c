@@ -56,15 +56,9 @@ struct slot_region {
 
 _Static_assert(SLICE_BYTES % 65536 == 0, "slices must be page-aligned for any OS page size up to 64 KiB");
 
-/* Directory: segment number -> region. 2^13 leaves of 2^12 entries cover the 2^25
- * segments of the 47-bit address space (segmap.h). */
-#define DIR_LEAF_BITS 12
-#define DIR_LEAF_ENTRIES ((size_t)1 << DIR_LEAF_BITS)
-#define DIR_TOP_ENTRIES (MT_SEGMAP_ENTRIES >> DIR_LEAF_BITS)
+_Static_assert(offsetof(struct slot_region, slots) == 0, "the directory points at a region's first record");
 
-typedef _Atomic(struct slot_region *) region_ref;
-
-static _Atomic(region_ref *) directory[DIR_TOP_ENTRIES] MT_BIG_BSS;
+_Atomic(mt_debug_region_ref *) mt_debug_slot_directory[MT_DEBUG_DIR_TOP_ENTRIES] MT_BIG_BSS;
 static _Atomic(struct slot_region *) regions; /* list head (h.next links) */
 /* Guards region creation and slice decommits; taken rarely (a new segment, a page whose
  * last debug block left). */
@@ -73,11 +67,7 @@ static _Atomic uint64_t pages_emptied;
 
 static struct slot_region *region_of(uintptr_t addr)
 {
-    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
-    region_ref *leaf = atomic_load_explicit(&directory[seg >> DIR_LEAF_BITS], memory_order_acquire);
-    if (!leaf)
-        return NULL;
-    return atomic_load_explicit(&leaf[seg & (DIR_LEAF_ENTRIES - 1)], memory_order_acquire);
+    return (struct slot_region *)mt_debug_slot_records(addr);
 }
 
 static MT_NOINLINE struct slot_region *region_create(uintptr_t addr)
@@ -89,37 +79,25 @@ static MT_NOINLINE struct slot_region *region_create(uintptr_t addr)
         mt_unlock(&region_lock);
         return r;
     }
-    region_ref *leaf = atomic_load_explicit(&directory[seg >> DIR_LEAF_BITS], memory_order_relaxed);
+    mt_debug_region_ref *leaf =
+        atomic_load_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], memory_order_relaxed);
     if (!leaf) {
-        leaf = mt_os_map(DIR_LEAF_ENTRIES * sizeof *leaf);
+        leaf = mt_os_map(MT_DEBUG_DIR_LEAF_ENTRIES * sizeof *leaf);
         if (!leaf) {
             mt_unlock(&region_lock);
             return NULL;
         }
-        atomic_store_explicit(&directory[seg >> DIR_LEAF_BITS], leaf, memory_order_release);
+        atomic_store_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], leaf, memory_order_release);
     }
     r = mt_os_map(sizeof *r);
     if (r) {
         r->h.segment = addr & ~(uintptr_t)MT_SEGMENT_MASK;
         r->h.next = atomic_load_explicit(&regions, memory_order_relaxed);
         atomic_store_explicit(&regions, r, memory_order_release);
-        atomic_store_explicit(&leaf[seg & (DIR_LEAF_ENTRIES - 1)], r, memory_order_release);
+        atomic_store_explicit(&leaf[seg & (MT_DEBUG_DIR_LEAF_ENTRIES - 1)], &r->slots[0][0], memory_order_release);
     }
     mt_unlock(&region_lock);
     return r;
-}
-
-/* Page descriptor and slot index of ptr, or NULL when ptr is not a slot start in use. The
- * allocator's own slot check is compiled out of the benchmark build without hardening,
- * so the result is verified here as well (two loads of a line just read). */
-static struct mt_page *slot_of(const void *ptr, size_t *index)
-{
-    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
-    size_t i = mt_small_slot_index(page, ptr);
-    if (i == SIZE_MAX || i >= page->capacity || page->start + i * page->block_size != (const uint8_t *)ptr)
-        return NULL;
-    *index = i;
-    return page;
 }
 
 static unsigned page_number(const void *ptr)
@@ -127,27 +105,10 @@ static unsigned page_number(const void *ptr)
     return (unsigned)(((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1));
 }
 
-struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size)
-{
-    size_t index;
-    const struct mt_page *page = slot_of(ptr, &index);
-    if (!page)
-        return NULL;
-    *block_size = page->block_size;
-    struct slot_region *r = region_of((uintptr_t)ptr);
-    return r ? &r->slots[page_number(ptr)][index] : NULL;
-}
-
-struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
-{
-    size_t block_size;
-    return mt_debug_slot_find_sized(ptr, &block_size);
-}
-
 struct mt_debug_slot *mt_debug_slot_hold(const void *ptr)
 {
     size_t index;
-    if (!slot_of(ptr, &index))
+    if (!mt_debug_slot_page(ptr, &index))
         return NULL; /* not reached: the allocator returned it as a slot */
     struct slot_region *r = region_of((uintptr_t)ptr);
     if (MT_UNLIKELY(!r) && !(r = region_create((uintptr_t)ptr)))
@@ -238,10 +199,10 @@ void mt_debug_slots_ranges(void (*visit)(void *ctx, uintptr_t start, size_t byte
     mt_lock(&region_lock);
     for (struct slot_region *r = atomic_load_explicit(&regions, memory_order_acquire); r; r = r->h.next)
         visit(ctx, (uintptr_t)r, sizeof *r);
-    for (size_t i = 0; i < DIR_TOP_ENTRIES; i++) {
-        region_ref *leaf = atomic_load_explicit(&directory[i], memory_order_relaxed);
+    for (size_t i = 0; i < MT_DEBUG_DIR_TOP_ENTRIES; i++) {
+        mt_debug_region_ref *leaf = atomic_load_explicit(&mt_debug_slot_directory[i], memory_order_relaxed);
         if (leaf)
-            visit(ctx, (uintptr_t)leaf, DIR_LEAF_ENTRIES * sizeof *leaf);
+            visit(ctx, (uintptr_t)leaf, MT_DEBUG_DIR_LEAF_ENTRIES * sizeof *leaf);
     }
     mt_unlock(&region_lock);
 }

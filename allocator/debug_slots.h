@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "../common/compiler.h"
+#include "small.h"
 
 /* WINDOW: taken from the allocator by the debug layer's randomization window, not yet
  * handed to the program (the allocation site and size are those of the slot's last
@@ -63,12 +64,69 @@ MT_INLINE const void *mt_debug_site_of(uint64_t word)
     return (const void *)(uintptr_t)(word & MT_DEBUG_SITE_MASK);
 }
 
+/* Directory: segment number -> the first record of the segment's region (records of page
+ * p, slot i at index p * MT_MAX_SLOTS_PER_PAGE + i). 2^13 leaves of 2^12 entries cover the
+ * 2^25 segments of the 47-bit address space (segmap.h). Inline so that free finds a
+ * record in a few loads without a call. */
+#define MT_DEBUG_DIR_LEAF_BITS 12
+#define MT_DEBUG_DIR_LEAF_ENTRIES ((size_t)1 << MT_DEBUG_DIR_LEAF_BITS)
+#define MT_DEBUG_DIR_TOP_ENTRIES (MT_SEGMAP_ENTRIES >> MT_DEBUG_DIR_LEAF_BITS)
+typedef _Atomic(struct mt_debug_slot *) mt_debug_region_ref;
+extern MT_HIDDEN _Atomic(mt_debug_region_ref *) mt_debug_slot_directory[MT_DEBUG_DIR_TOP_ENTRIES];
+
+/* The records of the segment holding addr, or NULL when the layer never used it. */
+MT_INLINE struct mt_debug_slot *mt_debug_slot_records(uintptr_t addr)
+{
+    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
+    mt_debug_region_ref *leaf =
+        atomic_load_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], memory_order_acquire);
+    if (!leaf)
+        return NULL;
+    return atomic_load_explicit(&leaf[seg & (MT_DEBUG_DIR_LEAF_ENTRIES - 1)], memory_order_acquire);
+}
+
+/* The page descriptor and slot index of ptr, an address in a small segment, or NULL when
+ * ptr is not a slot start in use. The allocator's own slot check is compiled out of the
+ * benchmark build without hardening, so the result is verified here as well (two loads of
+ * a line just read). */
+MT_INLINE struct mt_page *mt_debug_slot_page(const void *ptr, size_t *index)
+{
+    struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
+    size_t i = mt_small_slot_index(page, ptr);
+    if (MT_UNLIKELY(i == SIZE_MAX || i >= page->capacity || page->start + i * page->block_size != (const uint8_t *)ptr))
+        return NULL;
+    *index = i;
+    return page;
+}
+
+/* The record of slot `index` of the page at ptr, given the segment's records. */
+MT_INLINE struct mt_debug_slot *mt_debug_slot_at(struct mt_debug_slot *records, const void *ptr, size_t index)
+{
+    size_t p = ((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1);
+    return &records[p * MT_MAX_SLOTS_PER_PAGE + index];
+}
+
 /* The record of the block at ptr, an address in a small segment; NULL when ptr is not the
  * start of a slot in use, or the debug layer never had a block in its segment. The record
- * may be empty (state 0): the slot is not the debug layer's. */
-struct mt_debug_slot *mt_debug_slot_find(const void *ptr);
-/* As mt_debug_slot_find, and the slot's size (its size class's) in *block_size. */
-struct mt_debug_slot *mt_debug_slot_find_sized(const void *ptr, size_t *block_size);
+ * may be empty (state 0): the slot is not the debug layer's. The slot's page in *page. */
+MT_INLINE struct mt_debug_slot *mt_debug_slot_find_page(const void *ptr, struct mt_page **page)
+{
+    size_t index;
+    struct mt_page *pg = mt_debug_slot_page(ptr, &index);
+    if (!pg)
+        return NULL;
+    struct mt_debug_slot *records = mt_debug_slot_records((uintptr_t)ptr);
+    if (!records)
+        return NULL;
+    *page = pg;
+    return mt_debug_slot_at(records, ptr, index);
+}
+
+MT_INLINE struct mt_debug_slot *mt_debug_slot_find(const void *ptr)
+{
+    struct mt_page *page;
+    return mt_debug_slot_find_page(ptr, &page);
+}
 
 /* Hold the slot at ptr, a slot start the allocator just returned, for the debug layer
  * (state MT_DEBUG_WINDOW); its record, or NULL when the memory for the records cannot be
