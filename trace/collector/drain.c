@@ -310,10 +310,11 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         }
         /* Take a run from this ring. */
         fresh = false;
+        uint32_t thread = mt_proc_ring_thread(proc, best);
         const struct mt_wire_rec *rec = ring_peek(best);
         while (rec && is_next(proc, rec) && done < budget) {
             const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
-            mt_proc_apply(proc, best, whole);
+            mt_proc_apply_as(proc, thread, whole);
             best->tail += rec->cells ? rec->cells : 1;
             proc->next_seq++;
             done++;
