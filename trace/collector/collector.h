@@ -328,9 +328,9 @@ struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len,
 struct mt_proc *mt_proc_by_id(uint32_t proc_id);
 size_t mt_proc_count(void);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
-/* Prefetch what applying this (later) record will touch (inline: drain.c calls it per
- * record). */
-static inline void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
+/* Prefetch what applying this (later) record will touch (drain.c calls it per record;
+ * always inline, as mt_live_prefetch says why). */
+MT_INLINE void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
 {
     if (rec->kind != MT_REC_EVENT)
         return;
