@@ -105,7 +105,7 @@ static void refresh_all(struct mt_proc *proc)
 
 /* Copy a record that wraps the ring's end into `buf`; records that do not wrap are used
  * in place (the producer does not touch cells before our tail passes them). */
-static const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
+MT_INLINE const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
                                                    unsigned char *buf)
 {
     uint64_t first = r->tail & r->mask;
