@@ -25,9 +25,7 @@ static struct mt_block *slots_alloc(size_t count)
 
 void mt_live_init(struct mt_live_set *set)
 {
-    set->slots = slots_alloc(LIVE_INITIAL_SLOTS);
-    set->mask = LIVE_INITIAL_SLOTS - 1;
-    set->count = 0;
+    *set = (struct mt_live_set){.slots = slots_alloc(LIVE_INITIAL_SLOTS), .mask = LIVE_INITIAL_SLOTS - 1};
 }
 
 void mt_live_free(struct mt_live_set *set)

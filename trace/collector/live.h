@@ -48,15 +48,24 @@ static inline uint32_t mt_block_thread(const struct mt_block *b)
     return (uint32_t)(b->seq_thread >> MT_BLOCK_LOW_BITS);
 }
 
+/* The latest inserted block waits outside the table until the next operation (pending):
+ * a block freed right after it was allocated (the commonest pattern of all) then never
+ * touches the table. Its slot was found when it was inserted, and nothing changes the
+ * table before it is placed there, so every slot holds what it would have held without
+ * the wait (an insert into an empty slot undone by a removal leaves the table as it was:
+ * the blocks after that slot have their homes after it, so the backward shift moves none). */
 struct mt_live_set {
     struct mt_block *slots;
     size_t mask;  /* capacity - 1 (power of two) */
-    size_t count;
+    size_t count; /* including the pending block */
+    bool has_pending;
+    size_t pending_slot;
+    struct mt_block pending;
 };
 
 void mt_live_init(struct mt_live_set *set);
 void mt_live_free(struct mt_live_set *set);
-/* Double the capacity (live.c: rare, kept out of the inline path). */
+/* Double the capacity (live.c: rare, kept out of the inline path). No block is pending. */
 void mt_live_grow(struct mt_live_set *set);
 
 static inline size_t mt_live_home(const struct mt_live_set *set, uint64_t ptr)
@@ -76,10 +85,20 @@ MT_INLINE void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr)
     __builtin_prefetch(&set->slots[((s | 1) + 1) & set->mask], 1);
 }
 
+/* Put the pending block in its slot (before any other use of the table). */
+MT_INLINE void mt_live_place_pending(struct mt_live_set *set)
+{
+    if (set->has_pending) {
+        set->slots[set->pending_slot] = set->pending;
+        set->has_pending = false;
+    }
+}
+
 /* Insert (replacing a stale block at the same address: the producer's order makes that a
  * lost free). Returns the stale block's copy in *replaced when there was one. */
-static inline bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struct mt_block *replaced)
+MT_INLINE bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struct mt_block *replaced)
 {
+    mt_live_place_pending(set);
     if (MT_UNLIKELY((set->count + 1) * 8 > (set->mask + 1) * 3)) /* load > 3/8 */
         mt_live_grow(set);
     struct mt_block *slots = set->slots;
@@ -93,7 +112,9 @@ static inline bool mt_live_insert(struct mt_live_set *set, const struct mt_block
         }
         s = (s + 1) & mask;
     }
-    slots[s] = *block;
+    set->pending = *block;
+    set->pending_slot = s;
+    set->has_pending = true;
     set->count++;
     return false;
 }
@@ -102,6 +123,8 @@ static inline const struct mt_block *mt_live_find(const struct mt_live_set *set,
 {
     if (!set->slots)
         return NULL;
+    if (set->has_pending && set->pending.ptr == ptr)
+        return &set->pending;
     size_t s = mt_live_home(set, ptr);
     while (set->slots[s].ptr) {
         if (set->slots[s].ptr == ptr)
@@ -112,8 +135,15 @@ static inline const struct mt_block *mt_live_find(const struct mt_live_set *set,
 }
 
 /* Remove and return the block at ptr; false when unknown. */
-static inline bool mt_live_remove(struct mt_live_set *set, uint64_t ptr, struct mt_block *out)
+MT_INLINE bool mt_live_remove(struct mt_live_set *set, uint64_t ptr, struct mt_block *out)
 {
+    if (set->has_pending && set->pending.ptr == ptr) {
+        *out = set->pending;
+        set->has_pending = false;
+        set->count--;
+        return true;
+    }
+    mt_live_place_pending(set);
     struct mt_block *slots = set->slots;
     size_t mask = set->mask;
     size_t s = mt_live_home(set, ptr);
@@ -137,6 +167,14 @@ static inline bool mt_live_remove(struct mt_live_set *set, uint64_t ptr, struct 
     }
     slots[hole].ptr = 0;
     return true;
+}
+
+/* The table (mask + 1 slots, ptr 0: empty), the pending block placed first: for a walk
+ * over every block at the end of a process. */
+static inline const struct mt_block *mt_live_slots(struct mt_live_set *set)
+{
+    mt_live_place_pending(set);
+    return set->slots;
 }
 
 #endif
