@@ -328,18 +328,19 @@ struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len,
 struct mt_proc *mt_proc_by_id(uint32_t proc_id);
 size_t mt_proc_count(void);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
-/* Live-set or size-table slots below which mt_proc_prefetch does nothing (256 KiB of
- * live set). */
+/* Live-set or size-table slots from which prefetching pays (256 KiB of live set). */
 #define MT_PREFETCH_MIN_SLOTS 8192
+/* Whether mt_proc_prefetch is worth calling: smaller tables stay in the core's caches,
+ * and their prefetch (decoding the record, hashing its pointer) would cost more than it
+ * saves (a tenth of the collector's time on a malloc/free loop). */
+static inline bool mt_proc_wants_prefetch(const struct mt_proc *proc)
+{
+    return proc->live.mask >= MT_PREFETCH_MIN_SLOTS || proc->sizes_mask >= MT_PREFETCH_MIN_SLOTS;
+}
 /* Prefetch what applying this (later) record will touch (drain.c calls it per record;
  * always inline, as mt_live_prefetch says why). */
 MT_INLINE void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
 {
-    /* Tables this small stay in the core's caches: their prefetch (decoding the record,
-     * hashing its pointer) would cost more than it saves (a tenth of the collector's time
-     * on a malloc/free loop). */
-    if (proc->live.mask < MT_PREFETCH_MIN_SLOTS && proc->sizes_mask < MT_PREFETCH_MIN_SLOTS)
-        return;
     if (rec->kind != MT_REC_EVENT)
         return;
     /* Only the record's first cell is read: `rec` may be any cell (even a wide event's

@@ -311,9 +311,13 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         /* Take a run from this ring. */
         fresh = false;
         uint32_t thread = mt_proc_ring_thread(proc, best);
+        /* Decided once per run: a table that outgrows the cache mid-run only misses its
+         * prefetches until the next run. */
+        bool prefetch = mt_proc_wants_prefetch(proc);
         const struct mt_wire_rec *rec = ring_peek(best);
         while (rec && is_next(proc, rec) && done < budget) {
-            const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
+            /* One cell never wraps: used in place. */
+            const struct mt_wire_rec *whole = rec->cells <= 1 ? rec : record_contiguous(best, rec, wrap_buf);
             mt_proc_apply_as(proc, thread, whole);
             best->tail += rec->cells ? rec->cells : 1;
             proc->next_seq++;
@@ -327,7 +331,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             }
             /* The live-set slot of a record a few ahead: its cache miss overlaps this
              * record's work instead of stalling when its turn comes. */
-            if (rec && best->tail + PREFETCH_AHEAD < best->head)
+            if (prefetch && rec && best->tail + PREFETCH_AHEAD < best->head)
                 mt_proc_prefetch(proc, cell_at(best, best->tail + PREFETCH_AHEAD));
         }
     }
