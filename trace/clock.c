@@ -29,6 +29,7 @@ bool mt_clock_tsc;
 #define SAMPLE_ATTEMPTS 8u
 /* ns per tick as a 32.32 fixed-point rate. */
 #define RATE_SHIFT 32
+_Static_assert(RATE_SHIFT == 32, "mt_clock_linear_ns (clock.h) shifts by 32");
 /* Calibration slots: a reader would have to stall across three recalibrations (seconds)
  * for its slot to be rewritten under it, and then the generation check catches it. */
 #define SLOTS 4u
@@ -189,6 +190,20 @@ uint64_t mt_clock_ticks_to_ns(uint64_t ticks)
     }
 }
 
+bool mt_clock_linear_get(struct mt_clock_linear *map)
+{
+    for (;;) {
+        uint32_t generation = atomic_load_explicit(&clk.generation, memory_order_acquire);
+        if (!generation)
+            return false;
+        const struct calibration *c = &clk.slot[generation % SLOTS];
+        *map = (struct mt_clock_linear){c->ticks, c->ns, c->rate, c->next_ticks};
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&clk.generation, memory_order_relaxed) == generation)
+            return true;
+    }
+}
+
 uint64_t mt_clock_after(uint64_t ts, uint64_t ns)
 {
     if (!clk.usable)
@@ -230,6 +245,12 @@ uint64_t mt_clock_ns(void)
 uint64_t mt_clock_ticks_to_ns(uint64_t ticks)
 {
     return ticks; /* never asked: timestamps are ns where there is no TSC */
+}
+
+bool mt_clock_linear_get(struct mt_clock_linear *map)
+{
+    (void)map;
+    return false;
 }
 
 uint64_t mt_clock_after(uint64_t ts, uint64_t ns)

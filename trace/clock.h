@@ -51,6 +51,28 @@ uint64_t mt_clock_after(uint64_t ts, uint64_t ns);
 /* Monotonic ns of a TSC reading taken by any process of this machine, before or after now
  * (the collector's conversion of a traced process's timestamps). */
 uint64_t mt_clock_ticks_to_ns(uint64_t ticks);
+/* The calibration in use as a plain linear map, for the one thread that converts a stream
+ * of timestamps (the collector): it converts with mt_clock_linear_ns, without a call, while
+ * its ticks stay below `next_ticks`, and goes through mt_clock_ticks_to_ns (which then
+ * recalibrates) for the first one that does not, taking the map again after it. Exact as
+ * long as no other thread of the process converts (the calibration changes only inside
+ * mt_clock_ticks_to_ns and mt_clock_ns). */
+struct mt_clock_linear {
+    uint64_t ticks;      /* anchor */
+    uint64_t ns;         /* monotonic ns at the anchor */
+    uint64_t rate;       /* ns per tick << 32 */
+    uint64_t next_ticks; /* the map is current for ticks below this */
+};
+/* false before the first calibration (and without a TSC). */
+bool mt_clock_linear_get(struct mt_clock_linear *map);
+/* mt_clock_ticks_to_ns's arithmetic (clock.c converts with it too). */
+static inline uint64_t mt_clock_linear_ns(const struct mt_clock_linear *map, uint64_t ticks)
+{
+    if (ticks >= map->ticks)
+        return map->ns + (uint64_t)(((unsigned __int128)(ticks - map->ticks) * map->rate) >> 32);
+    uint64_t back = (uint64_t)(((unsigned __int128)(map->ticks - ticks) * map->rate) >> 32);
+    return back < map->ns ? map->ns - back : 0;
+}
 /* In a fork child: a calibration another thread of the parent had in progress will never
  * finish here. */
 void mt_clock_fork_child(void);

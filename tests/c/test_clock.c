@@ -48,4 +48,39 @@ TEST(follows_monotonic_and_never_steps_back)
     CHECK_EQ_U(back, 0);
 }
 
+/* The collector converts with the calibration's linear map while ticks stay below its
+ * next_ticks, else through mt_clock_ticks_to_ns: both give the same ns for every tick,
+ * before and after the map's anchor, across recalibrations. */
+TEST(linear_map_converts_like_ticks_to_ns)
+{
+#if defined(__x86_64__)
+    mt_clock_init();
+    if (!mt_clock_tsc)
+        return; /* no trusted TSC: timestamps are ns, nothing to convert */
+    uint64_t start = mono_ns();
+    uint64_t maps = 0, compared = 0, differ = 0;
+    struct mt_clock_linear map;
+    bool valid = false;
+    while (mono_ns() - start < RUN_NS) {
+        uint64_t ticks = mt_clock_now();
+        /* A few ticks around now, some before the anchor of a fresh map. */
+        for (uint64_t d = 0; d < 4; d++) {
+            uint64_t t = ticks - (d << 20);
+            if (valid && t < map.next_ticks) {
+                compared++;
+                differ += mt_clock_linear_ns(&map, t) != mt_clock_ticks_to_ns(t);
+            } else {
+                /* As the collector does: convert through the clock (which recalibrates
+                 * when due), then take the map again. */
+                (void)mt_clock_ticks_to_ns(t);
+                valid = mt_clock_linear_get(&map);
+                maps += valid;
+            }
+        }
+    }
+    CHECK(maps > 0 && compared > 1000);
+    CHECK_EQ_U(differ, 0);
+#endif
+}
+
 TEST_MAIN()

@@ -65,10 +65,112 @@ TEST(live_set_matches_model)
     CHECK_MSG(mismatches == 0, "%d mismatches", mismatches);
     CHECK(set.count == live);
     size_t occupied = 0;
+    const struct mt_block *slots = mt_live_slots(&set);
     for (size_t i = 0; i <= set.mask; i++)
-        occupied += set.slots[i].ptr != 0;
+        occupied += slots[i].ptr != 0;
     CHECK(occupied == live);
-    CHECK((set.mask + 1) >= 2 * live); /* load stays at most 1/2 */
+    CHECK((set.mask + 1) * 3 >= 8 * live); /* load stays at most 3/8 */
+    mt_live_free(&set);
+}
+
+/* A plain linear-probing table with the same hash, growth and backward shift, and no
+ * pending block: the live set's slots must match it exactly at every point (the order of
+ * live_at_exit rows and the growth moments depend on them). */
+struct ref_table {
+    uint64_t *keys;
+    size_t mask, count;
+};
+
+static size_t ref_home(const struct ref_table *t, uint64_t key)
+{
+    return (size_t)mt_mix64(key) & t->mask;
+}
+
+static void ref_place(struct ref_table *t, uint64_t key)
+{
+    size_t s = ref_home(t, key);
+    while (t->keys[s])
+        s = (s + 1) & t->mask;
+    t->keys[s] = key;
+}
+
+static void ref_insert(struct ref_table *t, uint64_t key)
+{
+    if ((t->count + 1) * 8 > (t->mask + 1) * 3) {
+        uint64_t *old = t->keys;
+        size_t old_cap = t->mask + 1;
+        t->mask = old_cap * 2 - 1;
+        t->keys = calloc(old_cap * 2, sizeof *t->keys);
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i])
+                ref_place(t, old[i]);
+        free(old);
+    }
+    for (size_t s = ref_home(t, key); t->keys[s]; s = (s + 1) & t->mask)
+        if (t->keys[s] == key)
+            return;
+    ref_place(t, key);
+    t->count++;
+}
+
+static void ref_remove(struct ref_table *t, uint64_t key)
+{
+    size_t s = ref_home(t, key);
+    while (t->keys[s] != key) {
+        if (!t->keys[s])
+            return;
+        s = (s + 1) & t->mask;
+    }
+    t->count--;
+    size_t hole = s;
+    for (size_t j = (hole + 1) & t->mask; t->keys[j]; j = (j + 1) & t->mask) {
+        size_t home = ref_home(t, t->keys[j]);
+        bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (stays)
+            continue;
+        t->keys[hole] = t->keys[j];
+        hole = j;
+    }
+    t->keys[hole] = 0;
+}
+
+TEST(live_set_slots_match_plain_table)
+{
+    struct mt_live_set set;
+    mt_live_init(&set);
+    struct ref_table ref = {calloc(1024, sizeof(uint64_t)), 1023, 0};
+    int mismatches = 0;
+    uint64_t last = 0;
+    for (int op = 0; op < OPS; op++) {
+        /* Half the removals are of the block just inserted (a malloc/free pair), the rest
+         * random; keys over a range that makes the table grow several times. */
+        uint64_t ptr = (next_random() % (KEYS * 8) + 1) << 4;
+        unsigned what = (unsigned)(next_random() % 4);
+        if (what == 0 && last)
+            ptr = last;
+        if (what <= 1) {
+            struct mt_block old;
+            mt_live_remove(&set, ptr, &old);
+            ref_remove(&ref, ptr);
+            last = 0;
+        } else {
+            struct mt_block b = mt_block_make(ptr, 16, 0, 0, 0, 0), old;
+            mt_live_insert(&set, &b, &old);
+            ref_insert(&ref, ptr);
+            last = ptr;
+        }
+        if (op % 997 == 0 || op == OPS - 1) {
+            const struct mt_block *slots = mt_live_slots(&set);
+            if (set.mask != ref.mask || set.count != ref.count) {
+                mismatches++;
+                break;
+            }
+            for (size_t i = 0; i <= set.mask; i++)
+                mismatches += slots[i].ptr != ref.keys[i];
+        }
+    }
+    CHECK_MSG(mismatches == 0, "%d slots differ", mismatches);
+    free(ref.keys);
     mt_live_free(&set);
 }
 

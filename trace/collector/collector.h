@@ -73,52 +73,7 @@ void mt_buf_free(struct mt_buf *b);
 
 /* ---- the live set (live.c): blocks allocated and not freed, per process --------------------- */
 
-/* 32 bytes, so that two blocks share a cache line: the live set is the collector's
- * largest random-access structure and its misses are most of the cost per event. Packed
- * fields: size (40 bits, requests beyond 1 TiB are recorded as 1 TiB - 1) with the stack
- * statistics index (24 bits; a process has at most MT_WIRE_STACKS_MAX stacks); the event
- * index (40 bits) with the thread_idx (24 bits). */
-struct mt_block {
-    uint64_t ptr; /* 0: empty slot */
-    uint64_t ts_ns;
-    uint64_t size_stat;
-    uint64_t seq_thread;
-};
-#define MT_BLOCK_LOW_BITS 40
-#define MT_BLOCK_LOW_MASK ((1ull << MT_BLOCK_LOW_BITS) - 1)
-
-static inline struct mt_block mt_block_make(uint64_t ptr, uint64_t size, uint64_t ts_ns, uint64_t seq, uint32_t stat,
-                                            uint32_t thread)
-{
-    if (size > MT_BLOCK_LOW_MASK)
-        size = MT_BLOCK_LOW_MASK;
-    return (struct mt_block){ptr, ts_ns, size | (uint64_t)stat << MT_BLOCK_LOW_BITS,
-                             (seq & MT_BLOCK_LOW_MASK) | (uint64_t)thread << MT_BLOCK_LOW_BITS};
-}
-static inline uint64_t mt_block_size(const struct mt_block *b) { return b->size_stat & MT_BLOCK_LOW_MASK; }
-static inline uint32_t mt_block_stat(const struct mt_block *b) { return (uint32_t)(b->size_stat >> MT_BLOCK_LOW_BITS); }
-static inline uint64_t mt_block_seq(const struct mt_block *b) { return b->seq_thread & MT_BLOCK_LOW_MASK; }
-static inline uint32_t mt_block_thread(const struct mt_block *b)
-{
-    return (uint32_t)(b->seq_thread >> MT_BLOCK_LOW_BITS);
-}
-
-struct mt_live_set {
-    struct mt_block *slots;
-    size_t mask;  /* capacity - 1 (power of two) */
-    size_t count;
-};
-
-void mt_live_init(struct mt_live_set *set);
-void mt_live_free(struct mt_live_set *set);
-/* Insert (replacing a stale block at the same address: the producer's order makes that a
- * lost free). Returns the stale block's copy in *replaced when there was one. */
-bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struct mt_block *replaced);
-/* Remove and return the block at ptr; false when unknown. */
-bool mt_live_remove(struct mt_live_set *set, uint64_t ptr, struct mt_block *out);
-const struct mt_block *mt_live_find(const struct mt_live_set *set, uint64_t ptr);
-/* Start loading the slot where ptr would be (a hint; no effect on the set). */
-void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr);
+#include "live.h" /* struct mt_block, the live set and its per-event operations */
 
 /* Recently freed blocks, for BLOCK_QUERY and error rows: a ring of the last N frees. */
 struct mt_freed_block {
@@ -134,7 +89,13 @@ struct mt_freed_memory {
  * free is usually close to the first free), 32 bytes each (half a cache line: every free
  * writes one), freed when the process ends. */
 #define MT_FREED_MEMORY 16384
-void mt_freed_remember(struct mt_freed_memory *mem, const struct mt_freed_block *block);
+/* The ring, made at the first free (live.c). */
+struct mt_freed_block *mt_freed_ring(struct mt_freed_memory *mem);
+static inline void mt_freed_remember(struct mt_freed_memory *mem, const struct mt_freed_block *block)
+{
+    struct mt_freed_block *ring = MT_LIKELY(mem->ring != NULL) ? mem->ring : mt_freed_ring(mem);
+    ring[mem->next++ % MT_FREED_MEMORY] = *block;
+}
 /* The most recent free of a block containing ptr, or NULL. */
 const struct mt_freed_block *mt_freed_find(const struct mt_freed_memory *mem, uint64_t ptr);
 void mt_freed_free(struct mt_freed_memory *mem);
@@ -244,6 +205,10 @@ struct mt_size_count {
 };
 
 #define MT_SIZE_BUCKETS 65 /* bit_length of a 64-bit size: 0..64 */
+/* Allocations of sizes below this are counted in a plain array (8 KiB per process), not
+ * the size table: most allocations are small, and a hash probe per allocation showed in
+ * the collector's profile. Folded into the table when the process ends. */
+#define MT_SIZE_DIRECT 1024
 
 /* The allocator's state at one snapshot, as stored (docs/trace-format.md, "snapshots"):
  * the last one stored is what the next one is written against (only changed rows), and a
@@ -363,8 +328,35 @@ struct mt_proc *mt_proc_from_hello(const struct mt_msg_hello *hello, size_t len,
 struct mt_proc *mt_proc_by_id(uint32_t proc_id);
 size_t mt_proc_count(void);
 void mt_proc_add_ring(struct mt_proc *proc, struct mt_wire_ring *hdr, size_t map_bytes);
-/* Prefetch what applying this (later) record will touch. */
-void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec);
+/* Live-set or size-table slots from which prefetching pays (256 KiB of live set). */
+#define MT_PREFETCH_MIN_SLOTS 8192
+/* Whether mt_proc_prefetch is worth calling: smaller tables stay in the core's caches,
+ * and their prefetch (decoding the record, hashing its pointer) would cost more than it
+ * saves (a tenth of the collector's time on a malloc/free loop). */
+static inline bool mt_proc_wants_prefetch(const struct mt_proc *proc)
+{
+    return proc->live.mask >= MT_PREFETCH_MIN_SLOTS || proc->sizes_mask >= MT_PREFETCH_MIN_SLOTS;
+}
+/* Prefetch what applying this (later) record will touch (drain.c calls it per record;
+ * always inline, as mt_live_prefetch says why). */
+MT_INLINE void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
+{
+    if (rec->kind != MT_REC_EVENT)
+        return;
+    /* Only the record's first cell is read: `rec` may be any cell (even a wide event's
+     * second, or the ring's last), and its second cell may lie past the ring's end. */
+    if (rec->sub == MT_EVENT_WIDE) {
+        mt_live_prefetch(&proc->live, ((const struct mt_wire_event_wide *)rec)->ptr);
+        return;
+    }
+    struct mt_wire_event_fields ev;
+    mt_wire_event_decode(rec, &ev);
+    mt_live_prefetch(&proc->live, ev.ptr);
+    /* A program with many distinct sizes (strings grown by realloc) has a size table of
+     * megabytes: its probe was a cache miss per allocation, the collector's largest cost. */
+    if (ev.size >= MT_SIZE_DIRECT && rec->op != MT_OP_FREE)
+        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev.size) & proc->sizes_mask], 1);
+}
 /* Write the events encoded so far as a chunk (a quiet process's events then reach the
  * file without waiting for a full chunk). */
 void mt_proc_flush_chunk(struct mt_proc *proc);

@@ -105,7 +105,7 @@ static void refresh_all(struct mt_proc *proc)
 
 /* Copy a record that wraps the ring's end into `buf`; records that do not wrap are used
  * in place (the producer does not touch cells before our tail passes them). */
-static const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
+MT_INLINE const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
                                                    unsigned char *buf)
 {
     uint64_t first = r->tail & r->mask;
@@ -310,10 +310,15 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         }
         /* Take a run from this ring. */
         fresh = false;
+        uint32_t thread = mt_proc_ring_thread(proc, best);
+        /* Decided once per run: a table that outgrows the cache mid-run only misses its
+         * prefetches until the next run. */
+        bool prefetch = mt_proc_wants_prefetch(proc);
         const struct mt_wire_rec *rec = ring_peek(best);
         while (rec && is_next(proc, rec) && done < budget) {
-            const struct mt_wire_rec *whole = record_contiguous(best, rec, wrap_buf);
-            mt_proc_apply(proc, best, whole);
+            /* One cell never wraps: used in place. */
+            const struct mt_wire_rec *whole = rec->cells <= 1 ? rec : record_contiguous(best, rec, wrap_buf);
+            mt_proc_apply_as(proc, thread, whole);
             best->tail += rec->cells ? rec->cells : 1;
             proc->next_seq++;
             done++;
@@ -326,7 +331,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
             }
             /* The live-set slot of a record a few ahead: its cache miss overlaps this
              * record's work instead of stalling when its turn comes. */
-            if (rec && best->tail + PREFETCH_AHEAD < best->head)
+            if (prefetch && rec && best->tail + PREFETCH_AHEAD < best->head)
                 mt_proc_prefetch(proc, cell_at(best, best->tail + PREFETCH_AHEAD));
         }
     }

@@ -31,10 +31,6 @@
 #define CHUNK_EVENTS 4096
 /* Initial slots of the per-process size table. */
 #define SIZES_INITIAL_SLOTS 256
-/* Allocations of sizes below this are counted in a plain array (8 KiB per process), not
- * the size table: most allocations are small, and a hash probe per allocation showed in
- * the collector's profile. Folded into the table when the process ends. */
-#define SIZE_DIRECT 1024
 /* A block's frames shown in a BLOCK_INFO answer: the first few locate the call. */
 #define INFO_FRAMES 6
 
@@ -66,7 +62,7 @@ struct mt_proc *mt_proc_create(void)
     mt_live_init(&p->live);
     p->sizes_mask = SIZES_INITIAL_SLOTS - 1;
     p->sizes = mt_xcalloc(SIZES_INITIAL_SLOTS, sizeof *p->sizes);
-    p->size_direct = mt_xcalloc(SIZE_DIRECT, sizeof *p->size_direct);
+    p->size_direct = mt_xcalloc(MT_SIZE_DIRECT, sizeof *p->size_direct);
     return p;
 }
 
@@ -186,11 +182,9 @@ static uint32_t new_stat(struct mt_proc *proc, uint32_t gstack)
     return (uint32_t)proc->stat_count++;
 }
 
-/* The statistics index of a process-local stack id; resolves the stack on first use. */
-static uint32_t stat_for(struct mt_proc *proc, uint32_t local_id)
+/* stat_for's first use of a stack: resolve it. */
+static MT_NOINLINE uint32_t stat_resolve(struct mt_proc *proc, uint32_t local_id)
 {
-    if (local_id < proc->local_stat_cap && proc->local_stat[local_id])
-        return proc->local_stat[local_id] - 1;
     if (local_id >= MT_WIRE_STACKS_MAX)
         local_id = 0;
     MT_VEC_RESERVE(proc->local_stat, proc->local_stat_cap, (size_t)local_id + 1);
@@ -198,6 +192,14 @@ static uint32_t stat_for(struct mt_proc *proc, uint32_t local_id)
     uint32_t idx = new_stat(proc, gid);
     proc->local_stat[local_id] = idx + 1;
     return idx;
+}
+
+/* The statistics index of a process-local stack id; resolves the stack on first use. */
+MT_INLINE uint32_t stat_for(struct mt_proc *proc, uint32_t local_id)
+{
+    if (MT_LIKELY(local_id < proc->local_stat_cap && proc->local_stat[local_id]))
+        return proc->local_stat[local_id] - 1;
+    return stat_resolve(proc, local_id);
 }
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -257,7 +259,7 @@ static inline bool op_has_aux(uint32_t op)
     return op != MT_OP_FREE && op != MT_OP_MALLOC && op != MT_OP_CALLOC;
 }
 
-static void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uint64_t ts, uint64_t ptr,
+MT_INLINE void chunk_append(struct mt_proc *proc, uint32_t op, uint32_t thread, uint64_t ts, uint64_t ptr,
                          uint64_t size, uint32_t gstack, uint64_t aux)
 {
     if (proc->chunk_count == 0) {
@@ -345,7 +347,7 @@ static inline void live_totals_sub(struct mt_proc *proc, struct mt_stack_stat *s
     proc->bucket_bytes[bucket] -= size;
 }
 
-static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint64_t size,
+MT_INLINE void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint64_t ptr, uint64_t size,
                             uint32_t stat, bool is_realloc)
 {
     struct mt_stack_stat *st = &proc->stats[stat];
@@ -357,7 +359,7 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
         st->min_size = size;
     if (size > st->max_size)
         st->max_size = size;
-    if (size - 1 < SIZE_DIRECT - 1) /* 1 .. SIZE_DIRECT - 1 */
+    if (size - 1 < MT_SIZE_DIRECT - 1) /* 1 .. MT_SIZE_DIRECT - 1 */
         proc->size_direct[size]++;
     else
         size_entry(proc, size)->allocs++;
@@ -383,7 +385,7 @@ static void block_allocated(struct mt_proc *proc, uint32_t thread, uint64_t ts, 
     proc->bucket_bytes[bucket] += size;
 }
 
-static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ptr, uint32_t free_stat,
+MT_INLINE void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ptr, uint32_t free_stat,
                         bool count_temporary)
 {
     struct mt_block b;
@@ -406,7 +408,7 @@ static void block_freed(struct mt_proc *proc, uint32_t thread, uint64_t ptr, uin
     mt_freed_remember(&proc->freed, &f);
 }
 
-static void note_peak(struct mt_proc *proc, uint64_t ts)
+MT_INLINE void note_peak(struct mt_proc *proc, uint64_t ts)
 {
     if (proc->live_bytes > proc->peak_bytes) {
         proc->peak_bytes = proc->live_bytes;
@@ -442,7 +444,7 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t region, u
     proc->region_count = kept;
 }
 
-static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
+MT_INLINE void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
 {
     uint32_t op = rec->op;
     if (op == 0 || op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2))
@@ -484,25 +486,6 @@ static void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const s
     }
     proc->threads[thread].events++;
     proc->events++;
-}
-
-void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *rec)
-{
-    if (rec->kind != MT_REC_EVENT)
-        return;
-    /* Only the record's first cell is read: `rec` may be any cell (even a wide event's
-     * second, or the ring's last), and its second cell may lie past the ring's end. */
-    if (rec->sub == MT_EVENT_WIDE) {
-        mt_live_prefetch(&proc->live, ((const struct mt_wire_event_wide *)rec)->ptr);
-        return;
-    }
-    struct mt_wire_event_fields ev;
-    mt_wire_event_decode(rec, &ev);
-    mt_live_prefetch(&proc->live, ev.ptr);
-    /* A program with many distinct sizes (strings grown by realloc) has a size table of
-     * megabytes: its probe was a cache miss per allocation, the collector's largest cost. */
-    if (ev.size >= SIZE_DIRECT && rec->op != MT_OP_FREE)
-        __builtin_prefetch(&proc->sizes[(size_t)mt_mix64(ev.size) & proc->sizes_mask], 1);
 }
 
 /* ---- other records ------------------------------------------------------------------------ */
@@ -613,9 +596,27 @@ void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct
     mt_proc_apply_as(proc, mt_proc_ring_thread(proc, ring), rec);
 }
 
+static void apply_other(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec);
+
+/* TSC ticks to monotonic ns: with the calibration's linear map while it is current, else
+ * through the clock (which recalibrates), exactly as mt_clock_ticks_to_ns converts every
+ * timestamp (clock.h; this thread is the only converter). A call per record was a tenth of
+ * the collector's instructions. */
+static struct mt_clock_linear tick_map;
+static bool tick_map_valid;
+
+MT_INLINE uint64_t ticks_to_ns(uint64_t ticks)
+{
+    if (MT_LIKELY(tick_map_valid && ticks < tick_map.next_ticks))
+        return mt_clock_linear_ns(&tick_map, ticks);
+    uint64_t ns = mt_clock_ticks_to_ns(ticks);
+    tick_map_valid = mt_clock_linear_get(&tick_map);
+    return ns;
+}
+
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
 {
-    uint64_t ts = mt_trace_ns(proc->ts_ticks ? mt_clock_ticks_to_ns(rec->ts) : rec->ts);
+    uint64_t ts = mt_trace_ns(proc->ts_ticks ? ticks_to_ns(rec->ts) : rec->ts);
     if (ts < proc->last_ns)
         ts = proc->last_ns;
     proc->last_ns = ts;
@@ -625,10 +626,16 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
         t->start_ns = ts;
     }
     t->end_ns = ts;
-    switch (rec->kind) {
-    case MT_REC_EVENT:
+    if (MT_LIKELY(rec->kind == MT_REC_EVENT))
         on_event(proc, thread, ts, rec);
-        break;
+    else
+        apply_other(proc, thread, ts, rec);
+}
+
+/* Every record but an event (rare: kept out of the event path). */
+static MT_NOINLINE void apply_other(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
+{
+    switch (rec->kind) {
     case MT_REC_SNAPSHOT:
         on_snapshot(proc, ts, rec);
         break;
@@ -679,15 +686,16 @@ void mt_proc_end(struct mt_proc *proc)
         proc->end_ns = proc->last_ns;
     if (proc->end_ns < proc->start_ns)
         proc->end_ns = proc->start_ns;
-    for (uint64_t size = 1; proc->size_direct && size < SIZE_DIRECT; size++)
+    for (uint64_t size = 1; proc->size_direct && size < MT_SIZE_DIRECT; size++)
         if (proc->size_direct[size])
             size_entry(proc, size)->allocs += proc->size_direct[size];
     free(proc->size_direct);
     proc->size_direct = NULL;
     if (proc->leaked_count)
         qsort(proc->leaked, proc->leaked_count, sizeof *proc->leaked, compare_u64);
+    const struct mt_block *slots = mt_live_slots(&proc->live);
     for (size_t i = 0; i <= proc->live.mask; i++) {
-        const struct mt_block *b = &proc->live.slots[i];
+        const struct mt_block *b = &slots[i];
         if (!b->ptr)
             continue;
         struct mt_stack_stat *st = &proc->stats[mt_block_stat(b)];
