@@ -55,11 +55,14 @@ static inline void mt_record_leave(void)
     mt_session_thread_raw()->calls--;
 }
 
-void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align);
-void mt_record_free(const void *ptr);
-void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size);
+/* `frame`: the frame of the exported function the program called
+ * (__builtin_frame_address(0) there), where the event's stack starts; NULL: found by
+ * walking our own frames (trace/unwind.h). */
+void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align, const void *frame);
+void mt_record_free(const void *ptr, const void *frame);
+void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size, const void *frame);
 void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_ptr, size_t size);
-void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size);
+void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size, const void *frame);
 #endif
 
 #endif

@@ -265,7 +265,7 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
  * stalling the copy. */
 #define PREFETCH_CELLS_AHEAD 8
 
-static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
+MT_INLINE void prefetch_ahead(struct mt_ring_writer *w, uint64_t pos)
 {
     const uint8_t *ahead = w->cells + ((pos + PREFETCH_CELLS_AHEAD) & w->mask) * MT_WIRE_CELL;
 #if defined(__x86_64__)
@@ -274,6 +274,11 @@ static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, 
 #else
     __builtin_prefetch(ahead, 1, 3);
 #endif
+}
+
+static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
+{
+    prefetch_ahead(w, pos);
     if (MT_LIKELY(bytes == sizeof(struct mt_wire_event))) {
         /* The common record: one cell, a fixed-size copy the compiler inlines. */
         memcpy(w->cells + (pos & w->mask) * MT_WIRE_CELL, src, sizeof(struct mt_wire_event));
@@ -324,6 +329,32 @@ bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t byt
         w->last_seq = seq;
         rec->seq = (uint32_t)seq;
     }
+    return true;
+}
+
+bool mt_ring_put_cell(struct mt_ring_writer *w, uint64_t head, uint64_t ts, uint64_t body0, uint64_t body1)
+{
+    w->depth++;
+    atomic_signal_fence(memory_order_seq_cst);
+    /* reserve()'s first round inline: room by the last `tail` seen, and no signal handler
+     * of ours moved `next` meanwhile. */
+    uint64_t pos = atomic_load_explicit(&w->next, memory_order_relaxed);
+    if (MT_UNLIKELY(pos + 1 - w->tail_seen > w->mask + 1 ||
+                    atomic_load_explicit(&collector_lost, memory_order_relaxed) || !cas_own(&w->next, &pos, pos + 1)) &&
+        !reserve(w, 1, &pos)) {
+        count_drop(w);
+        finish(w);
+        return false;
+    }
+    uint64_t seq = take_seq();
+    w->last_seq = seq;
+    prefetch_ahead(w, pos);
+    uint64_t *cell = (uint64_t *)(void *)(w->cells + (pos & w->mask) * MT_WIRE_CELL);
+    cell[0] = head | mt_wire_rec_word(0, 1, 0, 0, seq);
+    cell[1] = ts;
+    cell[2] = body0;
+    cell[3] = body1;
+    finish(w);
     return true;
 }
 

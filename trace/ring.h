@@ -75,6 +75,11 @@ bool mt_ring_put(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes
 bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes, uint64_t *pos);
 void mt_ring_end(struct mt_ring_writer *w, uint64_t pos, const struct mt_wire_rec *rec, size_t bytes);
 
+/* mt_ring_put of a one-cell event built in registers: `head` is mt_wire_rec_word's with
+ * cells and seq 0 (both are set here), `body0`, `body1` mt_wire_event_words'. The common record's
+ * path: reserve, number, four word stores, publish, with no copy through memory. */
+bool mt_ring_put_cell(struct mt_ring_writer *w, uint64_t head, uint64_t ts, uint64_t body0, uint64_t body1);
+
 /* Cells a record of `bytes` takes. */
 static inline uint32_t mt_ring_cells_for(size_t bytes)
 {

@@ -109,20 +109,36 @@ struct slot_check {
     uint64_t value;
 };
 
+/* What a hit reads of an entry, on one cache line: the key, and `tag`, which folds the
+ * state, the store generation and the depth into one compare (ready_tag). */
 struct cache_entry {
     struct mt_unwind_key key;
-    uint32_t state;
-    uint32_t generation; /* of the stack id */
+    uint64_t fp_mask; /* ~0: the key's frame pointer matters (walk_slots); 0: it does not */
+    uint64_t tag;     /* ready_tag() of the entry once READY, else 0 */
     uint32_t id;
+    uint32_t checks;  /* used entries of its check list */
+    uint32_t state;
     uint32_t depth;   /* the depth asked for when filled */
-    uint32_t checks;  /* used entries of check[] */
-    bool fp_matters;  /* compare the key's frame pointer too (walk_slots) */
+} MT_ALIGNED(MT_CACHE_LINE);
+_Static_assert(sizeof(struct cache_entry) == MT_CACHE_LINE, "a cache entry's hot part is one line");
+
+/* An entry's slot checks. One spare line each: a whole number of 4 KiB pages apart, every
+ * list would start in the same L1 set. */
+struct check_list {
     struct slot_check check[MT_WIRE_DEPTH_MAX * CHECKS_PER_FRAME];
+    uint8_t stagger[MT_CACHE_LINE];
 };
 
 struct mt_unwind_cache {
     struct cache_entry entry[CACHE_ENTRIES];
+    struct check_list list[CACHE_ENTRIES];
 };
+
+/* Never 0 (the READY bit): an entry that is not ready has tag 0. The depth is <= 256. */
+static inline uint64_t ready_tag(uint32_t depth, uint32_t generation)
+{
+    return (uint64_t)generation << 32 | 1u << 31 | depth;
+}
 
 struct mt_unwind_cache *mt_unwind_cache_new(void)
 {
@@ -135,22 +151,21 @@ void mt_unwind_cache_free(struct mt_unwind_cache *cache)
         mt_os_unmap(cache, sizeof *cache);
 }
 
-__attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
+/* Walk the frame-pointer chain from `fp`, a frame record of ours (libmtrace.so's trace
+ * objects are all built with -fno-omit-frame-pointer, and every frame between the program
+ * and here is ours): each record is [saved rbp, return address]. The first return address
+ * outside our code is the program's call site; its stack pointer is just above that
+ * record, its frame pointer the one saved there. The checks only keep a broken chain from
+ * wandering: such a chain falls back to a full unwind. */
+static bool key_from(uintptr_t fp, struct mt_unwind_key *key)
 {
 #if defined(__x86_64__)
-    /* Walk the frame-pointer chain of our own frames (libmtrace.so's trace objects are all
-     * built with -fno-omit-frame-pointer, and only the event path, whose frames are all
-     * ours, calls this): each frame record is [saved rbp, return address]. The first
-     * return address outside our code is the program's call site; its stack pointer is just
-     * above that record, its frame pointer the one saved there. The checks only keep a
-     * broken chain from wandering: such a chain falls back to a full unwind. */
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     uintptr_t start = fp;
     for (unsigned i = 0; i < OWN_FRAMES_MAX; i++) {
         if ((fp & (sizeof(uintptr_t) - 1)) != 0 || fp - start > OWN_STACK_SPAN_MAX)
             return false;
         const uintptr_t *record = (const uintptr_t *)fp;
-        if (!is_own(record[1])) {
+        if (MT_LIKELY(!is_own(record[1]))) {
             key->ip = record[1];
             key->sp = fp + FRAME_RECORD_BYTES;
             key->fp = record[0];
@@ -161,38 +176,62 @@ __attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
         fp = record[0];
     }
 #else
-    (void)key;
+    (void)fp, (void)key;
 #endif
     return false;
 }
 
+__attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key, const void *frame)
+{
+    /* The exported function's own frame: its record holds the program's call site, so the
+     * walk ends at its first step; without one, from this function's frame. */
+    return key_from(frame ? (uintptr_t)frame : (uintptr_t)__builtin_frame_address(0), key);
+}
+
 /* By call site and stack pointer: the frame pointer is part of the key only for entries
  * whose unwind depends on it. */
-static struct cache_entry *entry_for(struct mt_unwind_cache *cache, const struct mt_unwind_key *key)
+static unsigned entry_index(uint64_t ip, uint64_t sp)
 {
-    uint64_t h = key->ip ^ (key->sp >> 4) * 0x9e3779b97f4a7c15ull;
+    uint64_t h = ip ^ (sp >> 4) * 0x9e3779b97f4a7c15ull;
     h ^= h >> 29;
-    return &cache->entry[(h ^ (h >> 17)) & (CACHE_ENTRIES - 1)];
+    return (unsigned)(h ^ (h >> 17)) & (CACHE_ENTRIES - 1);
 }
 
-static bool same_key(const struct cache_entry *e, const struct mt_unwind_key *key)
+uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const void *frame, uint32_t depth,
+                                uint32_t generation, struct mt_unwind_key *key)
 {
-    return e->key.ip == key->ip && e->key.sp == key->sp && (!e->fp_matters || e->key.fp == key->fp);
-}
-
-uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
-                                uint32_t generation)
-{
-    const struct cache_entry *e = entry_for(cache, key);
-    if (e->state != ENTRY_READY || !same_key(e, key) || e->generation != generation || e->depth != depth)
-        return 0;
-    /* In unwinding order: each slot is one the unwinder would read now, given that the
-     * ones before it hold what they held (see unwind.h), so every read is of live stack. */
-    for (uint32_t i = 0; i < e->checks; i++) {
-        if (*(const volatile uint64_t *)e->check[i].addr != e->check[i].value)
+    uint64_t ip, sp, fp;
+    const uintptr_t *record = frame;
+    if (MT_LIKELY(record && !is_own(record[1]))) {
+        /* The common case, read in registers: the exported function's frame record. */
+        ip = record[1];
+        sp = (uintptr_t)frame + FRAME_RECORD_BYTES;
+        fp = record[0];
+    } else {
+        if (!mt_unwind_key(key, frame)) {
+            key->ip = 0;
             return 0;
+        }
+        ip = key->ip, sp = key->sp, fp = key->fp;
     }
-    return e->id;
+    unsigned index = entry_index(ip, sp);
+    const struct cache_entry *e = &cache->entry[index];
+    /* One test for: ready, same key (the frame pointer where it matters), generation and
+     * depth. */
+    if (MT_LIKELY(((e->key.ip ^ ip) | (e->key.sp ^ sp) | ((e->key.fp ^ fp) & e->fp_mask) |
+                   (e->tag ^ ready_tag(depth, generation))) == 0)) {
+        /* In unwinding order: each slot is one the unwinder would read now, given that the
+         * ones before it hold what they held (see unwind.h), so every read is of live
+         * stack. */
+        const struct slot_check *check = cache->list[index].check;
+        uint32_t i = 0, checks = e->checks;
+        while (i < checks && *(const volatile uint64_t *)check[i].addr == check[i].value)
+            i++;
+        if (MT_LIKELY(i == checks))
+            return e->id;
+    }
+    *key = (struct mt_unwind_key){ip, sp, fp};
+    return 0;
 }
 
 /* Step a cursor over the stack, recording each slot the unwinder reads a return address or
@@ -202,8 +241,8 @@ uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_u
  * still the call site's could compute its CFA from it, i.e. that rbp points into the
  * frame (sp <= rbp <= CFA, as any rbp-based CFA rule has it). Code built without frame
  * pointers keeps data in rbp, which would otherwise make every call a new key. */
-static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, const uint64_t *frames,
-                       uint32_t count, uint32_t depth)
+static bool walk_slots(struct cache_entry *e, struct slot_check *check, const struct mt_unwind_key *key,
+                       const uint64_t *frames, uint32_t count, uint32_t depth)
 {
 #if defined(__x86_64__)
     unw_context_t context;
@@ -235,7 +274,7 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
             return false;
         if (stepped == 0 || n == depth) {
             e->checks = checks;
-            e->fp_matters = fp_matters;
+            e->fp_mask = fp_matters ? ~0ull : 0;
             return n == count;
         }
         if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 ||
@@ -249,17 +288,17 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
         uintptr_t ra_slot = (uintptr_t)sp - RA_BELOW_CFA;
         if (*(const uint64_t *)ra_slot != ip)
             return false;
-        e->check[checks++] = (struct slot_check){ra_slot, ip};
+        check[checks++] = (struct slot_check){ra_slot, ip};
         unw_save_loc_t loc;
         if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0 || loc.type != UNW_SLT_MEMORY)
             return false;
         /* Below the call site's sp: saved by our own frames, so it is the key's. */
         rbp_is_keys = (uintptr_t)loc.u.addr < key->sp;
         if (!rbp_is_keys)
-            e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
+            check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
     }
 #else
-    (void)e, (void)key, (void)frames, (void)count, (void)depth;
+    (void)e, (void)check, (void)key, (void)frames, (void)count, (void)depth;
     return false; /* the key is x86-64 only: never reached elsewhere */
 #endif
 }
@@ -270,8 +309,10 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
     if (depth > MT_WIRE_DEPTH_MAX)
         depth = MT_WIRE_DEPTH_MAX;
     uint32_t count = mt_unwind_capture(frames, depth);
-    struct cache_entry *e = entry_for(cache, key);
+    unsigned index = entry_index(key->ip, key->sp);
+    struct cache_entry *e = &cache->entry[index];
     fill->entry = NULL;
+    e->tag = 0; /* not usable until committed */
     if (e->state == ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
         /* First sight of this call site and stack pointer: remember it; the cursor walk
          * (slow) only pays for keys that come back. */
@@ -283,7 +324,7 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
     e->key = *key;
     e->state = ENTRY_SEEN;
     e->checks = 0;
-    if (walk_slots(e, key, frames, count, depth))
+    if (walk_slots(e, cache->list[index].check, key, frames, count, depth))
         fill->entry = e;
     return count;
 }
@@ -294,6 +335,6 @@ void mt_unwind_cache_commit(struct mt_unwind_fill *fill, uint32_t id, uint32_t g
     if (!e || id == 0)
         return;
     e->id = id;
-    e->generation = generation;
     e->state = ENTRY_READY;
+    e->tag = ready_tag(e->depth, generation);
 }
