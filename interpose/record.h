@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 
 #include "../common/compiler.h"
+#include "../trace/clock.h"
 #include "../trace/session.h"
 
 /* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
@@ -46,7 +47,9 @@ static inline bool mt_record_enter(void)
     struct mt_thread_state *t = mt_session_thread_raw();
     if (MT_UNLIKELY(t->busy || t->calls >= MT_RECORD_MAX_NESTED_CALLS))
         return mt_record_refuse();
-    t->calls++;
+    /* A signal handler's call (nested) reads the clock itself when it records. */
+    if (++t->calls == 1)
+        t->call_ts = mt_clock_now();
     return true;
 }
 

@@ -8,9 +8,10 @@
  * Invariants:
  * - Records nest: a signal handler that records while its thread is between reserve and
  *   publish reserves after the interrupted record and never publishes; the outermost
- *   record publishes everything reserved so far when it completes. `head` only grows
- *   (publish is a compare-and-swap to the maximum), so a handler that runs between the
- *   outer record's load of `next` and its store cannot be published backwards.
+ *   record publishes everything reserved so far when it completes. `head` only grows:
+ *   the outermost record stores it while it still counts as in progress (a handler then
+ *   is nested and publishes nothing), and a handler that recorded between that store and
+ *   the record's end is published by a compare-and-swap to the maximum (ring.c, finish).
  * - Cells [head, next) are being written by this thread; cells below head are complete.
  * - A record is either entirely reserved (then it takes a sequence number and is written)
  *   or dropped before it takes one: sequence numbers stay dense.
