@@ -1,10 +1,11 @@
 /* Producer side of a thread's ring (ring.h). The common path of mt_ring_put is one
  * compare-and-swap on this thread's own counter, an increment of the process's sequence
- * counter, the copy into the cells and one compare-and-swap publishing `head`: no lock and
- * no system call. The compare-and-swaps guard only against this thread's signal handlers
- * (cas_own), and so does the sequence increment while the process has a single ring
- * (take_seq): on x86-64 a single-threaded program's record has no locked instruction. The
- * collector is only waited for when the ring is full. */
+ * counter, the copy into the cells and one plain store publishing `head` (finish); the
+ * one-cell event (mt_ring_put_cell) writes its cell from registers instead of copying. No
+ * lock and no system call. The compare-and-swap guards only against this thread's signal
+ * handlers (cas_own), and so does the sequence increment while the process has a single
+ * ring (take_seq): on x86-64 a single-threaded program's record has no locked instruction.
+ * The collector is only waited for when the ring is full. */
 #include "ring.h"
 
 #include <stdatomic.h>
