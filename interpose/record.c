@@ -35,6 +35,7 @@
 #include "../trace/clock.h"
 #include "../trace/session.h"
 #include "../trace/unwind.h"
+#include "../trace/unwind_cache.h"
 #include "../trace/wire.h"
 #include "error_report.h"
 #include "hooks.h"

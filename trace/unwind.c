@@ -5,6 +5,7 @@
  * unw_step), which re-reads the unwind tables at every step. */
 #define UNW_LOCAL_ONLY
 #include "unwind.h"
+#include "unwind_cache.h"
 
 #include <link.h>
 #include <libunwind.h>
@@ -19,7 +20,8 @@
  * path, the recorder and this function; a little more for inlining changes. */
 #define OWN_FRAMES_MAX 12
 
-static uintptr_t own_text_start, own_text_end;
+/* unwind_cache.h: libmtrace.so's executable range. */
+uintptr_t mt_unwind_own_start, mt_unwind_own_end;
 
 static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -38,8 +40,8 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
             hi = end;
     }
     if (probe >= lo && probe < hi) {
-        own_text_start = lo;
-        own_text_end = hi;
+        mt_unwind_own_start = lo;
+        mt_unwind_own_end = hi;
         return 1;
     }
     return 0;
@@ -47,7 +49,7 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 
 void mt_unwind_init(void)
 {
-    if (own_text_end)
+    if (mt_unwind_own_end)
         return;
     dl_iterate_phdr(find_own_text, (void *)(uintptr_t)&mt_unwind_init);
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
@@ -66,7 +68,7 @@ void mt_unwind_warm_up(void)
 
 static bool is_own(uintptr_t ip)
 {
-    return ip >= own_text_start && ip < own_text_end;
+    return mt_unwind_is_own(ip);
 }
 
 static uint32_t drop_own(const void *const *raw, int n, uint64_t *frames, uint32_t depth)
@@ -91,54 +93,8 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth)
 
 /* ---- the validated per-thread cache ---------------------------------------------------------- */
 
-/* Entries of a thread's cache (direct-mapped by key). A program's hot allocation sites
- * at their usual stack depths are few; a miss costs one extra unw_backtrace at most. */
-#define CACHE_ENTRIES 16u
-/* Slots checked per frame: its return address, and where its frame pointer was saved. */
-#define CHECKS_PER_FRAME 2u
-/* x86-64: the return address sits just below the CFA; the saved frame pointer below it. */
-#define RA_BELOW_CFA 8u
-#define FRAME_RECORD_BYTES 16u
 /* Our own frames above the program's call site span far less than this. */
 #define OWN_STACK_SPAN_MAX (64u * 1024u)
-
-enum entry_state { ENTRY_EMPTY, ENTRY_SEEN, ENTRY_READY };
-
-struct slot_check {
-    uintptr_t addr;
-    uint64_t value;
-};
-
-/* What a hit reads of an entry, on one cache line: the key, and `tag`, which folds the
- * state, the store generation and the depth into one compare (ready_tag). */
-struct cache_entry {
-    struct mt_unwind_key key;
-    uint64_t fp_mask; /* ~0: the key's frame pointer matters (walk_slots); 0: it does not */
-    uint64_t tag;     /* ready_tag() of the entry once READY, else 0 */
-    uint32_t id;
-    uint32_t checks;  /* used entries of its check list */
-    uint32_t state;
-    uint32_t depth;   /* the depth asked for when filled */
-} MT_ALIGNED(MT_CACHE_LINE);
-_Static_assert(sizeof(struct cache_entry) == MT_CACHE_LINE, "a cache entry's hot part is one line");
-
-/* An entry's slot checks. One spare line each: a whole number of 4 KiB pages apart, every
- * list would start in the same L1 set. */
-struct check_list {
-    struct slot_check check[MT_WIRE_DEPTH_MAX * CHECKS_PER_FRAME];
-    uint8_t stagger[MT_CACHE_LINE];
-};
-
-struct mt_unwind_cache {
-    struct cache_entry entry[CACHE_ENTRIES];
-    struct check_list list[CACHE_ENTRIES];
-};
-
-/* Never 0 (the READY bit): an entry that is not ready has tag 0. The depth is <= 256. */
-static inline uint64_t ready_tag(uint32_t depth, uint32_t generation)
-{
-    return (uint64_t)generation << 32 | 1u << 31 | depth;
-}
 
 struct mt_unwind_cache *mt_unwind_cache_new(void)
 {
@@ -167,7 +123,7 @@ static bool key_from(uintptr_t fp, struct mt_unwind_key *key)
         const uintptr_t *record = (const uintptr_t *)fp;
         if (MT_LIKELY(!is_own(record[1]))) {
             key->ip = record[1];
-            key->sp = fp + FRAME_RECORD_BYTES;
+            key->sp = fp + MT_UNWIND_FRAME_RECORD;
             key->fp = record[0];
             return true;
         }
@@ -188,52 +144,6 @@ __attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key, const vo
     return key_from(frame ? (uintptr_t)frame : (uintptr_t)__builtin_frame_address(0), key);
 }
 
-/* By call site and stack pointer: the frame pointer is part of the key only for entries
- * whose unwind depends on it. */
-static unsigned entry_index(uint64_t ip, uint64_t sp)
-{
-    uint64_t h = ip ^ (sp >> 4) * 0x9e3779b97f4a7c15ull;
-    h ^= h >> 29;
-    return (unsigned)(h ^ (h >> 17)) & (CACHE_ENTRIES - 1);
-}
-
-uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const void *frame, uint32_t depth,
-                                uint32_t generation, struct mt_unwind_key *key)
-{
-    uint64_t ip, sp, fp;
-    const uintptr_t *record = frame;
-    if (MT_LIKELY(record && !is_own(record[1]))) {
-        /* The common case, read in registers: the exported function's frame record. */
-        ip = record[1];
-        sp = (uintptr_t)frame + FRAME_RECORD_BYTES;
-        fp = record[0];
-    } else {
-        if (!mt_unwind_key(key, frame)) {
-            key->ip = 0;
-            return 0;
-        }
-        ip = key->ip, sp = key->sp, fp = key->fp;
-    }
-    unsigned index = entry_index(ip, sp);
-    const struct cache_entry *e = &cache->entry[index];
-    /* One test for: ready, same key (the frame pointer where it matters), generation and
-     * depth. */
-    if (MT_LIKELY(((e->key.ip ^ ip) | (e->key.sp ^ sp) | ((e->key.fp ^ fp) & e->fp_mask) |
-                   (e->tag ^ ready_tag(depth, generation))) == 0)) {
-        /* In unwinding order: each slot is one the unwinder would read now, given that the
-         * ones before it hold what they held (see unwind.h), so every read is of live
-         * stack. */
-        const struct slot_check *check = cache->list[index].check;
-        uint32_t i = 0, checks = e->checks;
-        while (i < checks && *(const volatile uint64_t *)check[i].addr == check[i].value)
-            i++;
-        if (MT_LIKELY(i == checks))
-            return e->id;
-    }
-    *key = (struct mt_unwind_key){ip, sp, fp};
-    return 0;
-}
-
 /* Step a cursor over the stack, recording each slot the unwinder reads a return address or
  * a saved frame pointer from; false when some frame is not provably reproducible (a signal
  * frame, a return address not at CFA-8, rbp kept somewhere libunwind cannot name). Also
@@ -241,7 +151,7 @@ uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const void *frame
  * still the call site's could compute its CFA from it, i.e. that rbp points into the
  * frame (sp <= rbp <= CFA, as any rbp-based CFA rule has it). Code built without frame
  * pointers keeps data in rbp, which would otherwise make every call a new key. */
-static bool walk_slots(struct cache_entry *e, struct slot_check *check, const struct mt_unwind_key *key,
+static bool walk_slots(struct mt_unwind_entry *e, struct mt_unwind_check *check, const struct mt_unwind_key *key,
                        const uint64_t *frames, uint32_t count, uint32_t depth)
 {
 #if defined(__x86_64__)
@@ -285,17 +195,17 @@ static bool walk_slots(struct cache_entry *e, struct slot_check *check, const st
             fp_matters = true;
         if (n >= count || frames[n] != ip)
             return false;
-        uintptr_t ra_slot = (uintptr_t)sp - RA_BELOW_CFA;
+        uintptr_t ra_slot = (uintptr_t)sp - MT_UNWIND_RA_BELOW_CFA;
         if (*(const uint64_t *)ra_slot != ip)
             return false;
-        check[checks++] = (struct slot_check){ra_slot, ip};
+        check[checks++] = (struct mt_unwind_check){ra_slot, ip};
         unw_save_loc_t loc;
         if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0 || loc.type != UNW_SLT_MEMORY)
             return false;
         /* Below the call site's sp: saved by our own frames, so it is the key's. */
         rbp_is_keys = (uintptr_t)loc.u.addr < key->sp;
         if (!rbp_is_keys)
-            check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
+            check[checks++] = (struct mt_unwind_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
     }
 #else
     (void)e, (void)check, (void)key, (void)frames, (void)count, (void)depth;
@@ -309,20 +219,20 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
     if (depth > MT_WIRE_DEPTH_MAX)
         depth = MT_WIRE_DEPTH_MAX;
     uint32_t count = mt_unwind_capture(frames, depth);
-    unsigned index = entry_index(key->ip, key->sp);
-    struct cache_entry *e = &cache->entry[index];
+    unsigned index = mt_unwind_entry_index(key->ip, key->sp);
+    struct mt_unwind_entry *e = &cache->entry[index];
     fill->entry = NULL;
     e->tag = 0; /* not usable until committed */
-    if (e->state == ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
+    if (e->state == MT_UNWIND_ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
         /* First sight of this call site and stack pointer: remember it; the cursor walk
          * (slow) only pays for keys that come back. */
         e->key = *key;
-        e->state = ENTRY_SEEN;
+        e->state = MT_UNWIND_ENTRY_SEEN;
         e->depth = depth;
         return count;
     }
     e->key = *key;
-    e->state = ENTRY_SEEN;
+    e->state = MT_UNWIND_ENTRY_SEEN;
     e->checks = 0;
     if (walk_slots(e, cache->list[index].check, key, frames, count, depth))
         fill->entry = e;
@@ -331,10 +241,10 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
 
 void mt_unwind_cache_commit(struct mt_unwind_fill *fill, uint32_t id, uint32_t generation)
 {
-    struct cache_entry *e = fill->entry;
+    struct mt_unwind_entry *e = fill->entry;
     if (!e || id == 0)
         return;
     e->id = id;
-    e->state = ENTRY_READY;
-    e->tag = ready_tag(e->depth, generation);
+    e->state = MT_UNWIND_ENTRY_READY;
+    e->tag = mt_unwind_ready_tag(e->depth, generation);
 }

@@ -73,10 +73,7 @@ void mt_unwind_cache_free(struct mt_unwind_cache *cache);
  * found by walking our frame-pointer chain from there. Only for callers whose frames are
  * all ours (the event path); false: no key. */
 bool mt_unwind_key(struct mt_unwind_key *key, const void *frame);
-/* The key (mt_unwind_key; key->ip = 0 when there is none), and the cached stack id for it
- * at `depth` in the store generation, or 0 (a miss). */
-uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const void *frame, uint32_t depth,
-                                uint32_t generation, struct mt_unwind_key *key);
+/* The lookup of a key in the cache: inline, trace/unwind_cache.h. */
 /* A miss: mt_unwind_capture, and possibly prepare the key's entry; after interning the
  * frames, mt_unwind_cache_commit makes the entry usable with the id. */
 uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,
