@@ -16,6 +16,7 @@ static const struct mt_option_desc option_table[MT_OPT_COUNT] = {
 };
 
 static const char *const on_error_choices[] = {"abort", "continue", NULL};
+static const char *const clock_choices[] = {"tsc", "coarse", NULL};
 
 /* 4 KiB per string option is ample for paths and patterns. */
 #define OPTION_STRING_MAX 4096
@@ -39,6 +40,8 @@ const char *const *mt_option_choices(enum mt_option_id id)
 {
     if (id == MT_OPT_ON_ERROR)
         return on_error_choices;
+    if (id == MT_OPT_CLOCK)
+        return clock_choices;
     return NULL;
 }
 

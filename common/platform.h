@@ -80,6 +80,9 @@ void mt_os_close(int fd);
 void mt_os_random(void *buf, size_t len);
 
 uint64_t mt_os_monotonic_ns(void);
+/* CLOCK_MONOTONIC_COARSE ns: the time of the last timer tick (a few ms resolution), read
+ * from the vDSO's data page without the TSC. */
+uint64_t mt_os_monotonic_coarse_ns(void);
 uint64_t mt_os_realtime_ns(void);
 /* A cheap, monotonic, cross-core-consistent tick counter (the TSC on x86-64). */
 uint64_t mt_os_ticks(void);

@@ -11,18 +11,25 @@
 #define MODE_SET() MT_UNLIKELY(mt_alloc_mode_now() != 0)
 /* Entering a slow variant: remember who called us (only on the slow path). */
 #define SLOW(call) (mt_interpose_caller = __builtin_return_address(0), call)
+#ifdef MT_TRACING
+/* This function's own frame: its record holds the program's call site, where the
+ * recorder's stack starts (trace/unwind.h's cache key), with no walk of our frames. */
+#define FRAME __builtin_frame_address(0)
+#else
+#define FRAME NULL
+#endif
 
 MT_API void *malloc(size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_malloc(size));
+        return SLOW(mt_slow_malloc(size, FRAME));
     return mt_alloc_malloc(size);
 }
 
 MT_API void free(void *ptr)
 {
     if (MODE_SET()) {
-        SLOW(mt_slow_free(ptr));
+        SLOW(mt_slow_free(ptr, FRAME));
         return;
     }
     mt_alloc_free(ptr);
@@ -31,56 +38,56 @@ MT_API void free(void *ptr)
 MT_API void *calloc(size_t count, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_calloc(count, size));
+        return SLOW(mt_slow_calloc(count, size, FRAME));
     return mt_alloc_calloc(count, size);
 }
 
 MT_API void *realloc(void *ptr, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_realloc(ptr, size));
+        return SLOW(mt_slow_realloc(ptr, size, FRAME));
     return mt_alloc_realloc(ptr, size);
 }
 
 MT_API void *reallocarray(void *ptr, size_t count, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_reallocarray(ptr, count, size));
+        return SLOW(mt_slow_reallocarray(ptr, count, size, FRAME));
     return mt_alloc_reallocarray(ptr, count, size);
 }
 
 MT_API int posix_memalign(void **out, size_t align, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_posix_memalign(out, align, size));
+        return SLOW(mt_slow_posix_memalign(out, align, size, FRAME));
     return mt_alloc_posix_memalign(out, align, size);
 }
 
 MT_API void *aligned_alloc(size_t align, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_aligned_alloc(align, size));
+        return SLOW(mt_slow_aligned_alloc(align, size, FRAME));
     return mt_alloc_aligned_alloc(align, size);
 }
 
 MT_API void *memalign(size_t align, size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_memalign(align, size));
+        return SLOW(mt_slow_memalign(align, size, FRAME));
     return mt_alloc_memalign(align, size);
 }
 
 MT_API void *valloc(size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_valloc(size));
+        return SLOW(mt_slow_valloc(size, FRAME));
     return mt_alloc_valloc(size);
 }
 
 MT_API void *pvalloc(size_t size)
 {
     if (MODE_SET())
-        return SLOW(mt_slow_pvalloc(size));
+        return SLOW(mt_slow_pvalloc(size, FRAME));
     return mt_alloc_pvalloc(size);
 }
 

@@ -56,10 +56,12 @@ MT_API void mt_heap_stats(struct mt_heap_stats *out)
 /* ---- regions ------------------------------------------------------------------------------ */
 
 #ifdef MT_TRACING
+/* The frame of the exported function (or of a static helper inlined into it, or not:
+ * the recorder walks our frames from there when its return address is ours). */
 #define RECORD_REGION(op, region, ptr, size)                                                   \
     do {                                                                                       \
         if (mt_record_enter()) {                                                               \
-            mt_record_region(op, region, ptr, size);                                           \
+            mt_record_region(op, region, ptr, size, __builtin_frame_address(0));               \
             mt_record_leave();                                                                 \
         }                                                                                      \
     } while (0)

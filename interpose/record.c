@@ -35,6 +35,7 @@
 #include "../trace/clock.h"
 #include "../trace/session.h"
 #include "../trace/unwind.h"
+#include "../trace/unwind_cache.h"
 #include "../trace/wire.h"
 #include "error_report.h"
 #include "hooks.h"
@@ -78,29 +79,38 @@ bool mt_record_refuse(void)
 
 /* ---- records ------------------------------------------------------------------------------- */
 
-static uint32_t capture_stack(struct mt_thread_state *t);
+static MT_NOINLINE uint32_t capture_stack(struct mt_thread_state *t);
 
-/* An event's stack from the call site of a hooked call (every frame above is ours, built
- * with frame pointers): the thread's validated unwind cache first (trace/unwind.h). */
-MT_INLINE uint32_t capture_event_stack(struct mt_thread_state *t)
+/* A miss of the unwind cache for `key`: a full unwind, which may fill the key's entry. */
+static MT_NOINLINE uint32_t capture_cached_miss(struct mt_thread_state *t, const struct mt_unwind_key *key)
 {
-    struct mt_unwind_key key;
-    if (t->calls != 1 || !t->unwind_cache || !mt_unwind_key(&key))
-        return capture_stack(t);
     struct mt_stack_store *store = mt_session_store();
-    uint32_t depth = mt_session_depth();
-    uint32_t id = mt_unwind_cache_lookup(t->unwind_cache, &key, depth, store->generation);
-    if (MT_LIKELY(id))
-        return id;
     uint64_t frames[MT_WIRE_DEPTH_MAX];
     struct mt_unwind_fill fill;
-    uint32_t count = mt_unwind_capture_cached(t->unwind_cache, &key, frames, depth, &fill);
-    id = mt_stack_store_intern(store, &t->cache, frames, count);
+    uint32_t count = mt_unwind_capture_cached(t->unwind_cache, key, frames, mt_session_depth(), &fill);
+    uint32_t id = mt_stack_store_intern(store, &t->cache, frames, count);
     mt_unwind_cache_commit(&fill, id, store->generation);
     return id;
 }
 
-static uint32_t capture_stack(struct mt_thread_state *t)
+/* An event's stack from the call site of a hooked call (every frame above is ours, built
+ * with frame pointers; `frame` is the exported function's frame, or NULL): the thread's
+ * validated unwind cache first (trace/unwind.h). */
+MT_INLINE uint32_t capture_event_stack(struct mt_thread_state *t, const void *frame)
+{
+    if (t->calls != 1 || !t->unwind_cache)
+        return capture_stack(t);
+    struct mt_unwind_key key;
+    uint32_t id = mt_unwind_cache_lookup(t->unwind_cache, frame, mt_session_depth(), mt_session_store()->generation,
+                                         &key);
+    if (MT_LIKELY(id))
+        return id;
+    if (!key.ip)
+        return capture_stack(t);
+    return capture_cached_miss(t, &key);
+}
+
+static MT_NOINLINE uint32_t capture_stack(struct mt_thread_state *t)
 {
     uint64_t frames[MT_WIRE_DEPTH_MAX];
     uint32_t depth = mt_unwind_capture(frames, mt_session_depth());
@@ -123,40 +133,46 @@ static bool put_record(struct mt_wire_rec *rec, size_t bytes)
     return mt_ring_put(&t->writer, rec, bytes);
 }
 
-static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated);
+MT_INLINE void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated);
 
-MT_INLINE void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux)
+MT_INLINE void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t aux, const void *frame)
 {
     struct mt_thread_state *t = mt_session_thread();
     if (!t)
         return;
-    uint64_t ts = mt_clock_now();
-    struct mt_wire_event_fields f = {capture_event_stack(t), ptr, size, aux};
-    struct mt_wire_event_wide ev; /* room for either form; the one-cell form is filled whole */
-    ev.rec.kind = MT_REC_EVENT;
-    ev.rec.op = (uint8_t)op;
-    ev.rec.ts = ts;
-    size_t bytes = mt_wire_event_encode(&ev.rec, &f);
-    mt_ring_put(&t->writer, &ev.rec, bytes);
+    uint64_t ts = t->calls == 1 ? t->call_ts : mt_clock_now();
+    struct mt_wire_event_fields f = {capture_event_stack(t, frame), ptr, size, aux};
+    uint64_t body[2];
+    if (MT_LIKELY(mt_wire_event_words(&f, body))) {
+        /* Built in registers: no record assembled in memory and copied (ring.h). */
+        mt_ring_put_cell(&t->writer, mt_wire_rec_word(MT_REC_EVENT, 0, (uint8_t)op, 0, 0), ts, body[0], body[1]);
+    } else {
+        struct mt_wire_event_wide ev;
+        ev.rec.kind = MT_REC_EVENT;
+        ev.rec.op = (uint8_t)op;
+        ev.rec.ts = ts;
+        size_t bytes = mt_wire_event_encode(&ev.rec, &f);
+        mt_ring_put(&t->writer, &ev.rec, bytes);
+    }
     maybe_snapshot(t, ts, op == MT_OP_FREE || op == MT_OP_REGION_POP ? 0 : size);
 }
 
-void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align)
+void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align, const void *frame)
 {
     uint64_t aux = align;
     if (op == MT_OP_VALLOC || op == MT_OP_PVALLOC)
         aux = mt_os_page_size();
-    put_event(op, (uint64_t)(uintptr_t)ptr, size, aux);
+    put_event(op, (uint64_t)(uintptr_t)ptr, size, aux, frame);
 }
 
-void mt_record_free(const void *ptr)
+void mt_record_free(const void *ptr, const void *frame)
 {
-    put_event(MT_OP_FREE, (uint64_t)(uintptr_t)ptr, 0, 0);
+    put_event(MT_OP_FREE, (uint64_t)(uintptr_t)ptr, 0, 0, frame);
 }
 
-void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size)
+void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size, const void *frame)
 {
-    put_event(op, (uint64_t)(uintptr_t)ptr, size, (uint64_t)(uintptr_t)region);
+    put_event(op, (uint64_t)(uintptr_t)ptr, size, (uint64_t)(uintptr_t)region, frame);
 }
 
 /* A realloc in flight on this thread: begun (sequence number taken, the record open) and
@@ -170,7 +186,7 @@ static MT_TLS struct {
 } realloc_open[REALLOC_NEST_MAX];
 static MT_TLS uint32_t realloc_depth;
 
-void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
+void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size, const void *frame)
 {
     uint32_t level = realloc_depth++;
     if (level >= REALLOC_NEST_MAX)
@@ -183,10 +199,10 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size)
      * old pointer is an aux value anyway (realloc(NULL, n) aside). */
     struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, mt_clock_now());
+    fill_rec(&ev->rec, MT_REC_EVENT, t->calls == 1 ? t->call_ts : mt_clock_now());
     ev->rec.op = (uint8_t)op;
     ev->rec.sub = MT_EVENT_WIDE;
-    ev->stack_id = capture_event_stack(t);
+    ev->stack_id = capture_event_stack(t, frame);
     ev->size = size;
     ev->aux = (uint64_t)(uintptr_t)old_ptr;
     realloc_open[level].open = mt_ring_begin(&t->writer, &ev->rec, sizeof *ev, &realloc_open[level].pos);
@@ -271,22 +287,29 @@ static void snapshot_now(uint64_t ts)
     atomic_flag_clear_explicit(&snap.taking, memory_order_release);
 }
 
-static void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated)
+static MT_NOINLINE void snapshot_check(struct mt_thread_state *t, uint64_t ts)
 {
     bool due = false;
-    if (snap.volume_bytes) {
-        t->bytes_since_check += allocated;
-        if (MT_UNLIKELY(t->bytes_since_check >= snap.flush_chunk)) {
-            uint64_t total = atomic_fetch_add_explicit(&snap.bytes, t->bytes_since_check, memory_order_relaxed) +
-                             t->bytes_since_check;
-            t->bytes_since_check = 0;
-            due = total >= snap.volume_bytes;
-        }
+    if (t->bytes_since_check >= snap.flush_chunk) {
+        uint64_t total = atomic_fetch_add_explicit(&snap.bytes, t->bytes_since_check, memory_order_relaxed) +
+                         t->bytes_since_check;
+        t->bytes_since_check = 0;
+        due = total >= snap.volume_bytes;
     }
-    if (snap.period_ns && ts >= atomic_load_explicit(&snap.next_ts, memory_order_relaxed))
+    if (ts >= atomic_load_explicit(&snap.next_ts, memory_order_relaxed))
         due = true;
-    if (MT_UNLIKELY(due) && t->calls == 1 && t->writer.depth == 0)
+    if (due && t->calls == 1 && t->writer.depth == 0)
         snapshot_now(ts);
+}
+
+/* Two compares on the common path: flush_chunk and next_ts are UINT64_MAX when their kind
+ * of snapshot is off. */
+MT_INLINE void maybe_snapshot(struct mt_thread_state *t, uint64_t ts, size_t allocated)
+{
+    t->bytes_since_check += allocated;
+    if (MT_UNLIKELY(t->bytes_since_check >= snap.flush_chunk) ||
+        MT_UNLIKELY(ts >= atomic_load_explicit(&snap.next_ts, memory_order_relaxed)))
+        snapshot_check(t, ts);
 }
 
 /* ---- trace control (include/mtrace.h) ---------------------------------------------------------- */
@@ -508,8 +531,8 @@ __attribute__((constructor)) static void record_init(void)
     snap.volume_bytes = (uint64_t)mt_option_int(MT_OPT_SNAPSHOT_BYTES);
     snap.flush_chunk = snap.volume_bytes < BYTES_FLUSH_CHUNK ? snap.volume_bytes : BYTES_FLUSH_CHUNK;
     if (snap.flush_chunk == 0)
-        snap.flush_chunk = 1;
-    atomic_store(&snap.next_ts, mt_clock_after(mt_clock_now(), snap.period_ns));
+        snap.flush_chunk = UINT64_MAX; /* off */
+    atomic_store(&snap.next_ts, snap.period_ns ? mt_clock_after(mt_clock_now(), snap.period_ns) : UINT64_MAX);
     mt_error_report_set_extra(error_extra);
     on_exit(on_exit_code, NULL);
     /* Registered after the session's handlers: in a child it runs after the HELLO. */

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 
 #include "../common/compiler.h"
+#include "../trace/clock.h"
 #include "../trace/session.h"
 
 /* Hooked calls nested on one thread beyond which the recorder refuses (and counts) them:
@@ -46,7 +47,9 @@ static inline bool mt_record_enter(void)
     struct mt_thread_state *t = mt_session_thread_raw();
     if (MT_UNLIKELY(t->busy || t->calls >= MT_RECORD_MAX_NESTED_CALLS))
         return mt_record_refuse();
-    t->calls++;
+    /* A signal handler's call (nested) reads the clock itself when it records. */
+    if (++t->calls == 1)
+        t->call_ts = mt_clock_now();
     return true;
 }
 
@@ -55,11 +58,14 @@ static inline void mt_record_leave(void)
     mt_session_thread_raw()->calls--;
 }
 
-void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align);
-void mt_record_free(const void *ptr);
-void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size);
+/* `frame`: the frame of the exported function the program called
+ * (__builtin_frame_address(0) there), where the event's stack starts; NULL: found by
+ * walking our own frames (trace/unwind.h). */
+void mt_record_alloc(enum mt_op op, const void *ptr, size_t size, size_t align, const void *frame);
+void mt_record_free(const void *ptr, const void *frame);
+void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size, const void *frame);
 void mt_record_realloc_end(enum mt_op op, const void *old_ptr, const void *new_ptr, size_t size);
-void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size);
+void mt_record_region(enum mt_op op, const void *region, const void *ptr, size_t size, const void *frame);
 #endif
 
 #endif

@@ -161,14 +161,15 @@ static inline void ensure_init(void)
     }
 }
 
-void *mt_slow_malloc(size_t size)
+void *mt_slow_malloc(size_t size, const void *frame)
 {
+    (void)frame;
     ensure_init();
 #ifdef MT_TRACING
     if (mt_record_enter()) {
         void *p = checked_malloc(size);
         if (p)
-            mt_record_alloc(MT_OP_MALLOC, p, size, 0);
+            mt_record_alloc(MT_OP_MALLOC, p, size, 0, frame);
         mt_record_leave();
         return p;
     }
@@ -176,12 +177,13 @@ void *mt_slow_malloc(size_t size)
     return checked_malloc(size);
 }
 
-void mt_slow_free(void *ptr)
+void mt_slow_free(void *ptr, const void *frame)
 {
+    (void)frame;
     ensure_init();
 #ifdef MT_TRACING
     if (ptr && mt_record_enter()) {
-        mt_record_free(ptr);
+        mt_record_free(ptr, frame);
         checked_free(ptr, MT_API_FREE);
         mt_record_leave();
         return;
@@ -190,14 +192,15 @@ void mt_slow_free(void *ptr)
     checked_free(ptr, MT_API_FREE);
 }
 
-void *mt_slow_calloc(size_t count, size_t size)
+void *mt_slow_calloc(size_t count, size_t size, const void *frame)
 {
+    (void)frame;
     ensure_init();
 #ifdef MT_TRACING
     if (mt_record_enter()) {
         void *p = checked_calloc(count, size);
         if (p)
-            mt_record_alloc(MT_OP_CALLOC, p, count * size, 0);
+            mt_record_alloc(MT_OP_CALLOC, p, count * size, 0, frame);
         mt_record_leave();
         return p;
     }
@@ -205,20 +208,20 @@ void *mt_slow_calloc(size_t count, size_t size)
     return checked_calloc(count, size);
 }
 
-static void *realloc_common(enum mt_op op, enum mt_api api, void *ptr, size_t size)
+static void *realloc_common(enum mt_op op, enum mt_api api, void *ptr, size_t size, const void *frame)
 {
-    (void)op;
+    (void)op, (void)frame;
 #ifdef MT_TRACING
     if (mt_record_enter()) {
         void *p;
         if (ptr) {
-            mt_record_realloc_begin(op, ptr, size);
+            mt_record_realloc_begin(op, ptr, size, frame);
             p = checked_realloc(ptr, size, api);
             mt_record_realloc_end(op, ptr, p, size);
         } else {
             p = checked_malloc(size);
             if (p)
-                mt_record_alloc(op, p, size, 0);
+                mt_record_alloc(op, p, size, 0, frame);
         }
         mt_record_leave();
         return p;
@@ -229,13 +232,13 @@ static void *realloc_common(enum mt_op op, enum mt_api api, void *ptr, size_t si
     return checked_realloc(ptr, size, api);
 }
 
-void *mt_slow_realloc(void *ptr, size_t size)
+void *mt_slow_realloc(void *ptr, size_t size, const void *frame)
 {
     ensure_init();
-    return realloc_common(MT_OP_REALLOC, MT_API_REALLOC, ptr, size);
+    return realloc_common(MT_OP_REALLOC, MT_API_REALLOC, ptr, size, frame);
 }
 
-void *mt_slow_reallocarray(void *ptr, size_t count, size_t size)
+void *mt_slow_reallocarray(void *ptr, size_t count, size_t size, const void *frame)
 {
     ensure_init();
     size_t total;
@@ -243,19 +246,20 @@ void *mt_slow_reallocarray(void *ptr, size_t count, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    return realloc_common(MT_OP_REALLOCARRAY, MT_API_REALLOCARRAY, ptr, total);
+    return realloc_common(MT_OP_REALLOCARRAY, MT_API_REALLOCARRAY, ptr, total, frame);
 }
 
 /* The aligned family, recorded: `op` names it in the trace. Returns 0 or an errno value. */
-static int aligned_common(enum mt_op op, enum mt_api api, size_t align, size_t size, void **out)
+static int aligned_common(enum mt_op op, enum mt_api api, size_t align, size_t size, void **out,
+                          const void *frame)
 {
     ensure_init();
-    (void)op;
+    (void)op, (void)frame;
 #ifdef MT_TRACING
     if (mt_record_enter()) {
         int err = checked_aligned(api, align, size, out);
         if (err == 0)
-            mt_record_alloc(op, *out, size, align);
+            mt_record_alloc(op, *out, size, align, frame);
         mt_record_leave();
         return err;
     }
@@ -263,10 +267,10 @@ static int aligned_common(enum mt_op op, enum mt_api api, size_t align, size_t s
     return checked_aligned(api, align, size, out);
 }
 
-static void *aligned_pointer(enum mt_op op, enum mt_api api, size_t align, size_t size)
+static void *aligned_pointer(enum mt_op op, enum mt_api api, size_t align, size_t size, const void *frame)
 {
     void *p = NULL;
-    int err = aligned_common(op, api, align, size, &p);
+    int err = aligned_common(op, api, align, size, &p, frame);
     if (err) {
         errno = err;
         return NULL;
@@ -274,32 +278,32 @@ static void *aligned_pointer(enum mt_op op, enum mt_api api, size_t align, size_
     return p;
 }
 
-int mt_slow_posix_memalign(void **out, size_t align, size_t size)
+int mt_slow_posix_memalign(void **out, size_t align, size_t size, const void *frame)
 {
     int saved = errno;
-    int err = aligned_common(MT_OP_POSIX_MEMALIGN, MT_API_POSIX_MEMALIGN, align, size, out);
+    int err = aligned_common(MT_OP_POSIX_MEMALIGN, MT_API_POSIX_MEMALIGN, align, size, out, frame);
     errno = saved; /* posix_memalign reports through its return value only */
     return err;
 }
 
-void *mt_slow_aligned_alloc(size_t align, size_t size)
+void *mt_slow_aligned_alloc(size_t align, size_t size, const void *frame)
 {
-    return aligned_pointer(MT_OP_ALIGNED_ALLOC, MT_API_ALIGNED_ALLOC, align, size);
+    return aligned_pointer(MT_OP_ALIGNED_ALLOC, MT_API_ALIGNED_ALLOC, align, size, frame);
 }
 
-void *mt_slow_memalign(size_t align, size_t size)
+void *mt_slow_memalign(size_t align, size_t size, const void *frame)
 {
-    return aligned_pointer(MT_OP_MEMALIGN, MT_API_MEMALIGN, align, size);
+    return aligned_pointer(MT_OP_MEMALIGN, MT_API_MEMALIGN, align, size, frame);
 }
 
-void *mt_slow_valloc(size_t size)
+void *mt_slow_valloc(size_t size, const void *frame)
 {
-    return aligned_pointer(MT_OP_VALLOC, MT_API_VALLOC, 0, size);
+    return aligned_pointer(MT_OP_VALLOC, MT_API_VALLOC, 0, size, frame);
 }
 
-void *mt_slow_pvalloc(size_t size)
+void *mt_slow_pvalloc(size_t size, const void *frame)
 {
-    return aligned_pointer(MT_OP_PVALLOC, MT_API_PVALLOC, 0, size);
+    return aligned_pointer(MT_OP_PVALLOC, MT_API_PVALLOC, 0, size, frame);
 }
 
 size_t mt_slow_usable_size(void *ptr)

@@ -11,6 +11,7 @@
 #include "../common/platform.h"
 
 bool mt_clock_tsc;
+bool mt_clock_coarse;
 
 #if defined(__x86_64__)
 
@@ -98,6 +99,14 @@ void mt_clock_init(void)
 void mt_clock_fork_child(void)
 {
     atomic_flag_clear_explicit(&clk.calibrating, memory_order_relaxed);
+}
+
+void mt_clock_use_coarse(void)
+{
+    /* Not `usable` either: deadlines (mt_clock_after) are then in ns too. */
+    clk.usable = false;
+    mt_clock_tsc = false;
+    mt_clock_coarse = true;
 }
 
 /* The next calibration, by the one thread that won the flag. */
@@ -235,6 +244,11 @@ void mt_clock_init(void)
 
 void mt_clock_fork_child(void)
 {
+}
+
+void mt_clock_use_coarse(void)
+{
+    mt_clock_coarse = true;
 }
 
 uint64_t mt_clock_ns(void)

@@ -33,6 +33,8 @@
 
 /* Set by mt_clock_init: timestamps are TSC ticks. */
 extern bool mt_clock_tsc;
+/* Set by mt_clock_use_coarse: timestamps are CLOCK_MONOTONIC_COARSE ns. */
+extern bool mt_clock_coarse;
 
 /* Once, at start-up (not inside malloc): probe the clocksource, take the first sample. */
 void mt_clock_init(void);
@@ -44,8 +46,16 @@ static inline uint64_t mt_clock_now(void)
     if (__builtin_expect(mt_clock_tsc, 1))
         return __rdtsc();
 #endif
+    if (mt_clock_coarse)
+        return mt_os_monotonic_coarse_ns();
     return mt_os_monotonic_ns();
 }
+/* After mt_clock_init, in a traced process that asked for it (MTRACE_CLOCK=coarse):
+ * timestamps are CLOCK_MONOTONIC_COARSE ns, which are read without the TSC. On some VMs a
+ * TSC read waits for every cache miss in flight, which costs a memory-bound program the
+ * overlap of its misses (measured here: a loop of independent loads, 14 ns an iteration,
+ * takes 210 ns with a rdtsc in it); the price is a resolution of the kernel's tick. */
+void mt_clock_use_coarse(void);
 /* A timestamp of mt_clock_now's unit `ns` nanoseconds after `ts` (snapshot deadlines). */
 uint64_t mt_clock_after(uint64_t ts, uint64_t ns);
 /* Monotonic ns of a TSC reading taken by any process of this machine, before or after now

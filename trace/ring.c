@@ -1,10 +1,11 @@
 /* Producer side of a thread's ring (ring.h). The common path of mt_ring_put is one
  * compare-and-swap on this thread's own counter, an increment of the process's sequence
- * counter, the copy into the cells and one compare-and-swap publishing `head`: no lock and
- * no system call. The compare-and-swaps guard only against this thread's signal handlers
- * (cas_own), and so does the sequence increment while the process has a single ring
- * (take_seq): on x86-64 a single-threaded program's record has no locked instruction. The
- * collector is only waited for when the ring is full. */
+ * counter, the copy into the cells and one plain store publishing `head` (finish); the
+ * one-cell event (mt_ring_put_cell) writes its cell from registers instead of copying. No
+ * lock and no system call. The compare-and-swap guards only against this thread's signal
+ * handlers (cas_own), and so does the sequence increment while the process has a single
+ * ring (take_seq): on x86-64 a single-threaded program's record has no locked instruction.
+ * The collector is only waited for when the ring is full. */
 #include "ring.h"
 
 #include <stdatomic.h>
@@ -214,7 +215,7 @@ static bool wait_for_space(struct mt_ring_writer *w, uint64_t pos, uint32_t want
  * after it, and a store to `head` is still seen after the cells written before it (x86
  * stores are not reordered with older stores). Saves the locked instruction's ~20 cycles
  * twice per record. */
-static bool cas_own(_Atomic uint64_t *word, uint64_t *expected, uint64_t desired)
+MT_INLINE bool cas_own(_Atomic uint64_t *word, uint64_t *expected, uint64_t desired)
 {
 #if defined(__x86_64__)
     uint64_t seen = *expected;
@@ -265,7 +266,7 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
  * stalling the copy. */
 #define PREFETCH_CELLS_AHEAD 8
 
-static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
+MT_INLINE void prefetch_ahead(struct mt_ring_writer *w, uint64_t pos)
 {
     const uint8_t *ahead = w->cells + ((pos + PREFETCH_CELLS_AHEAD) & w->mask) * MT_WIRE_CELL;
 #if defined(__x86_64__)
@@ -274,6 +275,11 @@ static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, 
 #else
     __builtin_prefetch(ahead, 1, 3);
 #endif
+}
+
+static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, size_t bytes)
+{
+    prefetch_ahead(w, pos);
     if (MT_LIKELY(bytes == sizeof(struct mt_wire_event))) {
         /* The common record: one cell, a fixed-size copy the compiler inlines. */
         memcpy(w->cells + (pos & w->mask) * MT_WIRE_CELL, src, sizeof(struct mt_wire_event));
@@ -290,7 +296,7 @@ static void copy_cells(struct mt_ring_writer *w, uint64_t pos, const void *src, 
 }
 
 /* head = max(head, next): the only writers are this thread and its signal handlers. */
-static void publish(struct mt_ring_writer *w)
+static MT_NOINLINE void publish(struct mt_ring_writer *w)
 {
     uint64_t next = atomic_load_explicit(&w->next, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&w->ring->head, memory_order_relaxed);
@@ -298,13 +304,29 @@ static void publish(struct mt_ring_writer *w)
     }
 }
 
-static void finish(struct mt_ring_writer *w)
+/* The end of a record: the outermost one publishes everything reserved so far.
+ *
+ * Its common case is one plain store to `head`, made while the record still counts in
+ * `depth`: a signal handler recording meanwhile is nested and publishes nothing, and every
+ * earlier publication was of a position at or before this record's, so the store cannot
+ * move `head` back (no compare-and-swap, and no load of the line the collector polls).
+ * A handler that recorded between the load of `next` and `depth` dropping to 0 left its
+ * cells unpublished: `next` moved, and publish() (to the maximum: from depth 0 on, a
+ * handler publishes itself) takes them. */
+MT_INLINE void finish(struct mt_ring_writer *w)
 {
     atomic_signal_fence(memory_order_seq_cst);
-    if (--w->depth == 0) {
-        atomic_signal_fence(memory_order_seq_cst);
-        publish(w);
+    if (MT_UNLIKELY(w->depth != 1)) {
+        w->depth--;
+        return;
     }
+    uint64_t next = atomic_load_explicit(&w->next, memory_order_relaxed);
+    atomic_store_explicit(&w->ring->head, next, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    w->depth = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (MT_UNLIKELY(atomic_load_explicit(&w->next, memory_order_relaxed) != next))
+        publish(w);
 }
 
 bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes, uint64_t *pos)
@@ -324,6 +346,50 @@ bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t byt
         w->last_seq = seq;
         rec->seq = (uint32_t)seq;
     }
+    return true;
+}
+
+/* The rest of mt_ring_put_cell once cell `pos` is reserved. */
+MT_INLINE void write_cell(struct mt_ring_writer *w, uint64_t pos, uint64_t head, uint64_t ts, uint64_t body0,
+                          uint64_t body1)
+{
+    uint64_t seq = take_seq();
+    w->last_seq = seq;
+    prefetch_ahead(w, pos);
+    uint64_t *cell = (uint64_t *)(void *)(w->cells + (pos & w->mask) * MT_WIRE_CELL);
+    cell[0] = head | mt_wire_rec_word(0, 1, 0, 0, seq);
+    cell[1] = ts;
+    cell[2] = body0;
+    cell[3] = body1;
+    finish(w);
+}
+
+/* mt_ring_put_cell when the first try found no room (or a signal handler's record moved
+ * `next`): out of line, so that the common path keeps few registers. */
+static MT_NOINLINE bool put_cell_slow(struct mt_ring_writer *w, uint64_t head, uint64_t ts, uint64_t body0,
+                                      uint64_t body1)
+{
+    uint64_t pos;
+    if (!reserve(w, 1, &pos)) {
+        count_drop(w);
+        finish(w);
+        return false;
+    }
+    write_cell(w, pos, head, ts, body0, body1);
+    return true;
+}
+
+bool mt_ring_put_cell(struct mt_ring_writer *w, uint64_t head, uint64_t ts, uint64_t body0, uint64_t body1)
+{
+    w->depth++;
+    atomic_signal_fence(memory_order_seq_cst);
+    /* reserve()'s first round inline: room by the last `tail` seen, and no signal handler
+     * of ours moved `next` meanwhile. */
+    uint64_t pos = atomic_load_explicit(&w->next, memory_order_relaxed);
+    if (MT_UNLIKELY(pos + 1 - w->tail_seen > w->mask + 1 ||
+                    atomic_load_explicit(&collector_lost, memory_order_relaxed) || !cas_own(&w->next, &pos, pos + 1)))
+        return put_cell_slow(w, head, ts, body0, body1);
+    write_cell(w, pos, head, ts, body0, body1);
     return true;
 }
 

@@ -8,9 +8,10 @@
  * Invariants:
  * - Records nest: a signal handler that records while its thread is between reserve and
  *   publish reserves after the interrupted record and never publishes; the outermost
- *   record publishes everything reserved so far when it completes. `head` only grows
- *   (publish is a compare-and-swap to the maximum), so a handler that runs between the
- *   outer record's load of `next` and its store cannot be published backwards.
+ *   record publishes everything reserved so far when it completes. `head` only grows:
+ *   the outermost record stores it while it still counts as in progress (a handler then
+ *   is nested and publishes nothing), and a handler that recorded between that store and
+ *   the record's end is published by a compare-and-swap to the maximum (ring.c, finish).
  * - Cells [head, next) are being written by this thread; cells below head are complete.
  * - A record is either entirely reserved (then it takes a sequence number and is written)
  *   or dropped before it takes one: sequence numbers stay dense.
@@ -74,6 +75,11 @@ bool mt_ring_put(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes
  * record's size and kind must not change between the two. */
 bool mt_ring_begin(struct mt_ring_writer *w, struct mt_wire_rec *rec, size_t bytes, uint64_t *pos);
 void mt_ring_end(struct mt_ring_writer *w, uint64_t pos, const struct mt_wire_rec *rec, size_t bytes);
+
+/* mt_ring_put of a one-cell event built in registers: `head` is mt_wire_rec_word's with
+ * cells and seq 0 (both are set here), `body0`, `body1` mt_wire_event_words'. The common record's
+ * path: reserve, number, four word stores, publish, with no copy through memory. */
+bool mt_ring_put_cell(struct mt_ring_writer *w, uint64_t head, uint64_t ts, uint64_t body0, uint64_t body1);
 
 /* Cells a record of `bytes` takes. */
 static inline uint32_t mt_ring_cells_for(size_t bytes)

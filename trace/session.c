@@ -402,6 +402,8 @@ bool mt_session_start(const struct mt_session_config *config)
     env_own_entry(ENV_CONN_PID, env_conn_pid, text);
     mt_unwind_init();
     mt_clock_init();
+    if (strcmp(mt_option_str(MT_OPT_CLOCK), "coarse") == 0)
+        mt_clock_use_coarse();
     session.key_ok = pthread_key_create(&session.exit_key, thread_exit) == 0;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     session.traced = say_hello(flags);

@@ -5,6 +5,7 @@
  * unw_step), which re-reads the unwind tables at every step. */
 #define UNW_LOCAL_ONLY
 #include "unwind.h"
+#include "unwind_cache.h"
 
 #include <link.h>
 #include <libunwind.h>
@@ -19,7 +20,8 @@
  * path, the recorder and this function; a little more for inlining changes. */
 #define OWN_FRAMES_MAX 12
 
-static uintptr_t own_text_start, own_text_end;
+/* unwind_cache.h: libmtrace.so's executable range. */
+uintptr_t mt_unwind_own_start, mt_unwind_own_end;
 
 static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -38,8 +40,8 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
             hi = end;
     }
     if (probe >= lo && probe < hi) {
-        own_text_start = lo;
-        own_text_end = hi;
+        mt_unwind_own_start = lo;
+        mt_unwind_own_end = hi;
         return 1;
     }
     return 0;
@@ -47,7 +49,7 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 
 void mt_unwind_init(void)
 {
-    if (own_text_end)
+    if (mt_unwind_own_end)
         return;
     dl_iterate_phdr(find_own_text, (void *)(uintptr_t)&mt_unwind_init);
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
@@ -66,7 +68,7 @@ void mt_unwind_warm_up(void)
 
 static bool is_own(uintptr_t ip)
 {
-    return ip >= own_text_start && ip < own_text_end;
+    return mt_unwind_is_own(ip);
 }
 
 static uint32_t drop_own(const void *const *raw, int n, uint64_t *frames, uint32_t depth)
@@ -91,38 +93,8 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth)
 
 /* ---- the validated per-thread cache ---------------------------------------------------------- */
 
-/* Entries of a thread's cache (direct-mapped by key). A program's hot allocation sites
- * at their usual stack depths are few; a miss costs one extra unw_backtrace at most. */
-#define CACHE_ENTRIES 16u
-/* Slots checked per frame: its return address, and where its frame pointer was saved. */
-#define CHECKS_PER_FRAME 2u
-/* x86-64: the return address sits just below the CFA; the saved frame pointer below it. */
-#define RA_BELOW_CFA 8u
-#define FRAME_RECORD_BYTES 16u
 /* Our own frames above the program's call site span far less than this. */
 #define OWN_STACK_SPAN_MAX (64u * 1024u)
-
-enum entry_state { ENTRY_EMPTY, ENTRY_SEEN, ENTRY_READY };
-
-struct slot_check {
-    uintptr_t addr;
-    uint64_t value;
-};
-
-struct cache_entry {
-    struct mt_unwind_key key;
-    uint32_t state;
-    uint32_t generation; /* of the stack id */
-    uint32_t id;
-    uint32_t depth;   /* the depth asked for when filled */
-    uint32_t checks;  /* used entries of check[] */
-    bool fp_matters;  /* compare the key's frame pointer too (walk_slots) */
-    struct slot_check check[MT_WIRE_DEPTH_MAX * CHECKS_PER_FRAME];
-};
-
-struct mt_unwind_cache {
-    struct cache_entry entry[CACHE_ENTRIES];
-};
 
 struct mt_unwind_cache *mt_unwind_cache_new(void)
 {
@@ -135,24 +107,23 @@ void mt_unwind_cache_free(struct mt_unwind_cache *cache)
         mt_os_unmap(cache, sizeof *cache);
 }
 
-__attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
+/* Walk the frame-pointer chain from `fp`, a frame record of ours (libmtrace.so's trace
+ * objects are all built with -fno-omit-frame-pointer, and every frame between the program
+ * and here is ours): each record is [saved rbp, return address]. The first return address
+ * outside our code is the program's call site; its stack pointer is just above that
+ * record, its frame pointer the one saved there. The checks only keep a broken chain from
+ * wandering: such a chain falls back to a full unwind. */
+static bool key_from(uintptr_t fp, struct mt_unwind_key *key)
 {
 #if defined(__x86_64__)
-    /* Walk the frame-pointer chain of our own frames (libmtrace.so's trace objects are all
-     * built with -fno-omit-frame-pointer, and only the event path, whose frames are all
-     * ours, calls this): each frame record is [saved rbp, return address]. The first
-     * return address outside our code is the program's call site; its stack pointer is just
-     * above that record, its frame pointer the one saved there. The checks only keep a
-     * broken chain from wandering: such a chain falls back to a full unwind. */
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     uintptr_t start = fp;
     for (unsigned i = 0; i < OWN_FRAMES_MAX; i++) {
         if ((fp & (sizeof(uintptr_t) - 1)) != 0 || fp - start > OWN_STACK_SPAN_MAX)
             return false;
         const uintptr_t *record = (const uintptr_t *)fp;
-        if (!is_own(record[1])) {
+        if (MT_LIKELY(!is_own(record[1]))) {
             key->ip = record[1];
-            key->sp = fp + FRAME_RECORD_BYTES;
+            key->sp = fp + MT_UNWIND_FRAME_RECORD;
             key->fp = record[0];
             return true;
         }
@@ -161,38 +132,16 @@ __attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key)
         fp = record[0];
     }
 #else
-    (void)key;
+    (void)fp, (void)key;
 #endif
     return false;
 }
 
-/* By call site and stack pointer: the frame pointer is part of the key only for entries
- * whose unwind depends on it. */
-static struct cache_entry *entry_for(struct mt_unwind_cache *cache, const struct mt_unwind_key *key)
+__attribute__((noinline)) bool mt_unwind_key(struct mt_unwind_key *key, const void *frame)
 {
-    uint64_t h = key->ip ^ (key->sp >> 4) * 0x9e3779b97f4a7c15ull;
-    h ^= h >> 29;
-    return &cache->entry[(h ^ (h >> 17)) & (CACHE_ENTRIES - 1)];
-}
-
-static bool same_key(const struct cache_entry *e, const struct mt_unwind_key *key)
-{
-    return e->key.ip == key->ip && e->key.sp == key->sp && (!e->fp_matters || e->key.fp == key->fp);
-}
-
-uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
-                                uint32_t generation)
-{
-    const struct cache_entry *e = entry_for(cache, key);
-    if (e->state != ENTRY_READY || !same_key(e, key) || e->generation != generation || e->depth != depth)
-        return 0;
-    /* In unwinding order: each slot is one the unwinder would read now, given that the
-     * ones before it hold what they held (see unwind.h), so every read is of live stack. */
-    for (uint32_t i = 0; i < e->checks; i++) {
-        if (*(const volatile uint64_t *)e->check[i].addr != e->check[i].value)
-            return 0;
-    }
-    return e->id;
+    /* The exported function's own frame: its record holds the program's call site, so the
+     * walk ends at its first step; without one, from this function's frame. */
+    return key_from(frame ? (uintptr_t)frame : (uintptr_t)__builtin_frame_address(0), key);
 }
 
 /* Step a cursor over the stack, recording each slot the unwinder reads a return address or
@@ -202,8 +151,8 @@ uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_u
  * still the call site's could compute its CFA from it, i.e. that rbp points into the
  * frame (sp <= rbp <= CFA, as any rbp-based CFA rule has it). Code built without frame
  * pointers keeps data in rbp, which would otherwise make every call a new key. */
-static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, const uint64_t *frames,
-                       uint32_t count, uint32_t depth)
+static bool walk_slots(struct mt_unwind_entry *e, struct mt_unwind_check *check, const struct mt_unwind_key *key,
+                       const uint64_t *frames, uint32_t count, uint32_t depth)
 {
 #if defined(__x86_64__)
     unw_context_t context;
@@ -235,7 +184,7 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
             return false;
         if (stepped == 0 || n == depth) {
             e->checks = checks;
-            e->fp_matters = fp_matters;
+            e->fp_mask = fp_matters ? ~0ull : 0;
             return n == count;
         }
         if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0 ||
@@ -246,20 +195,20 @@ static bool walk_slots(struct cache_entry *e, const struct mt_unwind_key *key, c
             fp_matters = true;
         if (n >= count || frames[n] != ip)
             return false;
-        uintptr_t ra_slot = (uintptr_t)sp - RA_BELOW_CFA;
+        uintptr_t ra_slot = (uintptr_t)sp - MT_UNWIND_RA_BELOW_CFA;
         if (*(const uint64_t *)ra_slot != ip)
             return false;
-        e->check[checks++] = (struct slot_check){ra_slot, ip};
+        check[checks++] = (struct mt_unwind_check){ra_slot, ip};
         unw_save_loc_t loc;
         if (unw_get_save_loc(&cursor, UNW_X86_64_RBP, &loc) != 0 || loc.type != UNW_SLT_MEMORY)
             return false;
         /* Below the call site's sp: saved by our own frames, so it is the key's. */
         rbp_is_keys = (uintptr_t)loc.u.addr < key->sp;
         if (!rbp_is_keys)
-            e->check[checks++] = (struct slot_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
+            check[checks++] = (struct mt_unwind_check){(uintptr_t)loc.u.addr, *(const uint64_t *)(uintptr_t)loc.u.addr};
     }
 #else
-    (void)e, (void)key, (void)frames, (void)count, (void)depth;
+    (void)e, (void)check, (void)key, (void)frames, (void)count, (void)depth;
     return false; /* the key is x86-64 only: never reached elsewhere */
 #endif
 }
@@ -270,30 +219,32 @@ uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt
     if (depth > MT_WIRE_DEPTH_MAX)
         depth = MT_WIRE_DEPTH_MAX;
     uint32_t count = mt_unwind_capture(frames, depth);
-    struct cache_entry *e = entry_for(cache, key);
+    unsigned index = mt_unwind_entry_index(key->ip, key->sp);
+    struct mt_unwind_entry *e = &cache->entry[index];
     fill->entry = NULL;
-    if (e->state == ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
+    e->tag = 0; /* not usable until committed */
+    if (e->state == MT_UNWIND_ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
         /* First sight of this call site and stack pointer: remember it; the cursor walk
          * (slow) only pays for keys that come back. */
         e->key = *key;
-        e->state = ENTRY_SEEN;
+        e->state = MT_UNWIND_ENTRY_SEEN;
         e->depth = depth;
         return count;
     }
     e->key = *key;
-    e->state = ENTRY_SEEN;
+    e->state = MT_UNWIND_ENTRY_SEEN;
     e->checks = 0;
-    if (walk_slots(e, key, frames, count, depth))
+    if (walk_slots(e, cache->list[index].check, key, frames, count, depth))
         fill->entry = e;
     return count;
 }
 
 void mt_unwind_cache_commit(struct mt_unwind_fill *fill, uint32_t id, uint32_t generation)
 {
-    struct cache_entry *e = fill->entry;
+    struct mt_unwind_entry *e = fill->entry;
     if (!e || id == 0)
         return;
     e->id = id;
-    e->generation = generation;
-    e->state = ENTRY_READY;
+    e->state = MT_UNWIND_ENTRY_READY;
+    e->tag = mt_unwind_ready_tag(e->depth, generation);
 }

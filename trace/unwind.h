@@ -30,8 +30,8 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);
 /* ---- a per-thread cache that skips unwinding when the stack is provably unchanged ----
  *
  * Key: the program's call site into malloc (return address), its stack pointer and frame
- * pointer there (x86-64 only: found by walking our own frame-pointer chain, a handful of
- * loads); the frame pointer is compared only for entries whose unwind could depend on it
+ * pointer there (x86-64 only: read from the frame record of the exported function the
+ * program called, or found by walking our own frame-pointer chain); the frame pointer is compared only for entries whose unwind could depend on it
  * (some frame whose rbp is still the call site's has it pointing into its own frame, as an
  * rbp-based CFA rule requires), since code built without frame pointers keeps data there. An entry holds the stack id of a full unwind from that key plus, for every frame
  * it went through, the stack slot its return address was read from (CFA - 8) and, when the
@@ -51,9 +51,9 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);
  * register other than rsp/rbp (DRAP realignment, hand-written CFI); such code would have
  * to also move its return address slot while keeping the checked one intact to fool it.
  *
- * Cost: a hit is the key walk plus one load and compare per checked slot. A key's first
- * miss costs the usual unw_backtrace; its second also steps a cursor (slow: ~1 us) to fill
- * the entry, so only keys that recur pay for it. Only the outermost record of a thread uses
+ * Cost: a hit is three loads of the key, one cache line of the entry and one load and
+ * compare per checked slot. A key's first miss costs the usual unw_backtrace; its second
+ * also steps a cursor (slow: ~1 us) to fill the entry, so only keys that recur pay for it. Only the outermost record of a thread uses
  * its cache (a signal handler's record must not see a half-filled entry). */
 struct mt_unwind_key {
     uint64_t ip, sp, fp;
@@ -67,12 +67,13 @@ struct mt_unwind_fill {
 /* Map a thread's cache (outside any nestable section), or NULL; free it at thread exit. */
 struct mt_unwind_cache *mt_unwind_cache_new(void);
 void mt_unwind_cache_free(struct mt_unwind_cache *cache);
-/* The program's call site into libmtrace.so, from our own frames' frame-pointer chain.
- * Only for callers whose frames are all ours (the event path); false: no key. */
-bool mt_unwind_key(struct mt_unwind_key *key);
-/* The cached stack id for `key` at `depth` in the store generation, or 0 (a miss). */
-uint32_t mt_unwind_cache_lookup(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
-                                uint32_t generation);
+/* The program's call site into libmtrace.so: the return address in `frame`'s record, when
+ * `frame` is the frame of the exported function the program called (its
+ * __builtin_frame_address(0)); else (a frame of ours further in, or NULL: our own frames)
+ * found by walking our frame-pointer chain from there. Only for callers whose frames are
+ * all ours (the event path); false: no key. */
+bool mt_unwind_key(struct mt_unwind_key *key, const void *frame);
+/* The lookup of a key in the cache: inline, trace/unwind_cache.h. */
 /* A miss: mt_unwind_capture, and possibly prepare the key's entry; after interning the
  * frames, mt_unwind_cache_commit makes the entry usable with the id. */
 uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,

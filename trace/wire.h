@@ -318,6 +318,29 @@ static inline size_t mt_wire_event_encode(struct mt_wire_rec *rec, const struct 
     return sizeof *wide;
 }
 
+/* Records built in registers (the one-cell event path: trace/ring.c) are written as whole
+ * little-endian words: assembling one from byte and word stores in memory and then copying
+ * it stalls the copy's loads on store forwarding. x86-64 and aarch64 are little-endian. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "records are written as little-endian words");
+
+/* A record's first 8 bytes: kind, cells, op, sub, then the low 32 bits of seq. */
+static inline uint64_t mt_wire_rec_word(uint8_t kind, uint8_t cells, uint8_t op, uint8_t sub, uint64_t seq)
+{
+    return (uint64_t)kind | (uint64_t)cells << 8 | (uint64_t)op << 16 | (uint64_t)sub << 24 |
+           (uint64_t)(uint32_t)seq << 32;
+}
+
+/* The last 16 bytes of a one-cell event (stack_id, size_low, ptr_size_high), or false when
+ * the fields need the two-cell form. */
+static inline int mt_wire_event_words(const struct mt_wire_event_fields *f, uint64_t words[2])
+{
+    if (f->aux != 0 || (f->ptr | f->size) > MT_WIRE_EVENT_MASK)
+        return 0;
+    words[0] = (uint64_t)f->stack_id | (uint64_t)(uint32_t)f->size << 32;
+    words[1] = f->ptr | (f->size >> 32) << MT_WIRE_EVENT_BITS;
+    return 1;
+}
+
 /* The fields of an event record (whole: both cells of a wide one). */
 static inline void mt_wire_event_decode(const struct mt_wire_rec *rec, struct mt_wire_event_fields *f)
 {

@@ -168,6 +168,20 @@ def test_every_call_recorded_however_the_process_ends(tmp_path, mode):
         assert every_status == {"unknown"}
 
 
+def test_coarse_clock_records_every_call_in_time_order(tmp_path):
+    """MTRACE_CLOCK=coarse: timestamps from CLOCK_MONOTONIC_COARSE (ts_ticks 0), nothing else
+    changes."""
+    status, _reason, _code, _sig, _scanned = ENDINGS["return"]
+    res, db = record(tmp_path, [CALLS, "return"], env={"MTRACE_CLOCK": "coarse"})
+    assert res.returncode == status, res.stderr
+    meta = check_trace_whole(db)
+    assert json.loads(meta["options"])["MTRACE_CLOCK"] == "coarse"
+    assert marker_counts(db, 1, is_calls_marker) == MAKE_CALLS
+    times = [ts for _op, _thread, ts, _ptr, _size, _stack, _aux in events(db, 1)]
+    assert times == sorted(times)
+    assert 0 <= times[0] and times[-1] <= meta["duration_ns"]
+
+
 def test_fork_then_exec_in_the_child(tmp_path):
     res, db = record(tmp_path, [CALLS, "fork-exec"])
     assert res.returncode == 0, res.stderr
