@@ -28,7 +28,9 @@ always-on integrity checks, so ours/ours-nohard is what the checks cost), ours-d
 (build/libmtalloc.so with MTRACE_DEBUG=1: the debug allocator of docs/hardening.md), jemalloc,
 mimalloc, tcmalloc (found in the system library directories; skipped when absent).
 Profilers, when present: mtrace (`build/mtrace-run -o trace.db -- prog`, else
-LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db) and heaptrack (`heaptrack -o X prog`).
+LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db), mtrace-coarse (the same with
+MTRACE_CLOCK=coarse: what the exact per-event timestamp costs) and heaptrack
+(`heaptrack -o X prog`).
 
 Method: for each repetition, for each workload, every configuration runs once (profilers
 only in the first --profile-repeat repetitions, default 1: their slowdowns are large and
@@ -180,6 +182,11 @@ def discover_configs(build, want_profilers):
         if os.access(run, os.X_OK):
             configs.append(Config("mtrace", "profiler", None, "build/mtrace-run -o trace.db --",
                                   "mtrace-run"))
+            # The same with timestamps from the coarse clock (MTRACE_CLOCK=coarse, ~4 ms
+            # resolution): what the exact per-event TSC read costs, side by side.
+            configs.append(Config("mtrace-coarse", "profiler", None,
+                                  "MTRACE_CLOCK=coarse build/mtrace-run -o trace.db --",
+                                  "mtrace-run", env={"MTRACE_CLOCK": "coarse"}))
         elif os.path.exists(lib):
             configs.append(Config("mtrace", "profiler", lib,
                                   "LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db", "libmtrace"))
@@ -213,6 +220,7 @@ def command_for(cfg, argv, trace_base):
         settings.update(cfg.env)
     elif cfg.trace == "mtrace-run":
         cmd = [os.path.join(ARGS.build, "mtrace-run"), "-o", trace_base + ".db", "--"] + cmd
+        settings.update(cfg.env)
     elif cfg.trace == "libmtrace":
         settings["LD_PRELOAD"] = cfg.preload
         settings["MTRACE_OUT"] = trace_base + ".db"
@@ -599,7 +607,7 @@ def report(results, configs, notes, started, elapsed):
         for p in profilers:
             header += [f"{p} slowdown", f"{p} B/event"]
         if both:
-            header.append("mtrace / heaptrack")
+            header += ["mtrace / heaptrack", "target slowdown"]
         waits = "mtrace" in profilers
         if waits:
             header.append("mtrace waits")
@@ -607,26 +615,30 @@ def report(results, configs, notes, started, elapsed):
         for w in workloads:
             row = [w, fmt(results.median_time(w, "glibc"), 3)]
             for p in profilers:
-                row += [results.failure(w, p) or fmt(results.paired_ratio(w, p, "glibc"), 1),
+                row += [results.failure(w, p) or fmt(results.paired_ratio(w, p, "glibc"), 2),
                         fmt(results.trace_per_event(w, p), 2)]
             if both:
                 row.append(fmt(results.paired_ratio(w, "mtrace", "heaptrack")))
+                hp = results.paired_ratio(w, "heaptrack", "glibc")
+                row.append(fmt(1 + (hp - 1) / 3, 2) if hp else "–")
             if waits:
                 row.append(fmt(results.median_waits(w, "mtrace"), 0))
             rows.append(row)
         row = [mean_label(complete, workloads), ""]
         for p in profilers:
-            row += [fmt(geomean([results.paired_ratio(w, p, "glibc") for w in complete]), 1),
+            row += [fmt(geomean([results.paired_ratio(w, p, "glibc") for w in complete]), 2),
                     fmt(geomean([results.trace_per_event(w, p) for w in complete]), 2)]
         if both:
-            row.append(fmt(geomean([results.paired_ratio(w, "mtrace", "heaptrack")
-                                    for w in complete])))
+            row += [fmt(geomean([results.paired_ratio(w, "mtrace", "heaptrack")
+                                 for w in complete])), ""]
         if waits:
             row.append("")
         rows.append(row)
         out += ["**Profilers**: slowdown = traced time / untraced glibc time; B/event = trace "
-                "file bytes / events recorded (heaptrack counts a realloc as two); mtrace waits = times "
-                "the traced program found a ring full and waited for the collector (median)", "",
+                "file bytes / events recorded (heaptrack counts a realloc as two); mtrace-coarse = mtrace "
+                "with MTRACE_CLOCK=coarse (timestamps of ~4 ms resolution instead of a TSC read per "
+                "event); target slowdown = 1 + heaptrack's overhead / 3 (issue 3's limit); mtrace waits "
+                "= times the traced program found a ring full and waited for the collector (median)", "",
                 table(header, rows), ""]
     else:
         why = "; ".join(notes) if notes else "skipped (--no-profilers)"
