@@ -524,3 +524,26 @@ def test_collector_fd_mode_trace_final_before_program_returns(build, tmp_path):
     finally:
         if collector.poll() is None:
             collector.kill()
+
+
+def test_trace_bigger_than_the_wal_bound_is_whole(build, tmp_path):
+    """~100 MiB of event chunks: the WAL reaches the writer's 64 MiB bound (sink.c), so the
+    checkpointer thread, the writer's own catch-up checkpoint and the final TRUNCATE all
+    run; every event must be in the file, which ends as one rollback-journal file."""
+    n = 12_000_000
+    out = tmp_path / "t.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--bench", str(n), "2"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert out.stat().st_size > 64 << 20
+    assert not (tmp_path / "t.db-wal").exists()
+    db = sqlite3.connect(str(out))
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT value FROM meta WHERE key = 'complete'").fetchone()[0] == 1
+    events = db.execute("SELECT events FROM processes").fetchone()[0]
+    assert events >= n
+    assert db.execute("SELECT SUM(count) FROM event_chunks").fetchone()[0] == events
+    (first, last), = db.execute("SELECT MIN(first_seq), MAX(first_seq + count) FROM event_chunks")
+    assert (first, last) == (0, events)
+    db.close()

@@ -433,6 +433,12 @@ void *mt_host_thread_start(void *(*fn)(void *), void *arg)
     return t;
 }
 
+void mt_host_thread_lower_priority(int nice)
+{
+    /* setpriority on a thread id applies to that thread alone on Linux (not POSIX). */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+}
+
 void mt_host_thread_join(void *thread)
 {
     pthread_t *t = thread;

@@ -86,6 +86,9 @@ uint64_t mt_host_file_size(const char *path);
  * the forwarded signals stay with the main thread). Returns an opaque handle, NULL when
  * no thread could be started. */
 void *mt_host_thread_start(void *(*fn)(void *), void *arg);
+/* Lower the calling thread's scheduling priority to `nice` (Linux: nice is per thread).
+ * Best effort: nothing happens when not permitted. */
+void mt_host_thread_lower_priority(int nice);
 /* Wait for the thread to return and release the handle. */
 void mt_host_thread_join(void *thread);
 
