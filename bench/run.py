@@ -3,7 +3,7 @@
 heaptrack. Standard library only. Normally run through `make bench` (top directory),
 which builds the libraries and the workloads first:
 
-    make bench                                   full scale, median of 3 (a few minutes on 2 cores)
+    make bench                                   full scale, best of 3 (a few minutes on 2 cores)
     make bench BENCH_SCALE=0.1 BENCH_REPEAT=1    quick look (numbers are indicative only)
     make bench BENCH_ONLY=churn,large            some workloads only
     make bench BENCH_ARGS='--json out.json --no-profilers'
@@ -34,10 +34,13 @@ MTRACE_CLOCK=coarse: what the exact per-event timestamp costs) and heaptrack
 
 Method: for each repetition, for each workload, every configuration runs once (profilers
 only in the first --profile-repeat repetitions, default 1: their slowdowns are large and
-they dominate the run time), in an order rotated between repetitions and workloads so that
-no configuration always runs first or last; the repetitions are thus paired: a ratio is
-taken within one repetition (same machine state) and the median of those ratios is
-reported. Each run goes through build/bench-launch (launch.c), which times the command and
+they dominate the run time), in a seeded random order that differs between repetitions
+and workloads, so that no configuration always runs first, last or after the same one.
+Times are the fastest run of each configuration, and ratios are of fastest runs: on this
+kind of VM (virtio balloon), memory-heavy runs fall into a slow mode with extra system time
+about every other run, whatever the allocator, which a median of a few runs does not filter
+out and a fixed rotation turned into a bias against whichever configuration always ran at
+the slow parity. Each run goes through build/bench-launch (launch.c), which times the command and
 takes its ru_maxrss from wait4: Python's own resident set would otherwise count in every
 child's peak (for a profiler, the peak is that of the largest process of its tree). A run
 that fails, times out or prints a different checksum than glibc is reported as such, never
@@ -45,7 +48,7 @@ averaged in, and listed under the tables.
 
 Output (stdout, markdown, to paste into README.md):
     header     cores, CPU, kernel, glibc, load average, scale, repetitions, versions
-    time       per workload: glibc's median seconds, then each allocator's time relative
+    time       per workload: glibc's fastest seconds, then each allocator's time relative
                to glibc (< 1 is faster), the hardening cost (ours / ours-nohard in user
                CPU time: see the table's caption), and a geometric-mean row
     memory     per workload: median peak RSS in MiB per allocator, the fragment
@@ -65,6 +68,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -455,18 +459,25 @@ class Results:
     def times(self, workload, config, key="wall_s"):
         return {r["rep"]: r[key] for r in self.of(workload, config) if r["state"] == "ok"}
 
-    def paired_ratio(self, workload, num, den, key="wall_s"):
-        """Median over repetitions of time(num) / time(den) within each repetition (wall
-        time, or key="user_s": user CPU time)."""
+    def best_ratio(self, workload, num, den, key="wall_s"):
+        """Fastest time of num / fastest time of den (wall time, or key="user_s": user CPU
+        time). The fastest, not the median: on this kind of VM, memory-heavy runs fall
+        into a slow mode (extra system time, ~every other run, whatever the allocator)
+        that a median of a few runs cannot filter out, while the fastest run of each
+        configuration is the one undisturbed by it."""
         if self.failure(workload, num) or self.failure(workload, den):
             return None
-        a, b = self.times(workload, num, key), self.times(workload, den, key)
-        return median([a[k] / b[k] for k in a if k in b and b[k] > 0])
+        a = self.times(workload, num, key).values()
+        b = self.times(workload, den, key).values()
+        if not a or not b or min(b) <= 0:
+            return None
+        return min(a) / min(b)
 
-    def median_time(self, workload, config):
+    def best_time(self, workload, config):
         if self.failure(workload, config):
             return None
-        return median(list(self.times(workload, config).values()))
+        times = self.times(workload, config).values()
+        return min(times) if times else None
 
     def median_rss_mib(self, workload, config):
         if self.failure(workload, config):
@@ -528,7 +539,7 @@ def machine_header(configs, notes, started):
         f"- machine: {os.cpu_count()} cores ({cpu or platform.machine()}){mem}, "
         f"Linux {platform.release()}, {glibc}; load average {os.getloadavg()[0]:.2f} at start",
         f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
-        f"scale {ARGS.scale:g}, median of {ARGS.repeat} paired repetitions"
+        f"scale {ARGS.scale:g}, best of {ARGS.repeat} interleaved repetitions"
         + (f" ({ARGS.profile_repeat} for profilers)" if any(c.kind == "profiler" for c in configs)
            and ARGS.profile_repeat != ARGS.repeat else "")
         + (f", mtrace {rev.stdout.strip()}" if rev.returncode == 0 else ""),
@@ -565,17 +576,17 @@ def report(results, configs, notes, started, elapsed):
     header = ["workload", "glibc (s)"] + others + (["hardening cost"] if hard else [])
     rows = []
     for w in workloads:
-        row = [w, results.failure(w, "glibc") or fmt(results.median_time(w, "glibc"), 3)]
-        row += [results.failure(w, a) or fmt(results.paired_ratio(w, a, "glibc"))
+        row = [w, results.failure(w, "glibc") or fmt(results.best_time(w, "glibc"), 3)]
+        row += [results.failure(w, a) or fmt(results.best_ratio(w, a, "glibc"))
                 for a in others]
         if hard:
-            row.append(fmt(results.paired_ratio(w, "ours", "ours-nohard", "user_s")))
+            row.append(fmt(results.best_ratio(w, "ours", "ours-nohard", "user_s")))
         rows.append(row)
     row = [mean_label(complete, workloads), "1.00"]
-    row += [fmt(geomean([results.paired_ratio(w, a, "glibc") for w in complete]))
+    row += [fmt(geomean([results.best_ratio(w, a, "glibc") for w in complete]))
             for a in others]
     if hard:
-        row.append(fmt(geomean([results.paired_ratio(w, "ours", "ours-nohard", "user_s")
+        row.append(fmt(geomean([results.best_ratio(w, "ours", "ours-nohard", "user_s")
                                 for w in complete])))
     rows.append(row)
     out += ["**Time** relative to glibc (lower is faster; glibc column in seconds; "
@@ -613,23 +624,23 @@ def report(results, configs, notes, started, elapsed):
             header.append("mtrace waits")
         rows = []
         for w in workloads:
-            row = [w, fmt(results.median_time(w, "glibc"), 3)]
+            row = [w, fmt(results.best_time(w, "glibc"), 3)]
             for p in profilers:
-                row += [results.failure(w, p) or fmt(results.paired_ratio(w, p, "glibc"), 2),
+                row += [results.failure(w, p) or fmt(results.best_ratio(w, p, "glibc"), 2),
                         fmt(results.trace_per_event(w, p), 2)]
             if both:
-                row.append(fmt(results.paired_ratio(w, "mtrace", "heaptrack")))
-                hp = results.paired_ratio(w, "heaptrack", "glibc")
+                row.append(fmt(results.best_ratio(w, "mtrace", "heaptrack")))
+                hp = results.best_ratio(w, "heaptrack", "glibc")
                 row.append(fmt(1 + (hp - 1) / 3, 2) if hp else "–")
             if waits:
                 row.append(fmt(results.median_waits(w, "mtrace"), 0))
             rows.append(row)
         row = [mean_label(complete, workloads), ""]
         for p in profilers:
-            row += [fmt(geomean([results.paired_ratio(w, p, "glibc") for w in complete]), 2),
+            row += [fmt(geomean([results.best_ratio(w, p, "glibc") for w in complete]), 2),
                     fmt(geomean([results.trace_per_event(w, p) for w in complete]), 2)]
         if both:
-            row += [fmt(geomean([results.paired_ratio(w, "mtrace", "heaptrack")
+            row += [fmt(geomean([results.best_ratio(w, "mtrace", "heaptrack")
                                  for w in complete])), ""]
         if waits:
             row.append("")
@@ -666,7 +677,7 @@ def parse_args(argv):
     p.add_argument("--bin", help="directory of the workload programs (default: BUILD/bench)")
     p.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", 1)),
                    help="multiplies every workload's operation count (default 1)")
-    p.add_argument("--repeat", type=int, default=3, help="repetitions, median reported")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions, the fastest reported")
     p.add_argument("--profile-repeat", type=int, default=1,
                    help="repetitions for the profilers, at most --repeat (default 1: their "
                         "slowdowns are large and stable, and they dominate the run time)")
@@ -720,9 +731,13 @@ def main(argv):
                 argv_w = [os.path.join(ARGS.bin, w), f"{ARGS.scale:g}"]
                 active = [c for c in configs
                           if c.kind == "alloc" or rep < ARGS.profile_repeat]
-                shift = (rep + wi) % len(active)
+                # A seeded shuffle, not a rotation: a rotation keeps every configuration
+                # behind the same neighbour and at the same parity, and this VM's
+                # alternating slow runs (Results.best_ratio) then hit the same ones.
+                order = list(active)
+                random.Random(rep * 1000 + wi).shuffle(order)
                 line = []
-                for cfg in active[shift:] + active[:shift]:
+                for cfg in order:
                     r = measure(cfg, w, argv_w, rep, tmpdir)
                     results.add(r)
                     line.append(f"{cfg.name} {r['wall_s']:.2f}s"
