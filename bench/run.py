@@ -49,8 +49,8 @@ averaged in, and listed under the tables.
 Output (stdout, markdown, to paste into README.md):
     header     cores, CPU, kernel, glibc, load average, scale, repetitions, versions
     time       per workload: glibc's fastest seconds, then each allocator's time relative
-               to glibc (< 1 is faster), the hardening cost (ours / ours-nohard in user
-               CPU time: see the table's caption), and a geometric-mean row
+               to glibc (< 1 is faster), the hardening cost (ours / ours-nohard, fastest
+               wall times), and a geometric-mean row
     memory     per workload: median peak RSS in MiB per allocator, the fragment
                workload's RSS after freeing everything, and a geometric-mean row
     profilers  per workload: slowdown vs untraced glibc, trace bytes per event (file size
@@ -580,19 +580,17 @@ def report(results, configs, notes, started, elapsed):
         row += [results.failure(w, a) or fmt(results.best_ratio(w, a, "glibc"))
                 for a in others]
         if hard:
-            row.append(fmt(results.best_ratio(w, "ours", "ours-nohard", "user_s")))
+            row.append(fmt(results.best_ratio(w, "ours", "ours-nohard")))
         rows.append(row)
     row = [mean_label(complete, workloads), "1.00"]
     row += [fmt(geomean([results.best_ratio(w, a, "glibc") for w in complete]))
             for a in others]
     if hard:
-        row.append(fmt(geomean([results.best_ratio(w, "ours", "ours-nohard", "user_s")
+        row.append(fmt(geomean([results.best_ratio(w, "ours", "ours-nohard")
                                 for w in complete])))
     rows.append(row)
     out += ["**Time** relative to glibc (lower is faster; glibc column in seconds; "
-            "hardening cost = ours / ours-nohard in user CPU time: the checks run in user space and "
-            "both libraries make the same system calls, while page-fault time varies by tens of "
-            "percent between identical runs on this VM)", "", table(header, rows), ""]
+            "hardening cost = ours / ours-nohard: what the always-on checks cost)", "", table(header, rows), ""]
 
     # Memory.
     header = ["workload"] + allocs
