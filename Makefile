@@ -24,7 +24,8 @@ CFLAGS_BASE := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -pthread -fPIC -fvisibil
 # The allocator and interposer must not let GCC turn malloc+memset into calloc (or similar)
 # inside the very functions that implement them: that would recurse.
 CFLAGS_ALLOC := $(CFLAGS_BASE) -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc \
-                -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt
+                -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt \
+                -ffunction-sections
 CFLAGS_HOST  := $(CFLAGS_BASE)
 
 COMMON_SRC    := $(wildcard common/*.c)
@@ -64,6 +65,13 @@ LIBS_ALLOC  := -ldl -static-libgcc
 # at exit faulted in the cold code around it (up to 52 KiB). Naming a function that does
 # not exist leaves DT_FINI unset.
 SO_NO_FINI  := -Wl,-fini=mt_no_fini_function
+# Likewise no DT_INIT: crti's _init (a test for __gmon_start__) is the first code of the
+# text, among the cold code, and ld.so calls it at load; constructors run from .init_array.
+SO_NO_INIT  := -Wl,-init=mt_no_init_function
+# The code every process runs at the end of the text and its read-only data at the end of
+# the read-only data, each starting on a 64 KiB boundary, so that fault-around maps nothing
+# else with them (interpose/resident.ld).
+SO_LAYOUT   := $(SO_NO_FINI) $(SO_NO_INIT) -Wl,-T,interpose/resident.ld
 LIBS_TRACE  := -lunwind -ldl -static-libgcc
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
@@ -118,11 +126,11 @@ $(BUILD)/exports-trace.map: interpose/exports.map.in interpose/hooks.h
 	@mkdir -p $(BUILD)
 	@$(CC) -E -P -x c -DMT_TRACING -Iinterpose $< -o $@
 
-$(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
+$(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map interpose/resident.ld
+	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) $(SO_LAYOUT) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
-$(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
+$(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map interpose/resident.ld
+	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) $(SO_LAYOUT) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
 
 $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@
