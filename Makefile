@@ -71,7 +71,7 @@ SO_NO_INIT  := -Wl,-init=mt_no_init_function
 # The code every process runs at the end of the text and its read-only data at the end of
 # the read-only data, each starting on a 64 KiB boundary, so that fault-around maps nothing
 # else with them (interpose/resident.ld).
-SO_LAYOUT   := $(SO_NO_FINI) $(SO_NO_INIT) -Wl,-T,interpose/resident.ld
+SO_LAYOUT   := $(SO_NO_FINI) $(SO_NO_INIT) -Wl,-T,interpose/resident.ld -Wl,-z,pack-relative-relocs
 LIBS_TRACE  := -lunwind -ldl -static-libgcc
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
