@@ -47,7 +47,9 @@ MT_TLS struct mt_small_tls mt_tls = {
 _Static_assert(MT_SMALL_CLASSES == 56, "mt_tls's initialiser lists 56 caches");
 
 struct mt_heap *mt_heap_registry;
-_Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
+/* Written when a page is released: in .lbss with the other variables most processes never
+ * touch, so the ones they do share .data's page (MT_BIG_BSS). */
+_Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES] MT_BIG_BSS;
 
 /* Free pages a heap keeps resident for reuse before it starts decommitting: 8 pages
  * (512 KiB) absorbs the churn of a thread that frees and reallocates a working set, while
@@ -88,8 +90,10 @@ unsigned mt_small_cache_limit(unsigned cls)
  * below the top is the region's header) and full for free (the entry at the top is the
  * end mark), so both fast paths take their slow paths, which start the heap's own cache
  * of the class. A heap's 56 caches take 56 KiB: writing every end mark when the thread
- * started made all of it resident, for the few classes most threads use. Never written. */
-struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
+ * started made all of it resident, for the few classes most threads use. Never written,
+ * so read-only: it shares the page of read-only data every process reads anyway
+ * (interpose/resident.ld), where in .data its 1 KiB alignment took a page of its own. */
+const struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
 
 static bool cache_started(const struct mt_heap *heap, unsigned cls)
 {
@@ -714,7 +718,7 @@ struct mt_heap *mt_heap_get(void)
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
-        mt_tls.cache_top[c] = mt_cache_unstarted.entry;
+        mt_tls.cache_top[c] = (struct mt_cache_entry *)(uintptr_t)mt_cache_unstarted.entry;
     }
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;
