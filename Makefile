@@ -38,7 +38,9 @@ RUN_SRC       := $(wildcard tools/mtrace_run/*.c)
 # Link order is code layout: the code every process runs (start-up, the small and medium
 # paths, the exported entry points) first, so it shares the first 64 KiB of text, and the
 # cold code (debug layer, statistics, checks, reports, and libgcc's unwinder, linked last)
-# after it. The kernel maps file pages 64 KiB at a time around each fault ("fault-around"),
+# after it. (In libmtalloc.so the functions every process runs are moved out of the text
+# into segments of their own by interpose/resident.ld; this order still keeps the medium
+# paths together for the programs that use them.) The kernel maps file pages 64 KiB at a time around each fault ("fault-around"),
 # so code that is never run stays out of the resident set only if it does not share those
 # 64 KiB with code that is.
 HOT_SRC     := interpose/exports.c interpose/slow.c allocator/alloc.c allocator/heap.c allocator/page.c \
