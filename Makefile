@@ -24,7 +24,8 @@ CFLAGS_BASE := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -pthread -fPIC -fvisibil
 # The allocator and interposer must not let GCC turn malloc+memset into calloc (or similar)
 # inside the very functions that implement them: that would recurse.
 CFLAGS_ALLOC := $(CFLAGS_BASE) -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc \
-                -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt
+                -fno-builtin-realloc -fno-builtin-free -fno-stack-protector -fno-plt \
+                -ffunction-sections
 CFLAGS_HOST  := $(CFLAGS_BASE)
 
 COMMON_SRC    := $(wildcard common/*.c)
@@ -37,7 +38,9 @@ RUN_SRC       := $(wildcard tools/mtrace_run/*.c)
 # Link order is code layout: the code every process runs (start-up, the small and medium
 # paths, the exported entry points) first, so it shares the first 64 KiB of text, and the
 # cold code (debug layer, statistics, checks, reports, and libgcc's unwinder, linked last)
-# after it. The kernel maps file pages 64 KiB at a time around each fault ("fault-around"),
+# after it. (In libmtalloc.so the functions every process runs are moved out of the text
+# into segments of their own by interpose/resident.ld; this order still keeps the medium
+# paths together for the programs that use them.) The kernel maps file pages 64 KiB at a time around each fault ("fault-around"),
 # so code that is never run stays out of the resident set only if it does not share those
 # 64 KiB with code that is.
 HOT_SRC     := interpose/exports.c interpose/slow.c allocator/alloc.c allocator/heap.c allocator/page.c \
@@ -64,6 +67,14 @@ LIBS_ALLOC  := -ldl -static-libgcc
 # at exit faulted in the cold code around it (up to 52 KiB). Naming a function that does
 # not exist leaves DT_FINI unset.
 SO_NO_FINI  := -Wl,-fini=mt_no_fini_function
+# Likewise no DT_INIT: crti's _init (a test for __gmon_start__) is the first code of the
+# text, among the cold code, and ld.so calls it at load; constructors run from .init_array.
+SO_NO_INIT  := -Wl,-init=mt_no_init_function
+# The code every process runs and the read-only data it reads in segments of their own, so
+# that fault-around maps nothing else with them (interpose/resident.ld); relative
+# relocations packed (DT_RELR: binutils 2.38, glibc 2.36 at run time), which takes the
+# ELF headers ld.so reads at load from three pages to two.
+SO_LAYOUT   := $(SO_NO_FINI) $(SO_NO_INIT) -Wl,-T,interpose/resident.ld -Wl,-z,pack-relative-relocs
 LIBS_TRACE  := -lunwind -ldl -static-libgcc
 LIBS_RUN    := -lsqlite3 -ldw -lelf -lz -lpthread -ldl -lm
 
@@ -118,11 +129,11 @@ $(BUILD)/exports-trace.map: interpose/exports.map.in interpose/hooks.h
 	@mkdir -p $(BUILD)
 	@$(CC) -E -P -x c -DMT_TRACING -Iinterpose $< -o $@
 
-$(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
+$(BUILD)/libmtalloc.so: $(ALLOC_OBJ) $(BUILD)/exports.map interpose/resident.ld
+	@$(CC) -shared -o $@ $(ALLOC_OBJ) $(LIBS_ALLOC) $(SO_LAYOUT) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now -Wl,-soname,libmtalloc.so
 
-$(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map
-	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) $(SO_NO_FINI) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
+$(BUILD)/libmtalloc-nohard.so: $(NOHARD_OBJ) $(BUILD)/exports.map interpose/resident.ld
+	@$(CC) -shared -o $@ $(NOHARD_OBJ) $(LIBS_ALLOC) $(SO_LAYOUT) -pthread -Wl,--version-script=$(BUILD)/exports.map -Wl,-z,now
 
 $(BUILD)/libmtalloc.a: $(ALLOC_OBJ)
 	@rm -f $@

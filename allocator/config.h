@@ -16,16 +16,22 @@
 #define MT_SEGMENT_SIZE ((size_t)1 << MT_SEGMENT_SHIFT)
 #define MT_SEGMENT_MASK (MT_SEGMENT_SIZE - 1)
 
-/* 64 KiB small pages, each serving one size class: 4096 slots of 16 bytes at most, so a
- * page's slot bitmap is 64 words and offsets fit the exact 32-bit reciprocal division. */
+/* 64 KiB small pages, each serving one size class; offsets fit the exact 32-bit reciprocal
+ * division. */
 #define MT_PAGE_SHIFT 16
 #define MT_PAGE_SIZE ((size_t)1 << MT_PAGE_SHIFT)
 #define MT_PAGES_PER_SEGMENT (MT_SEGMENT_SIZE / MT_PAGE_SIZE)
-/* The first pages of a small segment hold its header, page descriptors and bitmaps. */
-#define MT_SEGMENT_META_PAGES 2
 #define MT_MIN_BLOCK 16
-#define MT_MAX_SLOTS_PER_PAGE (MT_PAGE_SIZE / MT_MIN_BLOCK)
+/* At most 2048 slots a page, so a page's slot bitmap is 32 words: only the 16-byte class
+ * has more blocks in 64 KiB, and uses the first 32 KiB of its pages (the rest is address
+ * space, never touched). With 4096 slots, every page's descriptor and bitmaps took 1600
+ * bytes of the segment's metadata, 832 now: a program using a page of each of 17 classes
+ * wrote 8 pages of metadata, 4 now, and all 64 descriptors fit the first 64 KiB page of
+ * the segment, which leaves 63 pages for slots instead of 62. */
+#define MT_MAX_SLOTS_PER_PAGE 2048
 #define MT_BITMAP_WORDS (MT_MAX_SLOTS_PER_PAGE / 64)
+/* The first pages of a small segment hold its header, page descriptors and bitmaps. */
+#define MT_SEGMENT_META_PAGES 1
 
 /* Every block is aligned to 16 bytes, as glibc guarantees on x86-64 (max_align_t). */
 #define MT_ALIGNMENT 16

@@ -45,7 +45,7 @@ struct cached_mapping {
 
 static mt_lock_t pool_lock;
 static struct unit_pool pools[POOL_MAX_DATA_PAGES];
-static struct cached_mapping large_cache[LARGE_CACHE_ENTRIES];
+static struct cached_mapping large_cache[LARGE_CACHE_ENTRIES] MT_BIG_BSS; /* debug mode only */
 static size_t large_cache_bytes;
 
 static struct unit_pool *pool_for(size_t map_size)

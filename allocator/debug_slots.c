@@ -1,7 +1,7 @@
 /* Debug mode's records of small blocks (see debug_slots.h for the record).
  *
  * Layout: each small segment that ever held a debug block has a region of its own,
- * MT_PAGES_PER_SEGMENT slices of MT_MAX_SLOTS_PER_PAGE records (slice p for page p, record
+ * MT_PAGES_PER_SEGMENT slices of MT_DEBUG_SLICE_SLOTS records (slice p for page p, record
  * i for slot i), then a header. It is mapped on demand and never unmapped (as the segments
  * it describes are not); only the records of slots in use are ever touched, so a page of
  * 80-byte blocks costs 13 KiB of records, not the slice's 64 KiB. A two-level directory
@@ -28,7 +28,7 @@
 #include "../common/platform.h"
 #include "small.h"
 
-#define SLICE_BYTES (MT_MAX_SLOTS_PER_PAGE * sizeof(struct mt_debug_slot))
+#define SLICE_BYTES (MT_DEBUG_SLICE_SLOTS * sizeof(struct mt_debug_slot))
 /* Flags in held[p], far above any count of slots. */
 #define HELD_DECOMMITTING (1u << 31) /* slice p is being decommitted */
 #define HELD_DIRTY (1u << 30)        /* slice p was written since it was last decommitted */
@@ -50,7 +50,7 @@ struct region_header {
 struct slot_region {
     /* Slices first: each starts at a multiple of SLICE_BYTES from the mapping, so it can be
      * decommitted on its own whatever the OS page size (up to 64 KiB). */
-    struct mt_debug_slot slots[MT_PAGES_PER_SEGMENT][MT_MAX_SLOTS_PER_PAGE];
+    struct mt_debug_slot slots[MT_PAGES_PER_SEGMENT][MT_DEBUG_SLICE_SLOTS];
     struct region_header h;
 };
 

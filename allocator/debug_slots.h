@@ -64,8 +64,14 @@ MT_INLINE const void *mt_debug_site_of(uint64_t word)
     return (const void *)(uintptr_t)(word & MT_DEBUG_SITE_MASK);
 }
 
+/* Records per page: a slice of 64 KiB, so that each slice can be decommitted on its own
+ * whatever the OS page size (up to 64 KiB); a page uses the first MT_MAX_SLOTS_PER_PAGE
+ * of them at most, and only the records of slots in use are ever touched. */
+#define MT_DEBUG_SLICE_SLOTS (MT_PAGE_SIZE / MT_MIN_BLOCK)
+_Static_assert(MT_DEBUG_SLICE_SLOTS >= MT_MAX_SLOTS_PER_PAGE, "a slice has a record for every slot of its page");
+
 /* Directory: segment number -> the first record of the segment's region (records of page
- * p, slot i at index p * MT_MAX_SLOTS_PER_PAGE + i). 2^13 leaves of 2^12 entries cover the
+ * p, slot i at index p * MT_DEBUG_SLICE_SLOTS + i). 2^13 leaves of 2^12 entries cover the
  * 2^25 segments of the 47-bit address space (segmap.h). Inline so that free finds a
  * record in a few loads without a call. */
 #define MT_DEBUG_DIR_LEAF_BITS 12
@@ -103,7 +109,7 @@ MT_INLINE struct mt_page *mt_debug_slot_page(const void *ptr, size_t *index)
 MT_INLINE struct mt_debug_slot *mt_debug_slot_at(struct mt_debug_slot *records, const void *ptr, size_t index)
 {
     size_t p = ((uintptr_t)ptr >> MT_PAGE_SHIFT) & (MT_PAGES_PER_SEGMENT - 1);
-    return &records[p * MT_MAX_SLOTS_PER_PAGE + index];
+    return &records[p * MT_DEBUG_SLICE_SLOTS + index];
 }
 
 /* The record of the block at ptr, an address in a small segment; NULL when ptr is not the

@@ -47,7 +47,9 @@ MT_TLS struct mt_small_tls mt_tls = {
 _Static_assert(MT_SMALL_CLASSES == 56, "mt_tls's initialiser lists 56 caches");
 
 struct mt_heap *mt_heap_registry;
-_Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES];
+/* Written when a page is released: in .lbss with the other variables most processes never
+ * touch, so the ones they do share .data's page (MT_BIG_BSS). */
+_Atomic uint64_t mt_retired_class_allocs[MT_SMALL_CLASSES] MT_BIG_BSS;
 
 /* Free pages a heap keeps resident for reuse before it starts decommitting: 8 pages
  * (512 KiB) absorbs the churn of a thread that frees and reallocates a working set, while
@@ -88,8 +90,10 @@ unsigned mt_small_cache_limit(unsigned cls)
  * below the top is the region's header) and full for free (the entry at the top is the
  * end mark), so both fast paths take their slow paths, which start the heap's own cache
  * of the class. A heap's 56 caches take 56 KiB: writing every end mark when the thread
- * started made all of it resident, for the few classes most threads use. Never written. */
-struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
+ * started made all of it resident, for the few classes most threads use. Never written,
+ * so read-only: it shares the page of read-only data every process reads anyway
+ * (interpose/resident.ld), where in .data its 1 KiB alignment took a page of its own. */
+const struct mt_slot_cache mt_cache_unstarted = {.entry = {[0] = {.block = MT_CACHE_SENTINEL}}};
 
 static bool cache_started(const struct mt_heap *heap, unsigned cls)
 {
@@ -389,11 +393,18 @@ static void cache_flush_all(struct mt_heap *heap)
         cache_flush(heap, c, 0);
 }
 
+static bool cache_refill(struct mt_heap *heap, unsigned cls);
+
 void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
 {
     struct mt_heap *heap = mt_tls.heap;
+    /* The class's first free (its first block came from malloc_first_of_class): start the
+     * cache with a refill's batch below the block, as the class's first malloc would have.
+     * Started empty, the stack would work at its bottom entry, and the bottom entries of
+     * every fourth class share an L1 set with the first slot of every page (both at the
+     * same offset modulo 4 KiB): the `loop` bench ran 40% slower. */
     if (!cache_started(heap, cls))
-        cache_start(heap, cls);
+        cache_refill(heap, cls);
     struct mt_cache_entry *top = mt_tls.cache_top[cls];
     if (top->block == MT_CACHE_SENTINEL) {
         cache_flush(heap, cls, mt_small_cache_limit(cls) / 2);
@@ -460,9 +471,8 @@ static size_t page_take_slots(struct mt_page *page, size_t below, struct mt_cach
  * Below the peak, the slots the consumer has returned make the batch, so refills are about
  * as rare as before (xthread's time did not change). */
 _Static_assert((MT_REFILL_FLOOR << MT_REFILL_SHIFT_MAX) >= MT_CACHE_MAX, "the largest step is a full batch");
-static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, unsigned cls)
+static size_t cache_take_from_page(struct mt_page *page, struct mt_cache_entry *dest, size_t want)
 {
-    size_t want = cache_refill_count[cls];
     struct mt_cache_entry taken[MT_CACHE_ENTRIES];
     bool untouched = page->touched < page->capacity;
     size_t n = page_take_slots(page, page->touched, taken, 0, want);
@@ -481,27 +491,22 @@ static size_t cache_take_from_page(struct mt_heap *heap, struct mt_page *page, u
     if (untouched && page->touched == page->capacity)
         mt_segment_page_touched(page);
     /* Highest address at the bottom, so pops hand out the lowest first. */
-    struct mt_cache_entry *entry = heap->cache[cls].entry;
     for (size_t i = 0; i < n; i++)
-        entry[i] = taken[n - 1 - i];
-    mt_tls.cache_top[cls] = entry + n;
+        dest[i] = taken[n - 1 - i];
     return n;
 }
 
-/* Refill the empty cache of `cls`: from the refill page, after collecting its remote
- * frees, else the next available page, an adopted segment or a new one. False when out of
- * memory. */
-static bool cache_refill(struct mt_heap *heap, unsigned cls)
+/* Take up to `want` free slots of class `cls` into dest (as cache entries): from the
+ * refill page, after collecting its remote frees, else the next available page, an adopted
+ * segment or a new one. Returns how many; 0 when out of memory. */
+static size_t refill_slots(struct mt_heap *heap, unsigned cls, struct mt_cache_entry *dest, size_t want)
 {
-    if (!cache_started(heap, cls))
-        cache_start(heap, cls);
     struct mt_page *page = heap->direct[cls];
     for (;;) {
         if (page != &mt_empty_page) {
-            if (cache_take_from_page(heap, page, cls))
-                return true;
-            if (mt_page_collect(page) && cache_take_from_page(heap, page, cls))
-                return true;
+            size_t n = cache_take_from_page(page, dest, want);
+            if (n || (mt_page_collect(page) && (n = cache_take_from_page(page, dest, want))))
+                return n;
             if (!heap_page_to_full(heap, page))
                 continue; /* a remote free arrived: retry this page */
         }
@@ -512,10 +517,43 @@ static bool cache_refill(struct mt_heap *heap, unsigned cls)
             page = heap_fresh_page(heap, cls);
         if (!page) {
             direct_set(heap, cls, &mt_empty_page);
-            return false;
+            return 0;
         }
         direct_set(heap, cls, page);
     }
+}
+
+/* Refill the empty cache of `cls` with a batch. False when out of memory. */
+static bool cache_refill(struct mt_heap *heap, unsigned cls)
+{
+    if (!cache_started(heap, cls))
+        cache_start(heap, cls);
+    struct mt_cache_entry *entry = heap->cache[cls].entry;
+    size_t n = refill_slots(heap, cls, entry, cache_refill_count[cls]);
+    mt_tls.cache_top[cls] = entry + n;
+    return n != 0;
+}
+
+/* A class's first allocation in the thread: one slot straight from a page, handed out as
+ * mt_small_malloc hands out a cached one, without starting the class's slot cache. The
+ * cache is started by the class's next allocation or its first free (with a batch, as a
+ * refill does: mt_small_free_local_slow): many classes are
+ * allocated once and kept (stdio's buffer, a program's tables), and each cache started is
+ * a 1 KiB region of the heap written (the `loop` bench: a 4 KiB page for stdout's buffer). */
+static void *malloc_first_of_class(struct mt_heap *heap, unsigned cls)
+{
+    struct mt_cache_entry one;
+    if (!refill_slots(heap, cls, &one, 1)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct mt_page *page = (struct mt_page *)(one.slot & MT_CACHE_ADDRESS_MASK);
+    size_t index = (size_t)(one.slot >> MT_CACHE_INDEX_SHIFT);
+    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    atomic_store_explicit(&b->idle, atomic_load_explicit(&b->idle, memory_order_relaxed) & ~(1ull << (index & 63)),
+                          memory_order_relaxed);
+    mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
+    return one.block;
 }
 
 void *mt_small_malloc_slow(unsigned cls)
@@ -528,6 +566,8 @@ void *mt_small_malloc_slow(unsigned cls)
             return NULL;
         }
     }
+    if (!cache_started(heap, cls) && heap->direct[cls] == &mt_empty_page)
+        return malloc_first_of_class(heap, cls);
     /* Creating the heap may have allocated (pthread_setspecific) and filled the cache. */
     if (cache_count(heap, cls) == 0 && !cache_refill(heap, cls)) {
         errno = ENOMEM;
@@ -714,7 +754,7 @@ struct mt_heap *mt_heap_get(void)
     }
     for (unsigned c = 0; c < MT_SMALL_CLASSES; c++) {
         heap->direct[c] = &mt_empty_page;
-        mt_tls.cache_top[c] = mt_cache_unstarted.entry;
+        mt_tls.cache_top[c] = (struct mt_cache_entry *)(uintptr_t)mt_cache_unstarted.entry;
     }
     heap->tid = mt_os_gettid();
     heap->all_next = mt_heap_registry;

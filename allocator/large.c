@@ -39,8 +39,10 @@ static size_t live_mapped;
 static size_t live_usable;
 static size_t total_allocs;
 static size_t total_frees;
-static uint64_t hist_live[MT_LOG2_BUCKETS];
-static uint64_t hist_allocs[MT_LOG2_BUCKETS];
+/* MT_BIG_BSS: written only by programs that map large blocks (see heap.c's
+ * mt_retired_class_allocs). */
+static uint64_t hist_live[MT_LOG2_BUCKETS] MT_BIG_BSS;
+static uint64_t hist_allocs[MT_LOG2_BUCKETS] MT_BIG_BSS;
 static struct {
     uintptr_t ptr;
     size_t size;

@@ -71,7 +71,9 @@
 #define REGION_RESERVED ((size_t)64 << 10)
 #define MAX_REQUEST (MT_MEDIUM_REGION_SIZE - REGION_RESERVED)
 
-struct mt_medium_arena *_Atomic mt_medium_arenas[MT_MEDIUM_ARENAS_LIMIT];
+/* MT_BIG_BSS: written only by programs that allocate medium blocks (see heap.c's
+ * mt_retired_class_allocs). */
+struct mt_medium_arena *_Atomic mt_medium_arenas[MT_MEDIUM_ARENAS_LIMIT] MT_BIG_BSS;
 _Atomic unsigned mt_medium_arena_count;
 size_t mt_medium_page = 4096;
 size_t mt_medium_huge_page;

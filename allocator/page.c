@@ -8,7 +8,7 @@
 void mt_page_init(struct mt_page *page, unsigned cls)
 {
     uint32_t block_size = mt_class_size[cls];
-    uint32_t capacity = (uint32_t)(MT_PAGE_SIZE / block_size);
+    uint32_t capacity = mt_page_capacity_for(block_size);
     page->block_size = block_size;
     /* ceil(2^32 / size): multiplying an offset below 2^16 by it and shifting by 32 gives
      * the exact quotient (the error term n*e/2^32 stays below 1/size), and the low half of
@@ -17,6 +17,15 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     /* The product's excess over 2^32 per block (0 for a power of two): slot k's offset
      * gives a low half of k * excess, so capacity * excess admits exactly the slots. */
     uint32_t excess = (uint32_t)((uint64_t)page->recip * block_size - ((uint64_t)1 << 32));
+    if (excess == 0 && capacity * block_size < MT_PAGE_SIZE) {
+        /* A power of two whose slots end before the page does (16 bytes: 2048 slots in
+         * 32 KiB): one more in the reciprocal makes the excess the block size, so the
+         * limit refuses the offsets past the last slot too. The quotient stays exact: for
+         * an offset k * 16 + r below 2^16 the low half k * 16 + r * recip stays below 2^32,
+         * and when r > 0 it is at least recip, far above the limit (2048 * 16). */
+        page->recip += 1;
+        excess = block_size;
+    }
     page->slot_limit = (uint16_t)(excess ? capacity * excess : 1);
     page->capacity = (uint16_t)capacity;
     page->cls = (uint8_t)cls;

@@ -151,6 +151,14 @@ MT_INLINE uint32_t mt_page_count_add(struct mt_page *page, uint64_t delta)
     return (uint32_t)(counts & MT_PAGE_USED_MASK);
 }
 
+/* Slots of a page of `block_size`-byte blocks: as many as fit, at most
+ * MT_MAX_SLOTS_PER_PAGE. */
+MT_INLINE uint32_t mt_page_capacity_for(uint32_t block_size)
+{
+    uint32_t fit = (uint32_t)(MT_PAGE_SIZE / block_size);
+    return fit < MT_MAX_SLOTS_PER_PAGE ? fit : MT_MAX_SLOTS_PER_PAGE;
+}
+
 /* A page's descriptor followed by its bitmap: the bitmap's address is the descriptor's
  * plus a constant, not one more pointer to load on the allocation path. */
 struct mt_page_meta {

@@ -19,7 +19,7 @@ extern struct mt_heap *mt_heap_registry;
 
 /* Where a thread's cache top of a class points until it first uses the class: no entry,
  * and the end mark at the top (heap.c). */
-extern struct mt_slot_cache mt_cache_unstarted;
+extern const struct mt_slot_cache mt_cache_unstarted;
 
 /* Entries a class's slot cache holds at most (MT_CACHE_MAX, fewer for big blocks). */
 unsigned mt_small_cache_limit(unsigned cls);

@@ -127,7 +127,7 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     if (page->cls >= MT_SMALL_CLASSES || page->block_size != mt_class_size[page->cls])
         return mt_check_fail(check, page->start, "small page has block size %u but class %u", page->block_size,
                              page->cls);
-    if (page->capacity != MT_PAGE_SIZE / page->block_size || page->words != (page->capacity + 63) / 64 ||
+    if (page->capacity != mt_page_capacity_for(page->block_size) || page->words != (page->capacity + 63) / 64 ||
         page->slot_limit == 0)
         return mt_check_fail(check, page->start, "small page capacity %u does not match its block size %u",
                              page->capacity, page->block_size);
