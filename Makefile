@@ -88,7 +88,7 @@ ifneq ($(RUN_SRC),)
 TARGETS += $(BUILD)/mtrace-run
 endif
 
-.PHONY: all deps test test-build test-c test-py bench demo install clean help
+.PHONY: all deps test test-build test-c test-py bench demo install clean help FORCE
 all: $(DEPS_STAMP) $(TARGETS)
 
 help:
@@ -102,21 +102,31 @@ $(DEPS_STAMP): tools/deps.sh
 deps:
 	@tools/deps.sh all
 
-$(OBJ)/alloc/%.o: %.c
+# The compiler flags of this build tree, rewritten only when they change (an edit of this
+# Makefile, OPT=... on the command line): every object depends on it, so a change of flags
+# rebuilds them instead of linking objects built the old way.
+FLAGS_STAMP := $(OBJ)/flags
+FLAGS_NOW   := $(CC) | $(CFLAGS_ALLOC) | $(CFLAGS_HOST)
+FORCE:
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(OBJ)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+$(OBJ)/alloc/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_ALLOC) -MMD -MP -c $< -o $@
 
 # Frame pointers: the recorder finds the program's call site by walking its own frames
 # (trace/unwind.h, the unwind cache's key).
-$(OBJ)/trace/%.o: %.c
+$(OBJ)/trace/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_ALLOC) -fno-omit-frame-pointer -DMT_TRACING -MMD -MP -c $< -o $@
 
-$(OBJ)/nohard/%.o: %.c
+$(OBJ)/nohard/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_ALLOC) -DMT_NO_HARDENING -MMD -MP -c $< -o $@
 
-$(OBJ)/host/%.o: %.c
+$(OBJ)/host/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_HOST) -MMD -MP -c $< -o $@
 
