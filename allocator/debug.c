@@ -123,6 +123,9 @@ static const uint8_t zero_chunk[POISON_CHUNK];
 
 
 static MT_TLS uint64_t rng_state;
+/* Random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit marks where
+ * they end (1: none left). */
+static MT_TLS uint64_t pick_bits;
 static MT_TLS uint32_t guard_countdown;
 
 /* Random slot choice: a small block is taken at random among the last RANDOM_WINDOW
@@ -680,11 +683,32 @@ static MT_NOINLINE void *window_take_slow(struct debug_thread *t, struct window_
     }
 }
 
+#define RANDOM_PICK_BITS 3
+_Static_assert(RANDOM_WINDOW == 1 << RANDOM_PICK_BITS, "a pick takes log2(RANDOM_WINDOW) random bits");
+
+/* Twenty picks from one step of the generator, the marker bit above the unused ones
+ * telling when to step again: a xorshift step per allocation was a twentieth of its
+ * instructions, and its latency sat between the call and the block it returns. */
+static MT_NOINLINE uint64_t pick_bits_refill(void)
+{
+    uint64_t x = next_random();
+    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+}
+
+MT_INLINE unsigned random_pick(void)
+{
+    uint64_t bits = pick_bits;
+    if (MT_UNLIKELY(bits <= 1))
+        bits = pick_bits_refill();
+    pick_bits = bits >> RANDOM_PICK_BITS;
+    return (unsigned)bits & (RANDOM_WINDOW - 1);
+}
+
 MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls)
 {
     /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
      * buffer, and the stash's blocks still skip the allocator. */
-    unsigned pick = mt_debug_config.randomize ? (unsigned)(next_random() >> 32) & (RANDOM_WINDOW - 1) : 0;
+    unsigned pick = mt_debug_config.randomize ? random_pick() : 0;
     return &t->window[cls][pick];
 }
 
