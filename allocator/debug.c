@@ -1113,17 +1113,19 @@ MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *
  * usually long gone from the caches (on small-block churn their misses, one after the
  * other behind the record's, were a sixth of debug mode's time). */
 #define PREFETCH_POISON_MAX 256
-/* Without a loop: two lines always (a prefetch past a short block is harmless), two more
- * for blocks above two lines. The loop was a twentieth of a malloc/free pair's
- * instructions. */
+/* The lines the block's first PREFETCH_POISON_MAX bytes touch, without a loop: two
+ * always (a prefetch past a short block is harmless), a third and a fourth when the block
+ * reaches them. The loop was a twentieth of a malloc/free pair's instructions. */
 MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
 {
-    const uint8_t *p = ptr;
-    __builtin_prefetch(p, 1);
-    __builtin_prefetch(p + MT_CACHE_LINE, 1);
-    if (block_size > 2 * MT_CACHE_LINE) {
-        __builtin_prefetch(p + 2 * MT_CACHE_LINE, 1);
-        __builtin_prefetch(p + 3 * MT_CACHE_LINE, 1);
+    uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
+    uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
+    __builtin_prefetch((const void *)a, 1);
+    __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
+    if (end > a + 2 * MT_CACHE_LINE) {
+        __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
+        if (end > a + 3 * MT_CACHE_LINE)
+            __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
     }
 }
 _Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
