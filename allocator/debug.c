@@ -123,6 +123,9 @@ static const uint8_t zero_chunk[POISON_CHUNK];
 
 
 static MT_TLS uint64_t rng_state;
+/* Random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit marks where
+ * they end (1: none left). */
+static MT_TLS uint64_t pick_bits;
 static MT_TLS uint32_t guard_countdown;
 
 /* Random slot choice: a small block is taken at random among the last RANDOM_WINDOW
@@ -333,7 +336,7 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
 #else
 #define LAST_BYTE_IN_MEMORY 0xffull
 #endif
-/* Odd, so the second word is a bijection of the first (Fibonacci hashing's constant). */
+/* Odd, so the multiply is a bijection of the keyed address (Fibonacci hashing's constant). */
 #define CANARY_SPREAD 0x9e3779b97f4a7c15ull
 
 /* The canary of the block at ptr, as it lies in memory. Every byte is nonzero except the
@@ -343,13 +346,15 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
  * per block (written at every allocation, checked at every free: the murmur finalizer it
  * replaced was a chain of two multiplies and three shifts on both paths, and hid the key
  * no better, being a bijection too); a program that reads past its block sees the canary
- * anyway, so the second word need not hide from the first. */
+ * anyway, so the second word need not hide from the first: it is the first rotated by
+ * half a word, its last byte cleared (the key added again and the bytes made nonzero a
+ * second time were 8 of the 18 instructions of each use, twice per malloc/free pair). */
 MT_INLINE void canary_pattern(uintptr_t ptr, uint64_t out[2])
 {
     uint64_t key = (mt_secrets.canary_key ^ ptr) * CANARY_SPREAD;
     key ^= key >> 29;
     out[0] = key | BYTES_NONZERO;
-    out[1] = (((key << 32 | key >> 32) + mt_secrets.canary_key) | BYTES_NONZERO) & ~LAST_BYTE_IN_MEMORY;
+    out[1] = (out[0] << 32 | out[0] >> 32) & ~LAST_BYTE_IN_MEMORY;
 }
 
 MT_INLINE void canary_write_at(uintptr_t ptr, size_t size, size_t n)
@@ -366,9 +371,13 @@ static void canary_write(const struct debug_block *b)
         canary_write_at(b->ptr, b->size, n);
 }
 
-static MT_NOINLINE size_t canary_first_change(const uint8_t *end, const uint64_t pattern[2], size_t n)
+/* The pattern is made again here rather than passed: passing it kept it on the stack of
+ * every free. */
+static MT_NOINLINE size_t canary_first_change(uintptr_t ptr, size_t size, size_t n)
 {
-    const uint8_t *expect = (const uint8_t *)pattern;
+    uint64_t pattern[2];
+    canary_pattern(ptr, pattern);
+    const uint8_t *expect = (const uint8_t *)pattern, *end = (const uint8_t *)ptr + size;
     for (size_t i = 0; i < n; i++)
         if (end[i] != expect[i])
             return i;
@@ -388,7 +397,7 @@ MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
         if (MT_LIKELY(((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0))
             return SIZE_MAX;
     }
-    return canary_first_change(end, pattern, n);
+    return canary_first_change(ptr, size, n);
 }
 
 /* ---- byte work: fill, poison and its check, inline for small blocks ----------------------------- */
@@ -674,11 +683,32 @@ static MT_NOINLINE void *window_take_slow(struct debug_thread *t, struct window_
     }
 }
 
+#define RANDOM_PICK_BITS 3
+_Static_assert(RANDOM_WINDOW == 1 << RANDOM_PICK_BITS, "a pick takes log2(RANDOM_WINDOW) random bits");
+
+/* Twenty picks from one step of the generator, the marker bit above the unused ones
+ * telling when to step again: a xorshift step per allocation was a twentieth of its
+ * instructions, and its latency sat between the call and the block it returns. */
+static MT_NOINLINE uint64_t pick_bits_refill(void)
+{
+    uint64_t x = next_random();
+    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+}
+
+MT_INLINE unsigned random_pick(void)
+{
+    uint64_t bits = pick_bits;
+    if (MT_UNLIKELY(bits <= 1))
+        bits = pick_bits_refill();
+    pick_bits = bits >> RANDOM_PICK_BITS;
+    return (unsigned)bits & (RANDOM_WINDOW - 1);
+}
+
 MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls)
 {
     /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
      * buffer, and the stash's blocks still skip the allocator. */
-    unsigned pick = mt_debug_config.randomize ? (unsigned)(next_random() >> 32) & (RANDOM_WINDOW - 1) : 0;
+    unsigned pick = mt_debug_config.randomize ? random_pick() : 0;
     return &t->window[cls][pick];
 }
 
@@ -1052,7 +1082,10 @@ static MT_NOINLINE void quarantine_add_other(struct quarantined q)
 }
 
 /* Queue a block this thread just marked quarantined, and release the oldest ones beyond
- * the budget: small blocks in the thread's own FIFO, big ones in the shared one. */
+ * the budget: small blocks in the thread's own FIFO, big ones in the shared one. The
+ * common case, one eviction per free, without a loop: the loop re-read the ring's
+ * counters from memory on every test (nothing tells the compiler a release leaves them
+ * alone), a twentieth of a malloc/free pair's instructions. */
 MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
 {
     struct quarantined q = {ptr, size, slot, cls};
@@ -1062,10 +1095,14 @@ MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *
         quarantine_add_other(q);
         return;
     }
-    while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + size > budget))
+    if (t->count == LOCAL_ENTRIES || t->bytes + size > budget) {
         local_evict(t);
-    t->ring[(t->head + t->count) & (LOCAL_ENTRIES - 1)] = q;
-    t->count++;
+        while (MT_UNLIKELY(t->count && (t->count == LOCAL_ENTRIES || t->bytes + size > budget)))
+            local_evict(t);
+    }
+    size_t count = t->count;
+    t->ring[(t->head + count) & (LOCAL_ENTRIES - 1)] = q;
+    t->count = count + 1;
     t->bytes += size;
 }
 
@@ -1076,13 +1113,22 @@ MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *
  * usually long gone from the caches (on small-block churn their misses, one after the
  * other behind the record's, were a sixth of debug mode's time). */
 #define PREFETCH_POISON_MAX 256
+/* The lines the block's first PREFETCH_POISON_MAX bytes touch, without a loop: two
+ * always (a prefetch past a short block is harmless), a third and a fourth when the block
+ * reaches them. The loop was a twentieth of a malloc/free pair's instructions. */
 MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
 {
     uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
     uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
-    for (; a < end; a += MT_CACHE_LINE)
-        __builtin_prefetch((const void *)a, 1);
+    __builtin_prefetch((const void *)a, 1);
+    __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
+    if (end > a + 2 * MT_CACHE_LINE) {
+        __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
+        if (end > a + 3 * MT_CACHE_LINE)
+            __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
+    }
 }
+_Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
 
 /* A free of a small block whose record does not say live: not the layer's (the allocator
  * names it), or a double free. */
@@ -1124,8 +1170,9 @@ MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api,
     return true;
 }
 
-/* As slot_free for a block of the table. */
-static bool table_free(void *ptr, enum mt_api api, const void *site, size_t *size)
+/* As slot_free for a block of the table. Out of line: inlined, it gave mt_debug_free a
+ * stack frame and register saves that every small free paid for. */
+static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site, size_t *size)
 {
     uint64_t hash;
     struct stripe *s = stripe_of((uintptr_t)ptr, &hash);

@@ -30,8 +30,9 @@
  * Cost: per call, the record found by arithmetic (small blocks) plus the fill, the canary,
  * the poison and, at eviction, its check, without a lock or an atomic read-modify-write on
  * the common path; guarded blocks a system call at allocation and one at free
- * (debug_guard.h). Measured in docs/hardening.md: 1.5 to 3 times glibc's time on most
- * bench workloads, 3 on the small-block churn, 4 to 5 on the tight malloc/free loop. */
+ * (debug_guard.h). Measured in docs/hardening.md: at most 2.3 times glibc's time on most
+ * bench workloads, 3 to 3.3 on the small-block churn, 3.6 to 3.9 on the tight malloc/free
+ * loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 

@@ -92,15 +92,21 @@ MT_INLINE struct mt_debug_slot *mt_debug_slot_records(uintptr_t addr)
 }
 
 /* The page descriptor and slot index of ptr, an address in a small segment, or NULL when
- * ptr is not a slot start in use. The allocator's own slot check is compiled out of the
- * benchmark build without hardening, so the result is verified here as well (two loads of
- * a line just read). */
+ * ptr is not a slot start in use. mt_small_slot_index's one compare refuses interior
+ * pointers, indexes past the page's capacity and released pages; the benchmark build
+ * without hardening compiles that check out, so there the result is verified here (a
+ * multiply and three compares, a twentieth of a debug free's instructions otherwise). */
 MT_INLINE struct mt_page *mt_debug_slot_page(const void *ptr, size_t *index)
 {
     struct mt_page *page = mt_small_page_of(mt_small_segment_of(ptr), ptr);
     size_t i = mt_small_slot_index(page, ptr);
-    if (MT_UNLIKELY(i == SIZE_MAX || i >= page->capacity || page->start + i * page->block_size != (const uint8_t *)ptr))
+#ifdef MT_NO_HARDENING
+    if (MT_UNLIKELY(i >= page->capacity || page->start + i * page->block_size != (const uint8_t *)ptr))
         return NULL;
+#else
+    if (MT_UNLIKELY(i == SIZE_MAX))
+        return NULL;
+#endif
     *index = i;
     return page;
 }

@@ -167,6 +167,13 @@ void mt_os_advise_huge(void *addr, size_t size)
     RESTORE_ERRNO;
 }
 
+void mt_os_advise_no_dump(void *addr, size_t size)
+{
+    SAVE_ERRNO;
+    madvise(addr, size, MADV_DONTDUMP);
+    RESTORE_ERRNO;
+}
+
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25 /* Linux 6.1; older headers lack it, older kernels refuse it */
 #endif

@@ -56,6 +56,10 @@ void mt_os_advise_huge(void *addr, size_t size);
  * leaves ranges without MADV_HUGEPAGE alone in "madvise" mode). A refusal (older kernel,
  * no huge page free) is ignored. */
 void mt_os_collapse_huge(void *addr, size_t size);
+/* Leave [addr, addr + size) out of core dumps (MADV_DONTDUMP), for pages that never hold
+ * data (guard pages). Also a mapping attribute of its own: the kernel never merges the
+ * range with a neighbour that lacks it. A refusal is ignored. */
+void mt_os_advise_no_dump(void *addr, size_t size);
 /* mremap: grow or shrink a mapping, moving it if `may_move`; NULL on failure. */
 void *mt_os_remap(void *addr, size_t old_size, size_t new_size, bool may_move);
 
