@@ -47,9 +47,7 @@ static inline bool mt_record_enter(void)
     struct mt_thread_state *t = mt_session_thread_raw();
     if (MT_UNLIKELY(t->busy || t->calls >= MT_RECORD_MAX_NESTED_CALLS))
         return mt_record_refuse();
-    /* A signal handler's call (nested) reads the clock itself when it records. */
-    if (++t->calls == 1)
-        t->call_ts = mt_clock_now();
+    t->calls++;
     return true;
 }
 

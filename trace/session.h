@@ -43,9 +43,6 @@ struct mt_thread_state {
     uint32_t registered; /* its ring is in the registry and its exit destructor is armed */
     uint32_t failed_generation; /* making a ring failed in this generation: do not retry */
     uint64_t bytes_since_check; /* allocated bytes not yet added to the process total */
-    /* When the outermost recorded call began (trace/clock.h): its event's timestamp, read
-     * before the allocator runs so that the clock read overlaps the allocation. */
-    uint64_t call_ts;
 };
 
 struct mt_session_config {
