@@ -28,8 +28,8 @@ always-on integrity checks, so ours/ours-nohard is what the checks cost), ours-d
 (build/libmtalloc.so with MTRACE_DEBUG=1: the debug allocator of docs/hardening.md), jemalloc,
 mimalloc, tcmalloc (found in the system library directories; skipped when absent).
 Profilers, when present: mtrace (`build/mtrace-run -o trace.db -- prog`, else
-LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db), mtrace-coarse (the same with
-MTRACE_CLOCK=coarse: what the exact per-event timestamp costs) and heaptrack
+LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db), mtrace-tsc (the same with
+MTRACE_CLOCK=tsc: what an exact TSC read on every event costs) and heaptrack
 (`heaptrack -o X prog`).
 
 Method: for each repetition, for each workload, every configuration runs once (profilers
@@ -186,11 +186,11 @@ def discover_configs(build, want_profilers):
         if os.access(run, os.X_OK):
             configs.append(Config("mtrace", "profiler", None, "build/mtrace-run -o trace.db --",
                                   "mtrace-run"))
-            # The same with timestamps from the coarse clock (MTRACE_CLOCK=coarse, ~4 ms
-            # resolution): what the exact per-event TSC read costs, side by side.
-            configs.append(Config("mtrace-coarse", "profiler", None,
-                                  "MTRACE_CLOCK=coarse build/mtrace-run -o trace.db --",
-                                  "mtrace-run", env={"MTRACE_CLOCK": "coarse"}))
+            # The same with a TSC read on every event (MTRACE_CLOCK=tsc) instead of the
+            # default's one in 8: what exact timestamps cost, side by side.
+            configs.append(Config("mtrace-tsc", "profiler", None,
+                                  "MTRACE_CLOCK=tsc build/mtrace-run -o trace.db --",
+                                  "mtrace-run", env={"MTRACE_CLOCK": "tsc"}))
         elif os.path.exists(lib):
             configs.append(Config("mtrace", "profiler", lib,
                                   "LD_PRELOAD=build/libmtrace.so MTRACE_OUT=trace.db", "libmtrace"))
@@ -644,9 +644,9 @@ def report(results, configs, notes, started, elapsed):
             row.append("")
         rows.append(row)
         out += ["**Profilers**: slowdown = traced time / untraced glibc time; B/event = trace "
-                "file bytes / events recorded (heaptrack counts a realloc as two); mtrace-coarse = mtrace "
-                "with MTRACE_CLOCK=coarse (timestamps of ~4 ms resolution instead of a TSC read per "
-                "event); target slowdown = 1 + heaptrack's overhead / 3 (issue 3's limit); mtrace waits "
+                "file bytes / events recorded (heaptrack counts a realloc as two); mtrace = mtrace-run's default "
+                "clock (MTRACE_CLOCK=sampled: the TSC read for one event in 8 of a thread and at every "
+                "kernel tick); mtrace-tsc = a TSC read on every event (MTRACE_CLOCK=tsc); target slowdown = 1 + heaptrack's overhead / 3 (issue 3's limit); mtrace waits "
                 "= times the traced program found a ring full and waited for the collector (median)", "",
                 table(header, rows), ""]
     else:

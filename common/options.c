@@ -16,7 +16,7 @@ static const struct mt_option_desc option_table[MT_OPT_COUNT] = {
 };
 
 static const char *const on_error_choices[] = {"abort", "continue", NULL};
-static const char *const clock_choices[] = {"tsc", "coarse", NULL};
+static const char *const clock_choices[] = {"sampled", "tsc", "coarse", NULL};
 
 /* 4 KiB per string option is ample for paths and patterns. */
 #define OPTION_STRING_MAX 4096

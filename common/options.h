@@ -34,9 +34,10 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
       "when a thread's ring is full, drop and count events instead of waiting")                \
     X(RING_SIZE, "MTRACE_RING_SIZE", MT_OPT_SIZE, "4M", 65536, 1073741824,                     \
       "bytes of event records per thread (rounded down to a power of two)")                    \
-    X(CLOCK, "MTRACE_CLOCK", MT_OPT_CHOICE, "tsc", 0, 0,                                       \
-      "event timestamps: tsc (exact), or coarse (CLOCK_MONOTONIC_COARSE, a few ms: for VMs "  \
-      "where each TSC read waits for the program's outstanding cache misses)")                \
+    X(CLOCK, "MTRACE_CLOCK", MT_OPT_CHOICE, "sampled", 0, 0,                                   \
+      "event timestamps: sampled (the TSC read for one event in 8 of a thread and at every "  \
+      "kernel tick, the events between take the last reading), tsc (a TSC read per event), " \
+      "or coarse (CLOCK_MONOTONIC_COARSE, a few ms)")                                          \
     X(SNAPSHOT_MS, "MTRACE_SNAPSHOT_MS", MT_OPT_INT, "10", 0, 3600000,                         \
       "allocator snapshot period in milliseconds (0: only by volume)")                         \
     X(SNAPSHOT_BYTES, "MTRACE_SNAPSHOT_BYTES", MT_OPT_SIZE, "8M", 0, 1099511627776LL,          \

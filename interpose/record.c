@@ -141,7 +141,7 @@ MT_INLINE void put_event(enum mt_op op, uint64_t ptr, uint64_t size, uint64_t au
     if (!t)
         return;
     uint32_t stack_id = capture_event_stack(t, frame);
-    uint64_t ts = mt_clock_now();
+    uint64_t ts = mt_clock_event(&t->clock);
     struct mt_wire_event_fields f = {stack_id, ptr, size, aux};
     uint64_t body[2];
     if (MT_LIKELY(mt_wire_event_words(&f, body))) {
@@ -200,7 +200,7 @@ void mt_record_realloc_begin(enum mt_op op, const void *old_ptr, size_t size, co
      * old pointer is an aux value anyway (realloc(NULL, n) aside). */
     struct mt_wire_event_wide *ev = &realloc_open[level].ev;
     memset(ev, 0, sizeof *ev);
-    fill_rec(&ev->rec, MT_REC_EVENT, mt_clock_now());
+    fill_rec(&ev->rec, MT_REC_EVENT, mt_clock_event(&t->clock));
     ev->rec.op = (uint8_t)op;
     ev->rec.sub = MT_EVENT_WIDE;
     ev->stack_id = capture_event_stack(t, frame);

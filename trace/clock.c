@@ -12,6 +12,12 @@
 
 bool mt_clock_tsc;
 bool mt_clock_coarse;
+bool mt_clock_sampled;
+
+void mt_clock_use_sampled(void)
+{
+    mt_clock_sampled = true;
+}
 
 #if defined(__x86_64__)
 

@@ -50,6 +50,46 @@ static inline uint64_t mt_clock_now(void)
         return mt_os_monotonic_coarse_ns();
     return mt_os_monotonic_ns();
 }
+/* Set by mt_clock_use_sampled (MTRACE_CLOCK=sampled, the default): events take their
+ * timestamp from mt_clock_event, which reads the clock for one event in
+ * MT_CLOCK_SAMPLE_EVENTS of a thread and whenever the kernel's tick moved since its last
+ * read, and gives the events between the last reading. Why: on some VMs a TSC read waits
+ * for every cache miss in flight (docs/tracer.md), which costs a memory-bound program the
+ * overlap of its misses at every event; a CLOCK_MONOTONIC_COARSE read does not (it loads
+ * the vDSO's last tick). The price is bounded: a timestamp is never later than the event
+ * and lags it by at most the time of the thread's previous MT_CLOCK_SAMPLE_EVENTS - 1
+ * events, all inside one tick (sub-microsecond where events are dense, where the cost
+ * was; at most a tick, a few ms, on a thread with a few events per tick). */
+extern bool mt_clock_sampled;
+#define MT_CLOCK_SAMPLE_EVENTS 8u
+
+/* A thread's last clock reading (zeroed: none yet). */
+struct mt_clock_sampler {
+    uint64_t ts;   /* mt_clock_now at the last reading */
+    uint64_t tick; /* CLOCK_MONOTONIC_COARSE ns at the last reading */
+    uint32_t left; /* events that may still reuse ts */
+};
+
+/* An event's timestamp, in mt_clock_now's unit. Signal-safe enough: a handler's event
+ * that interrupts the update takes either reading, both of which precede it. */
+static inline uint64_t mt_clock_event(struct mt_clock_sampler *s)
+{
+    if (__builtin_expect(mt_clock_sampled, 1)) {
+        uint64_t tick = mt_os_monotonic_coarse_ns();
+        if (__builtin_expect(tick == s->tick && s->left != 0, 1)) {
+            s->left--;
+            return s->ts;
+        }
+        uint64_t ts = mt_clock_now();
+        s->ts = ts;
+        s->tick = tick;
+        s->left = MT_CLOCK_SAMPLE_EVENTS - 1;
+        return ts;
+    }
+    return mt_clock_now();
+}
+void mt_clock_use_sampled(void);
+
 /* After mt_clock_init, in a traced process that asked for it (MTRACE_CLOCK=coarse):
  * timestamps are CLOCK_MONOTONIC_COARSE ns, which are read without the TSC. On some VMs a
  * TSC read waits for every cache miss in flight, which costs a memory-bound program the

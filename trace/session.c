@@ -404,6 +404,8 @@ bool mt_session_start(const struct mt_session_config *config)
     mt_clock_init();
     if (strcmp(mt_option_str(MT_OPT_CLOCK), "coarse") == 0)
         mt_clock_use_coarse();
+    else if (strcmp(mt_option_str(MT_OPT_CLOCK), "sampled") == 0)
+        mt_clock_use_sampled();
     session.key_ok = pthread_key_create(&session.exit_key, thread_exit) == 0;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     session.traced = say_hello(flags);

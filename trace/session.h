@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "../common/compiler.h"
+#include "clock.h"
 #include "ring.h"
 #include "stack_store.h"
 #include "unwind.h"
@@ -43,6 +44,7 @@ struct mt_thread_state {
     uint32_t registered; /* its ring is in the registry and its exit destructor is armed */
     uint32_t failed_generation; /* making a ring failed in this generation: do not retry */
     uint64_t bytes_since_check; /* allocated bytes not yet added to the process total */
+    struct mt_clock_sampler clock; /* events' timestamps (trace/clock.h) */
 };
 
 struct mt_session_config {

@@ -168,18 +168,28 @@ def test_every_call_recorded_however_the_process_ends(tmp_path, mode):
         assert every_status == {"unknown"}
 
 
-def test_coarse_clock_records_every_call_in_time_order(tmp_path):
-    """MTRACE_CLOCK=coarse: timestamps from CLOCK_MONOTONIC_COARSE (ts_ticks 0), nothing else
-    changes."""
+@pytest.mark.parametrize("clock", ["tsc", "sampled", "coarse"])
+def test_every_clock_records_every_call_in_time_order(tmp_path, clock):
+    """MTRACE_CLOCK=tsc (a TSC read per event), sampled (the default: one read in 8 events,
+    the others reuse it) and coarse (CLOCK_MONOTONIC_COARSE, ts_ticks 0): only the
+    timestamps' precision changes."""
     status, _reason, _code, _sig, _scanned = ENDINGS["return"]
-    res, db = record(tmp_path, [CALLS, "return"], env={"MTRACE_CLOCK": "coarse"})
+    env = {"MTRACE_CLOCK": clock} if clock != "sampled" else {}
+    res, db = record(tmp_path, [CALLS, "return"], env=env)
     assert res.returncode == status, res.stderr
     meta = check_trace_whole(db)
-    assert json.loads(meta["options"])["MTRACE_CLOCK"] == "coarse"
+    assert json.loads(meta["options"])["MTRACE_CLOCK"] == clock
     assert marker_counts(db, 1, is_calls_marker) == MAKE_CALLS
     times = [ts for _op, _thread, ts, _ptr, _size, _stack, _aux in events(db, 1)]
     assert times == sorted(times)
     assert 0 <= times[0] and times[-1] <= meta["duration_ns"]
+    distinct = len(set(times))
+    if clock == "tsc":
+        assert distinct > 0.9 * len(times)
+    elif clock == "sampled":
+        # A fresh reading for at least one event in 8 of each thread, reused by the others.
+        threads = len({thread for _op, thread, *_rest in events(db, 1)})
+        assert len(times) // 8 - threads <= distinct < len(times)
 
 
 def test_fork_then_exec_in_the_child(tmp_path):
