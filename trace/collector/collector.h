@@ -301,6 +301,7 @@ struct mt_proc {
     struct mt_snap_state *snap_pending; /* a later one not stored yet (rate limit) */
     bool snap_stored_valid, snap_pending_valid;
     uint64_t last_ns;
+    uint64_t last_raw_ts; /* the record timestamp last_ns came from (0: none) */
 
     /* Exit scan. */
     uint64_t *leaked; /* sorted on use */
