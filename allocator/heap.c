@@ -357,10 +357,10 @@ static void cache_return_slot(struct mt_heap *heap, struct mt_cache_entry entry)
 {
     struct mt_page *page = (struct mt_page *)(entry.slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(entry.slot >> MT_CACHE_INDEX_SHIFT);
-    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    struct mt_bits_ref b = mt_page_word(page, index >> 6);
     uint64_t bit = 1ull << (index & 63);
     /* Cached to free: the idle bit stays. */
-    atomic_store_explicit(&b->free, atomic_load_explicit(&b->free, memory_order_relaxed) | bit,
+    atomic_store_explicit(b.free, atomic_load_explicit(b.free, memory_order_relaxed) | bit,
                           memory_order_relaxed);
     page->nonempty |= 1ull << (index >> 6);
     if (atomic_load_explicit(&page->full, memory_order_relaxed)) {
@@ -395,9 +395,11 @@ static void cache_flush_all(struct mt_heap *heap)
 
 static bool cache_refill(struct mt_heap *heap, unsigned cls);
 
-void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
+void mt_small_free_local_slow(void *block, uintptr_t slot)
 {
     struct mt_heap *heap = mt_tls.heap;
+    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
+    unsigned cls = page->cls;
     /* The class's first free (its first block came from malloc_first_of_class): start the
      * cache with a refill's batch below the block, as the class's first malloc would have.
      * Started empty, the stack would work at its bottom entry, and the bottom entries of
@@ -413,7 +415,6 @@ void mt_small_free_local_slow(void *block, uintptr_t slot, unsigned cls)
     top->block = block;
     top->slot = slot;
     mt_tls.cache_top[cls] = top + 1;
-    struct mt_page *page = (struct mt_page *)(slot & MT_CACHE_ADDRESS_MASK);
     if (mt_page_used(page) == 0)
         heap_page_emptied(heap, page);
 }
@@ -433,8 +434,8 @@ static size_t page_take_slots(struct mt_page *page, size_t below, struct mt_cach
         size_t first = (size_t)w * 64;
         if (first >= below)
             break;
-        struct mt_page_bits *b = &mt_page_bits(page)[w];
-        uint64_t bits = atomic_load_explicit(&b->free, memory_order_relaxed);
+        struct mt_bits_ref b = mt_page_word(page, w);
+        uint64_t bits = atomic_load_explicit(b.free, memory_order_relaxed);
         uint64_t avail = below - first >= 64 ? bits : bits & ((1ull << (below - first)) - 1);
         uint64_t rest = avail;
         for (; n < want && rest; n++) {
@@ -447,7 +448,7 @@ static size_t page_take_slots(struct mt_page *page, size_t below, struct mt_cach
         }
         uint64_t moved = avail & ~rest;
         /* Free to cached: the idle bits stay. */
-        atomic_store_explicit(&b->free, bits & ~moved, memory_order_relaxed);
+        atomic_store_explicit(b.free, bits & ~moved, memory_order_relaxed);
         if ((bits & ~moved) == 0)
             nonempty &= ~(1ull << w);
     }
@@ -549,8 +550,8 @@ static void *malloc_first_of_class(struct mt_heap *heap, unsigned cls)
     }
     struct mt_page *page = (struct mt_page *)(one.slot & MT_CACHE_ADDRESS_MASK);
     size_t index = (size_t)(one.slot >> MT_CACHE_INDEX_SHIFT);
-    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-    atomic_store_explicit(&b->idle, atomic_load_explicit(&b->idle, memory_order_relaxed) & ~(1ull << (index & 63)),
+    struct mt_bits_ref b = mt_page_word(page, index >> 6);
+    atomic_store_explicit(b.idle, atomic_load_explicit(b.idle, memory_order_relaxed) & ~(1ull << (index & 63)),
                           memory_order_relaxed);
     mt_page_count_add(page, MT_PAGE_ONE_ALLOC);
     return one.block;
@@ -605,16 +606,16 @@ static void free_local_tagged(struct mt_heap *heap, struct mt_page *page, void *
         atomic_store_explicit(&page->full, 0, memory_order_relaxed);
         queue_push_back(&heap->avail[page->cls], page);
     }
-    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    struct mt_bits_ref b = mt_page_word(page, index >> 6);
     uint64_t bit = 1ull << (index & 63);
-    uint64_t idle = atomic_load_explicit(&b->idle, memory_order_relaxed);
-    if (MT_UNLIKELY((idle | atomic_load_explicit(&b->remote, memory_order_relaxed)) & bit)) {
+    uint64_t idle = atomic_load_explicit(b.idle, memory_order_relaxed);
+    if (MT_UNLIKELY((idle | atomic_load_explicit(b.remote, memory_order_relaxed)) & bit)) {
         mt_small_free_double(ptr, api);
         return;
     }
-    atomic_store_explicit(&b->idle, idle | bit, memory_order_relaxed);
+    atomic_store_explicit(b.idle, idle | bit, memory_order_relaxed);
     mt_page_count_add(page, (uint64_t)-1);
-    mt_small_free_local_slow(ptr, (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT), page->cls);
+    mt_small_free_local_slow(ptr, (uintptr_t)page | ((uintptr_t)index << MT_CACHE_INDEX_SHIFT));
 }
 
 void mt_small_free_remote(void *ptr, enum mt_api api)
@@ -629,19 +630,19 @@ void mt_small_free_remote(void *ptr, enum mt_api api)
     }
     size_t wi = index >> 6;
     uint64_t bit = 1ull << (index & 63);
-    struct mt_page_bits *b = &mt_page_bits(page)[wi];
+    struct mt_bits_ref b = mt_page_word(page, wi);
     /* The owner's idle bit is read BEFORE our remote bit is published: once published, the
      * owner may collect it into `idle` at any moment, and reading `idle` afterwards would
      * take our own legal free for a double free. A live block's idle bit is clear, so a
      * set bit here always means the block was already freed (and collected, or freed by
      * the owner). Two threads freeing at once are caught by the fetch_or or, if the owner
      * collected in between, by mt_page_collect's idle-and-remote check. */
-    if (MT_UNLIKELY(atomic_load_explicit(&b->idle, memory_order_relaxed) & bit)) {
+    if (MT_UNLIKELY(atomic_load_explicit(b.idle, memory_order_relaxed) & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
         return;
     }
-    uint64_t old = atomic_fetch_or_explicit(&b->remote, bit, memory_order_seq_cst);
+    uint64_t old = atomic_fetch_or_explicit(b.remote, bit, memory_order_seq_cst);
     if (MT_UNLIKELY(old & bit)) {
         mt_heap_error_simple(MT_ERR_DOUBLE_FREE, page->start + index * page->block_size, page->block_size, api,
                              NULL);
@@ -689,10 +690,10 @@ int mt_small_slot_state(const void *ptr)
     size_t index = mt_small_slot_index(page, ptr);
     if (index == SIZE_MAX)
         return -1;
-    struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
+    struct mt_bits_ref b = mt_page_word(page, index >> 6);
     uint64_t bit = 1ull << (index & 63);
-    uint64_t freed = atomic_load_explicit(&b->idle, memory_order_relaxed) |
-                     atomic_load_explicit(&b->remote, memory_order_relaxed);
+    uint64_t freed = atomic_load_explicit(b.idle, memory_order_relaxed) |
+                     atomic_load_explicit(b.remote, memory_order_relaxed);
     return (freed & bit) ? 0 : 1;
 }
 

@@ -41,9 +41,9 @@ void mt_page_init(struct mt_page *page, unsigned cls)
     for (uint32_t w = 0; w < page->words; w++) {
         uint32_t slots_here = capacity - w * 64;
         uint64_t mask = slots_here >= 64 ? ~0ull : ((1ull << slots_here) - 1);
-        atomic_store_explicit(&mt_page_bits(page)[w].free, mask, memory_order_relaxed);
-        atomic_store_explicit(&mt_page_bits(page)[w].idle, mask, memory_order_relaxed);
-        atomic_store_explicit(&mt_page_bits(page)[w].remote, 0, memory_order_relaxed);
+        atomic_store_explicit(mt_page_word(page, w).free, mask, memory_order_relaxed);
+        atomic_store_explicit(mt_page_word(page, w).idle, mask, memory_order_relaxed);
+        atomic_store_explicit(mt_page_word(page, w).remote, 0, memory_order_relaxed);
         page->nonempty |= 1ull << w;
     }
 }
@@ -56,14 +56,14 @@ bool mt_page_collect(struct mt_page *page)
     bool found = false;
     uint32_t collected = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        struct mt_page_bits *b = &mt_page_bits(page)[w];
-        if (atomic_load_explicit(&b->remote, memory_order_relaxed) == 0)
+        struct mt_bits_ref b = mt_page_word(page, w);
+        if (atomic_load_explicit(b.remote, memory_order_relaxed) == 0)
             continue;
-        uint64_t r = atomic_exchange_explicit(&b->remote, 0, memory_order_acq_rel);
+        uint64_t r = atomic_exchange_explicit(b.remote, 0, memory_order_acq_rel);
         if (r == 0)
             continue;
-        uint64_t f = atomic_load_explicit(&b->free, memory_order_relaxed);
-        uint64_t owner_freed = atomic_load_explicit(&b->idle, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(b.free, memory_order_relaxed);
+        uint64_t owner_freed = atomic_load_explicit(b.idle, memory_order_relaxed);
         if (MT_UNLIKELY(owner_freed & r)) {
             /* Freed by the owner and by another thread: report the first such slot, and
              * count it once. */
@@ -73,8 +73,8 @@ bool mt_page_collect(struct mt_page *page)
                                  MT_API_FREE, "freed by two threads");
             r &= ~owner_freed;
         }
-        atomic_store_explicit(&b->free, f | r, memory_order_relaxed);
-        atomic_store_explicit(&b->idle, owner_freed | r, memory_order_relaxed);
+        atomic_store_explicit(b.free, f | r, memory_order_relaxed);
+        atomic_store_explicit(b.idle, owner_freed | r, memory_order_relaxed);
         collected += (uint32_t)mt_popcount64(r);
         page->nonempty |= 1ull << w;
         found = true;
@@ -90,9 +90,9 @@ void mt_page_recount(struct mt_page *page)
     page->nonempty = 0;
     for (uint32_t w = 0; w < page->words; w++) {
         /* The thread whose cache held the cached slots is gone: they are free. */
-        struct mt_page_bits *b = &mt_page_bits(page)[w];
-        uint64_t f = atomic_load_explicit(&b->idle, memory_order_relaxed);
-        atomic_store_explicit(&b->free, f, memory_order_relaxed);
+        struct mt_bits_ref b = mt_page_word(page, w);
+        uint64_t f = atomic_load_explicit(b.idle, memory_order_relaxed);
+        atomic_store_explicit(b.free, f, memory_order_relaxed);
         free_slots += (uint32_t)mt_popcount64(f);
         if (f)
             page->nonempty |= 1ull << w;

@@ -103,8 +103,8 @@ void mt_small_walk(struct mt_walker *walker)
             if (!walker->block)
                 continue;
             for (uint32_t w = 0; w * 64 < capacity; w++) {
-                uint64_t freed = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed) |
-                                 atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
+                uint64_t freed = atomic_load_explicit(mt_page_word(page, w).idle, memory_order_relaxed) |
+                                 atomic_load_explicit(mt_page_word(page, w).remote, memory_order_relaxed);
                 for (uint32_t b = 0; b < 64 && w * 64 + b < capacity; b++)
                     if (!(freed & (1ull << b)))
                         walker->block(walker, page->start + (size_t)(w * 64 + b) * block_size, block_size);
@@ -134,10 +134,10 @@ static bool check_page_always(struct mt_check *check, const struct mt_segment *s
     uint32_t tail = page->capacity % 64;
     if (tail) {
         uint64_t beyond = ~((1ull << tail) - 1);
-        const struct mt_page_bits *last = &mt_page_bits(page)[page->words - 1];
-        if ((atomic_load_explicit(&last->free, memory_order_relaxed) |
-             atomic_load_explicit(&last->idle, memory_order_relaxed) |
-             atomic_load_explicit(&last->remote, memory_order_relaxed)) & beyond)
+        struct mt_bits_ref last = mt_page_word(page, page->words - 1);
+        if ((atomic_load_explicit(last.free, memory_order_relaxed) |
+             atomic_load_explicit(last.idle, memory_order_relaxed) |
+             atomic_load_explicit(last.remote, memory_order_relaxed)) & beyond)
             return mt_check_fail(check, page->start, "small page has bits set beyond its %u slots",
                                  page->capacity);
     }
@@ -150,9 +150,9 @@ static bool check_page_quiescent(struct mt_check *check, const struct mt_page *p
 {
     uint32_t free_slots = 0;
     for (uint32_t w = 0; w < page->words; w++) {
-        uint64_t f = atomic_load_explicit(&mt_page_bits(page)[w].free, memory_order_relaxed);
-        uint64_t idle = atomic_load_explicit(&mt_page_bits(page)[w].idle, memory_order_relaxed);
-        uint64_t r = atomic_load_explicit(&mt_page_bits(page)[w].remote, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(mt_page_word(page, w).free, memory_order_relaxed);
+        uint64_t idle = atomic_load_explicit(mt_page_word(page, w).idle, memory_order_relaxed);
+        uint64_t r = atomic_load_explicit(mt_page_word(page, w).remote, memory_order_relaxed);
         uint64_t twice = (f & ~idle) | (idle & r);
         if (twice)
             return mt_check_fail(check, page->start + (size_t)(w * 64 + (uint32_t)__builtin_ctzll(twice)) *
@@ -223,9 +223,9 @@ static bool check_cache(struct mt_check *check, const struct mt_heap *self, unsi
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot that is not one of ours", cls);
         if (e->slot != ((uintptr_t)page | (uintptr_t)index << MT_CACHE_INDEX_SHIFT))
             return mt_check_fail(check, ptr, "slot cache of class %u has a wrong page or index for a slot", cls);
-        const struct mt_page_bits *b = &mt_page_bits(page)[index >> 6];
-        uint64_t cached = atomic_load_explicit(&b->idle, memory_order_relaxed) &
-                          ~atomic_load_explicit(&b->free, memory_order_relaxed);
+        struct mt_bits_ref b = mt_page_word(page, index >> 6);
+        uint64_t cached = atomic_load_explicit(b.idle, memory_order_relaxed) &
+                          ~atomic_load_explicit(b.free, memory_order_relaxed);
         if (!((cached >> (index & 63)) & 1))
             return mt_check_fail(check, ptr, "slot cache of class %u holds a slot without its cached bit", cls);
     }
