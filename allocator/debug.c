@@ -116,6 +116,9 @@ static struct {
 
 static struct stripe stripes[STRIPES] MT_BIG_BSS;
 
+/* Times a byte: that byte in every byte of a word. */
+#define BYTES_NONZERO 0x0101010101010101ull
+
 /* What a big quarantined block must still read as (poison_broken_in_big). */
 #define POISON_CHUNK 4096
 static uint8_t poison_chunk[POISON_CHUNK] MT_BIG_BSS; /* filled by mt_debug_init when the layer is on */
@@ -201,6 +204,10 @@ MT_STARTUP bool mt_debug_init(void)
     c->randomize = mt_option_bool_or(MT_OPT_RANDOMIZE, debug);
     c->fill = mt_option_bool_or(MT_OPT_FILL, debug);
     c->fill_max = (size_t)mt_option_int(MT_OPT_FILL_MAX);
+    bool fill_is_poison = c->poison && !c->zero_on_free;
+    c->fill_byte = fill_is_poison ? MT_DEBUG_POISON_BYTE : MT_DEBUG_FILL_BYTE;
+    c->fill_pattern = c->fill_byte * BYTES_NONZERO;
+    c->fill_clean_bit = fill_is_poison ? MT_DEBUG_VERIFIED : 0;
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
@@ -329,7 +336,6 @@ static size_t canary_len(const struct debug_block *b)
 
 _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as two words");
 
-#define BYTES_NONZERO 0x0101010101010101ull
 /* The byte of a word that is last in memory. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define LAST_BYTE_IN_MEMORY (0xffull << 56)
@@ -766,19 +772,55 @@ static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **
 MT_INLINE void fill_new(void *p, size_t from, size_t size)
 {
     size_t end = size < mt_debug_config.fill_max ? size : mt_debug_config.fill_max;
-    set_bytes((uint8_t *)p + from, MT_DEBUG_FILL_BYTE, end - from);
+    set_bytes((uint8_t *)p + from, mt_debug_config.fill_byte, end - from);
 }
 
-/* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
- * and are not filled. */
-/* A new small block from a window (slot held): fill, canary, then published. */
+/* Bytes at the start of a held small slot that already read as the fill: those of its
+ * last block when their poison was verified as the block left the quarantine
+ * (MT_DEBUG_VERIFIED) and the poison is the fill byte (mt_debug_config.fill_clean_bit is
+ * the flag then, 0 otherwise); else none. Nothing writes into a held slot between the
+ * check and its reuse: the allocator keeps no data in small slots and counts this one
+ * allocated, and the window and the stash are the holding thread's alone. The record is
+ * the holding thread's too (it set the bit), so its loads are plain; the promote writes
+ * its line anyway. */
+MT_INLINE size_t slot_clean_prefix(const struct mt_debug_slot *slot)
+{
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_relaxed);
+    if (MT_LIKELY(state & mt_debug_config.fill_clean_bit))
+        return mt_debug_size_of(atomic_load_explicit(&slot->alloc, memory_order_relaxed));
+    return 0; /* a fresh slot, one whose check failed (continue mode), or a fill that is not the poison */
+}
+
+/* A block whose bytes past its clean prefix are at most this many is filled with one
+ * vector store ending at its end, whatever their exact number (it rewrites some poison
+ * with the same byte): a slot reused for a size of the same class. Exact fills of the 0
+ * to 15 bytes a random size of the class leaves took branches that mispredicted on every
+ * other allocation (on churn, most of what skipping the fill saves). */
+#define FILL_TAIL 16
+
+/* A new small block from a window (slot held): fill, canary, then published. `copied`
+ * leading bytes are about to be overwritten by the caller (realloc) and are not filled,
+ * nor are those that still read as the fill (slot_clean_prefix): a slot reused for the
+ * same size or one of the same class is filled at most in its last 16 bytes, which saves
+ * the third pass over the bytes of a small block's life (poison at free, its check at
+ * quarantine exit, the fill). */
 MT_INLINE void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t size, bool zero, size_t copied,
                                   const void *site)
 {
-    if (zero)
+    if (zero) {
         memset(p, 0, size);
-    else if (mt_debug_config.fill && copied < mt_debug_config.fill_max && copied < size)
-        fill_new(p, copied, size);
+    } else if (mt_debug_config.fill) {
+        size_t clean = slot_clean_prefix(slot);
+        /* One compare for both: size - FILL_TAIL wraps for a block under FILL_TAIL bytes. */
+        if (MT_LIKELY(size - FILL_TAIL <= clean && size <= mt_debug_config.fill_max)) {
+            bytes16 v = {mt_debug_config.fill_pattern, mt_debug_config.fill_pattern};
+            store16((uint8_t *)p + size - FILL_TAIL, v);
+        } else {
+            size_t from = clean > copied ? clean : copied;
+            if (from < mt_debug_config.fill_max && from < size)
+                fill_new(p, from, size);
+        }
+    }
     if (mt_debug_config.canary)
         canary_write_at((uintptr_t)p, size, MT_DEBUG_CANARY_BYTES);
     /* Published after the fill and the canary: mt_debug_check may look at once. */
@@ -879,16 +921,19 @@ MT_INLINE void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
         return; /* not reached: only the queue's owner of a block releases it */
+    uint64_t held = mt_debug_state_word(MT_DEBUG_WINDOW, NULL);
     if (verifies_poison()) {
         uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
         size_t at = poison_broken_in(ptr, mt_debug_size_of(alloc));
         if (MT_UNLIKELY(at != SIZE_MAX))
-            report_slot_poison(ptr, alloc, state, at);
+            report_slot_poison(ptr, alloc, state, at); /* continue mode: the slot is filled when reused */
+        else
+            held |= MT_DEBUG_VERIFIED;
     }
     struct debug_thread *t = debug_thread;
     if (MT_LIKELY(t != NULL)) {
         if (MT_LIKELY(t->stash_count[cls] < STASH_ENTRIES)) {
-            atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL), memory_order_release);
+            atomic_store_explicit(&slot->state, held, memory_order_release);
             t->stash[cls][t->stash_count[cls]++] = (struct window_entry){ptr, slot};
             return;
         }

@@ -18,8 +18,11 @@
  * - randomization: a small block is a random one of the last few the layer took for its
  *   size class, so heap layouts cannot be predicted and adjacent-block bugs show up in
  *   different places from run to run;
- * - fill: new blocks (not calloc's) are filled with MT_DEBUG_FILL_BYTE, up to
- *   MTRACE_FILL_MAX bytes, exposing reads of uninitialised memory.
+ * - fill: new blocks (not calloc's) are filled with the poison byte (MT_DEBUG_FILL_BYTE
+ *   when there is no poison or it is zero), up to MTRACE_FILL_MAX bytes, exposing reads
+ *   of uninitialised memory; a small slot whose poison was verified when it left the
+ *   quarantine already reads as the fill, and only its bytes past its last block's size
+ *   are filled.
  * Every block also has a record (requested size, state, the code addresses that allocated
  * and freed it), so reports say where the block came from even without the tracer,
  * malloc_usable_size returns the requested size (the canary is not the program's to
@@ -27,23 +30,31 @@
  * blocks keep theirs in an array beside their segment, indexed by slot (debug_slots.h);
  * the others in a striped table.
  *
- * Cost: per call, the record found by arithmetic (small blocks) plus the fill, the canary,
- * the poison and, at eviction, its check, without a lock or an atomic read-modify-write on
- * the common path; guarded blocks a system call at allocation and one at free
- * (debug_guard.h). Measured in docs/hardening.md: at most 2.3 times glibc's time on most
- * bench workloads, 3 to 3.3 on the small-block churn, 3.6 to 3.9 on the tight malloc/free
- * loop. */
+ * Cost: per call, the record found by arithmetic (small blocks) plus the canary, the
+ * poison and, at eviction, its check, and the fill (for a small slot reused after its
+ * check, only its bytes past its last block's size: two passes over a small block's bytes
+ * in its life, not three), without a lock or an atomic read-modify-write on the common
+ * path; guarded blocks a system call at allocation and one at free (debug_guard.h).
+ * Measured in docs/hardening.md: at most 2.3 times glibc's time on most bench workloads,
+ * 2.9 to 3.1 on the small-block churn, 3.6 to 3.7 on the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "check.h"
 #include "error.h"
 
 #define MT_DEBUG_POISON_BYTE 0xdf /* "dead freed" */
-#define MT_DEBUG_FILL_BYTE 0xbe   /* "uninitialised": 0xbebebebe is an implausible value */
+/* The fill of new blocks is the poison byte whenever freed blocks are poisoned with it: a
+ * small slot verified to read as poison when it left the quarantine then needs no fill
+ * when it is handed out again (a third pass over its bytes saved). 0xdfdfdfdf in a
+ * variable thus means uninitialised or freed; the report or the trace tells which. When
+ * there is no poison, or it is zero (MTRACE_ZERO_ON_FREE), the fill is this byte
+ * instead: 0xbebebebe is an implausible value, and zero would hide the bug. */
+#define MT_DEBUG_FILL_BYTE 0xbe
 #define MT_DEBUG_CANARY_BYTES 16
 
 struct mt_debug_config {
@@ -56,7 +67,12 @@ struct mt_debug_config {
     size_t quarantine;
     bool randomize;
     bool fill;
-    size_t fill_max; /* bytes of a new block filled at most */
+    size_t fill_max;     /* bytes of a new block filled at most */
+    /* Not two constant words side by side: GCC stores such a pair from a 16-byte constant
+     * in debug.c's read-only data, which start-up then faults in (test_footprint.py). */
+    uint64_t fill_pattern;   /* fill_byte in every byte */
+    uint8_t fill_byte;       /* MT_DEBUG_POISON_BYTE with nonzero poison, else MT_DEBUG_FILL_BYTE */
+    uint64_t fill_clean_bit; /* MT_DEBUG_VERIFIED when fill_byte is the poison, else 0 (debug.c) */
 };
 
 extern struct mt_debug_config mt_debug_config;

@@ -10,8 +10,8 @@
  *
  * A record is two words, so that a free is one compare-and-swap of the second:
  *   alloc: requested size in the top 16 bits, allocation site in the low 48;
- *   state: MT_DEBUG_LIVE, _QUARANTINED or _WINDOW in bits 48-55, free site in the low 48;
- *          0 when the debug layer does not hold the slot.
+ *   state: MT_DEBUG_LIVE, _QUARANTINED or _WINDOW in bits 48-55, free site in the low 48,
+ *          MT_DEBUG_VERIFIED in bit 56; 0 when the debug layer does not hold the slot.
  * Code addresses of user space fit 48 bits on x86-64 and AArch64; a site that does not is
  * kept as 0 (reports then just omit it). */
 #ifndef MT_ALLOCATOR_DEBUG_SLOTS_H
@@ -32,6 +32,14 @@ enum mt_debug_state { MT_DEBUG_EMPTY = 0, MT_DEBUG_LIVE = 1, MT_DEBUG_QUARANTINE
 
 #define MT_DEBUG_SITE_BITS 48
 #define MT_DEBUG_SITE_MASK (((uint64_t)1 << MT_DEBUG_SITE_BITS) - 1)
+
+/* In a WINDOW record's state word: the slot's first `size` bytes (the size in its alloc
+ * word, that of its last block) were verified to read as poison when the block left the
+ * quarantine, and nothing has written them since (a held slot is the holding thread's
+ * alone, and small slots never hold allocator data). The next allocation of the slot
+ * need not fill those bytes when the fill byte is the poison byte. Above the state byte,
+ * so mt_debug_state_of ignores it. */
+#define MT_DEBUG_VERIFIED ((uint64_t)1 << (MT_DEBUG_SITE_BITS + 8))
 
 struct mt_debug_slot {
     _Atomic uint64_t alloc; /* size << 48 | allocation site */

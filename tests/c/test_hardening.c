@@ -556,6 +556,82 @@ static void light_zero_on_free(void)
     exit(0);
 }
 
+/* The fill of new blocks: the poison byte, or 0xbe when there is no poison or it is zero. */
+#define FILL_POISON 0xdf
+#define FILL_NO_POISON 0xbe
+/* Rounds of malloc, grow, free: enough that every small class in reach recycles its
+ * slots through the quarantine many times. */
+#define FILL_ROUNDS 4000
+/* Allocations in which a slot that left the quarantine comes back (its class's window and
+ * stash hold 24 blocks). */
+#define FILL_REUSE_TRIES 200
+
+static bool option_is(const char *name, const char *value)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, value) == 0;
+}
+
+static bool reads_as(const unsigned char *p, size_t n, unsigned char byte)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != byte)
+            return false;
+    return true;
+}
+
+/* Not a death: every new block, and the new bytes of a grown one, read as the fill byte,
+ * whatever the slot held before (data, poison, a shorter block's canary) and whatever
+ * its size within its class. Exits 0 when all of that holds. */
+static void debug_fill_of_new_blocks(void)
+{
+    unsigned char fill =
+        option_is("MTRACE_POISON", "0") || option_is("MTRACE_ZERO_ON_FREE", "1") ? FILL_NO_POISON : FILL_POISON;
+    uint32_t rng = 12345;
+    for (int i = 0; i < FILL_ROUNDS; i++) {
+        rng = rng * 1103515245u + 12345u;
+        /* Mostly small sizes, sometimes a medium one. */
+        size_t n = 1 + (rng >> 8) % (i % 16 == 15 ? 20000 : 300);
+        unsigned char *p = (unsigned char *)opaque(malloc(n));
+        if (!reads_as(p, n, fill))
+            exit(1);
+        memset(p, 'x', n);
+        size_t grown = n + 1 + (rng >> 20) % 64;
+        p = (unsigned char *)opaque(realloc(p, grown));
+        if (!reads_as(p + n, grown - n, fill))
+            exit(2);
+        memset(p, 'x', grown);
+        free(p);
+    }
+    exit(0);
+}
+
+/* Not a death (MTRACE_ON_ERROR=continue): a slot whose poison was found broken when it
+ * left the quarantine is filled whole when handed out again, not trusted to read as
+ * poison. Exits 0 when it came back filled. */
+static void debug_fill_after_broken_poison(void)
+{
+    unsigned char *p = malloc(SMALL_REQUEST);
+    free(p);
+    sink = p;
+    ((volatile char *)sink)[3] = 'w';
+    /* The report of the check goes nowhere: the test looks at the block. */
+    FILE *devnull = fopen("/dev/null", "w");
+    if (!devnull || dup2(fileno(devnull), 2) < 0)
+        exit(4);
+    /* Evicted by frees of another class, so the slot waits in its class's stash. */
+    for (int i = 0; i < EVICTING_FREES; i++)
+        free(opaque(malloc(4 * SMALL_REQUEST)));
+    for (int i = 0; i < FILL_REUSE_TRIES; i++) {
+        unsigned char *q = malloc(SMALL_REQUEST);
+        if (!reads_as(q, SMALL_REQUEST, FILL_POISON))
+            exit(1);
+        if (q == p)
+            exit(0); /* the others stay allocated: the slot must come back without a free */
+    }
+    exit(3);
+}
+
 static const struct scenario scenarios[] = {
     {"canary_overflow", debug_canary_overflow, {"MTRACE_GUARD=0"}},
     {"canary_at_realloc", debug_canary_at_realloc, {"MTRACE_GUARD=0"}},
@@ -575,6 +651,15 @@ static const struct scenario scenarios[] = {
     {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
     {"late_double_free", debug_late_double_free, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
     {"canary_after_realloc_in_place", debug_canary_after_realloc_in_place, {"MTRACE_GUARD=0"}},
+    {"fill_poison", debug_fill_of_new_blocks, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"fill_guarded", debug_fill_of_new_blocks, {"MTRACE_GUARD_SAMPLE=7", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"fill_no_quarantine", debug_fill_of_new_blocks, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=0"}},
+    {"fill_no_poison", debug_fill_of_new_blocks,
+     {"MTRACE_GUARD=0", "MTRACE_POISON=0", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"fill_zero_on_free", debug_fill_of_new_blocks,
+     {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"fill_after_broken_poison", debug_fill_after_broken_poison,
+     {"MTRACE_GUARD=0", "MTRACE_ON_ERROR=continue", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
 };
 
 static const struct scenario *find_scenario(const char *name)
@@ -679,6 +764,16 @@ TEST(debug_late_double_free_and_realloc_in_place)
     EXPECT_DEBUG_REPORT("canary_after_realloc_in_place",
                         "mtrace: error: heap buffer overflow of " PTR " \\(size 44\\) in free\\(\\): a write 1 byte "
                         "past the end");
+}
+
+TEST(debug_fill_is_the_poison_byte_and_covers_reused_slots)
+{
+    CHECK_EQ_U(scenario_status("fill_poison"), 0);
+    CHECK_EQ_U(scenario_status("fill_guarded"), 0);
+    CHECK_EQ_U(scenario_status("fill_no_quarantine"), 0);
+    CHECK_EQ_U(scenario_status("fill_no_poison"), 0);
+    CHECK_EQ_U(scenario_status("fill_zero_on_free"), 0);
+    CHECK_EQ_U(scenario_status("fill_after_broken_poison"), 0);
 }
 
 TEST(debug_heap_check_sees_small_blocks)
