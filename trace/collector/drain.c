@@ -27,6 +27,7 @@
 /* Records ahead whose live-set slot is prefetched (single-cell events are the common case;
  * a multi-cell record in between only makes the prefetch land on a non-event). */
 #define PREFETCH_AHEAD 8
+#define RING_PREFETCH_CELLS 16
 /* How long a gap in a live process's sequence may block a waiting producer (see
  * gap_abandoned): far beyond any scheduling delay of a thread between taking its number
  * and publishing its record. */
@@ -333,6 +334,8 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
              * record's work instead of stalling when its turn comes. */
             if (prefetch && rec && best->tail + PREFETCH_AHEAD < best->head)
                 mt_proc_prefetch(proc, cell_at(best, best->tail + PREFETCH_AHEAD));
+            if (best->tail + RING_PREFETCH_CELLS < best->head)
+                __builtin_prefetch(cell_at(best, best->tail + RING_PREFETCH_CELLS));
         }
     }
     mt_drain_publish_tails(proc);

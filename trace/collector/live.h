@@ -50,8 +50,9 @@ static inline uint32_t mt_block_thread(const struct mt_block *b)
 
 /* The latest inserted block waits outside the table until the next operation (pending):
  * a block freed right after it was allocated (the commonest pattern of all) then never
- * touches the table. Its slot was found when it was inserted, and nothing changes the
- * table before it is placed there, so every slot holds what it would have held without
+ * touches the table. Its slot was found when it was inserted (or is its home slot, when
+ * the table was empty: not even hashed then), and nothing changes the table before it is
+ * placed there, so every slot holds what it would have held without
  * the wait (an insert into an empty slot undone by a removal leaves the table as it was:
  * the blocks after that slot have their homes after it, so the backward shift moves none). */
 struct mt_live_set {
@@ -59,9 +60,11 @@ struct mt_live_set {
     size_t mask;  /* capacity - 1 (power of two) */
     size_t count; /* including the pending block */
     bool has_pending;
-    size_t pending_slot;
+    size_t pending_slot; /* MT_LIVE_SLOT_UNKNOWN: its home slot (the table was empty) */
     struct mt_block pending;
 };
+
+#define MT_LIVE_SLOT_UNKNOWN SIZE_MAX
 
 void mt_live_init(struct mt_live_set *set);
 void mt_live_free(struct mt_live_set *set);
@@ -89,7 +92,10 @@ MT_INLINE void mt_live_prefetch(const struct mt_live_set *set, uint64_t ptr)
 MT_INLINE void mt_live_place_pending(struct mt_live_set *set)
 {
     if (set->has_pending) {
-        set->slots[set->pending_slot] = set->pending;
+        size_t s = set->pending_slot;
+        if (s == MT_LIVE_SLOT_UNKNOWN) /* inserted into an empty table: its home is free */
+            s = mt_live_home(set, set->pending.ptr);
+        set->slots[s] = set->pending;
         set->has_pending = false;
     }
 }
@@ -99,6 +105,15 @@ MT_INLINE void mt_live_place_pending(struct mt_live_set *set)
 MT_INLINE bool mt_live_insert(struct mt_live_set *set, const struct mt_block *block, struct mt_block *replaced)
 {
     mt_live_place_pending(set);
+    if (set->count == 0) {
+        /* Nothing to replace and the home slot is free: the slot is only computed if the
+         * block is placed (a block freed at once, the loop of malloc/free, never is). */
+        set->pending = *block;
+        set->pending_slot = MT_LIVE_SLOT_UNKNOWN;
+        set->has_pending = true;
+        set->count = 1;
+        return false;
+    }
     if (MT_UNLIKELY((set->count + 1) * 8 > (set->mask + 1) * 3)) /* load > 3/8 */
         mt_live_grow(set);
     struct mt_block *slots = set->slots;
