@@ -367,6 +367,10 @@ void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec);
 /* The same for a record held out of its ring, of thread `thread`. */
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec);
+/* Apply the records at the ring's tail while they continue the process's sequence
+ * (next_seq), at most `budget`; returns how many (drain.c chooses the ring, this is the
+ * loop per record, where the event path is inline). */
+size_t mt_proc_apply_run(struct mt_proc *proc, struct mt_ring_view *ring, size_t budget);
 /* The thread_idx of a ring's thread (assigned at its first record). */
 uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring);
 /* No more records will come: called once drained. Writes live_at_exit, the last chunk. */
