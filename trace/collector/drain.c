@@ -80,7 +80,7 @@ static void refresh_all(struct mt_proc *proc)
 static void hold_record(struct mt_proc *proc, struct mt_ring_view *r, const struct mt_wire_rec *rec)
 {
     static unsigned char buf[MT_RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
-    const struct mt_wire_rec *whole = mt_ring_record_contiguous(r, rec, buf);
+    const struct mt_wire_rec *whole = mt_ring_record_contiguous(r, r->tail, rec, buf);
     size_t bytes = (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
     MT_VEC_RESERVE(proc->held, proc->held_cap, proc->held_count + 1);
     struct mt_held_rec *h = &proc->held[proc->held_count++];

@@ -691,31 +691,48 @@ size_t mt_proc_apply_run(struct mt_proc *proc, struct mt_ring_view *ring, size_t
      * prefetches until the next run. */
     bool prefetch = mt_proc_wants_prefetch(proc);
     uint64_t events = proc->events, first_ns = 0;
+    /* The ring's and the sequence's positions in locals: the event path's byte stores
+     * (the chunk) would otherwise make the compiler reload them for every record. */
+    const unsigned char *cells = ring->cells;
+    uint64_t mask = ring->mask, tail = ring->tail, head = ring->head, next = proc->next_seq;
     size_t done = 0;
-    const struct mt_wire_rec *rec = mt_ring_peek(ring);
-    while (rec && rec->seq == (uint32_t)proc->next_seq && done < budget) {
+    for (;;) {
+        if (tail == head) {
+            ring->tail = tail;
+            mt_ring_refresh(ring);
+            head = ring->head;
+            if (tail == head)
+                break;
+        }
+        const struct mt_wire_rec *rec = (const struct mt_wire_rec *)(cells + (tail & mask) * MT_WIRE_CELL);
+        unsigned n = rec->cells ? rec->cells : 1;
+        if (MT_UNLIKELY(rec->kind == MT_REC_PAD)) {
+            tail += n;
+            continue;
+        }
+        if (rec->seq != (uint32_t)next || done == budget)
+            break;
         /* One cell never wraps: used in place. */
-        const struct mt_wire_rec *whole = rec->cells <= 1 ? rec : mt_ring_record_contiguous(ring, rec, wrap_buf);
+        const struct mt_wire_rec *whole = n == 1 ? rec : mt_ring_record_contiguous(ring, tail, rec, wrap_buf);
         apply_record(proc, thread, whole);
         if (!done)
             first_ns = proc->last_ns;
-        ring->tail += rec->cells ? rec->cells : 1;
-        proc->next_seq++;
+        tail += n;
+        next++;
         done++;
-        if (ring->tail - ring->published_tail >= TAIL_PUBLISH_CELLS)
+        if (MT_UNLIKELY(tail - ring->published_tail >= TAIL_PUBLISH_CELLS)) {
+            ring->tail = tail;
             mt_ring_publish_tail(ring, false);
-        rec = mt_ring_peek(ring);
-        if (!rec) {
-            mt_ring_refresh(ring);
-            rec = mt_ring_peek(ring);
         }
         /* The live-set slot of a record a few ahead: its cache miss overlaps this
          * record's work instead of stalling when its turn comes. */
-        if (prefetch && rec && ring->tail + PREFETCH_AHEAD < ring->head)
-            mt_proc_prefetch(proc, mt_ring_cell(ring, ring->tail + PREFETCH_AHEAD));
-        if (ring->tail + RING_PREFETCH_CELLS < ring->head)
-            __builtin_prefetch(mt_ring_cell(ring, ring->tail + RING_PREFETCH_CELLS));
+        if (prefetch && tail + PREFETCH_AHEAD < head)
+            mt_proc_prefetch(proc, mt_ring_cell(ring, tail + PREFETCH_AHEAD));
+        if (tail + RING_PREFETCH_CELLS < head)
+            __builtin_prefetch(cells + ((tail + RING_PREFETCH_CELLS) & mask) * MT_WIRE_CELL);
     }
+    ring->tail = tail;
+    proc->next_seq = next;
     if (done)
         thread_ran(proc, thread, first_ns, proc->events - events);
     return done;

@@ -45,17 +45,17 @@ static inline void mt_ring_refresh(struct mt_ring_view *r)
 /* Most cells of one record: the cells field is a byte. */
 #define MT_RECORD_MAX_CELLS 255
 
-/* The record at the tail whole: in place, or copied into `buf` (MT_RECORD_MAX_CELLS cells)
- * when it wraps the ring's end. */
-MT_INLINE const struct mt_wire_rec *mt_ring_record_contiguous(const struct mt_ring_view *r,
+/* The record at cell `index` whole: in place, or copied into `buf` (MT_RECORD_MAX_CELLS
+ * cells) when it wraps the ring's end. */
+MT_INLINE const struct mt_wire_rec *mt_ring_record_contiguous(const struct mt_ring_view *r, uint64_t index,
                                                               const struct mt_wire_rec *rec, unsigned char *buf)
 {
-    uint64_t first = r->tail & r->mask;
+    uint64_t first = index & r->mask;
     unsigned cells = rec->cells ? rec->cells : 1;
     if (first + cells <= r->mask + 1)
         return rec;
     for (unsigned i = 0; i < cells; i++)
-        memcpy(buf + (size_t)i * MT_WIRE_CELL, mt_ring_cell(r, r->tail + i), MT_WIRE_CELL);
+        memcpy(buf + (size_t)i * MT_WIRE_CELL, mt_ring_cell(r, index + i), MT_WIRE_CELL);
     return (const struct mt_wire_rec *)buf;
 }
 
