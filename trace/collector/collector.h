@@ -423,16 +423,4 @@ void mt_sink_maybe_commit(uint64_t now_ns);
 int mt_sink_finish(void);
 uint64_t mt_sink_events(void);
 
-/* ---- the WAL checkpointer (checkpoint.c) ------------------------------------------------------ */
-
-/* Open a second connection to the trace at `path` (already in WAL mode) and start the
- * checkpointer thread. false: no thread (SQLite built single-threaded, or no resources). */
-bool mt_ckpt_start(const char *path);
-/* Ask for a passive checkpoint of everything committed so far (returns at once). */
-void mt_ckpt_request(void);
-/* Wait until no checkpoint of the thread is running. */
-void mt_ckpt_wait_idle(void);
-/* Stop the thread and close its connection (no-op when none was started). */
-void mt_ckpt_stop(void);
-
 #endif

@@ -327,7 +327,7 @@ static bool warm_failed; /* no helper thread: modules are opened when needed */
  * sections) is only needed for the frames written at the end; while the program runs, the
  * draining thread needs the core the program leaves, or the program waits on a full ring
  * (measured, 5 interleaved runs each: bench/churn waited 2-7 times at equal priority, never
- * at nice 10; bench/aligned 2-4 times, never). Same niceness as the checkpointer. */
+ * at nice 10; bench/aligned 2-4 times, never). */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
