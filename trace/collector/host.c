@@ -6,6 +6,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,6 +438,27 @@ void mt_host_thread_lower_priority(int nice)
 {
     /* setpriority on a thread id applies to that thread alone on Linux (not POSIX). */
     setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+}
+
+int mt_host_thread_idle(void)
+{
+    pid_t tid = gettid();
+    /* Leaving SCHED_IDLE needs the right to raise the nice value back to the current one
+     * (RLIMIT_NICE or CAP_SYS_NICE), which an unprivileged user often lacks: nice 1 and
+     * back to 0 is the same check, and harmless when it fails. */
+    int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (setpriority(PRIO_PROCESS, (id_t)tid, nice + 1) != 0)
+        return -1;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, nice) != 0)
+        return -1;
+    struct sched_param param = {0};
+    return sched_setscheduler(tid, SCHED_IDLE, &param) == 0 ? (int)tid : -1;
+}
+
+void mt_host_thread_unidle(int tid)
+{
+    struct sched_param param = {0};
+    sched_setscheduler((pid_t)tid, SCHED_OTHER, &param);
 }
 
 void mt_host_thread_join(void *thread)

@@ -89,6 +89,12 @@ void *mt_host_thread_start(void *(*fn)(void *), void *arg);
 /* Lower the calling thread's scheduling priority to `nice` (Linux: nice is per thread).
  * Best effort: nothing happens when not permitted. */
 void mt_host_thread_lower_priority(int nice);
+/* Let the calling thread run only on a CPU that would otherwise be idle (SCHED_IDLE), if
+ * it can be given normal priority again (mt_host_thread_unidle). Its thread id, or -1 when
+ * not (nothing changed). */
+int mt_host_thread_idle(void);
+/* Normal priority again for a thread made idle by mt_host_thread_idle. */
+void mt_host_thread_unidle(int tid);
 /* Wait for the thread to return and release the handle. */
 void mt_host_thread_join(void *thread);
 

@@ -322,19 +322,30 @@ static struct warm_job *warm_head, *warm_tail; /* pending, oldest first */
 static bool warm_stop;
 static void *warm_thread;
 static bool warm_failed; /* no helper thread: modules are opened when needed */
+static int warm_idle_tid = -1; /* the helper's thread id while it runs at idle priority */
+static bool warm_waited;        /* the main thread waits for it: normal priority */
 
 /* Opening a module's debug information (libc's: ~50 ms, most of it inflating compressed
  * sections) is only needed for the frames written at the end; while the program runs, the
  * draining thread needs the core the program leaves, or the program waits on a full ring
  * (measured, 5 interleaved runs each: bench/churn waited 2-7 times at equal priority, never
- * at nice 10; bench/aligned 2-4 times, never). */
+ * at nice 10; bench/aligned 2-4 times, never). At nice 10 it still takes a tenth of that
+ * core for as long as it works (~0.5 s), which bench/loop's drain cannot spare: the helper
+ * runs at idle priority (only when the core has nothing else to do) and gets normal
+ * priority back as soon as the main thread waits for it (module_open_dwfl), so that a
+ * machine busy with other work cannot starve the end of the trace. Where that could not be
+ * undone (no right to raise a thread's priority), it stays at nice 10. */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
 {
     (void)arg;
-    mt_host_thread_lower_priority(WARM_NICE);
     pthread_mutex_lock(&warm_lock);
+    if (!warm_waited) {
+        warm_idle_tid = mt_host_thread_idle();
+        if (warm_idle_tid < 0)
+            mt_host_thread_lower_priority(WARM_NICE);
+    }
     for (;;) {
         while (!warm_head && !warm_stop)
             pthread_cond_wait(&warm_cond, &warm_lock);
@@ -398,6 +409,11 @@ static bool module_open_dwfl(struct module *m)
     if (m->warm) {
         struct warm_job *job = m->warm;
         pthread_mutex_lock(&warm_lock);
+        if (!job->done && !warm_waited) {
+            warm_waited = true;
+            if (warm_idle_tid >= 0)
+                mt_host_thread_unidle(warm_idle_tid);
+        }
         while (!job->done)
             pthread_cond_wait(&warm_cond, &warm_lock);
         pthread_mutex_unlock(&warm_lock);
