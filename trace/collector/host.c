@@ -440,25 +440,42 @@ void mt_host_thread_lower_priority(int nice)
     setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
 }
 
-int mt_host_thread_idle(void)
+int mt_host_current_cpu(void)
+{
+    return sched_getcpu();
+}
+
+int mt_host_thread_idle(int cpu)
 {
     pid_t tid = gettid();
     /* Leaving SCHED_IDLE needs the right to raise the nice value back to the current one
-     * (RLIMIT_NICE or CAP_SYS_NICE), which an unprivileged user often lacks: nice 1 and
-     * back to 0 is the same check, and harmless when it fails. */
+     * (RLIMIT_NICE or CAP_SYS_NICE), which an unprivileged user often lacks: nice + 1 and
+     * back is the same check, and harmless when it fails. */
     int nice = getpriority(PRIO_PROCESS, (id_t)tid);
     if (setpriority(PRIO_PROCESS, (id_t)tid, nice + 1) != 0)
         return -1;
     if (setpriority(PRIO_PROCESS, (id_t)tid, nice) != 0)
         return -1;
     struct sched_param param = {0};
-    return sched_setscheduler(tid, SCHED_IDLE, &param) == 0 ? (int)tid : -1;
+    if (sched_setscheduler(tid, SCHED_IDLE, &param) != 0)
+        return -1;
+    if (cpu >= 0 && cpu < CPU_SETSIZE) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        sched_setaffinity(tid, sizeof one, &one); /* best effort */
+    }
+    return (int)tid;
 }
 
 void mt_host_thread_unidle(int tid)
 {
     struct sched_param param = {0};
     sched_setscheduler((pid_t)tid, SCHED_OTHER, &param);
+    /* The CPUs the caller may use are the ones the process was given. */
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0)
+        sched_setaffinity((pid_t)tid, sizeof mask, &mask);
 }
 
 void mt_host_thread_join(void *thread)

@@ -89,11 +89,14 @@ void *mt_host_thread_start(void *(*fn)(void *), void *arg);
 /* Lower the calling thread's scheduling priority to `nice` (Linux: nice is per thread).
  * Best effort: nothing happens when not permitted. */
 void mt_host_thread_lower_priority(int nice);
-/* Let the calling thread run only on a CPU that would otherwise be idle (SCHED_IDLE), if
- * it can be given normal priority again (mt_host_thread_unidle). Its thread id, or -1 when
- * not (nothing changed). */
-int mt_host_thread_idle(void);
-/* Normal priority again for a thread made idle by mt_host_thread_idle. */
+/* The CPU the calling thread runs on (-1: unknown). */
+int mt_host_current_cpu(void);
+/* Let the calling thread run only when the CPU would otherwise be idle (SCHED_IDLE), and
+ * only on `cpu` (-1: any), if it can be given normal priority again: returns its thread
+ * id for mt_host_thread_unidle, or -1 (nothing changed). */
+int mt_host_thread_idle(int cpu);
+/* Normal priority again, on the CPUs the caller may use, for a thread made idle by
+ * mt_host_thread_idle. */
 void mt_host_thread_unidle(int tid);
 /* Wait for the thread to return and release the handle. */
 void mt_host_thread_join(void *thread);

@@ -323,6 +323,7 @@ static bool warm_stop;
 static void *warm_thread;
 static bool warm_failed; /* no helper thread: modules are opened when needed */
 static int warm_idle_tid = -1; /* the helper's thread id while it runs at idle priority */
+static int warm_cpu = -1;      /* the main thread's CPU when it started the helper */
 static bool warm_waited;        /* the main thread waits for it: normal priority */
 
 /* Opening a module's debug information (libc's: ~50 ms, most of it inflating compressed
@@ -331,10 +332,14 @@ static bool warm_waited;        /* the main thread waits for it: normal priority
  * (measured, 5 interleaved runs each: bench/churn waited 2-7 times at equal priority, never
  * at nice 10; bench/aligned 2-4 times, never). At nice 10 it still takes a tenth of that
  * core for as long as it works (~0.5 s), which bench/loop's drain cannot spare: the helper
- * runs at idle priority (only when the core has nothing else to do) and gets normal
- * priority back as soon as the main thread waits for it (module_open_dwfl), so that a
- * machine busy with other work cannot starve the end of the trace. Where that could not be
- * undone (no right to raise a thread's priority), it stays at nice 10. */
+ * runs at idle priority (only when the core has nothing else to do), on the CPU the main
+ * thread ran on when it started the helper: anywhere else it sat beside the program, whose
+ * wake-ups after a full ring were then placed on the draining thread's CPU, and the two
+ * shared one core for tens of milliseconds (bench/loop: waits median 6.5 -> 3, 8 runs
+ * each). It gets normal priority and every CPU back as soon as the main thread waits for
+ * it (module_open_dwfl), so that a machine busy with other work cannot starve the end of
+ * the trace. Where that could not be undone (no right to raise a thread's priority), it
+ * runs at nice 10, anywhere. */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
@@ -342,7 +347,7 @@ static void *warm_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&warm_lock);
     if (!warm_waited) {
-        warm_idle_tid = mt_host_thread_idle();
+        warm_idle_tid = mt_host_thread_idle(warm_cpu);
         if (warm_idle_tid < 0)
             mt_host_thread_lower_priority(WARM_NICE);
     }
@@ -379,6 +384,7 @@ void mt_sym_module_used(uint32_t module)
     if (m->warm || m->dwfl_tried || !m->is_elf || m->is_own || warm_failed)
         return;
     if (!warm_thread) {
+        warm_cpu = mt_host_current_cpu();
         elf_version(EV_CURRENT); /* libelf's one global, set before a second thread uses it */
         warm_thread = mt_host_thread_start(warm_main, NULL);
         if (!warm_thread) {
