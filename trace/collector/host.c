@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
@@ -445,37 +446,52 @@ int mt_host_current_cpu(void)
     return sched_getcpu();
 }
 
-int mt_host_thread_idle(int cpu)
+/* Whether this process may give a thread back the nice value it has now, which leaving
+ * SCHED_IDLE requires (Linux: RLIMIT_NICE allows nice values down to 20 - limit; else
+ * CAP_SYS_NICE). An unprivileged user usually may not. */
+static bool may_restore_priority(void)
 {
-    pid_t tid = gettid();
-    /* Leaving SCHED_IDLE needs the right to raise the nice value back to the current one
-     * (RLIMIT_NICE or CAP_SYS_NICE), which an unprivileged user often lacks: nice + 1 and
-     * back is the same check, and harmless when it fails. */
-    int nice = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (setpriority(PRIO_PROCESS, (id_t)tid, nice + 1) != 0)
-        return -1;
-    if (setpriority(PRIO_PROCESS, (id_t)tid, nice) != 0)
-        return -1;
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (nice == -1 && errno != 0)
+        return false;
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NICE, &limit) == 0 &&
+        (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= (rlim_t)(20 - nice)))
+        return true;
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) != 0)
+        return false;
+    return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
+}
+
+bool mt_host_thread_idle(void *thread, int cpu)
+{
+    if (!may_restore_priority())
+        return false;
+    pthread_t *t = thread;
     struct sched_param param = {0};
-    if (sched_setscheduler(tid, SCHED_IDLE, &param) != 0)
-        return -1;
+    if (pthread_setschedparam(*t, SCHED_IDLE, &param) != 0)
+        return false;
     if (cpu >= 0 && cpu < CPU_SETSIZE) {
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        sched_setaffinity(tid, sizeof one, &one); /* best effort */
+        pthread_setaffinity_np(*t, sizeof one, &one); /* best effort */
     }
-    return (int)tid;
+    return true;
 }
 
-void mt_host_thread_unidle(int tid)
+void mt_host_thread_unidle(void *thread)
 {
+    pthread_t *t = thread;
     struct sched_param param = {0};
-    sched_setscheduler((pid_t)tid, SCHED_OTHER, &param);
+    pthread_setschedparam(*t, SCHED_OTHER, &param);
     /* The CPUs the caller may use are the ones the process was given. */
     cpu_set_t mask;
     if (sched_getaffinity(0, sizeof mask, &mask) == 0)
-        sched_setaffinity((pid_t)tid, sizeof mask, &mask);
+        pthread_setaffinity_np(*t, sizeof mask, &mask);
 }
 
 void mt_host_thread_join(void *thread)

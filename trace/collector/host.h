@@ -91,13 +91,12 @@ void *mt_host_thread_start(void *(*fn)(void *), void *arg);
 void mt_host_thread_lower_priority(int nice);
 /* The CPU the calling thread runs on (-1: unknown). */
 int mt_host_current_cpu(void);
-/* Let the calling thread run only when the CPU would otherwise be idle (SCHED_IDLE), and
- * only on `cpu` (-1: any), if it can be given normal priority again: returns its thread
- * id for mt_host_thread_unidle, or -1 (nothing changed). */
-int mt_host_thread_idle(int cpu);
-/* Normal priority again, on the CPUs the caller may use, for a thread made idle by
- * mt_host_thread_idle. */
-void mt_host_thread_unidle(int tid);
+/* Let `thread` (from mt_host_thread_start) run only when a CPU would otherwise be idle
+ * (SCHED_IDLE), and only on `cpu` (-1: any), if this process may give it normal priority
+ * again (mt_host_thread_unidle); false: nothing changed. */
+bool mt_host_thread_idle(void *thread, int cpu);
+/* Normal priority again, on the CPUs the caller may use, for a thread made idle. */
+void mt_host_thread_unidle(void *thread);
 /* Wait for the thread to return and release the handle. */
 void mt_host_thread_join(void *thread);
 

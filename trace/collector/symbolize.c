@@ -322,9 +322,8 @@ static struct warm_job *warm_head, *warm_tail; /* pending, oldest first */
 static bool warm_stop;
 static void *warm_thread;
 static bool warm_failed; /* no helper thread: modules are opened when needed */
-static int warm_idle_tid = -1; /* the helper's thread id while it runs at idle priority */
-static int warm_cpu = -1;      /* the main thread's CPU when it started the helper */
-static bool warm_waited;        /* the main thread waits for it: normal priority */
+static bool warm_idle;   /* the helper runs at idle priority (set before it runs) */
+static bool warm_waited; /* the main thread waits for it: normal priority */
 
 /* Opening a module's debug information (libc's: ~50 ms, most of it inflating compressed
  * sections) is only needed for the frames written at the end; while the program runs, the
@@ -339,18 +338,20 @@ static bool warm_waited;        /* the main thread waits for it: normal priority
  * each). It gets normal priority and every CPU back as soon as the main thread waits for
  * it (module_open_dwfl), so that a machine busy with other work cannot starve the end of
  * the trace. Where that could not be undone (no right to raise a thread's priority), it
- * runs at nice 10, anywhere. */
+ * runs at nice 10, anywhere. Idle priority is set before the helper runs at all: it used to
+ * set its own, and its first moments at normal priority preempted the draining thread at
+ * the program's start. What is left: an idle thread still gets a slice now and then, and
+ * the scheduler may then move the draining thread beside the program for a few ms (a few
+ * short waits per bench/loop run). */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
 {
     (void)arg;
+    /* The main thread holds the lock until it has set our priority (mt_sym_module_used). */
     pthread_mutex_lock(&warm_lock);
-    if (!warm_waited) {
-        warm_idle_tid = mt_host_thread_idle(warm_cpu);
-        if (warm_idle_tid < 0)
-            mt_host_thread_lower_priority(WARM_NICE);
-    }
+    if (!warm_idle && !warm_waited)
+        mt_host_thread_lower_priority(WARM_NICE);
     for (;;) {
         while (!warm_head && !warm_stop)
             pthread_cond_wait(&warm_cond, &warm_lock);
@@ -383,19 +384,24 @@ void mt_sym_module_used(uint32_t module)
     struct module *m = &modules[module];
     if (m->warm || m->dwfl_tried || !m->is_elf || m->is_own || warm_failed)
         return;
+    struct warm_job *job = mt_xcalloc(1, sizeof *job);
+    job->path = mt_xstrdup(m->path);
+    pthread_mutex_lock(&warm_lock);
     if (!warm_thread) {
-        warm_cpu = mt_host_current_cpu();
         elf_version(EV_CURRENT); /* libelf's one global, set before a second thread uses it */
         warm_thread = mt_host_thread_start(warm_main, NULL);
         if (!warm_thread) {
             warm_failed = true;
+            pthread_mutex_unlock(&warm_lock);
+            free(job->path);
+            free(job);
             return;
         }
+        /* Before it does anything (it waits for the lock we hold): a thread that first ran
+         * at normal priority preempted the draining thread at the program's start. */
+        warm_idle = mt_host_thread_idle(warm_thread, mt_host_current_cpu());
     }
-    struct warm_job *job = mt_xcalloc(1, sizeof *job);
-    job->path = mt_xstrdup(m->path);
     m->warm = job;
-    pthread_mutex_lock(&warm_lock);
     if (warm_tail)
         warm_tail->next = job;
     else
@@ -417,8 +423,8 @@ static bool module_open_dwfl(struct module *m)
         pthread_mutex_lock(&warm_lock);
         if (!job->done && !warm_waited) {
             warm_waited = true;
-            if (warm_idle_tid >= 0)
-                mt_host_thread_unidle(warm_idle_tid);
+            if (warm_idle)
+                mt_host_thread_unidle(warm_thread);
         }
         while (!job->done)
             pthread_cond_wait(&warm_cond, &warm_lock);
