@@ -441,11 +441,6 @@ void mt_host_thread_lower_priority(int nice)
     setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
 }
 
-int mt_host_current_cpu(void)
-{
-    return sched_getcpu();
-}
-
 /* Whether this process may give a thread back the nice value it has now, which leaving
  * SCHED_IDLE requires (Linux: RLIMIT_NICE allows nice values down to 20 - limit; else
  * CAP_SYS_NICE). An unprivileged user usually may not. */
@@ -466,21 +461,13 @@ static bool may_restore_priority(void)
     return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
 }
 
-bool mt_host_thread_idle(void *thread, int cpu)
+bool mt_host_thread_idle(void *thread)
 {
     if (!may_restore_priority())
         return false;
     pthread_t *t = thread;
     struct sched_param param = {0};
-    if (pthread_setschedparam(*t, SCHED_IDLE, &param) != 0)
-        return false;
-    if (cpu >= 0 && cpu < CPU_SETSIZE) {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        pthread_setaffinity_np(*t, sizeof one, &one); /* best effort */
-    }
-    return true;
+    return pthread_setschedparam(*t, SCHED_IDLE, &param) == 0;
 }
 
 void mt_host_thread_unidle(void *thread)
@@ -488,10 +475,6 @@ void mt_host_thread_unidle(void *thread)
     pthread_t *t = thread;
     struct sched_param param = {0};
     pthread_setschedparam(*t, SCHED_OTHER, &param);
-    /* The CPUs the caller may use are the ones the process was given. */
-    cpu_set_t mask;
-    if (sched_getaffinity(0, sizeof mask, &mask) == 0)
-        pthread_setaffinity_np(*t, sizeof mask, &mask);
 }
 
 void mt_host_thread_join(void *thread)

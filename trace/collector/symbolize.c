@@ -331,18 +331,15 @@ static bool warm_waited; /* the main thread waits for it: normal priority */
  * (measured, 5 interleaved runs each: bench/churn waited 2-7 times at equal priority, never
  * at nice 10; bench/aligned 2-4 times, never). At nice 10 it still takes a tenth of that
  * core for as long as it works (~0.5 s), which bench/loop's drain cannot spare: the helper
- * runs at idle priority (only when the core has nothing else to do), on the CPU the main
- * thread ran on when it started the helper: anywhere else it sat beside the program, whose
- * wake-ups after a full ring were then placed on the draining thread's CPU, and the two
- * shared one core for tens of milliseconds (bench/loop: waits median 6.5 -> 3, 8 runs
- * each). It gets normal priority and every CPU back as soon as the main thread waits for
- * it (module_open_dwfl), so that a machine busy with other work cannot starve the end of
- * the trace. Where that could not be undone (no right to raise a thread's priority), it
- * runs at nice 10, anywhere. Idle priority is set before the helper runs at all: it used to
- * set its own, and its first moments at normal priority preempted the draining thread at
- * the program's start. What is left: an idle thread still gets a slice now and then, and
- * the scheduler may then move the draining thread beside the program for a few ms (a few
- * short waits per bench/loop run). */
+ * runs at idle priority, set by the main thread before the helper runs at all (set by the
+ * helper itself, its first moments at normal priority preempted the draining thread at the
+ * program's start). bench/loop: waits median 10 -> 4.5 (8 interleaved runs each). It gets
+ * normal priority back as soon as the main thread waits for it (module_open_dwfl), so
+ * that a machine busy with other work cannot starve the end of the trace; where that could
+ * not be undone (no right to raise a thread's priority), it runs at nice 10.
+ * Tried: keeping it on the main thread's CPU (bench/loop: waits median 3, but bench/churn
+ * under load then waited 60 times in 2 runs of 4: pinned, the helper took its slices from
+ * the draining thread and the scheduler moved that one beside the program). */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
@@ -399,7 +396,7 @@ void mt_sym_module_used(uint32_t module)
         }
         /* Before it does anything (it waits for the lock we hold): a thread that first ran
          * at normal priority preempted the draining thread at the program's start. */
-        warm_idle = mt_host_thread_idle(warm_thread, mt_host_current_cpu());
+        warm_idle = mt_host_thread_idle(warm_thread);
     }
     m->warm = job;
     if (warm_tail)
