@@ -367,6 +367,10 @@ void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
 void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec);
 /* The same for a record held out of its ring, of thread `thread`. */
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec);
+/* Apply the records at the ring's tail while they continue the process's sequence
+ * (next_seq), at most `budget`; returns how many (drain.c chooses the ring, this is the
+ * loop per record, where the event path is inline). */
+size_t mt_proc_apply_run(struct mt_proc *proc, struct mt_ring_view *ring, size_t budget);
 /* The thread_idx of a ring's thread (assigned at its first record). */
 uint32_t mt_proc_ring_thread(struct mt_proc *proc, struct mt_ring_view *ring);
 /* No more records will come: called once drained. Writes live_at_exit, the last chunk. */
@@ -418,17 +422,5 @@ void mt_sink_maybe_commit(uint64_t now_ns);
 /* Commit, mark complete, leave WAL mode, close. 0 on success. */
 int mt_sink_finish(void);
 uint64_t mt_sink_events(void);
-
-/* ---- the WAL checkpointer (checkpoint.c) ------------------------------------------------------ */
-
-/* Open a second connection to the trace at `path` (already in WAL mode) and start the
- * checkpointer thread. false: no thread (SQLite built single-threaded, or no resources). */
-bool mt_ckpt_start(const char *path);
-/* Ask for a passive checkpoint of everything committed so far (returns at once). */
-void mt_ckpt_request(void);
-/* Wait until no checkpoint of the thread is running. */
-void mt_ckpt_wait_idle(void);
-/* Stop the thread and close its connection (no-op when none was started). */
-void mt_ckpt_stop(void);
 
 #endif

@@ -20,20 +20,12 @@
 #include <string.h>
 
 #include "host.h"
+#include "ring.h"
 
-/* Publish our tail to the producer after this many cells even in the middle of a run, so
- * a thread waiting for space is not held up by a long drain. */
-#define TAIL_PUBLISH_CELLS 1024
-/* Records ahead whose live-set slot is prefetched (single-cell events are the common case;
- * a multi-cell record in between only makes the prefetch land on a non-event). */
-#define PREFETCH_AHEAD 8
-#define RING_PREFETCH_CELLS 16
 /* How long a gap in a live process's sequence may block a waiting producer (see
  * gap_abandoned): far beyond any scheduling delay of a thread between taking its number
  * and publishing its record. */
 #define GAP_GIVE_UP_NS (2ull * 1000u * 1000u * 1000u)
-/* Most cells of one record: the cells field is a byte. */
-#define RECORD_MAX_CELLS 255
 
 /* A record's full sequence number (the wire holds its low 32 bits: trace/wire.h). */
 static inline uint64_t rec_seq(const struct mt_proc *proc, const struct mt_wire_rec *rec)
@@ -46,15 +38,10 @@ static inline bool is_next(const struct mt_proc *proc, const struct mt_wire_rec 
     return rec->seq == (uint32_t)proc->next_seq;
 }
 
-static inline const struct mt_wire_rec *cell_at(const struct mt_ring_view *r, uint64_t index)
-{
-    return (const struct mt_wire_rec *)(r->cells + (index & r->mask) * MT_WIRE_CELL);
-}
-
 /* Publish our tail. A producer waiting for space is woken once a quarter of its ring is
  * free again (or at the end of a drain pass, `finished`): waking it per published batch
  * would let it write one batch and sleep again, a context switch per thousand events. */
-static void publish_tail(struct mt_ring_view *r, bool finished)
+void mt_ring_publish_tail(struct mt_ring_view *r, bool finished)
 {
     if (r->published_tail == r->tail)
         return;
@@ -73,49 +60,13 @@ static void publish_tail(struct mt_ring_view *r, bool finished)
 void mt_drain_publish_tails(struct mt_proc *proc)
 {
     for (size_t i = 0; i < proc->ring_count; i++)
-        publish_tail(&proc->rings[i], true);
-}
-
-/* The ring's next record that carries a seq (pads are skipped here), or NULL when the
- * ring is empty as far as we last looked. Reads only our cached copy of `head`: the
- * producer's cache line is touched by ring_refresh, once per ring per merge round, not
- * once per record per ring (with many threads that would be a cache miss per ring for
- * every record merged). */
-static const struct mt_wire_rec *ring_peek(struct mt_ring_view *r)
-{
-    while (r->tail != r->head) {
-        const struct mt_wire_rec *rec = cell_at(r, r->tail);
-        if (rec->kind != MT_REC_PAD)
-            return rec;
-        r->tail += rec->cells ? rec->cells : 1;
-    }
-    return NULL;
-}
-
-static void ring_refresh(struct mt_ring_view *r)
-{
-    if (r->tail == r->head)
-        r->head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+        mt_ring_publish_tail(&proc->rings[i], true);
 }
 
 static void refresh_all(struct mt_proc *proc)
 {
     for (size_t i = 0; i < proc->ring_count; i++)
-        ring_refresh(&proc->rings[i]);
-}
-
-/* Copy a record that wraps the ring's end into `buf`; records that do not wrap are used
- * in place (the producer does not touch cells before our tail passes them). */
-MT_INLINE const struct mt_wire_rec *record_contiguous(const struct mt_ring_view *r, const struct mt_wire_rec *rec,
-                                                   unsigned char *buf)
-{
-    uint64_t first = r->tail & r->mask;
-    unsigned cells = rec->cells ? rec->cells : 1;
-    if (first + cells <= r->mask + 1)
-        return rec;
-    for (unsigned i = 0; i < cells; i++)
-        memcpy(buf + (size_t)i * MT_WIRE_CELL, cell_at(r, r->tail + i), MT_WIRE_CELL);
-    return (const struct mt_wire_rec *)buf;
+        mt_ring_refresh(&proc->rings[i]);
 }
 
 /* Records whose turn has not come, taken out of a ring ahead of it. A signal handler that
@@ -128,8 +79,8 @@ MT_INLINE const struct mt_wire_rec *record_contiguous(const struct mt_ring_view 
 
 static void hold_record(struct mt_proc *proc, struct mt_ring_view *r, const struct mt_wire_rec *rec)
 {
-    static unsigned char buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
-    const struct mt_wire_rec *whole = record_contiguous(r, rec, buf);
+    static unsigned char buf[MT_RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    const struct mt_wire_rec *whole = mt_ring_record_contiguous(r, r->tail, rec, buf);
     size_t bytes = (size_t)(rec->cells ? rec->cells : 1) * MT_WIRE_CELL;
     MT_VEC_RESERVE(proc->held, proc->held_cap, proc->held_count + 1);
     struct mt_held_rec *h = &proc->held[proc->held_count++];
@@ -149,12 +100,12 @@ static bool unstick(struct mt_proc *proc)
 {
     for (size_t i = 0; i < proc->ring_count; i++) {
         struct mt_ring_view *r = &proc->rings[i];
-        if (!ring_peek(r))
+        if (!mt_ring_peek(r))
             continue;
         uint64_t at = r->tail;
         unsigned found = 0;
         for (unsigned k = 0; k < LOOKAHEAD_RECORDS && at < r->head; k++) {
-            const struct mt_wire_rec *rec = cell_at(r, at);
+            const struct mt_wire_rec *rec = mt_ring_cell(r, at);
             if (rec->kind != MT_REC_PAD && is_next(proc, rec)) {
                 found = k;
                 break;
@@ -164,7 +115,7 @@ static bool unstick(struct mt_proc *proc)
         if (!found)
             continue;
         for (unsigned k = 0; k < found; k++) {
-            const struct mt_wire_rec *rec = ring_peek(r);
+            const struct mt_wire_rec *rec = mt_ring_peek(r);
             if (rec)
                 hold_record(proc, r, rec);
         }
@@ -207,9 +158,9 @@ static void retire_closed_rings(struct mt_proc *proc)
     for (size_t i = 0; i < proc->ring_count;) {
         struct mt_ring_view *r = &proc->rings[i];
         bool closed = atomic_load_explicit(&r->hdr->closed, memory_order_acquire);
-        ring_refresh(r);
-        if (closed && !ring_peek(r)) {
-            publish_tail(r, true);
+        mt_ring_refresh(r);
+        if (closed && !mt_ring_peek(r)) {
+            mt_ring_publish_tail(r, true);
             mt_proc_retire_ring(proc, i);
             continue;
         }
@@ -224,7 +175,7 @@ static void drop_passed(struct mt_proc *proc)
     for (size_t i = 0; i < proc->ring_count; i++) {
         struct mt_ring_view *r = &proc->rings[i];
         const struct mt_wire_rec *rec;
-        while ((rec = ring_peek(r)) && rec_seq(proc, rec) < proc->next_seq)
+        while ((rec = mt_ring_peek(r)) && rec_seq(proc, rec) < proc->next_seq)
             r->tail += rec->cells ? rec->cells : 1;
     }
     for (size_t i = 0; i < proc->held_count; i++)
@@ -258,7 +209,6 @@ static bool gap_abandoned(struct mt_proc *proc)
 
 size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
 {
-    static unsigned char wrap_buf[RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
     size_t done = 0;
     *drained = false;
     refresh_all(proc);
@@ -268,7 +218,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         uint64_t lowest = UINT64_MAX;
         for (size_t i = 0; i < proc->ring_count; i++) {
             struct mt_ring_view *r = &proc->rings[i];
-            const struct mt_wire_rec *rec = ring_peek(r);
+            const struct mt_wire_rec *rec = mt_ring_peek(r);
             if (!rec)
                 continue;
             if (is_next(proc, rec)) {
@@ -311,32 +261,7 @@ size_t mt_drain_proc(struct mt_proc *proc, size_t budget, bool *drained)
         }
         /* Take a run from this ring. */
         fresh = false;
-        uint32_t thread = mt_proc_ring_thread(proc, best);
-        /* Decided once per run: a table that outgrows the cache mid-run only misses its
-         * prefetches until the next run. */
-        bool prefetch = mt_proc_wants_prefetch(proc);
-        const struct mt_wire_rec *rec = ring_peek(best);
-        while (rec && is_next(proc, rec) && done < budget) {
-            /* One cell never wraps: used in place. */
-            const struct mt_wire_rec *whole = rec->cells <= 1 ? rec : record_contiguous(best, rec, wrap_buf);
-            mt_proc_apply_as(proc, thread, whole);
-            best->tail += rec->cells ? rec->cells : 1;
-            proc->next_seq++;
-            done++;
-            if (best->tail - best->published_tail >= TAIL_PUBLISH_CELLS)
-                publish_tail(best, false);
-            rec = ring_peek(best);
-            if (!rec) {
-                ring_refresh(best);
-                rec = ring_peek(best);
-            }
-            /* The live-set slot of a record a few ahead: its cache miss overlaps this
-             * record's work instead of stalling when its turn comes. */
-            if (prefetch && rec && best->tail + PREFETCH_AHEAD < best->head)
-                mt_proc_prefetch(proc, cell_at(best, best->tail + PREFETCH_AHEAD));
-            if (best->tail + RING_PREFETCH_CELLS < best->head)
-                __builtin_prefetch(cell_at(best, best->tail + RING_PREFETCH_CELLS));
-        }
+        done += mt_proc_apply_run(proc, best, budget - done);
     }
     mt_drain_publish_tails(proc);
     if (done < budget)

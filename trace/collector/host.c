@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,6 +439,42 @@ void mt_host_thread_lower_priority(int nice)
 {
     /* setpriority on a thread id applies to that thread alone on Linux (not POSIX). */
     setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+}
+
+/* Whether this process may give a thread back the nice value it has now, which leaving
+ * SCHED_IDLE requires (Linux: RLIMIT_NICE allows nice values down to 20 - limit; else
+ * CAP_SYS_NICE). An unprivileged user usually may not. */
+static bool may_restore_priority(void)
+{
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (nice == -1 && errno != 0)
+        return false;
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NICE, &limit) == 0 &&
+        (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= (rlim_t)(20 - nice)))
+        return true;
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) != 0)
+        return false;
+    return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
+}
+
+bool mt_host_thread_idle(void *thread)
+{
+    if (!may_restore_priority())
+        return false;
+    pthread_t *t = thread;
+    struct sched_param param = {0};
+    return pthread_setschedparam(*t, SCHED_IDLE, &param) == 0;
+}
+
+void mt_host_thread_unidle(void *thread)
+{
+    pthread_t *t = thread;
+    struct sched_param param = {0};
+    pthread_setschedparam(*t, SCHED_OTHER, &param);
 }
 
 void mt_host_thread_join(void *thread)

@@ -89,6 +89,12 @@ void *mt_host_thread_start(void *(*fn)(void *), void *arg);
 /* Lower the calling thread's scheduling priority to `nice` (Linux: nice is per thread).
  * Best effort: nothing happens when not permitted. */
 void mt_host_thread_lower_priority(int nice);
+/* Let `thread` (from mt_host_thread_start) run only when a CPU would otherwise be idle
+ * (SCHED_IDLE), if this process may give it normal priority again (mt_host_thread_unidle);
+ * false: nothing changed. */
+bool mt_host_thread_idle(void *thread);
+/* Normal priority again for a thread made idle. */
+void mt_host_thread_unidle(void *thread);
 /* Wait for the thread to return and release the handle. */
 void mt_host_thread_join(void *thread);
 

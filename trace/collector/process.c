@@ -24,6 +24,7 @@
 #include "../../common/options.h"
 #include "../clock.h"
 #include "host.h"
+#include "ring.h"
 
 /* Events per event_chunks row: large enough that SQLite's per-row overhead vanishes
  * (~10 bytes per event, ~40 KiB per row), small enough that a reader seeking to an event
@@ -444,14 +445,12 @@ static void region_pop(struct mt_proc *proc, uint32_t thread, uint64_t region, u
     proc->region_count = kept;
 }
 
-MT_INLINE void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
+/* One event whose operation is `op`: always inline, so that on_event's calls with a constant
+ * op (malloc and free, nearly every event) are specialized by the compiler: the encoding's
+ * field choices and the switch fold away. */
+MT_INLINE void apply_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint32_t op,
+                           const struct mt_wire_event_fields *ev)
 {
-    uint32_t op = rec->op;
-    if (op == 0 || op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2))
-        return; /* malformed (a wide event's second cell would lie past the record) */
-    struct mt_wire_event_fields fields;
-    mt_wire_event_decode(rec, &fields);
-    const struct mt_wire_event_fields *ev = &fields;
     uint32_t stat = stat_for(proc, ev->stack_id);
     uint32_t gstack = proc->stats[stat].gstack;
     proc->epoch++;
@@ -484,8 +483,29 @@ MT_INLINE void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, cons
         note_peak(proc, ts);
         break;
     }
-    proc->threads[thread].events++;
-    proc->events++;
+    proc->events++; /* the thread's count is the caller's (thread_ran) */
+}
+
+/* The rest of the operations (kept out of line: one copy of the generic path). */
+static MT_NOINLINE void apply_event_other(struct mt_proc *proc, uint32_t thread, uint64_t ts, uint32_t op,
+                                          const struct mt_wire_event_fields *ev)
+{
+    apply_event(proc, thread, ts, op, ev);
+}
+
+MT_INLINE void on_event(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec)
+{
+    uint32_t op = rec->op;
+    if (op == 0 || op >= MT_OP_COUNT || (rec->sub == MT_EVENT_WIDE && rec->cells < 2))
+        return; /* malformed (a wide event's second cell would lie past the record) */
+    struct mt_wire_event_fields fields;
+    mt_wire_event_decode(rec, &fields);
+    if (op == MT_OP_FREE)
+        apply_event(proc, thread, ts, MT_OP_FREE, &fields);
+    else if (op == MT_OP_MALLOC)
+        apply_event(proc, thread, ts, MT_OP_MALLOC, &fields);
+    else
+        apply_event_other(proc, thread, ts, op, &fields);
 }
 
 /* ---- other records ------------------------------------------------------------------------ */
@@ -614,7 +634,9 @@ MT_INLINE uint64_t ticks_to_ns(uint64_t ticks)
     return ns;
 }
 
-void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
+/* One record: its time (made non-decreasing), then its effect. The thread's first and last
+ * times and its event count are the caller's (thread_ran), once per run of records. */
+MT_INLINE void apply_record(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
 {
     uint64_t ts = proc->last_ns;
     /* The default clock gives 7 events in 8 their predecessor's reading (trace/clock.h,
@@ -626,16 +648,94 @@ void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wir
             ts = now;
         proc->last_ns = ts;
     }
-    struct mt_thread *t = &proc->threads[thread];
-    if (!t->seen) {
-        t->seen = true;
-        t->start_ns = ts;
-    }
-    t->end_ns = ts;
     if (MT_LIKELY(rec->kind == MT_REC_EVENT))
         on_event(proc, thread, ts, rec);
     else
         apply_other(proc, thread, ts, rec);
+}
+
+/* A run of records of `thread` was applied: the first at `first_ns`, the last at
+ * proc->last_ns (each record leaves its time there), `events` of them events. */
+static inline void thread_ran(struct mt_proc *proc, uint32_t thread, uint64_t first_ns, uint64_t events)
+{
+    struct mt_thread *t = &proc->threads[thread];
+    if (!t->seen) {
+        t->seen = true;
+        t->start_ns = first_ns;
+    }
+    t->end_ns = proc->last_ns;
+    t->events += events;
+}
+
+void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec)
+{
+    uint64_t events = proc->events;
+    apply_record(proc, thread, rec);
+    thread_ran(proc, thread, proc->last_ns, proc->events - events);
+}
+
+/* Records ahead whose live-set slot is prefetched (single-cell events are the common case;
+ * a multi-cell record in between only makes the prefetch land on a non-event). */
+#define PREFETCH_AHEAD 8
+/* Cells ahead of the tail loaded into the cache (the producer wrote them on another core). */
+#define RING_PREFETCH_CELLS 16
+/* Publish our tail to the producer after this many cells even in the middle of a run, so
+ * a thread waiting for space is not held up by a long drain. */
+#define TAIL_PUBLISH_CELLS 1024
+
+size_t mt_proc_apply_run(struct mt_proc *proc, struct mt_ring_view *ring, size_t budget)
+{
+    static unsigned char wrap_buf[MT_RECORD_MAX_CELLS * MT_WIRE_CELL] __attribute__((aligned(64)));
+    uint32_t thread = mt_proc_ring_thread(proc, ring);
+    /* Decided once per run: a table that outgrows the cache mid-run only misses its
+     * prefetches until the next run. */
+    bool prefetch = mt_proc_wants_prefetch(proc);
+    uint64_t events = proc->events, first_ns = 0;
+    /* The ring's and the sequence's positions in locals: the event path's byte stores
+     * (the chunk) would otherwise make the compiler reload them for every record. */
+    const unsigned char *cells = ring->cells;
+    uint64_t mask = ring->mask, tail = ring->tail, head = ring->head, next = proc->next_seq;
+    size_t done = 0;
+    for (;;) {
+        if (tail == head) {
+            ring->tail = tail;
+            mt_ring_refresh(ring);
+            head = ring->head;
+            if (tail == head)
+                break;
+        }
+        const struct mt_wire_rec *rec = (const struct mt_wire_rec *)(cells + (tail & mask) * MT_WIRE_CELL);
+        unsigned n = rec->cells ? rec->cells : 1;
+        if (MT_UNLIKELY(rec->kind == MT_REC_PAD)) {
+            tail += n;
+            continue;
+        }
+        if (rec->seq != (uint32_t)next || done == budget)
+            break;
+        /* One cell never wraps: used in place. */
+        const struct mt_wire_rec *whole = n == 1 ? rec : mt_ring_record_contiguous(ring, tail, rec, wrap_buf);
+        apply_record(proc, thread, whole);
+        if (!done)
+            first_ns = proc->last_ns;
+        tail += n;
+        next++;
+        done++;
+        if (MT_UNLIKELY(tail - ring->published_tail >= TAIL_PUBLISH_CELLS)) {
+            ring->tail = tail;
+            mt_ring_publish_tail(ring, false);
+        }
+        /* The live-set slot of a record a few ahead: its cache miss overlaps this
+         * record's work instead of stalling when its turn comes. */
+        if (prefetch && tail + PREFETCH_AHEAD < head)
+            mt_proc_prefetch(proc, mt_ring_cell(ring, tail + PREFETCH_AHEAD));
+        if (tail + RING_PREFETCH_CELLS < head)
+            __builtin_prefetch(cells + ((tail + RING_PREFETCH_CELLS) & mask) * MT_WIRE_CELL);
+    }
+    ring->tail = tail;
+    proc->next_seq = next;
+    if (done)
+        thread_ran(proc, thread, first_ns, proc->events - events);
+    return done;
 }
 
 /* Every record but an event (rare: kept out of the event path). */

@@ -25,26 +25,29 @@
 #define COMMIT_ROWS 20000
 /* 8 KiB pages: an event chunk (~40 KiB) spans fewer overflow pages than with 4 KiB. */
 #define DB_PAGE_SIZE 8192
-/* Page cache in KiB (negative: SQLite's unit for KiB): enough for the B-tree interiors. */
-#define DB_CACHE_KIB 16384
+/* Page cache in KiB (negative: SQLite's unit for KiB): the B-tree interiors (a few pages
+ * even for a 300 MiB trace, whose rows are appended) and a 1 MiB commit's dirty pages. No
+ * more: every page passes through it once, and a small cache stays in the core's L2 while
+ * SQLite fills, checksums and writes each page. 16 MiB (before) cost the draining thread
+ * 10% more CPU on bench/loop (470 -> 420 ms, 1-4 MiB alike) and 5% on bench/churn. */
+#define DB_CACHE_KIB 2048
 #define COMMIT_INTERVAL_NS (500u * 1000u * 1000u)
-/* ... or this many bytes of event chunks. A commit is what the checkpointer can copy next
- * and what the writer may have to copy itself at WAL_LIMIT_FRAMES (below): at 500 ms,
- * bench/churn committed ~60 MiB at a time. Measured on bench/loop (20M events, 114 MiB):
- * 4 MiB commits made the checkpoints bursty (~30 short waits of the program), 1 MiB ~7,
- * 256 KiB no better. */
+/* ... or this many bytes of event chunks: a commit is what a checkpoint copies next (below).
+ * Measured on bench/loop (20M events, 114 MiB): 4 MiB commits made the checkpoints bursty
+ * (~30 short waits of the program), 1 MiB ~7, 256 KiB no better. */
 #define COMMIT_BYTES (1u << 20)
-/* WAL checkpoints (checkpoint.c) run on a thread of their own, asked for after each commit
- * once the WAL holds this many frames (8 MiB of 8 KiB pages, SQLite's default threshold
- * is 1000 frames). */
-#define CKPT_REQUEST_FRAMES 1024
-/* The WAL only starts over from its beginning when the writer begins a transaction with
- * every frame copied, which a busy writer never does while another thread checkpoints: at
- * this size (64 MiB) the writer waits for the checkpointer and copies the rest itself (the
- * last commit's frames), so the WAL stays bounded whatever the checkpointer manages.
- * 16 MiB, tried, made these waits four times as frequent and bench/churn's program waited
- * longer (median 0.055 s against 0.010 s, 5 runs each). */
-#define WAL_LIMIT_FRAMES 8192
+/* SQLite's automatic checkpoint, on this thread after a commit, once the WAL holds this
+ * many frames (2 MiB of 8 KiB pages): it copies them all (no other connection writes, and
+ * a reader only keeps the frames it still uses), so the next transaction starts the WAL
+ * over and the WAL stays a few MiB, rewritten in place while it is in the CPU's caches.
+ * A checkpointer thread of its own (tried: a passive checkpoint per 8 MiB, at nice 10)
+ * never let the WAL start over, since the writer always had committed frames newer than
+ * the copy; the WAL grew to its 64 MiB bound, every frame went to a fresh page of the
+ * page cache and was read back cold. On bench/loop the collector then needed 450 ms
+ * (draining) + 80 ms (copying) of CPU on the core the program leaves; here 470 ms in all,
+ * in ~1.5 ms copies every other commit (a 4 MiB ring absorbs ~2.6 ms of that program).
+ * 64-256 frames measured alike; at 1000 frames (SQLite's default) 500 ms. */
+#define CKPT_FRAMES 256
 /* A finished trace smaller than this is rewritten (VACUUM) with SMALL_PAGE_SIZE pages:
  * every table and index holds at least one page, about twenty of them, which with 8 KiB
  * pages would be 170 KiB of a trace of a few thousand events. Rewriting a few MiB takes a
@@ -119,7 +122,6 @@ static sqlite3 *db;
 static sqlite3_stmt *stmts[ST_COUNT];
 static uint64_t rows_pending;
 static uint64_t bytes_pending; /* of event chunks in the open transaction */
-static bool ckpt_thread_on;    /* checkpoints by checkpoint.c, not SQLite's automatic ones */
 static uint64_t last_commit_ns;
 static uint64_t events_stored;
 static const char *db_path;
@@ -152,22 +154,6 @@ static int open_failed(const char *path)
     return -1;
 }
 
-/* After each commit (SQLite's WAL hook): `frames` is the WAL's size in frames. */
-static int wal_committed(void *arg, sqlite3 *conn, const char *name, int frames)
-{
-    (void)arg;
-    (void)name;
-    if (frames >= WAL_LIMIT_FRAMES) {
-        /* Rare: see WAL_LIMIT_FRAMES. With the checkpointer idle, what is left to copy is
-         * about the last commit; the next transaction then starts the WAL over. */
-        mt_ckpt_wait_idle();
-        sqlite3_wal_checkpoint_v2(conn, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (frames >= CKPT_REQUEST_FRAMES) {
-        mt_ckpt_request();
-    }
-    return SQLITE_OK;
-}
-
 int mt_sink_open(const char *path)
 {
     db_path = path;
@@ -187,8 +173,8 @@ int mt_sink_open(const char *path)
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA synchronous=OFF; PRAGMA page_size=%d; PRAGMA application_id=%d;"
-             "PRAGMA journal_mode=WAL; PRAGMA cache_size=-%d;",
-             DB_PAGE_SIZE, TRACE_APPLICATION_ID, DB_CACHE_KIB);
+             "PRAGMA journal_mode=WAL; PRAGMA cache_size=-%d; PRAGMA wal_autocheckpoint=%d;",
+             DB_PAGE_SIZE, TRACE_APPLICATION_ID, DB_CACHE_KIB, CKPT_FRAMES);
     /* SQLite reads the file lazily: a file it could open but not use fails here. */
     if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
         return open_failed(path);
@@ -204,10 +190,6 @@ int mt_sink_open(const char *path)
             report_failure("preparing statements");
             return -1;
         }
-    /* A hook replaces SQLite's automatic checkpoint; without a thread, it stays. */
-    ckpt_thread_on = mt_ckpt_start(path);
-    if (ckpt_thread_on)
-        sqlite3_wal_hook(db, wal_committed, NULL);
     mt_sink_meta_int("format_version", TRACE_FORMAT_VERSION);
     mt_sink_meta_int("complete", 0);
     /* From here rows go into batched transactions (mt_sink_maybe_commit). */
@@ -674,11 +656,6 @@ int mt_sink_finish(void)
     exec_sql("COMMIT");
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(stmts[i]);
-    /* Whatever the checkpointer has not copied yet is copied here, with the WAL emptied;
-     * its connection must be closed first, or leaving WAL mode would fail. */
-    mt_ckpt_stop();
-    if (ckpt_thread_on)
-        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     /* One self-contained file: fold the WAL back in and drop it. Best effort: a reader
      * that has the trace open keeps it in WAL mode, which is just as valid. */
     bool rollback = sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) == SQLITE_OK;

@@ -322,19 +322,33 @@ static struct warm_job *warm_head, *warm_tail; /* pending, oldest first */
 static bool warm_stop;
 static void *warm_thread;
 static bool warm_failed; /* no helper thread: modules are opened when needed */
+static bool warm_idle;   /* the helper runs at idle priority (set before it runs) */
+static bool warm_waited; /* the main thread waits for it: normal priority */
 
 /* Opening a module's debug information (libc's: ~50 ms, most of it inflating compressed
  * sections) is only needed for the frames written at the end; while the program runs, the
  * draining thread needs the core the program leaves, or the program waits on a full ring
  * (measured, 5 interleaved runs each: bench/churn waited 2-7 times at equal priority, never
- * at nice 10; bench/aligned 2-4 times, never). Same niceness as the checkpointer. */
+ * at nice 10; bench/aligned 2-4 times, never). At nice 10 it still takes a tenth of that
+ * core for as long as it works (~0.5 s), which bench/loop's drain cannot spare: the helper
+ * runs at idle priority, set by the main thread before the helper runs at all (set by the
+ * helper itself, its first moments at normal priority preempted the draining thread at the
+ * program's start). bench/loop: waits median 10 -> 4.5 (8 interleaved runs each). It gets
+ * normal priority back as soon as the main thread waits for it (module_open_dwfl), so
+ * that a machine busy with other work cannot starve the end of the trace; where that could
+ * not be undone (no right to raise a thread's priority), it runs at nice 10.
+ * Tried: keeping it on the main thread's CPU (bench/loop: waits median 3, but bench/churn
+ * under load then waited 60 times in 2 runs of 4: pinned, the helper took its slices from
+ * the draining thread and the scheduler moved that one beside the program). */
 #define WARM_NICE 10
 
 static void *warm_main(void *arg)
 {
     (void)arg;
-    mt_host_thread_lower_priority(WARM_NICE);
+    /* The main thread holds the lock until it has set our priority (mt_sym_module_used). */
     pthread_mutex_lock(&warm_lock);
+    if (!warm_idle && !warm_waited)
+        mt_host_thread_lower_priority(WARM_NICE);
     for (;;) {
         while (!warm_head && !warm_stop)
             pthread_cond_wait(&warm_cond, &warm_lock);
@@ -367,18 +381,24 @@ void mt_sym_module_used(uint32_t module)
     struct module *m = &modules[module];
     if (m->warm || m->dwfl_tried || !m->is_elf || m->is_own || warm_failed)
         return;
+    struct warm_job *job = mt_xcalloc(1, sizeof *job);
+    job->path = mt_xstrdup(m->path);
+    pthread_mutex_lock(&warm_lock);
     if (!warm_thread) {
         elf_version(EV_CURRENT); /* libelf's one global, set before a second thread uses it */
         warm_thread = mt_host_thread_start(warm_main, NULL);
         if (!warm_thread) {
             warm_failed = true;
+            pthread_mutex_unlock(&warm_lock);
+            free(job->path);
+            free(job);
             return;
         }
+        /* Before it does anything (it waits for the lock we hold): a thread that first ran
+         * at normal priority preempted the draining thread at the program's start. */
+        warm_idle = mt_host_thread_idle(warm_thread);
     }
-    struct warm_job *job = mt_xcalloc(1, sizeof *job);
-    job->path = mt_xstrdup(m->path);
     m->warm = job;
-    pthread_mutex_lock(&warm_lock);
     if (warm_tail)
         warm_tail->next = job;
     else
@@ -398,6 +418,11 @@ static bool module_open_dwfl(struct module *m)
     if (m->warm) {
         struct warm_job *job = m->warm;
         pthread_mutex_lock(&warm_lock);
+        if (!job->done && !warm_waited) {
+            warm_waited = true;
+            if (warm_idle)
+                mt_host_thread_unidle(warm_thread);
+        }
         while (!job->done)
             pthread_cond_wait(&warm_cond, &warm_lock);
         pthread_mutex_unlock(&warm_lock);
