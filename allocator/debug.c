@@ -126,9 +126,8 @@ static const uint8_t zero_chunk[POISON_CHUNK];
 
 
 static MT_TLS uint64_t rng_state;
-/* Random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit marks where
- * they end (1: none left). */
-static MT_TLS uint64_t pick_bits;
+/* For threads without a struct debug_thread (exiting ones): blocks allocated since the
+ * last guarded one. */
 static MT_TLS uint32_t guard_countdown;
 
 /* Random slot choice: a small block is taken at random among the last RANDOM_WINDOW
@@ -164,6 +163,11 @@ struct debug_thread {
      * (MT_DEBUG_WINDOW), refilling the windows before the allocator does (LIFO). */
     struct window_entry stash[MT_SMALL_CLASSES][STASH_ENTRIES];
     uint8_t stash_count[MT_SMALL_CLASSES];
+    /* The allocation path's per-thread counters, here beside the stash counts it reads
+     * anyway rather than in thread-local variables of their own (each of those cost a
+     * load of its offset from the GOT). Threads without this state use the ones below. */
+    uint64_t pick_bits;
+    uint32_t guard_countdown;
 };
 static MT_TLS struct debug_thread *debug_thread;
 static MT_TLS bool debug_thread_closed; /* this thread's exit destructor ran */
@@ -210,6 +214,12 @@ static struct debug_thread *debug_thread_get(void);
 
 static bool hot_fast; /* set once by mt_debug_init */
 
+static void *debug_malloc_generic(size_t size, const void *site);
+static void *debug_malloc_fast(size_t size, const void *site);
+static void debug_free_generic(void *ptr, enum mt_api api, const void *site);
+static void debug_free_fast(void *ptr, enum mt_api api, const void *site);
+struct mt_debug_entries mt_debug_entries;
+
 /* An option as the hot path sees it: its value with MTRACE_DEBUG=1 in the fast copy. */
 #define HOT_ON(fast, option) ((fast) || mt_debug_config.option)
 #define HOT_ZERO_ON_FREE(fast) (!(fast) && mt_debug_config.zero_on_free)
@@ -242,6 +252,8 @@ MT_STARTUP bool mt_debug_init(void)
          * compiled for. */
         hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
                    c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
+        mt_debug_entries.malloc = hot_fast ? debug_malloc_fast : debug_malloc_generic;
+        mt_debug_entries.free = hot_fast ? debug_free_fast : debug_free_generic;
         memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
         debug_thread_key_made = pthread_key_create(&debug_thread_key, debug_thread_exit) == 0;
     }
@@ -367,9 +379,9 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
 
 /* The byte of a word that is last in memory. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define LAST_BYTE_IN_MEMORY (0xffull << 56)
+#define WITHOUT_LAST_BYTE_IN_MEMORY(x) ((x) >> 8)
 #else
-#define LAST_BYTE_IN_MEMORY 0xffull
+#define WITHOUT_LAST_BYTE_IN_MEMORY(x) ((x) << 8)
 #endif
 /* Odd, so the multiply is a bijection of the keyed address (Fibonacci hashing's constant). */
 #define CANARY_SPREAD 0x9e3779b97f4a7c15ull
@@ -382,14 +394,17 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
  * replaced was a chain of two multiplies and three shifts on both paths, and hid the key
  * no better, being a bijection too); a program that reads past its block sees the canary
  * anyway, so the second word need not hide from the first: it is the first rotated by
- * half a word, its last byte cleared (the key added again and the bytes made nonzero a
- * second time were 8 of the 18 instructions of each use, twice per malloc/free pair). */
+ * half a word and moved a byte towards its start, its last byte zero (the key added
+ * again and the bytes made nonzero a second time were 8 of the 18 instructions of each
+ * use, twice per malloc/free pair). */
 MT_INLINE void canary_pattern(uintptr_t ptr, uint64_t out[2])
 {
     uint64_t key = (mt_secrets.canary_key ^ ptr) * CANARY_SPREAD;
     key ^= key >> 29;
     out[0] = key | BYTES_NONZERO;
-    out[1] = (out[0] << 32 | out[0] >> 32) & ~LAST_BYTE_IN_MEMORY;
+    /* A shift, not a mask: the mask was a 64-bit constant to load, on both paths. The
+     * other bytes stay nonzero (they are bytes of out[0]). */
+    out[1] = WITHOUT_LAST_BYTE_IN_MEMORY(out[0] << 32 | out[0] >> 32);
 }
 
 MT_INLINE void canary_write_at(uintptr_t ptr, size_t size, size_t n)
@@ -745,14 +760,15 @@ static MT_COLD void report_slot_poison(const void *ptr, uint64_t alloc, uint64_t
 
 /* ---- allocation ------------------------------------------------------------------------------ */
 
-MT_INLINE bool want_guard(size_t size, bool fast)
+/* `countdown`: the thread's count of blocks allocated since its last guarded one. */
+MT_INLINE bool want_guard(size_t size, uint32_t *countdown, bool fast)
 {
     if (!HOT_ON(fast, guard))
         return false;
     if (size >= mt_mmap_threshold())
         return true;
-    if (++guard_countdown >= mt_debug_config.guard_sample) {
-        guard_countdown = 0;
+    if (++*countdown >= mt_debug_config.guard_sample) {
+        *countdown = 0;
         return true;
     }
     return false;
@@ -827,12 +843,14 @@ static MT_NOINLINE uint64_t pick_bits_refill(void)
     return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
 }
 
-MT_INLINE unsigned random_pick(void)
+/* t->pick_bits: random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit
+ * marks where they end (1 or 0: none left). */
+MT_INLINE unsigned random_pick(struct debug_thread *t)
 {
-    uint64_t bits = pick_bits;
+    uint64_t bits = t->pick_bits;
     if (MT_UNLIKELY(bits <= 1))
         bits = pick_bits_refill();
-    pick_bits = bits >> RANDOM_PICK_BITS;
+    t->pick_bits = bits >> RANDOM_PICK_BITS;
     return (unsigned)bits & (RANDOM_WINDOW - 1);
 }
 
@@ -840,7 +858,7 @@ MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls,
 {
     /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
      * buffer, and the stash's blocks still skip the allocator. */
-    unsigned pick = HOT_ON(fast, randomize) ? random_pick() : 0;
+    unsigned pick = HOT_ON(fast, randomize) ? random_pick(t) : 0;
     return &t->window[cls][pick];
 }
 
@@ -943,8 +961,9 @@ MT_INLINE void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t si
         uint64_t pattern = fast ? MT_DEBUG_POISON_BYTE * BYTES_NONZERO : mt_debug_config.fill_pattern;
         /* One compare for both: size - FILL_TAIL wraps for a block under FILL_TAIL bytes. */
         if (MT_LIKELY(size - FILL_TAIL <= clean && size <= fill_max)) {
-            bytes16 v = {pattern, pattern};
-            store16((uint8_t *)p + size - FILL_TAIL, v);
+            /* Two word stores: GCC built the vector of a constant pattern byte by byte. */
+            memcpy((uint8_t *)p + size - FILL_TAIL, &pattern, 8);
+            memcpy((uint8_t *)p + size - FILL_TAIL + 8, &pattern, 8);
         } else {
             size_t from = clean > copied ? clean : copied;
             if (from < mt_debug_config.fill_max && from < size)
@@ -969,10 +988,12 @@ MT_INLINE void *debug_alloc(size_t size, size_t align, bool zero, size_t copied,
         errno = ENOMEM;
         return NULL;
     }
-    bool guard = want_guard(size, fast);
-    size_t total = size + (HOT_ON(fast, canary) ? MT_DEBUG_CANARY_BYTES : 0);
     struct debug_thread *t = debug_thread;
-    if (!guard && total <= MT_SMALL_MAX && MT_LIKELY(t != NULL)) {
+    if (MT_UNLIKELY(t == NULL))
+        return debug_alloc_other(size, align, zero, copied, site, want_guard(size, &guard_countdown, fast));
+    bool guard = want_guard(size, &t->guard_countdown, fast);
+    size_t total = size + (HOT_ON(fast, canary) ? MT_DEBUG_CANARY_BYTES : 0);
+    if (!guard && total <= MT_SMALL_MAX) {
         /* Every slot of an aligned class is aligned: its window serves aligned requests. */
         unsigned cls = align <= MT_ALIGNMENT ? mt_size_class(total) : mt_size_class_aligned(total, align);
         if (cls >= MT_SMALL_CLASSES)
@@ -1093,13 +1114,9 @@ static void table_release(struct stripe *s, struct debug_block *b)
 }
 
 /* Release a block taken off the quarantine. */
-static void release_quarantined(struct quarantined q)
+/* Release a block of the table taken off a quarantine. */
+static MT_NOINLINE void release_table_block(uintptr_t ptr)
 {
-    if (q.slot) {
-        slot_release((void *)q.ptr, q.slot, q.cls, false);
-        return;
-    }
-    uintptr_t ptr = q.ptr;
     uint64_t hash;
     struct stripe *s = stripe_of(ptr, &hash);
     mt_lock(&s->lock);
@@ -1107,6 +1124,15 @@ static void release_quarantined(struct quarantined q)
     if (b && b->state == BLOCK_QUARANTINED)
         table_release(s, b);
     mt_unlock(&s->lock);
+}
+
+/* Release a block taken off a quarantine. */
+static void release_quarantined(struct quarantined q)
+{
+    if (q.slot)
+        slot_release((void *)q.ptr, q.slot, q.cls, false);
+    else
+        release_table_block(q.ptr);
 }
 
 /* Append to the quarantine; returns false when it cannot grow (the caller releases the
@@ -1219,40 +1245,79 @@ static void debug_thread_exit(void *arg)
     mt_os_unmap(t, sizeof *t);
 }
 
-/* Queue a small block in this thread's FIFO (t), releasing the oldest ones beyond the
- * budget. The ring's counters are kept in registers and written back once: stores
+/* The ring's counters, kept in registers by the hot path and written back once: stores
  * through the records and the stash may alias them as far as the compiler knows
- * (-fno-strict-aliasing), so a loop on the fields re-read them at every test. */
+ * (-fno-strict-aliasing), so code on the fields re-read them after every store. */
+struct ring_pos {
+    size_t head, count, bytes;
+};
+
+/* Take the oldest block off this thread's ring (pos) and release it. */
+MT_INLINE void local_evict(struct debug_thread *t, struct ring_pos *pos, bool fast)
+{
+    /* The block verified a few evictions from now: fetched meanwhile (it was freed a
+     * thousand frees ago; on small-block churn the check stalled on it). */
+    if (pos->count > PREFETCH_AHEAD)
+        prefetch_block(&t->ring[(pos->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
+    /* Field by field, not as a structure: a 32-byte local made GCC realign the stack of
+     * the AVX2 copy on every call. */
+    struct quarantined *oldest = &t->ring[pos->head];
+    uintptr_t ptr = oldest->ptr;
+    struct mt_debug_slot *slot = oldest->slot;
+    unsigned cls = oldest->cls;
+    pos->bytes -= oldest->size;
+    /* No stale copy of a released block's address: a leak scan would take it for a
+     * reference once the block is reused. */
+    oldest->ptr = 0;
+    pos->head = (pos->head + 1) & (LOCAL_ENTRIES - 1);
+    pos->count--;
+    if (MT_LIKELY(slot != NULL)) {
+        slot_release((void *)ptr, slot, cls, fast);
+    } else {
+        t->head = pos->head; /* consistent before the call out */
+        t->count = pos->count;
+        t->bytes = pos->bytes;
+        release_table_block(ptr);
+    }
+}
+
+MT_INLINE bool local_over(const struct ring_pos *pos, size_t size, size_t budget)
+{
+    return pos->count && (pos->count == LOCAL_ENTRIES || pos->bytes + size > budget);
+}
+
+/* The evictions after the first, when one was not enough (a block bigger than the one
+ * that left), out of line. */
+static MT_NOINLINE void local_evict_more(struct debug_thread *t, size_t size, size_t budget)
+{
+    struct ring_pos pos = {t->head, t->count, t->bytes};
+    while (local_over(&pos, size, budget))
+        local_evict(t, &pos, false);
+    t->head = pos.head;
+    t->count = pos.count;
+    t->bytes = pos.bytes;
+}
+
+/* Queue a small block in this thread's FIFO (t), releasing the oldest ones beyond the
+ * budget: one eviction inline (a free's common case), the others out of line. */
 MT_INLINE void local_queue(struct debug_thread *t, uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls,
                            size_t budget, bool fast)
 {
-    size_t head = t->head, count = t->count, bytes = t->bytes;
-    while (count && (count == LOCAL_ENTRIES || bytes + size > budget)) {
-        /* The block verified a few evictions from now: fetched meanwhile (it was freed a
-         * thousand frees ago; on small-block churn the check stalled on it). */
-        if (count > PREFETCH_AHEAD)
-            prefetch_block(&t->ring[(head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
-        struct quarantined *oldest = &t->ring[head];
-        struct quarantined victim = {oldest->ptr, oldest->size, oldest->slot, oldest->cls};
-        /* No stale copy of a released block's address: a leak scan would take it for a
-         * reference once the block is reused. */
-        oldest->ptr = 0;
-        head = (head + 1) & (LOCAL_ENTRIES - 1);
-        count--;
-        bytes -= victim.size;
-        if (MT_LIKELY(victim.slot != NULL)) {
-            slot_release((void *)victim.ptr, victim.slot, victim.cls, fast);
-        } else {
-            t->head = head; /* consistent before the call out */
-            t->count = count;
-            t->bytes = bytes;
-            release_quarantined(victim);
+    struct ring_pos pos = {t->head, t->count, t->bytes};
+    if (local_over(&pos, size, budget)) {
+        local_evict(t, &pos, fast);
+        if (MT_UNLIKELY(local_over(&pos, size, budget))) {
+            t->head = pos.head;
+            t->count = pos.count;
+            t->bytes = pos.bytes;
+            local_evict_more(t, size, budget);
+            pos = (struct ring_pos){t->head, t->count, t->bytes};
         }
     }
-    t->ring[(head + count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){ptr, size, slot, cls};
-    t->head = head;
-    t->count = count + 1;
-    t->bytes = bytes + size;
+    t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){ptr, size, slot, cls};
+    t->head = pos.head;
+    t->count = pos.count + 1;
+    t->bytes = pos.bytes + size;
 }
 
 static MT_NOINLINE void quarantine_add_other(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
@@ -1294,13 +1359,14 @@ MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
 {
     uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
     uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
+    /* The third and fourth lines clamped to the block's last one rather than tested: the
+     * tests followed the sizes of the blocks freed and mispredicted. */
+    uintptr_t last = (end - 1) & ~(uintptr_t)(MT_CACHE_LINE - 1);
+    uintptr_t third = a + 2 * MT_CACHE_LINE, fourth = a + 3 * MT_CACHE_LINE;
     __builtin_prefetch((const void *)a, 1);
     __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
-    if (end > a + 2 * MT_CACHE_LINE) {
-        __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
-        if (end > a + 3 * MT_CACHE_LINE)
-            __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
-    }
+    __builtin_prefetch((const void *)(third < last ? third : last), 1);
+    __builtin_prefetch((const void *)(fourth < last ? fourth : last), 1);
 }
 _Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
 
@@ -1345,9 +1411,11 @@ MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api,
     return true;
 }
 
-/* As slot_free for a block of the table. Out of line: inlined, it gave mt_debug_free a
+/* As slot_free for a block of the table: its size, or SIZE_MAX when this call does not
+ * own it (a return value: a variable whose address is passed lived on the stack, stored
+ * and loaded by every small free too). Out of line: inlined, it gave mt_debug_free a
  * stack frame and register saves that every small free paid for. */
-static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site, size_t *size)
+static MT_NOINLINE size_t table_free(void *ptr, enum mt_api api, const void *site)
 {
     uint64_t hash;
     struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
@@ -1357,13 +1425,13 @@ static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site,
         mt_unlock(&s->lock);
         /* Not ours, or long released: the allocator's own checks name it. */
         mt_alloc_free_as(ptr, api);
-        return false;
+        return SIZE_MAX;
     }
     if (b->state == BLOCK_QUARANTINED) {
         struct debug_block copy = *b;
         mt_unlock(&s->lock);
         report(MT_ERR_DOUBLE_FREE, &copy, api, NULL);
-        return false;
+        return SIZE_MAX;
     }
     size_t at = canary_broken_at(b);
     if (at != SIZE_MAX) {
@@ -1374,12 +1442,12 @@ static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site,
         b = table_find(s, (uintptr_t)ptr, hash);
         if (!b || b->state != BLOCK_LIVE) {
             mt_unlock(&s->lock);
-            return false;
+            return SIZE_MAX;
         }
     }
     b->state = BLOCK_QUARANTINED;
     b->free_site = site;
-    *size = b->size;
+    size_t size = b->size;
     if (!b->guarded)
         poison(ptr, b->size, false);
     if (b->guarded) {
@@ -1388,15 +1456,15 @@ static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site,
         mt_debug_guard_retire(b->map_base, b->map_size);
     }
     mt_unlock(&s->lock);
-    return true;
+    return size;
 }
 
 MT_INLINE void debug_free(void *ptr, enum mt_api api, const void *site, bool fast)
 {
     if (!ptr)
         return;
-    size_t size = 0;
     if (MT_LIKELY(in_small_segment(ptr))) {
+        size_t size;
         struct mt_page *page;
         struct mt_debug_slot *slot = mt_debug_slot_find_page(ptr, &page);
         if (MT_LIKELY(slot != NULL))
@@ -1408,8 +1476,10 @@ MT_INLINE void debug_free(void *ptr, enum mt_api api, const void *site, bool fas
         }
         if (slot_free(ptr, slot, api, site, &size, fast))
             quarantine_add((uintptr_t)ptr, size, slot, page->cls, fast);
-    } else if (table_free(ptr, api, site, &size)) {
-        quarantine_add((uintptr_t)ptr, size, NULL, 0, fast);
+    } else {
+        size_t size = table_free(ptr, api, site);
+        if (size != SIZE_MAX)
+            quarantine_add((uintptr_t)ptr, size, NULL, 0, fast);
     }
 }
 

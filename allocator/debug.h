@@ -89,6 +89,16 @@ void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site
 void mt_debug_free(void *ptr, enum mt_api api, const void *site);
 size_t mt_debug_usable_size(const void *ptr);
 
+/* mt_debug_malloc and mt_debug_free as the interposer's hot functions call them in debug
+ * mode alone: the copy of the hot path mt_debug_init chose (debug.c), reached with one
+ * indirect jump instead of a call and a test of the choice. Set by mt_debug_init when it
+ * enables the layer, which comes before MT_MODE_DEBUG is set. */
+struct mt_debug_entries {
+    void *(*malloc)(size_t size, const void *site);
+    void (*free)(void *ptr, enum mt_api api, const void *site);
+};
+extern MT_HIDDEN struct mt_debug_entries mt_debug_entries;
+
 /* Verify the poison of every block still in quarantine (at exit: a write after free into a
  * block freed late would otherwise never be seen). Reports the first broken one as `api`
  * and returns false. */
