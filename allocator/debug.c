@@ -453,7 +453,8 @@ MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
 /* ---- byte work: fill, poison and its check, inline for small blocks ----------------------------- */
 
 /* Sixteen bytes, moved with one unaligned vector load or store (SSE2 on x86-64, NEON on
- * AArch64: the baseline, so no run-time dispatch). The libc calls these loops replaced
+ * AArch64: the baseline; the fast copy of the hot path moves 32 with AVX2, bytes32
+ * below). The libc calls these loops replaced
  * (memset for the fill and the poison, a word loop for the check) were a third of a
  * malloc/free loop's time in debug mode: the blocks are small, the call and its size
  * dispatch cost more than the bytes. */

@@ -34,9 +34,11 @@
  * poison and, at eviction, its check, and the fill (for a small slot reused after its
  * check, only its bytes past its last block's size: two passes over a small block's bytes
  * in its life, not three), without a lock or an atomic read-modify-write on the common
- * path; guarded blocks a system call at allocation and one at free (debug_guard.h).
+ * path; guarded blocks a system call at allocation and one at free (debug_guard.h). The
+ * small-block malloc and free are compiled twice: with plain MTRACE_DEBUG=1 on an AVX2
+ * CPU, a copy with the options as constants and 32-byte byte work runs (debug.c).
  * Measured in docs/hardening.md: at most 2.3 times glibc's time on most bench workloads,
- * 2.9 to 3.1 on the small-block churn, 3.6 to 3.7 on the tight malloc/free loop. */
+ * 2.9 to 3.1 on the small-block churn, 3.2 on the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 
