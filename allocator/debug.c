@@ -126,9 +126,8 @@ static const uint8_t zero_chunk[POISON_CHUNK];
 
 
 static MT_TLS uint64_t rng_state;
-/* Random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit marks where
- * they end (1: none left). */
-static MT_TLS uint64_t pick_bits;
+/* For threads without a struct debug_thread (exiting ones): blocks allocated since the
+ * last guarded one. */
 static MT_TLS uint32_t guard_countdown;
 
 /* Random slot choice: a small block is taken at random among the last RANDOM_WINDOW
@@ -164,6 +163,11 @@ struct debug_thread {
      * (MT_DEBUG_WINDOW), refilling the windows before the allocator does (LIFO). */
     struct window_entry stash[MT_SMALL_CLASSES][STASH_ENTRIES];
     uint8_t stash_count[MT_SMALL_CLASSES];
+    /* The allocation path's per-thread counters, here beside the stash counts it reads
+     * anyway rather than in thread-local variables of their own (each of those cost a
+     * load of its offset from the GOT). Threads without this state use the ones below. */
+    uint64_t pick_bits;
+    uint32_t guard_countdown;
 };
 static MT_TLS struct debug_thread *debug_thread;
 static MT_TLS bool debug_thread_closed; /* this thread's exit destructor ran */
@@ -190,6 +194,36 @@ MT_INLINE uint64_t next_random(void)
 static void debug_thread_exit(void *arg);
 static struct debug_thread *debug_thread_get(void);
 
+/* ---- the hot path's two variants ----------------------------------------------------------- */
+
+/* The malloc and free of small blocks are compiled twice (debug_malloc_fast and the
+ * others at the end of the file): `fast` is a constant in each copy. The fast copy takes
+ * the options of plain MTRACE_DEBUG=1 as constants (every check on, poison 0xdf, fills up
+ * to at least MT_SMALL_MAX bytes) and, on x86-64, is compiled for AVX2 so its fills,
+ * poison and checks move 32 bytes an instruction; mt_debug_init picks it when the options
+ * and the CPU allow (hot_fast), the generic copy serves every other case. The option
+ * tests were 30 of the 480 instructions of a malloc/free pair, the byte work at 16 bytes
+ * an instruction 90; the loop is bound by its instruction count. */
+#if defined(__x86_64__)
+#define FAST_TARGET __attribute__((target("avx2")))
+#define FAST_WIDE true
+#else
+#define FAST_TARGET
+#define FAST_WIDE false
+#endif
+
+static bool hot_fast; /* set once by mt_debug_init */
+
+static void *debug_malloc_generic(size_t size, const void *site);
+static void *debug_malloc_fast(size_t size, const void *site);
+static void debug_free_generic(void *ptr, enum mt_api api, const void *site);
+static void debug_free_fast(void *ptr, enum mt_api api, const void *site);
+struct mt_debug_entries mt_debug_entries;
+
+/* An option as the hot path sees it: its value with MTRACE_DEBUG=1 in the fast copy. */
+#define HOT_ON(fast, option) ((fast) || mt_debug_config.option)
+#define HOT_ZERO_ON_FREE(fast) (!(fast) && mt_debug_config.zero_on_free)
+
 MT_STARTUP bool mt_debug_init(void)
 {
     bool debug = mt_option_bool(MT_OPT_DEBUG);
@@ -211,8 +245,15 @@ MT_STARTUP bool mt_debug_init(void)
     /* Zeroing freed blocks alone needs no block table: the interposer does it with a
      * memset per free (MT_MODE_ZERO), so it is cheap enough to leave on in production. */
     c->enabled = debug || c->canary || c->guard || c->poison || c->quarantine || c->randomize || c->fill;
-    /* Only when used: filling it made two pages of .bss resident in every process. */
+    /* Only when used: filling it made two pages of .bss resident in every process (and
+     * the CPU test faults in libgcc's code). */
     if (c->enabled) {
+        /* The options the fast copy of the hot path takes as constants, and the CPU it is
+         * compiled for. */
+        hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
+                   c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
+        mt_debug_entries.malloc = hot_fast ? debug_malloc_fast : debug_malloc_generic;
+        mt_debug_entries.free = hot_fast ? debug_free_fast : debug_free_generic;
         memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
         debug_thread_key_made = pthread_key_create(&debug_thread_key, debug_thread_exit) == 0;
     }
@@ -338,9 +379,9 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
 
 /* The byte of a word that is last in memory. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define LAST_BYTE_IN_MEMORY (0xffull << 56)
+#define WITHOUT_LAST_BYTE_IN_MEMORY(x) ((x) >> 8)
 #else
-#define LAST_BYTE_IN_MEMORY 0xffull
+#define WITHOUT_LAST_BYTE_IN_MEMORY(x) ((x) << 8)
 #endif
 /* Odd, so the multiply is a bijection of the keyed address (Fibonacci hashing's constant). */
 #define CANARY_SPREAD 0x9e3779b97f4a7c15ull
@@ -353,14 +394,17 @@ _Static_assert(MT_DEBUG_CANARY_BYTES == 16, "the canary is built and compared as
  * replaced was a chain of two multiplies and three shifts on both paths, and hid the key
  * no better, being a bijection too); a program that reads past its block sees the canary
  * anyway, so the second word need not hide from the first: it is the first rotated by
- * half a word, its last byte cleared (the key added again and the bytes made nonzero a
- * second time were 8 of the 18 instructions of each use, twice per malloc/free pair). */
+ * half a word and moved a byte towards its start, its last byte zero (the key added
+ * again and the bytes made nonzero a second time were 8 of the 18 instructions of each
+ * use, twice per malloc/free pair). */
 MT_INLINE void canary_pattern(uintptr_t ptr, uint64_t out[2])
 {
     uint64_t key = (mt_secrets.canary_key ^ ptr) * CANARY_SPREAD;
     key ^= key >> 29;
     out[0] = key | BYTES_NONZERO;
-    out[1] = (out[0] << 32 | out[0] >> 32) & ~LAST_BYTE_IN_MEMORY;
+    /* A shift, not a mask: the mask was a 64-bit constant to load, on both paths. The
+     * other bytes stay nonzero (they are bytes of out[0]). */
+    out[1] = WITHOUT_LAST_BYTE_IN_MEMORY(out[0] << 32 | out[0] >> 32);
 }
 
 MT_INLINE void canary_write_at(uintptr_t ptr, size_t size, size_t n)
@@ -409,7 +453,8 @@ MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
 /* ---- byte work: fill, poison and its check, inline for small blocks ----------------------------- */
 
 /* Sixteen bytes, moved with one unaligned vector load or store (SSE2 on x86-64, NEON on
- * AArch64: the baseline, so no run-time dispatch). The libc calls these loops replaced
+ * AArch64: the baseline; the fast copy of the hot path moves 32 with AVX2, bytes32
+ * below). The libc calls these loops replaced
  * (memset for the fill and the poison, a word loop for the check) were a third of a
  * malloc/free loop's time in debug mode: the blocks are small, the call and its size
  * dispatch cost more than the bytes. */
@@ -476,13 +521,67 @@ MT_INLINE void set_small(uint8_t *p, size_t n, uint64_t pattern)
     }
 }
 
-/* n bytes at p set to `byte`. */
-MT_INLINE void set_bytes(void *p, int byte, size_t n)
+/* Thirty-two bytes, for the fast copy of the hot path only (`wide` is true only there):
+ * compiled for AVX2, one ymm load or store. Moved through pointers, never passed by value
+ * (a 32-byte vector argument has another ABI without AVX). Aligned as 16 bytes: a local
+ * of 32-byte alignment made GCC realign the stack of the whole function, on every call,
+ * even once the local lived in a register. */
+typedef uint64_t bytes32 __attribute__((vector_size(32), aligned(16)));
+
+MT_INLINE void store32(uint8_t *p, const bytes32 *v)
 {
-    if (MT_LIKELY(n < INLINE_SET_MAX))
-        set_small(p, n, (uint8_t)byte * BYTES_NONZERO);
-    else
+    memcpy(p, v, sizeof *v);
+}
+
+/* *acc |= the 32 bytes at p xor *v. */
+MT_INLINE void diff32(bytes32 *acc, const uint8_t *p, const bytes32 *v)
+{
+    bytes32 x;
+    memcpy(&x, p, sizeof x);
+    *acc |= x ^ *v;
+}
+
+/* As set_small, 32 bytes a store and 128 a round. */
+MT_INLINE void set_wide(uint8_t *p, size_t n, uint64_t pattern)
+{
+    if (MT_UNLIKELY(n < 32)) {
+        set_small(p, n, pattern);
+        return;
+    }
+    bytes32 v = {pattern, pattern, pattern, pattern};
+    OPAQUE_VECTOR(v);
+    if (n > 128) {
+        for (size_t i = 0; i + 128 < n; i += 128) {
+            store32(p + i, &v);
+            store32(p + i + 32, &v);
+            store32(p + i + 64, &v);
+            store32(p + i + 96, &v);
+        }
+        store32(p + n - 128, &v);
+        store32(p + n - 96, &v);
+        store32(p + n - 64, &v);
+        store32(p + n - 32, &v);
+    } else {
+        store32(p, &v);
+        store32(p + n - 32, &v);
+        if (n > 64) {
+            store32(p + 32, &v);
+            store32(p + n - 64, &v);
+        }
+    }
+}
+
+/* n bytes at p set to `byte`; `wide` only in the fast copy. */
+MT_INLINE void set_bytes(void *p, int byte, size_t n, bool wide)
+{
+    if (MT_LIKELY(n < INLINE_SET_MAX)) {
+        if (wide)
+            set_wide(p, n, (uint8_t)byte * BYTES_NONZERO);
+        else
+            set_small(p, n, (uint8_t)byte * BYTES_NONZERO);
+    } else {
         memset(p, byte, n);
+    }
 }
 
 static size_t canary_broken_at(const struct debug_block *b)
@@ -520,19 +619,57 @@ static MT_NOINLINE size_t first_other_byte(const uint8_t *p, size_t size, uint8_
     return SIZE_MAX;
 }
 
+/* The bytes of [p, p + size), size >= 32, xor `pattern`, or-ed together: as
+ * poison_broken_in, 32 bytes a load and 128 a round. */
+MT_INLINE uint64_t poison_diff_wide(const uint8_t *p, size_t size, uint64_t pattern)
+{
+    bytes32 v = {pattern, pattern, pattern, pattern}, acc = {0, 0, 0, 0}, acc2 = {0, 0, 0, 0};
+    if (size > 128) {
+        for (size_t i = 0; i + 128 < size; i += 128) {
+            diff32(&acc, p + i, &v);
+            diff32(&acc2, p + i + 32, &v);
+            diff32(&acc, p + i + 64, &v);
+            diff32(&acc2, p + i + 96, &v);
+        }
+        diff32(&acc, p + size - 128, &v);
+        diff32(&acc2, p + size - 96, &v);
+        diff32(&acc, p + size - 64, &v);
+        diff32(&acc2, p + size - 32, &v);
+    } else {
+        diff32(&acc, p, &v);
+        diff32(&acc2, p + size - 32, &v);
+        if (size > 64) {
+            diff32(&acc, p + 32, &v);
+            diff32(&acc2, p + size - 64, &v);
+        }
+    }
+    acc |= acc2;
+#if defined(__x86_64__)
+    /* vptest: the or of the lanes took eight instructions. Only the fast copy, compiled
+     * for AVX2, reaches this (the builtin is not declared where AVX is not the default). */
+    bool zero;
+    __asm__("vptest %1, %1" : "=@ccz"(zero) : "x"(acc));
+    return !zero;
+#else
+    return acc[0] | acc[1] | acc[2] | acc[3];
+#endif
+}
+
 /* Offset of the first byte of a freed block that is not poison (zero with
  * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Small blocks sixteen bytes at a time against a
- * constant, the differences or-ed together and tested once; big ones with libc's memcmp
- * against a page of poison. */
-MT_INLINE size_t poison_broken_in(const void *ptr, size_t size)
+ * constant (32 in the fast copy), the differences or-ed together and tested once; big
+ * ones with libc's memcmp against a page of poison. */
+MT_INLINE size_t poison_broken_in(const void *ptr, size_t size, bool fast)
 {
     if (MT_UNLIKELY(size >= POISON_MEMCMP_MIN))
         return poison_broken_in_big(ptr, size);
-    const uint8_t expect = mt_debug_config.zero_on_free ? 0 : MT_DEBUG_POISON_BYTE;
+    const uint8_t expect = HOT_ZERO_ON_FREE(fast) ? 0 : MT_DEBUG_POISON_BYTE;
     const uint64_t pattern = expect * BYTES_NONZERO;
     const uint8_t *p = ptr;
     uint64_t diff;
-    if (MT_LIKELY(size >= 16)) {
+    if (fast && FAST_WIDE && MT_LIKELY(size >= 32)) {
+        diff = poison_diff_wide(p, size, pattern);
+    } else if (MT_LIKELY(size >= 16)) {
         /* As set_small: 64 bytes a round, the tail with loads that overlap. */
         bytes16 v = {pattern, pattern}, acc = {0, 0};
         if (size >= 64) {
@@ -557,20 +694,25 @@ MT_INLINE size_t poison_broken_in(const void *ptr, size_t size)
 
 static size_t poison_broken_at(const struct debug_block *b)
 {
-    return poison_broken_in((const void *)b->ptr, b->size);
+    return poison_broken_in((const void *)b->ptr, b->size, false);
 }
 
-MT_INLINE void poison(void *ptr, size_t size)
+MT_INLINE void poison(void *ptr, size_t size, bool fast)
 {
-    if (mt_debug_config.zero_on_free)
-        set_bytes(ptr, 0, size);
-    else if (mt_debug_config.poison)
-        set_bytes(ptr, MT_DEBUG_POISON_BYTE, size);
+    if (HOT_ZERO_ON_FREE(fast))
+        set_bytes(ptr, 0, size, false);
+    else if (HOT_ON(fast, poison))
+        set_bytes(ptr, MT_DEBUG_POISON_BYTE, size, fast && FAST_WIDE);
+}
+
+MT_INLINE bool hot_verifies_poison(bool fast)
+{
+    return HOT_ON(fast, poison) || mt_debug_config.zero_on_free;
 }
 
 static bool verifies_poison(void)
 {
-    return mt_debug_config.poison || mt_debug_config.zero_on_free;
+    return hot_verifies_poison(false);
 }
 
 static void report(enum mt_heap_error_kind kind, const struct debug_block *b, enum mt_api api, const char *detail)
@@ -619,14 +761,15 @@ static MT_COLD void report_slot_poison(const void *ptr, uint64_t alloc, uint64_t
 
 /* ---- allocation ------------------------------------------------------------------------------ */
 
-MT_INLINE bool want_guard(size_t size)
+/* `countdown`: the thread's count of blocks allocated since its last guarded one. */
+MT_INLINE bool want_guard(size_t size, uint32_t *countdown, bool fast)
 {
-    if (!mt_debug_config.guard)
+    if (!HOT_ON(fast, guard))
         return false;
     if (size >= mt_mmap_threshold())
         return true;
-    if (++guard_countdown >= mt_debug_config.guard_sample) {
-        guard_countdown = 0;
+    if (++*countdown >= mt_debug_config.guard_sample) {
+        *countdown = 0;
         return true;
     }
     return false;
@@ -701,26 +844,28 @@ static MT_NOINLINE uint64_t pick_bits_refill(void)
     return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
 }
 
-MT_INLINE unsigned random_pick(void)
+/* t->pick_bits: random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit
+ * marks where they end (1 or 0: none left). */
+MT_INLINE unsigned random_pick(struct debug_thread *t)
 {
-    uint64_t bits = pick_bits;
+    uint64_t bits = t->pick_bits;
     if (MT_UNLIKELY(bits <= 1))
         bits = pick_bits_refill();
-    pick_bits = bits >> RANDOM_PICK_BITS;
+    t->pick_bits = bits >> RANDOM_PICK_BITS;
     return (unsigned)bits & (RANDOM_WINDOW - 1);
 }
 
-MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls)
+MT_INLINE struct window_entry *window_pick(struct debug_thread *t, unsigned cls, bool fast)
 {
     /* Without MTRACE_RANDOMIZE, always the first entry: the window is then a one-block
      * buffer, and the stash's blocks still skip the allocator. */
-    unsigned pick = mt_debug_config.randomize ? random_pick() : 0;
+    unsigned pick = HOT_ON(fast, randomize) ? random_pick(t) : 0;
     return &t->window[cls][pick];
 }
 
-MT_INLINE void *window_take_in(struct debug_thread *t, unsigned cls, struct mt_debug_slot **slot)
+MT_INLINE void *window_take_in(struct debug_thread *t, unsigned cls, struct mt_debug_slot **slot, bool fast)
 {
-    struct window_entry *e = window_pick(t, cls);
+    struct window_entry *e = window_pick(t, cls, fast);
     unsigned n = t->stash_count[cls];
     if (MT_LIKELY(e->block != NULL && n != 0)) {
         void *out = e->block;
@@ -746,7 +891,7 @@ static void *window_take(unsigned cls, struct mt_debug_slot **slot)
     struct debug_thread *t = debug_thread_get();
     if (!t)
         return NULL;
-    return window_take_in(t, cls, slot);
+    return window_take_in(t, cls, slot, false);
 }
 
 static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **slot)
@@ -769,10 +914,11 @@ static void *underlying_alloc(size_t size, size_t align, struct mt_debug_slot **
  * near the start of a block, while a full fill of a multi-megabyte block writes every
  * page of it, doubling the cost of a program that touches each page once (the whole fill
  * was 40% of debug mode's time on the large-block benchmark). */
-MT_INLINE void fill_new(void *p, size_t from, size_t size)
+MT_INLINE void fill_new(void *p, size_t from, size_t size, bool fast)
 {
     size_t end = size < mt_debug_config.fill_max ? size : mt_debug_config.fill_max;
-    set_bytes((uint8_t *)p + from, mt_debug_config.fill_byte, end - from);
+    set_bytes((uint8_t *)p + from, fast ? MT_DEBUG_POISON_BYTE : mt_debug_config.fill_byte, end - from,
+              fast && FAST_WIDE);
 }
 
 /* Bytes at the start of a held small slot that already read as the fill: those of its
@@ -783,10 +929,10 @@ MT_INLINE void fill_new(void *p, size_t from, size_t size)
  * allocated, and the window and the stash are the holding thread's alone. The record is
  * the holding thread's too (it set the bit), so its loads are plain; the promote writes
  * its line anyway. */
-MT_INLINE size_t slot_clean_prefix(const struct mt_debug_slot *slot)
+MT_INLINE size_t slot_clean_prefix(const struct mt_debug_slot *slot, bool fast)
 {
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_relaxed);
-    if (MT_LIKELY(state & mt_debug_config.fill_clean_bit))
+    if (MT_LIKELY(state & (fast ? MT_DEBUG_VERIFIED : mt_debug_config.fill_clean_bit)))
         return mt_debug_size_of(atomic_load_explicit(&slot->alloc, memory_order_relaxed));
     return 0; /* a fresh slot, one whose check failed (continue mode), or a fill that is not the poison */
 }
@@ -805,23 +951,27 @@ MT_INLINE size_t slot_clean_prefix(const struct mt_debug_slot *slot)
  * the third pass over the bytes of a small block's life (poison at free, its check at
  * quarantine exit, the fill). */
 MT_INLINE void *small_block_ready(void *p, struct mt_debug_slot *slot, size_t size, bool zero, size_t copied,
-                                  const void *site)
+                                  const void *site, bool fast)
 {
     if (zero) {
         memset(p, 0, size);
-    } else if (mt_debug_config.fill) {
-        size_t clean = slot_clean_prefix(slot);
+    } else if (HOT_ON(fast, fill)) {
+        size_t clean = slot_clean_prefix(slot, fast);
+        /* The fast copy needs no fill_max test: it runs only with fill_max >= MT_SMALL_MAX. */
+        size_t fill_max = fast ? MT_SMALL_MAX : mt_debug_config.fill_max;
+        uint64_t pattern = fast ? MT_DEBUG_POISON_BYTE * BYTES_NONZERO : mt_debug_config.fill_pattern;
         /* One compare for both: size - FILL_TAIL wraps for a block under FILL_TAIL bytes. */
-        if (MT_LIKELY(size - FILL_TAIL <= clean && size <= mt_debug_config.fill_max)) {
-            bytes16 v = {mt_debug_config.fill_pattern, mt_debug_config.fill_pattern};
-            store16((uint8_t *)p + size - FILL_TAIL, v);
+        if (MT_LIKELY(size - FILL_TAIL <= clean && size <= fill_max)) {
+            /* Two word stores: GCC built the vector of a constant pattern byte by byte. */
+            memcpy((uint8_t *)p + size - FILL_TAIL, &pattern, 8);
+            memcpy((uint8_t *)p + size - FILL_TAIL + 8, &pattern, 8);
         } else {
             size_t from = clean > copied ? clean : copied;
             if (from < mt_debug_config.fill_max && from < size)
-                fill_new(p, from, size);
+                fill_new(p, from, size, fast);
         }
     }
-    if (mt_debug_config.canary)
+    if (HOT_ON(fast, canary))
         canary_write_at((uintptr_t)p, size, MT_DEBUG_CANARY_BYTES);
     /* Published after the fill and the canary: mt_debug_check may look at once. */
     mt_debug_slot_promote(slot, size, site);
@@ -833,27 +983,29 @@ static void *debug_alloc_other(size_t size, size_t align, bool zero, size_t copi
 /* A new block; `copied` leading bytes are about to be overwritten by the caller (realloc)
  * and are not filled. The common case (a small block from this thread's window) first,
  * in a few lines; the rest out of line. */
-MT_INLINE void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site)
+MT_INLINE void *debug_alloc(size_t size, size_t align, bool zero, size_t copied, const void *site, bool fast)
 {
     if (size > MT_MAX_REQUEST) {
         errno = ENOMEM;
         return NULL;
     }
-    bool guard = want_guard(size);
-    size_t total = size + (mt_debug_config.canary ? MT_DEBUG_CANARY_BYTES : 0);
     struct debug_thread *t = debug_thread;
-    if (!guard && total <= MT_SMALL_MAX && MT_LIKELY(t != NULL)) {
+    if (MT_UNLIKELY(t == NULL))
+        return debug_alloc_other(size, align, zero, copied, site, want_guard(size, &guard_countdown, fast));
+    bool guard = want_guard(size, &t->guard_countdown, fast);
+    size_t total = size + (HOT_ON(fast, canary) ? MT_DEBUG_CANARY_BYTES : 0);
+    if (!guard && total <= MT_SMALL_MAX) {
         /* Every slot of an aligned class is aligned: its window serves aligned requests. */
         unsigned cls = align <= MT_ALIGNMENT ? mt_size_class(total) : mt_size_class_aligned(total, align);
         if (cls >= MT_SMALL_CLASSES)
             return debug_alloc_other(size, align, zero, copied, site, guard);
         struct mt_debug_slot *slot;
-        void *p = window_take_in(t, cls, &slot);
+        void *p = window_take_in(t, cls, &slot, fast);
         if (MT_UNLIKELY(!p)) {
             errno = ENOMEM;
             return NULL;
         }
-        return small_block_ready(p, slot, size, zero, copied, site);
+        return small_block_ready(p, slot, size, zero, copied, site, fast);
     }
     return debug_alloc_other(size, align, zero, copied, site, guard);
 }
@@ -868,7 +1020,7 @@ static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero,
     if (!p && !block.guarded) {
         p = underlying_alloc(size, align, &slot);
         if (slot)
-            return small_block_ready(p, slot, size, zero, copied, site);
+            return small_block_ready(p, slot, size, zero, copied, site, false);
     }
     if (!block.guarded)
         memset(&block, 0, sizeof block);
@@ -883,7 +1035,7 @@ static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero,
     if (zero)
         memset(p, 0, size);
     else if (mt_debug_config.fill && copied < mt_debug_config.fill_max && copied < size)
-        fill_new(p, copied, size);
+        fill_new(p, copied, size, false);
     canary_write(&block);
 
     if (!block.guarded && in_small_segment(p)) {
@@ -916,15 +1068,15 @@ static MT_NOINLINE void *debug_alloc_other(size_t size, size_t align, bool zero,
 /* ---- release: a block leaves the quarantine for good ---------------------------------------- */
 
 /* Verify the poison of a small block and give it back (the caller took it off the queue). */
-MT_INLINE void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls)
+MT_INLINE void slot_release(void *ptr, struct mt_debug_slot *slot, unsigned cls, bool fast)
 {
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (mt_debug_state_of(state) != MT_DEBUG_QUARANTINED)
         return; /* not reached: only the queue's owner of a block releases it */
     uint64_t held = mt_debug_state_word(MT_DEBUG_WINDOW, NULL);
-    if (verifies_poison()) {
+    if (hot_verifies_poison(fast)) {
         uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
-        size_t at = poison_broken_in(ptr, mt_debug_size_of(alloc));
+        size_t at = poison_broken_in(ptr, mt_debug_size_of(alloc), fast);
         if (MT_UNLIKELY(at != SIZE_MAX))
             report_slot_poison(ptr, alloc, state, at); /* continue mode: the slot is filled when reused */
         else
@@ -963,13 +1115,9 @@ static void table_release(struct stripe *s, struct debug_block *b)
 }
 
 /* Release a block taken off the quarantine. */
-static void release_quarantined(struct quarantined q)
+/* Release a block of the table taken off a quarantine. */
+static MT_NOINLINE void release_table_block(uintptr_t ptr)
 {
-    if (q.slot) {
-        slot_release((void *)q.ptr, q.slot, q.cls);
-        return;
-    }
-    uintptr_t ptr = q.ptr;
     uint64_t hash;
     struct stripe *s = stripe_of(ptr, &hash);
     mt_lock(&s->lock);
@@ -977,6 +1125,15 @@ static void release_quarantined(struct quarantined q)
     if (b && b->state == BLOCK_QUARANTINED)
         table_release(s, b);
     mt_unlock(&s->lock);
+}
+
+/* Release a block taken off a quarantine. */
+static void release_quarantined(struct quarantined q)
+{
+    if (q.slot)
+        slot_release((void *)q.ptr, q.slot, q.cls, false);
+    else
+        release_table_block(q.ptr);
 }
 
 /* Append to the quarantine; returns false when it cannot grow (the caller releases the
@@ -1089,66 +1246,104 @@ static void debug_thread_exit(void *arg)
     mt_os_unmap(t, sizeof *t);
 }
 
-/* Release the oldest block of this thread's quarantine. */
-MT_INLINE void local_evict(struct debug_thread *t)
+/* The ring's counters, kept in registers by the hot path and written back once: stores
+ * through the records and the stash may alias them as far as the compiler knows
+ * (-fno-strict-aliasing), so code on the fields re-read them after every store. */
+struct ring_pos {
+    size_t head, count, bytes;
+};
+
+/* Take the oldest block off this thread's ring (pos) and release it. */
+MT_INLINE void local_evict(struct debug_thread *t, struct ring_pos *pos, bool fast)
 {
     /* The block verified a few evictions from now: fetched meanwhile (it was freed a
      * thousand frees ago; on small-block churn the check stalled on it). */
-    if (t->count > PREFETCH_AHEAD)
-        prefetch_block(&t->ring[(t->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
-    struct quarantined *oldest = &t->ring[t->head];
-    struct quarantined victim = {oldest->ptr, oldest->size, oldest->slot, oldest->cls};
+    if (pos->count > PREFETCH_AHEAD)
+        prefetch_block(&t->ring[(pos->head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
+    /* Field by field, not as a structure: a 32-byte local made GCC realign the stack of
+     * the AVX2 copy on every call. */
+    struct quarantined *oldest = &t->ring[pos->head];
+    uintptr_t ptr = oldest->ptr;
+    struct mt_debug_slot *slot = oldest->slot;
+    unsigned cls = oldest->cls;
+    pos->bytes -= oldest->size;
     /* No stale copy of a released block's address: a leak scan would take it for a
      * reference once the block is reused. */
     oldest->ptr = 0;
-    t->head = (t->head + 1) & (LOCAL_ENTRIES - 1);
-    t->count--;
-    t->bytes -= victim.size;
-    if (MT_LIKELY(victim.slot != NULL))
-        slot_release((void *)victim.ptr, victim.slot, victim.cls);
-    else
-        release_quarantined(victim);
+    pos->head = (pos->head + 1) & (LOCAL_ENTRIES - 1);
+    pos->count--;
+    if (MT_LIKELY(slot != NULL)) {
+        slot_release((void *)ptr, slot, cls, fast);
+    } else {
+        t->head = pos->head; /* consistent before the call out */
+        t->count = pos->count;
+        t->bytes = pos->bytes;
+        release_table_block(ptr);
+    }
 }
 
-static MT_NOINLINE void quarantine_add_other(struct quarantined q)
+MT_INLINE bool local_over(const struct ring_pos *pos, size_t size, size_t budget)
 {
+    return pos->count && (pos->count == LOCAL_ENTRIES || pos->bytes + size > budget);
+}
+
+/* The evictions after the first, when one was not enough (a block bigger than the one
+ * that left), out of line. */
+static MT_NOINLINE void local_evict_more(struct debug_thread *t, size_t size, size_t budget)
+{
+    struct ring_pos pos = {t->head, t->count, t->bytes};
+    while (local_over(&pos, size, budget))
+        local_evict(t, &pos, false);
+    t->head = pos.head;
+    t->count = pos.count;
+    t->bytes = pos.bytes;
+}
+
+/* Queue a small block in this thread's FIFO (t), releasing the oldest ones beyond the
+ * budget: one eviction inline (a free's common case), the others out of line. */
+MT_INLINE void local_queue(struct debug_thread *t, uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls,
+                           size_t budget, bool fast)
+{
+    struct ring_pos pos = {t->head, t->count, t->bytes};
+    if (local_over(&pos, size, budget)) {
+        local_evict(t, &pos, fast);
+        if (MT_UNLIKELY(local_over(&pos, size, budget))) {
+            t->head = pos.head;
+            t->count = pos.count;
+            t->bytes = pos.bytes;
+            local_evict_more(t, size, budget);
+            pos = (struct ring_pos){t->head, t->count, t->bytes};
+        }
+    }
+    t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){ptr, size, slot, cls};
+    t->head = pos.head;
+    t->count = pos.count + 1;
+    t->bytes = pos.bytes + size;
+}
+
+static MT_NOINLINE void quarantine_add_other(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
+{
+    struct quarantined q = {ptr, size, slot, cls};
     struct debug_thread *t;
     if (mt_debug_config.quarantine == 0)
         release_quarantined(q);
     else if (q.size > mt_debug_config.quarantine / LOCAL_BIG_SHARE || !(t = debug_thread_get()))
         shared_quarantine_add(q);
-    else {
-        while (t->count && (t->count == LOCAL_ENTRIES || t->bytes + q.size > mt_debug_config.quarantine))
-            local_evict(t);
-        t->ring[(t->head + t->count) & (LOCAL_ENTRIES - 1)] = q;
-        t->count++;
-        t->bytes += q.size;
-    }
+    else
+        local_queue(t, ptr, size, slot, cls, mt_debug_config.quarantine, false);
 }
 
 /* Queue a block this thread just marked quarantined, and release the oldest ones beyond
- * the budget: small blocks in the thread's own FIFO, big ones in the shared one. The
- * common case, one eviction per free, without a loop: the loop re-read the ring's
- * counters from memory on every test (nothing tells the compiler a release leaves them
- * alone), a twentieth of a malloc/free pair's instructions. */
-MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls)
+ * the budget: small blocks in the thread's own FIFO, big ones in the shared one. */
+MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls, bool fast)
 {
-    struct quarantined q = {ptr, size, slot, cls};
     size_t budget = mt_debug_config.quarantine;
     struct debug_thread *t = debug_thread;
     if (MT_UNLIKELY(t == NULL || size > budget / LOCAL_BIG_SHARE)) { /* also budget 0 */
-        quarantine_add_other(q);
+        quarantine_add_other(ptr, size, slot, cls);
         return;
     }
-    if (t->count == LOCAL_ENTRIES || t->bytes + size > budget) {
-        local_evict(t);
-        while (MT_UNLIKELY(t->count && (t->count == LOCAL_ENTRIES || t->bytes + size > budget)))
-            local_evict(t);
-    }
-    size_t count = t->count;
-    t->ring[(t->head + count) & (LOCAL_ENTRIES - 1)] = q;
-    t->count = count + 1;
-    t->bytes += size;
+    local_queue(t, ptr, size, slot, cls, budget, fast);
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */
@@ -1165,13 +1360,14 @@ MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
 {
     uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
     uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
+    /* The third and fourth lines clamped to the block's last one rather than tested: the
+     * tests followed the sizes of the blocks freed and mispredicted. */
+    uintptr_t last = (end - 1) & ~(uintptr_t)(MT_CACHE_LINE - 1);
+    uintptr_t third = a + 2 * MT_CACHE_LINE, fourth = a + 3 * MT_CACHE_LINE;
     __builtin_prefetch((const void *)a, 1);
     __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
-    if (end > a + 2 * MT_CACHE_LINE) {
-        __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
-        if (end > a + 3 * MT_CACHE_LINE)
-            __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
-    }
+    __builtin_prefetch((const void *)(third < last ? third : last), 1);
+    __builtin_prefetch((const void *)(fourth < last ? fourth : last), 1);
 }
 _Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
 
@@ -1187,7 +1383,8 @@ static MT_COLD void slot_free_not_live(void *ptr, uint64_t alloc, uint64_t state
 
 /* Mark a small block quarantined, or report why it cannot be (or hand a pointer that is
  * not ours to the allocator). True when this call now owns the block. */
-MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size)
+MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api, const void *site, size_t *size,
+                         bool fast)
 {
     /* The block is read as two words, not built as a struct debug_block: that copy stalled
      * on store forwarding on every free. */
@@ -1198,7 +1395,7 @@ MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api,
         return false;
     }
     size_t bytes = mt_debug_size_of(alloc);
-    size_t at = mt_debug_config.canary ? canary_broken_in((uintptr_t)ptr, bytes, MT_DEBUG_CANARY_BYTES) : SIZE_MAX;
+    size_t at = HOT_ON(fast, canary) ? canary_broken_in((uintptr_t)ptr, bytes, MT_DEBUG_CANARY_BYTES) : SIZE_MAX;
     if (MT_UNLIKELY(at != SIZE_MAX))
         report_slot_canary(ptr, alloc, state, at, api); /* continue mode: free it all the same */
     /* Poisoned, then marked quarantined, so a quarantined block always reads as poison. A
@@ -1209,15 +1406,17 @@ MT_INLINE bool slot_free(void *ptr, struct mt_debug_slot *slot, enum mt_api api,
      * double free one after the other, from any threads, is still seen above); each queue
      * entry then finds the block no longer quarantined when its turn comes and leaves it
      * alone (slot_release). */
-    poison(ptr, bytes);
+    poison(ptr, bytes, fast);
     atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_QUARANTINED, site), memory_order_release);
     *size = bytes;
     return true;
 }
 
-/* As slot_free for a block of the table. Out of line: inlined, it gave mt_debug_free a
+/* As slot_free for a block of the table: its size, or SIZE_MAX when this call does not
+ * own it (a return value: a variable whose address is passed lived on the stack, stored
+ * and loaded by every small free too). Out of line: inlined, it gave mt_debug_free a
  * stack frame and register saves that every small free paid for. */
-static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site, size_t *size)
+static MT_NOINLINE size_t table_free(void *ptr, enum mt_api api, const void *site)
 {
     uint64_t hash;
     struct stripe *s = stripe_of((uintptr_t)ptr, &hash);
@@ -1227,13 +1426,13 @@ static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site,
         mt_unlock(&s->lock);
         /* Not ours, or long released: the allocator's own checks name it. */
         mt_alloc_free_as(ptr, api);
-        return false;
+        return SIZE_MAX;
     }
     if (b->state == BLOCK_QUARANTINED) {
         struct debug_block copy = *b;
         mt_unlock(&s->lock);
         report(MT_ERR_DOUBLE_FREE, &copy, api, NULL);
-        return false;
+        return SIZE_MAX;
     }
     size_t at = canary_broken_at(b);
     if (at != SIZE_MAX) {
@@ -1244,29 +1443,29 @@ static MT_NOINLINE bool table_free(void *ptr, enum mt_api api, const void *site,
         b = table_find(s, (uintptr_t)ptr, hash);
         if (!b || b->state != BLOCK_LIVE) {
             mt_unlock(&s->lock);
-            return false;
+            return SIZE_MAX;
         }
     }
     b->state = BLOCK_QUARANTINED;
     b->free_site = site;
-    *size = b->size;
+    size_t size = b->size;
     if (!b->guarded)
-        poison(ptr, b->size);
+        poison(ptr, b->size, false);
     if (b->guarded) {
         /* Any access to a freed guarded block now faults, so it needs no poison (it is not
          * verified when it leaves the quarantine). Its pages stay, for the mapping's reuse. */
         mt_debug_guard_retire(b->map_base, b->map_size);
     }
     mt_unlock(&s->lock);
-    return true;
+    return size;
 }
 
-void mt_debug_free(void *ptr, enum mt_api api, const void *site)
+MT_INLINE void debug_free(void *ptr, enum mt_api api, const void *site, bool fast)
 {
     if (!ptr)
         return;
-    size_t size = 0;
     if (MT_LIKELY(in_small_segment(ptr))) {
+        size_t size;
         struct mt_page *page;
         struct mt_debug_slot *slot = mt_debug_slot_find_page(ptr, &page);
         if (MT_LIKELY(slot != NULL))
@@ -1276,11 +1475,31 @@ void mt_debug_free(void *ptr, enum mt_api api, const void *site)
             mt_alloc_free_as(ptr, api);
             return;
         }
-        if (slot_free(ptr, slot, api, site, &size))
-            quarantine_add((uintptr_t)ptr, size, slot, page->cls);
-    } else if (table_free(ptr, api, site, &size)) {
-        quarantine_add((uintptr_t)ptr, size, NULL, 0);
+        if (slot_free(ptr, slot, api, site, &size, fast))
+            quarantine_add((uintptr_t)ptr, size, slot, page->cls, fast);
+    } else {
+        size_t size = table_free(ptr, api, site);
+        if (size != SIZE_MAX)
+            quarantine_add((uintptr_t)ptr, size, NULL, 0, fast);
     }
+}
+
+static MT_NOINLINE void debug_free_generic(void *ptr, enum mt_api api, const void *site)
+{
+    debug_free(ptr, api, site, false);
+}
+
+static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, const void *site)
+{
+    debug_free(ptr, api, site, true);
+}
+
+void mt_debug_free(void *ptr, enum mt_api api, const void *site)
+{
+    if (MT_LIKELY(hot_fast))
+        debug_free_fast(ptr, api, site);
+    else
+        debug_free_generic(ptr, api, site);
 }
 
 /* A broken quarantined block found by a walk, for its report. */
@@ -1328,9 +1547,19 @@ bool mt_debug_verify_quarantine(enum mt_api api)
     return true;
 }
 
+static MT_NOINLINE void *debug_malloc_generic(size_t size, const void *site)
+{
+    return debug_alloc(size, 0, false, 0, site, false);
+}
+
+static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *site)
+{
+    return debug_alloc(size, 0, false, 0, site, true);
+}
+
 void *mt_debug_malloc(size_t size, const void *site)
 {
-    return debug_alloc(size, 0, false, 0, site);
+    return MT_LIKELY(hot_fast) ? debug_malloc_fast(size, site) : debug_malloc_generic(size, site);
 }
 
 
@@ -1341,13 +1570,13 @@ void *mt_debug_calloc(size_t count, size_t size, const void *site)
         errno = ENOMEM;
         return NULL;
     }
-    return debug_alloc(total, 0, true, 0, site);
+    return debug_alloc(total, 0, true, 0, site, false);
 }
 
 void *mt_debug_aligned(size_t align, size_t size, enum mt_api api, const void *site)
 {
     (void)api;
-    return debug_alloc(size, align, false, 0, site);
+    return debug_alloc(size, align, false, 0, site, false);
 }
 
 /* The block the program passed, copied: false when the layer does not know it. */
@@ -1394,7 +1623,7 @@ static size_t live_size_or_report(const void *ptr, enum mt_api api)
 static void resize_contents(void *ptr, size_t old, size_t size)
 {
     if (size > old && mt_debug_config.fill && old < mt_debug_config.fill_max)
-        fill_new(ptr, old, size);
+        fill_new(ptr, old, size, false);
     struct debug_block b;
     memset(&b, 0, sizeof b);
     b.ptr = (uintptr_t)ptr;
@@ -1454,7 +1683,7 @@ static bool resize_in_place(void *ptr, size_t old, size_t size, const void *site
 void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site)
 {
     if (!ptr)
-        return debug_alloc(size, 0, false, 0, site);
+        return debug_alloc(size, 0, false, 0, site, false);
     if (size == 0) {
         mt_debug_free(ptr, api, site);
         return NULL;
@@ -1468,7 +1697,7 @@ void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site
         return ptr;
     /* Moved: a stale pointer to the old place then reads poison, not live data. */
     size_t kept = old < size ? old : size;
-    void *fresh = debug_alloc(size, 0, false, kept, site);
+    void *fresh = debug_alloc(size, 0, false, kept, site, false);
     if (!fresh)
         return NULL;
     memcpy(fresh, ptr, kept);

@@ -34,9 +34,11 @@
  * poison and, at eviction, its check, and the fill (for a small slot reused after its
  * check, only its bytes past its last block's size: two passes over a small block's bytes
  * in its life, not three), without a lock or an atomic read-modify-write on the common
- * path; guarded blocks a system call at allocation and one at free (debug_guard.h).
+ * path; guarded blocks a system call at allocation and one at free (debug_guard.h). The
+ * small-block malloc and free are compiled twice: with plain MTRACE_DEBUG=1 on an AVX2
+ * CPU, a copy with the options as constants and 32-byte byte work runs (debug.c).
  * Measured in docs/hardening.md: at most 2.3 times glibc's time on most bench workloads,
- * 2.9 to 3.1 on the small-block churn, 3.6 to 3.7 on the tight malloc/free loop. */
+ * 2.9 to 3.1 on the small-block churn, 3.2 on the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 
@@ -88,6 +90,16 @@ void *mt_debug_aligned(size_t align, size_t size, enum mt_api api, const void *s
 void *mt_debug_realloc(void *ptr, size_t size, enum mt_api api, const void *site);
 void mt_debug_free(void *ptr, enum mt_api api, const void *site);
 size_t mt_debug_usable_size(const void *ptr);
+
+/* mt_debug_malloc and mt_debug_free as the interposer's hot functions call them in debug
+ * mode alone: the copy of the hot path mt_debug_init chose (debug.c), reached with one
+ * indirect jump instead of a call and a test of the choice. Set by mt_debug_init when it
+ * enables the layer, which comes before MT_MODE_DEBUG is set. */
+struct mt_debug_entries {
+    void *(*malloc)(size_t size, const void *site);
+    void (*free)(void *ptr, enum mt_api api, const void *site);
+};
+extern MT_HIDDEN struct mt_debug_entries mt_debug_entries;
 
 /* Verify the poison of every block still in quarantine (at exit: a write after free into a
  * block freed late would otherwise never be seen). Reports the first broken one as `api`

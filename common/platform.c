@@ -3,6 +3,9 @@
 #include "platform.h"
 
 #include <errno.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -348,6 +351,24 @@ uint64_t mt_os_ticks(void)
     return __rdtsc();
 #else
     return mt_os_monotonic_ns();
+#endif
+}
+
+bool mt_os_cpu_has_avx2(void)
+{
+#if defined(__x86_64__)
+    /* cpuid and xgetbv by hand: libgcc's __builtin_cpu_supports brings a constructor that
+     * runs in every process at load and faults in a page of cold code. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX))
+        return false;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) /* the OS saves the SSE and AVX registers */
+        return false;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2);
+#else
+    return false;
 #endif
 }
 

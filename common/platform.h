@@ -90,6 +90,9 @@ uint64_t mt_os_monotonic_coarse_ns(void);
 uint64_t mt_os_realtime_ns(void);
 /* A cheap, monotonic, cross-core-consistent tick counter (the TSC on x86-64). */
 uint64_t mt_os_ticks(void);
+/* The CPU runs AVX2 code (x86-64; false elsewhere): debug mode's hot path has a variant
+ * compiled for it, chosen once at start-up (allocator/debug.c). */
+bool mt_os_cpu_has_avx2(void);
 
 void mt_os_futex_wait(_Atomic uint32_t *addr, uint32_t expected);
 void mt_os_futex_wake(_Atomic uint32_t *addr, int count);

@@ -30,7 +30,7 @@ MT_API void *malloc(size_t size)
     uint32_t mode = mt_alloc_mode_now();
     if (MT_UNLIKELY(mode != 0)) {
         if (DEBUG_ONLY(mode))
-            return mt_debug_malloc(size, __builtin_return_address(0));
+            return mt_debug_entries.malloc(size, __builtin_return_address(0));
         return SLOW(mt_slow_malloc(size, FRAME));
     }
     return mt_alloc_malloc(size);
@@ -41,7 +41,7 @@ MT_API void free(void *ptr)
     uint32_t mode = mt_alloc_mode_now();
     if (MT_UNLIKELY(mode != 0)) {
         if (DEBUG_ONLY(mode))
-            mt_debug_free(ptr, MT_API_FREE, __builtin_return_address(0));
+            mt_debug_entries.free(ptr, MT_API_FREE, __builtin_return_address(0));
         else
             SLOW(mt_slow_free(ptr, FRAME));
         return;
