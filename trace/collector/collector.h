@@ -363,9 +363,8 @@ MT_INLINE void mt_proc_prefetch(struct mt_proc *proc, const struct mt_wire_rec *
 void mt_proc_flush_chunk(struct mt_proc *proc);
 /* Unmap a drained ring whose thread is gone (order of the rings is not kept). */
 void mt_proc_retire_ring(struct mt_proc *proc, size_t index);
-/* Apply one complete record of the process's stream (drain.c calls it in seq order). */
-void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec);
-/* The same for a record held out of its ring, of thread `thread`. */
+/* Apply one complete record of the process's stream, of thread `thread` (drain.c calls it
+ * in seq order for a record held out of its ring). */
 void mt_proc_apply_as(struct mt_proc *proc, uint32_t thread, const struct mt_wire_rec *rec);
 /* Apply the records at the ring's tail while they continue the process's sequence
  * (next_seq), at most `budget`; returns how many (drain.c chooses the ring, this is the

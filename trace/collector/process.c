@@ -611,11 +611,6 @@ static void on_leaked(struct mt_proc *proc, const struct mt_wire_rec *rec)
     proc->leaked_count += count;
 }
 
-void mt_proc_apply(struct mt_proc *proc, struct mt_ring_view *ring, const struct mt_wire_rec *rec)
-{
-    mt_proc_apply_as(proc, mt_proc_ring_thread(proc, ring), rec);
-}
-
 static void apply_other(struct mt_proc *proc, uint32_t thread, uint64_t ts, const struct mt_wire_rec *rec);
 
 /* TSC ticks to monotonic ns: with the calibration's linear map while it is current, else
