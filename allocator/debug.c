@@ -1114,7 +1114,6 @@ static void table_release(struct stripe *s, struct debug_block *b)
         table_rehash(s); /* may fail for want of memory: the old table stays, still valid */
 }
 
-/* Release a block taken off the quarantine. */
 /* Release a block of the table taken off a quarantine. */
 static MT_NOINLINE void release_table_block(uintptr_t ptr)
 {
@@ -1253,6 +1252,18 @@ struct ring_pos {
     size_t head, count, bytes;
 };
 
+MT_INLINE struct ring_pos ring_pos_load(const struct debug_thread *t)
+{
+    return (struct ring_pos){t->head, t->count, t->bytes};
+}
+
+MT_INLINE void ring_pos_store(struct debug_thread *t, const struct ring_pos *pos)
+{
+    t->head = pos->head;
+    t->count = pos->count;
+    t->bytes = pos->bytes;
+}
+
 /* Take the oldest block off this thread's ring (pos) and release it. */
 MT_INLINE void local_evict(struct debug_thread *t, struct ring_pos *pos, bool fast)
 {
@@ -1275,9 +1286,7 @@ MT_INLINE void local_evict(struct debug_thread *t, struct ring_pos *pos, bool fa
     if (MT_LIKELY(slot != NULL)) {
         slot_release((void *)ptr, slot, cls, fast);
     } else {
-        t->head = pos->head; /* consistent before the call out */
-        t->count = pos->count;
-        t->bytes = pos->bytes;
+        ring_pos_store(t, pos); /* consistent before the call out */
         release_table_block(ptr);
     }
 }
@@ -1291,12 +1300,10 @@ MT_INLINE bool local_over(const struct ring_pos *pos, size_t size, size_t budget
  * that left), out of line. */
 static MT_NOINLINE void local_evict_more(struct debug_thread *t, size_t size, size_t budget)
 {
-    struct ring_pos pos = {t->head, t->count, t->bytes};
+    struct ring_pos pos = ring_pos_load(t);
     while (local_over(&pos, size, budget))
         local_evict(t, &pos, false);
-    t->head = pos.head;
-    t->count = pos.count;
-    t->bytes = pos.bytes;
+    ring_pos_store(t, &pos);
 }
 
 /* Queue a small block in this thread's FIFO (t), releasing the oldest ones beyond the
@@ -1304,15 +1311,13 @@ static MT_NOINLINE void local_evict_more(struct debug_thread *t, size_t size, si
 MT_INLINE void local_queue(struct debug_thread *t, uintptr_t ptr, size_t size, struct mt_debug_slot *slot, unsigned cls,
                            size_t budget, bool fast)
 {
-    struct ring_pos pos = {t->head, t->count, t->bytes};
+    struct ring_pos pos = ring_pos_load(t);
     if (local_over(&pos, size, budget)) {
         local_evict(t, &pos, fast);
         if (MT_UNLIKELY(local_over(&pos, size, budget))) {
-            t->head = pos.head;
-            t->count = pos.count;
-            t->bytes = pos.bytes;
+            ring_pos_store(t, &pos);
             local_evict_more(t, size, budget);
-            pos = (struct ring_pos){t->head, t->count, t->bytes};
+            pos = ring_pos_load(t);
         }
     }
     t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){ptr, size, slot, cls};
