@@ -412,6 +412,8 @@ def measure(cfg, workload, argv, rep, tmpdir):
         # Waits for the collector depend on timing: every repetition's.
         if state == "ok" and cfg.trace in ("mtrace-run", "libmtrace"):
             result["ring_waits"] = mtrace_meta(trace_base + ".db", "ring_waits")
+            cpu_ns = mtrace_meta(trace_base + ".db", "collector_cpu_ns")
+            result["collector_cpu_s"] = None if cpu_ns is None else cpu_ns / 1e9
         for path in glob.glob(trace_base + "*"):
             os.remove(path)
     return result
@@ -494,6 +496,18 @@ class Results:
         if self.failure(workload, config):
             return None
         return median([r.get("ring_waits") for r in self.of(workload, config)])
+
+    def collector_cpu(self, workload, config):
+        """Median CPU seconds of mtrace's collector (meta.collector_cpu_ns)."""
+        if self.failure(workload, config):
+            return None
+        return median([r.get("collector_cpu_s") for r in self.of(workload, config)])
+
+    def collector_rate(self, workload, config):
+        """Events per CPU second of the collector: the rate it sustains."""
+        cpu = self.collector_cpu(workload, config)
+        events = next((r["events"] for r in self.of(workload, config) if r.get("events")), None)
+        return events / cpu if cpu and events else None
 
     def trace_per_event(self, workload, config):
         for r in self.of(workload, config):
@@ -619,7 +633,7 @@ def report(results, configs, notes, started, elapsed):
             header += ["mtrace / heaptrack", "target slowdown"]
         waits = "mtrace" in profilers
         if waits:
-            header.append("mtrace waits")
+            header += ["mtrace waits", "collector CPU (s)", "collector Mevents/s"]
         rows = []
         for w in workloads:
             row = [w, fmt(results.best_time(w, "glibc"), 3)]
@@ -631,7 +645,9 @@ def report(results, configs, notes, started, elapsed):
                 hp = results.best_ratio(w, "heaptrack", "glibc")
                 row.append(fmt(1 + (hp - 1) / 3, 2) if hp else "–")
             if waits:
-                row.append(fmt(results.median_waits(w, "mtrace"), 0))
+                rate = results.collector_rate(w, "mtrace")
+                row += [fmt(results.median_waits(w, "mtrace"), 0), fmt(results.collector_cpu(w, "mtrace"), 2),
+                        fmt(None if rate is None else rate / 1e6, 1)]
             rows.append(row)
         row = [mean_label(complete, workloads), ""]
         for p in profilers:
@@ -641,13 +657,15 @@ def report(results, configs, notes, started, elapsed):
             row += [fmt(geomean([results.best_ratio(w, "mtrace", "heaptrack")
                                  for w in complete])), ""]
         if waits:
-            row.append("")
+            row += ["", "", ""]
         rows.append(row)
         out += ["**Profilers**: slowdown = traced time / untraced glibc time; B/event = trace "
                 "file bytes / events recorded (heaptrack counts a realloc as two); mtrace = mtrace-run's default "
                 "clock (MTRACE_CLOCK=sampled: the TSC read for one event in 8 of a thread and at every "
                 "kernel tick); mtrace-tsc = a TSC read on every event (MTRACE_CLOCK=tsc); target slowdown = 1 + heaptrack's overhead / 3 (issue 3's limit); mtrace waits "
-                "= times the traced program found a ring full and waited for the collector (median)", "",
+                "= times the traced program found a ring full and waited for the collector (median); "
+                "collector CPU = the collector's user + system time (median, meta.collector_cpu_ns); "
+                "collector Mevents/s = events / that CPU time, the rate it sustains", "",
                 table(header, rows), ""]
     else:
         why = "; ".join(notes) if notes else "skipped (--no-profilers)"

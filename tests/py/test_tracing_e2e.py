@@ -73,6 +73,8 @@ def check_trace_whole(db):
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert meta["complete"] == 1
     assert meta["dropped"] == 0 and meta["unrecorded"] == 0
+    # The collector did the work of every event: its CPU is measured, not left out.
+    assert isinstance(meta["collector_cpu_ns"], int) and meta["collector_cpu_ns"] > 0
     total = 0
     for proc_id, events, dropped in db.execute("SELECT proc_id, events, dropped FROM processes"):
         chunked = db.execute("SELECT coalesce(sum(count), 0) FROM event_chunks WHERE proc_id = ?",
