@@ -174,9 +174,11 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a
 	@$(CC) $(CFLAGS_HOST) -fno-builtin-malloc -fno-builtin-free -Itests/c -o $@ $< \
 	  $$(sed -n '1s|^// link: ||p' $<) $(BUILD)/libmtalloc.a $(LIBS_ALLOC) -lm
 
+# -MMD: some include the wire format (trace/wire.h), which a rebuild must not leave stale.
 $(BUILD)/progs/%: tests/progs/%.c
-	@mkdir -p $(dir $@)
-	@$(CC) -std=gnu11 -O1 -g -fno-omit-frame-pointer -fno-builtin-malloc -fno-builtin-free -Wall -Iinclude -pthread -o $@ $< \
+	@mkdir -p $(dir $@) $(OBJ)/progs
+	@$(CC) -std=gnu11 -O1 -g -fno-omit-frame-pointer -fno-builtin-malloc -fno-builtin-free -Wall -Iinclude -pthread \
+	  -MMD -MP -MF $(OBJ)/progs/$*.d -MT $@ -o $@ $< \
 	  $$(sed -n '1s|^// link: ||p' $<)
 
 $(BUILD)/attacks/%: tests/attacks/%.c tests/attacks/attack.h

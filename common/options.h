@@ -34,6 +34,10 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
       "when a thread's ring is full, drop and count events instead of waiting")                \
     X(RING_SIZE, "MTRACE_RING_SIZE", MT_OPT_SIZE, "4M", 65536, 1073741824,                     \
       "bytes of event records per thread (rounded down to a power of two)")                    \
+    X(RING_MAX, "MTRACE_RING_MAX", MT_OPT_SIZE, "64M", 65536, 1073741824,                      \
+      "a thread whose ring is full moves to one twice as big, up to this size, instead of "    \
+      "waiting for the collector (the process's rings grow by at most 4 times this in all; "   \
+      "MTRACE_RING_SIZE or less: never grow)")                                                 \
     X(CLOCK, "MTRACE_CLOCK", MT_OPT_CHOICE, "sampled", 0, 0,                                   \
       "event timestamps: sampled (the TSC read for one event in 8 of a thread and at every "  \
       "kernel tick, the events between take the last reading), tsc (a TSC read per event), " \

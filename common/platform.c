@@ -408,6 +408,20 @@ static bool membarrier_command(int command)
 #endif
 }
 
+_Static_assert(sizeof(mt_os_sigmask_t) >= sizeof(sigset_t), "mt_os_sigmask_t holds a sigset_t");
+
+void mt_os_signals_block_all(mt_os_sigmask_t *saved)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, (sigset_t *)(void *)saved->words);
+}
+
+void mt_os_signals_restore(const mt_os_sigmask_t *saved)
+{
+    pthread_sigmask(SIG_SETMASK, (const sigset_t *)(const void *)saved->words, NULL);
+}
+
 bool mt_os_membarrier_register(void)
 {
     return membarrier_command(MEMBARRIER_REGISTER_PRIVATE_EXPEDITED);

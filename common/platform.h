@@ -104,6 +104,16 @@ void mt_os_yield(void);
  * side of a Dekker pairing whose other side has only a compiler barrier. */
 bool mt_os_membarrier_register(void);
 bool mt_os_membarrier(void);
+/* The calling thread's signal mask, saved by mt_os_signals_block_all (room for the kernel's
+ * and libc's sigset_t: platform.c checks). */
+typedef struct {
+    uint64_t words[16];
+} mt_os_sigmask_t;
+/* Block every signal that can be blocked on this thread, saving the previous mask: for a
+ * short slow-path section that a signal handler of the same thread must not see half
+ * done. A signal sent meanwhile is delivered by mt_os_signals_restore. */
+void mt_os_signals_block_all(mt_os_sigmask_t *saved);
+void mt_os_signals_restore(const mt_os_sigmask_t *saved);
 /* Sleep without signals or allocation; used only on slow paths that must back off. */
 void mt_os_sleep_ns(uint64_t ns);
 

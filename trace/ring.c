@@ -23,6 +23,8 @@
 static struct mt_ring_policy policy;
 /* Set once the collector is gone: from then on every record is dropped. */
 static _Atomic bool collector_lost;
+/* Bytes of ring cells the process's threads have beyond their first sizes (growth). */
+static _Atomic size_t grown_total;
 
 /* Sequence numbers without a locked instruction while one thread records.
  *
@@ -51,6 +53,7 @@ void mt_ring_set_policy(const struct mt_ring_policy *p)
 {
     policy = *p;
     atomic_store_explicit(&collector_lost, false, memory_order_relaxed);
+    atomic_store_explicit(&grown_total, 0, memory_order_relaxed);
     rings_lock = (mt_lock_t)MT_LOCK_INIT;
     rings_made = 0;
     atomic_store_explicit(&seq_solo_busy, 0, memory_order_relaxed);
@@ -106,7 +109,8 @@ static uint32_t cells_for_size(size_t bytes)
     return (uint32_t)1u << mt_log2_floor(bytes / MT_WIRE_CELL);
 }
 
-int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name)
+/* Map a new ring into `w` (not yet counted by seq_ring_added); the memfd or -1. */
+static int map_ring(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name)
 {
     if (bytes < MT_RING_RECORD_MAX)
         bytes = MT_RING_RECORD_MAX;
@@ -132,7 +136,16 @@ int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const ch
     w->map_bytes = map_bytes;
     atomic_store_explicit(&w->next, 0, memory_order_relaxed);
     w->tail_seen = 0;
+    return fd;
+}
+
+int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name)
+{
+    int fd = map_ring(w, bytes, tid, name);
+    if (fd < 0)
+        return -1;
     w->depth = 0;
+    w->grown = 0;
     seq_ring_added();
     return fd;
 }
@@ -148,6 +161,67 @@ void mt_ring_close(struct mt_ring_writer *w)
 {
     if (w->ring)
         atomic_store_explicit(&w->ring->closed, 1, memory_order_release);
+}
+
+void mt_ring_forget_growth(const struct mt_ring_writer *w)
+{
+    if (w->grown)
+        atomic_fetch_sub_explicit(&grown_total, w->grown, memory_order_relaxed);
+}
+
+static void publish(struct mt_ring_writer *w);
+
+/* The outermost record found the ring full: move the thread to a ring twice as big, so it
+ * goes on instead of waiting for the collector, as long as the policy's bounds allow
+ * (ring.h). The collector falls behind in bursts (a checkpoint, symbolizing a new module,
+ * a preemption) more often than for good, and a bigger ring absorbs a burst that a wait
+ * would have made the program pay for; a thread that keeps outrunning it reaches the bound
+ * and waits as before. Cost: a memfd, a mapping and a message, rarely; the old ring's
+ * memory is the collector's to unmap once drained. */
+static MT_NOINLINE bool grow(struct mt_ring_writer *w)
+{
+    size_t have = (size_t)(w->mask + 1) * MT_WIRE_CELL;
+    size_t want = have * 2;
+    if (!policy.adopt || want > policy.grow_max)
+        return false;
+    size_t extra = want - have;
+    if (atomic_fetch_add_explicit(&grown_total, extra, memory_order_relaxed) + extra > policy.grow_budget) {
+        atomic_fetch_sub_explicit(&grown_total, extra, memory_order_relaxed);
+        return false;
+    }
+    /* From here until the writer points at the new ring, a signal handler's record would
+     * see it half switched: the thread's signals wait. */
+    mt_os_sigmask_t saved;
+    mt_os_signals_block_all(&saved);
+    struct mt_ring_writer fresh;
+    memset(&fresh, 0, sizeof fresh);
+    int fd = map_ring(&fresh, want, w->ring->tid, w->ring->name);
+    bool adopted = fd >= 0 && policy.adopt(w, &fresh, fd);
+    if (fd >= 0)
+        mt_os_close(fd);
+    if (adopted) {
+        /* Handlers that recorded before the signals were blocked left complete records
+         * reserved: publish them, then close the ring (the collector retires it once it
+         * has consumed it all) and write to the new one from its first cell. */
+        publish(w);
+        atomic_store_explicit(&w->ring->closed, 1, memory_order_release);
+        mt_os_unmap(w->ring, w->map_bytes);
+        w->ring = fresh.ring;
+        w->cells = fresh.cells;
+        w->mask = fresh.mask;
+        w->map_bytes = fresh.map_bytes;
+        atomic_store_explicit(&w->next, 0, memory_order_relaxed);
+        w->tail_seen = 0;
+        w->grown += extra;
+        if (policy.proc)
+            atomic_fetch_add_explicit(&policy.proc->ring_grows, 1, memory_order_relaxed);
+    } else {
+        if (fresh.ring)
+            mt_os_unmap(fresh.ring, fresh.map_bytes);
+        atomic_fetch_sub_explicit(&grown_total, extra, memory_order_relaxed);
+    }
+    mt_os_signals_restore(&saved);
+    return adopted;
 }
 
 static void count_drop(struct mt_ring_writer *w)
@@ -247,7 +321,7 @@ static bool reserve(struct mt_ring_writer *w, uint32_t want, uint64_t *pos_out)
         if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1))
             w->tail_seen = atomic_load_explicit(&w->ring->tail, memory_order_acquire);
         if (MT_UNLIKELY(pos + want - w->tail_seen > w->mask + 1)) {
-            if (!wait_for_space(w, pos, want, outermost))
+            if (!(outermost && grow(w)) && !wait_for_space(w, pos, want, outermost))
                 return false;
             pos = atomic_load_explicit(&w->next, memory_order_relaxed);
             continue;

@@ -15,8 +15,13 @@
  * - Cells [head, next) are being written by this thread; cells below head are complete.
  * - A record is either entirely reserved (then it takes a sequence number and is written)
  *   or dropped before it takes one: sequence numbers stay dense.
- * - Only the outermost record waits for space: a nested one cannot wait for the collector
- *   to consume cells its own interrupted record has not published yet, so it drops. */
+ * - A nested record waits for space only while the collector can make room for it: not
+ *   when the interrupted record's unpublished cells leave none (it then drops, ring.c).
+ * - Only the outermost record grows the ring, before it has reserved anything and with
+ *   the thread's signals blocked: every cell of the old ring is then complete, so it is
+ *   published whole and closed (the collector drains it, then retires it) before the
+ *   thread writes to the new one. Sequence numbers go on across the two rings; the
+ *   collector merges by them, as it does across threads. */
 #ifndef MT_TRACE_RING_H
 #define MT_TRACE_RING_H
 
@@ -42,6 +47,8 @@ struct mt_ring_writer {
     /* The full sequence number of the last record begun here (records carry its low
      * 32 bits): what a heap error's block query names. */
     uint64_t last_seq;
+    /* Bytes of cells this thread's ring has beyond the first size it was given (grown). */
+    size_t grown;
 };
 
 /* Process-wide policy, set by the session (and again in a fork child). */
@@ -51,6 +58,13 @@ struct mt_ring_policy {
     /* Checked while waiting for space: true once the collector is gone (the writer then
      * drops for the rest of the process rather than hang). */
     bool (*collector_gone)(void);
+    /* Growth (MTRACE_RING_MAX): a thread whose ring is full moves to a ring twice as big
+     * instead of waiting or dropping, while its ring's cells stay within grow_max bytes and
+     * the process's grown rings within grow_budget bytes. `adopt` hands the new ring's
+     * memfd to the collector before the thread writes to it (false: it could not, the
+     * thread waits as before). NULL adopt or grow_max at most the first size: no growth. */
+    size_t grow_max, grow_budget;
+    bool (*adopt)(const struct mt_ring_writer *old, const struct mt_ring_writer *fresh, int fd);
 };
 void mt_ring_set_policy(const struct mt_ring_policy *policy);
 
@@ -60,6 +74,8 @@ void mt_ring_set_policy(const struct mt_ring_policy *policy);
 int mt_ring_create(struct mt_ring_writer *w, size_t bytes, int32_t tid, const char *name);
 /* Unmap the writer's ring (thread exit after `closed`, fork child dropping the parent's). */
 void mt_ring_unmap(struct mt_ring_writer *w);
+/* The thread is gone: its ring's growth no longer counts against the process's budget. */
+void mt_ring_forget_growth(const struct mt_ring_writer *w);
 /* Mark the ring closed: the thread is gone; the collector may unmap it once drained. */
 void mt_ring_close(struct mt_ring_writer *w);
 

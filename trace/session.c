@@ -31,6 +31,10 @@ extern char **environ;
 /* Threads whose rings a fork child must unmap; beyond this a child merely keeps some of
  * its parent's ring mappings (address space only: it never writes them). */
 #define RING_REGISTRY_MAX 4096
+/* The process's rings together may grow by this many times MTRACE_RING_MAX: a few threads
+ * outrunning the collector at once are absorbed, a program of many busy threads is not
+ * given gigabytes of rings (its threads wait instead). */
+#define RING_GROW_BUDGET_SHARE 4
 /* Room for "MTRACE_CONN_PID=" and a decimal int, or the fd. */
 #define ENV_ENTRY_MAX 48
 
@@ -42,7 +46,7 @@ static struct {
     char address[ADDRESS_MAX]; /* MTRACE_SOCKET, for the connections of fork children */
     struct mt_wire_proc *proc;
     uint64_t proc_size;
-    size_t ring_size;
+    size_t ring_size, ring_max;
     bool drop;
     struct mt_session_config config;
     uint32_t classes[MT_WIRE_SMALL_CLASSES_MAX]; /* the config's, kept for a fork child's HELLO */
@@ -239,6 +243,8 @@ static void read_cmdline(struct mt_msg_hello *hello)
     hello->argv_len = used;
 }
 
+static bool adopt_ring(const struct mt_ring_writer *old, const struct mt_ring_writer *fresh, int fd);
+
 /* Create the process area, send HELLO with it, wait for the verdict. */
 static bool say_hello(uint32_t flags)
 {
@@ -259,7 +265,14 @@ static bool say_hello(uint32_t flags)
     session.proc_size = size;
     uint32_t generation = atomic_fetch_add(&mt_session_hot.generation, 1) + 1;
     mt_stack_store_attach(&mt_session_hot.store, proc, generation);
-    struct mt_ring_policy policy = {proc, session.drop, collector_gone};
+    struct mt_ring_policy policy = {
+        .proc = proc,
+        .drop = session.drop,
+        .collector_gone = collector_gone,
+        .grow_max = session.ring_max,
+        .grow_budget = RING_GROW_BUDGET_SHARE * session.ring_max,
+        .adopt = adopt_ring,
+    };
     mt_ring_set_policy(&policy);
 
     static struct mt_msg_hello hello; /* 9 KiB: static, HELLO is never sent concurrently */
@@ -387,6 +400,7 @@ bool mt_session_start(const struct mt_session_config *config)
         session.config.small_class_count = 0;
     mt_session_hot.depth = (uint32_t)mt_option_int(MT_OPT_DEPTH);
     session.ring_size = (size_t)mt_option_int(MT_OPT_RING_SIZE);
+    session.ring_max = (size_t)mt_option_int(MT_OPT_RING_MAX);
     session.drop = mt_option_bool(MT_OPT_DROP);
     session.pid = mt_os_getpid();
     uint32_t flags = 0;
@@ -439,12 +453,26 @@ static void registry_remove(struct mt_ring_writer *w)
     mt_unlock(&registry_lock);
 }
 
+static void registry_replace(const void *old_addr, const struct mt_ring_writer *w)
+{
+    mt_lock(&registry_lock);
+    for (size_t i = 0; i < RING_REGISTRY_MAX; i++) {
+        if (ring_registry[i].addr == old_addr) {
+            ring_registry[i].addr = w->ring;
+            ring_registry[i].bytes = w->map_bytes;
+            break;
+        }
+    }
+    mt_unlock(&registry_lock);
+}
+
 static void thread_exit(void *arg)
 {
     struct mt_thread_state *t = arg;
     t->busy++;
     /* A ring of an older generation (fork child) was the parent's and is unmapped already. */
     if (t->writer.ring && t->generation == atomic_load(&mt_session_hot.generation)) {
+        mt_ring_forget_growth(&t->writer);
         mt_ring_close(&t->writer);
         registry_remove(&t->writer);
         mt_ring_unmap(&t->writer);
@@ -456,6 +484,27 @@ static void thread_exit(void *arg)
     t->busy--;
 }
 
+/* Hand a ring's memfd to the collector. */
+static bool send_ring(const struct mt_ring_writer *w, int fd)
+{
+    struct mt_msg_ring msg;
+    memset(&msg, 0, sizeof msg);
+    msg_head(&msg.head, MT_MSG_RING);
+    msg.ring_bytes = (uint32_t)w->map_bytes;
+    msg.tid = w->ring->tid;
+    return mt_os_send_msg(session.conn, &msg, sizeof msg, fd);
+}
+
+/* A thread's ring grew (ring.c): the collector gets the new one before the thread writes
+ * to it, and the registry (what a fork child unmaps) follows the move. */
+static bool adopt_ring(const struct mt_ring_writer *old, const struct mt_ring_writer *fresh, int fd)
+{
+    if (!send_ring(fresh, fd))
+        return false;
+    registry_replace(old->ring, fresh);
+    return true;
+}
+
 static bool make_ring(struct mt_thread_state *t)
 {
     char name[16];
@@ -464,12 +513,7 @@ static bool make_ring(struct mt_thread_state *t)
     int fd = mt_ring_create(&t->writer, session.ring_size, tid, name);
     if (fd < 0)
         return false;
-    struct mt_msg_ring msg;
-    memset(&msg, 0, sizeof msg);
-    msg_head(&msg.head, MT_MSG_RING);
-    msg.ring_bytes = (uint32_t)t->writer.map_bytes;
-    msg.tid = tid;
-    bool sent = mt_os_send_msg(session.conn, &msg, sizeof msg, fd);
+    bool sent = send_ring(&t->writer, fd);
     mt_os_close(fd);
     if (!sent) {
         mt_ring_unmap(&t->writer);

@@ -53,7 +53,7 @@
 
 #include "event.h"
 
-#define MT_WIRE_VERSION 3
+#define MT_WIRE_VERSION 4
 /* Fields written by different sides (or hot, contended counters) get cache lines of their own. */
 #define MT_WIRE_ALIGN64 __attribute__((aligned(64)))
 #define MT_WIRE_MAGIC 0x6d747277u /* "mtrw" */
@@ -175,6 +175,8 @@ struct mt_wire_proc {
      * on the collector. Written on the waiting path only. */
     _Atomic uint64_t ring_waits;
     _Atomic uint64_t ring_wait_ns;
+    /* Times a thread's full ring was replaced by one twice as big (MTRACE_RING_MAX). */
+    _Atomic uint64_t ring_grows;
     /* Stack store: ids 1.. (0 = no stack). next_stack and next_frame reserve space
      * (fetch_add); a slot holds (hash32 << 32 | id) once the stack is complete. */
     _Atomic uint32_t next_stack MT_WIRE_ALIGN64;
@@ -203,8 +205,9 @@ struct mt_wire_ring {
     uint32_t cells;   /* a power of two; cell i lives at mt_wire_ring_cell(ring, i % cells) */
     int32_t tid;
     char name[16];    /* the thread's name when the ring was made (may be empty) */
-    /* 1 when the thread is gone (its TLS destructor ran): after draining, the collector
-     * may unmap the ring. A late event of that thread opens a new ring. */
+    /* 1 when the thread is gone (its TLS destructor ran) or moved to a bigger ring: after
+     * draining, the collector may unmap the ring. A late event of that thread opens a new
+     * ring. */
     _Atomic uint32_t closed;
     /* Producer: cells published (release store after the records are complete). */
     _Atomic uint64_t head MT_WIRE_ALIGN64;

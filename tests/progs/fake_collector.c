@@ -54,6 +54,7 @@ struct proc {
     uint64_t malloc_frame0[8]; /* first frame of the first malloc events' stacks */
     int n_frame0;
     uint64_t dropped, unrecorded, stacks;
+    uint64_t ring_waits, ring_grows;
     /* Events of the "tagged" size (FAKE_TAG_SIZE, default 1234), and frees of such blocks:
      * what a test program did itself, apart from libc's own calls. */
     uint64_t tagged_allocs, tagged_frees;
@@ -255,6 +256,8 @@ static void finish_area(struct proc *p)
         return;
     drain(p);
     p->dropped = p->area->dropped;
+    p->ring_waits = p->area->ring_waits;
+    p->ring_grows = p->area->ring_grows;
     p->unrecorded = p->area->unrecorded;
     p->stacks = p->area->next_stack - 1;
     const struct mt_wire_stack *stacks = (const void *)((char *)p->area + p->area->stacks_at);
@@ -391,13 +394,15 @@ static void write_output(const char *out)
                    "\"scan_leaked\": %llu, \"skips\": %llu, \"queries\": %llu, \"rings\": %d, "
                    "\"dropped\": %llu, \"unrecorded\": %llu, \"stacks\": %llu, \"snapshot_classes\": %llu, "
                    "\"realloc_moves\": %llu, \"tagged_allocs\": %llu, \"tagged_frees\": %llu, "
+                   "\"ring_waits\": %llu, \"ring_grows\": %llu, "
                    "\"marks\": \"%s\", \"frame0\": [",
                 p->exit_how, p->exit_code, (unsigned long long)p->leaked, (unsigned long long)p->scan_live,
                 (unsigned long long)p->scan_leaked, (unsigned long long)p->skips, (unsigned long long)p->queries,
                 p->nrings, (unsigned long long)p->dropped, (unsigned long long)p->unrecorded,
                 (unsigned long long)p->stacks, (unsigned long long)p->snapshot_classes,
                 (unsigned long long)p->realloc_moves, (unsigned long long)p->tagged_allocs,
-                (unsigned long long)p->tagged_frees, p->marks);
+                (unsigned long long)p->tagged_frees, (unsigned long long)p->ring_waits,
+                (unsigned long long)p->ring_grows, p->marks);
         for (int j = 0; j < p->n_frame0; j++)
             fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)p->malloc_frame0[j]);
         fprintf(f, "], \"max_depth\": %llu, \"closed_rings\": %d, \"leaked_sizes\": [",
@@ -426,6 +431,9 @@ int main(int argc, char **argv)
     /* Slow consumer for drop / wait tests: microseconds to sleep per drain round. */
     const char *slow = getenv("FAKE_SLOW_US");
     long slow_us = slow ? atol(slow) : 0;
+    /* A stalled consumer: rings are read only when their process says goodbye (a thread
+     * that waited for space would hang the test). */
+    bool no_drain = getenv("FAKE_NO_DRAIN") != NULL;
     bool seen_any = false;
     if (getenv("FAKE_DIE_AFTER"))
         die_after = strtoull(getenv("FAKE_DIE_AFTER"), NULL, 0);
@@ -454,7 +462,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < nconns; i++)
             if (conns[i].fd >= 0 && (pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
                 on_message(&conns[i]);
-        for (int i = 0; i < nprocs; i++)
+        for (int i = 0; !no_drain && i < nprocs; i++)
             drain(&procs[i]);
         if (slow_us)
             usleep((useconds_t)slow_us);

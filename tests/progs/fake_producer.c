@@ -90,8 +90,10 @@ static void send_fd(int sock, const void *msg, size_t len, int fd)
 
 static void head(struct mt_msg_head *h, int type)
 {
+    /* FAKE_WIRE_VERSION: speak as a recorder of another mtrace build would. */
+    const char *version = getenv("FAKE_WIRE_VERSION");
     h->magic = MT_WIRE_MAGIC;
-    h->version = MT_WIRE_VERSION;
+    h->version = version ? (uint16_t)atoi(version) : MT_WIRE_VERSION;
     h->type = (uint16_t)type;
 }
 

@@ -487,6 +487,17 @@ def test_no_follow_traces_only_the_first_image(build, tmp_path):
     assert json.loads(dict(db.execute("SELECT key, value FROM meta"))["options"])["MTRACE_FOLLOW_CHILDREN"] == "off"
 
 
+def test_recorder_of_another_wire_version_is_refused_not_left_waiting(build, tmp_path):
+    out = tmp_path / "v.db"
+    res = run([str(build / "mtrace-run"), "--no-preload", "-q", "-o", str(out), "--",
+               str(build / "progs" / "fake_producer"), "--rejectable"],
+              env_extra={"FAKE_WIRE_VERSION": "1"}, timeout=60, text=True)
+    assert res.returncode == 4, res.stderr  # refused: it ran untraced
+    assert "mtrace: warning: a traced process speaks trace wire version 1, this collector" in res.stderr
+    db = sqlite3.connect(str(out))
+    assert db.execute("SELECT count(*) FROM processes").fetchone() == (0,)
+
+
 def test_skip_pattern_refuses_matching_executables(build, tmp_path):
     out = tmp_path / "s.db"
     res = run([str(build / "mtrace-run"), "--no-preload", "--skip", "nothing*", "--skip", "fake_*", "-q",

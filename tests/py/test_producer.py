@@ -176,6 +176,22 @@ def test_signal_handler_that_mallocs(tmp_path):
     assert p["tagged_frees"] == n + handled
 
 
+def test_ring_growth_under_a_signal_storm(tmp_path):
+    """Rings grow while a 50 us timer interrupts the thread with handlers that malloc:
+    growth happens with the thread's signals blocked, so no handler's record lands in a
+    half-switched ring, and the stream stays whole and in order across the rings."""
+    n = 20000
+    res, procs = trace(tmp_path, "signal", str(n),
+                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "8M", "FAKE_NO_DRAIN": "1"})
+    assert res.returncode == 0, res.stderr
+    handled = int(res.stdout.split()[-1])
+    (p,) = procs
+    check_stream(p)
+    assert p["tagged_allocs"] == n + handled and p["tagged_frees"] == n + handled
+    assert p["ring_waits"] == 0 and p["dropped"] == 0
+    assert p["ring_grows"] >= 4  # 40000 events: rings of 2048..16384 cells hold 30720
+
+
 def test_program_using_libunwind(tmp_path):
     res, procs = trace(tmp_path, "unwind", "200")
     assert res.returncode == 0, res.stderr
@@ -307,7 +323,8 @@ def test_missing_collector_warns_once_and_runs(tmp_path):
 def test_drop_mode_with_a_slow_collector(tmp_path):
     n = 20000
     res, procs = trace(tmp_path, "threads", str(n), "2",
-                       env={"MTRACE_DROP": "1", "MTRACE_RING_SIZE": "64K", "FAKE_SLOW_US": "2000"})
+                       env={"MTRACE_DROP": "1", "MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "64K",
+                            "FAKE_SLOW_US": "2000"})
     assert res.returncode == 0, res.stderr
     (p,) = procs
     assert p["bad"] == 0 and p["missing"] == 0 and p["dup"] == 0
@@ -318,16 +335,52 @@ def test_drop_mode_with_a_slow_collector(tmp_path):
 def test_wait_mode_with_a_slow_collector_loses_nothing(tmp_path):
     n = 20000
     res, procs = trace(tmp_path, "threads", str(n), "2",
-                       env={"MTRACE_RING_SIZE": "64K", "FAKE_SLOW_US": "500"})
+                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "64K", "FAKE_SLOW_US": "500"})
     assert res.returncode == 0, res.stderr
     (p,) = procs
     check_stream(p)
     assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    assert p["ring_grows"] == 0
+
+
+def test_full_rings_grow_instead_of_waiting(tmp_path):
+    """A collector that reads nothing until the end: every thread's 64K ring (2048 cells)
+    fills many times over, so each must move to bigger rings (64K -> ... -> 4M holds a
+    thread's 40000+ records). A thread that waited instead would hang this test; the
+    stream must still be whole and in order across each thread's rings."""
+    n = 20000
+    res, procs = trace(tmp_path, "threads", str(n), "2",
+                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "4M", "FAKE_NO_DRAIN": "1"})
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    check_stream(p)
+    assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    assert p["ring_waits"] == 0 and p["dropped"] == 0
+    # A full ring keeps its records: the rings of 2048, 4096, 8192 and 16384 cells hold
+    # 30720 of a thread's 40000 events, so each of the 2 threads grew at least 4 times.
+    assert p["ring_grows"] >= 2 * 4
+    assert p["rings"] >= 1 + 2 * 5
+    # Every ring left behind was closed, but the live ones of the threads still running.
+    assert p["closed_rings"] >= p["ring_grows"]
+
+
+def test_growth_stops_at_the_budget_and_the_thread_waits(tmp_path):
+    """MTRACE_RING_MAX bounds each ring: past it a full ring waits for the collector as
+    before (here one that is slow but reads), losing nothing."""
+    n = 20000
+    res, procs = trace(tmp_path, "threads", str(n), "2",
+                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "128K", "FAKE_SLOW_US": "500"})
+    assert res.returncode == 0, res.stderr
+    (p,) = procs
+    check_stream(p)
+    assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    # At most one doubling per ring: the main thread's and the 2 workers'.
+    assert p["ring_grows"] <= 3
 
 
 def test_collector_death_does_not_hang_the_program(tmp_path):
     """Wait mode with full rings: once the collector is gone the writers drop instead."""
     res, _ = trace(tmp_path, "threads", "20000", "2", want_output=False,
-                   env={"MTRACE_RING_SIZE": "64K", "FAKE_DIE_AFTER": "3000"})
+                   env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "64K", "FAKE_DIE_AFTER": "3000"})
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "fake.json").exists()

@@ -213,8 +213,12 @@ def test_fork_then_exec_in_the_child(tmp_path):
                            (SIZE_KEPT, SIZE_LEAKED))) == {SIZE_KEPT: "reachable", SIZE_LEAKED: "leaked"}
 
 
-def test_millions_of_calls_from_eight_threads(tmp_path):
-    res, db = record(tmp_path, [CALLS, "threads"])
+@pytest.mark.parametrize("rings", ["default", "small"])
+def test_millions_of_calls_from_eight_threads(tmp_path, rings):
+    # "small": 64K rings that fill and grow up to 1M (then wait): a thread's events come
+    # from several rings in turn, and still make one thread with all of them.
+    env = {"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "1M"} if rings == "small" else None
+    res, db = record(tmp_path, [CALLS, "threads"], env=env)
     assert res.returncode == 0, res.stderr
     meta = check_trace_whole(db)
     assert meta["events"] >= 2 * THREADS * THREAD_PAIRS

@@ -264,6 +264,7 @@ struct mt_proc {
     uint64_t area_dropped_final; /* mt_wire_proc.dropped when the process ended */
     uint64_t unrecorded;         /* mt_wire_proc.unrecorded when the process ended */
     uint64_t ring_waits, ring_wait_ns; /* mt_wire_proc's, when the process ended */
+    uint64_t ring_grows;
     uint64_t skipped_seqs;  /* gaps skipped (after the process ended, or abandoned) */
     uint64_t stuck_seq, stuck_since_ns; /* the gap we wait for, since when (drain.c) */
     struct mt_held_rec *held;

@@ -849,6 +849,7 @@ void mt_proc_end(struct mt_proc *proc)
         proc->unrecorded = atomic_load_explicit(&proc->area->unrecorded, memory_order_relaxed);
         proc->ring_waits = atomic_load_explicit(&proc->area->ring_waits, memory_order_relaxed);
         proc->ring_wait_ns = atomic_load_explicit(&proc->area->ring_wait_ns, memory_order_relaxed);
+        proc->ring_grows = atomic_load_explicit(&proc->area->ring_grows, memory_order_relaxed);
         mt_host_unmap(proc->area, proc->area_size);
         proc->area = NULL;
     }

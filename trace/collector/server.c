@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../common/log.h"
 #include "../../common/options.h"
 #include "../clock.h"
 #include "host.h"
@@ -270,6 +271,21 @@ static void answer_query(struct mt_proc *p)
         mt_host_send(p->conn->fd, &info, offsetof(struct mt_msg_block_info, text) + n);
 }
 
+/* A HELLO from a recorder of another mtrace build (its process area and rings are laid out
+ * differently): refuse it, so it runs untraced instead of waiting for a verdict forever. The
+ * reply's header and verdict are laid out alike in every version. */
+static void refuse_version(struct mt_conn *c, uint16_t version)
+{
+    mt_warn("a traced process speaks trace wire version %u, this collector %u: it runs untraced (use one "
+            "mtrace build for the whole process tree)",
+            (unsigned)version, (unsigned)MT_WIRE_VERSION);
+    struct mt_msg_hello_reply reply;
+    memset(&reply, 0, sizeof reply);
+    msg_head(&reply.head, MT_MSG_HELLO_REPLY);
+    reply.verdict = MT_HELLO_REJECT;
+    mt_host_send(c->fd, &reply, sizeof reply);
+}
+
 /* Read every message waiting on a connection. */
 static void conn_read(struct mt_conn *c)
 {
@@ -299,6 +315,8 @@ static void conn_read(struct mt_conn *c)
         }
         if ((size_t)n < sizeof msg.head || msg.head.magic != MT_WIRE_MAGIC || msg.head.version != MT_WIRE_VERSION) {
             mt_host_close(fd);
+            if ((size_t)n >= sizeof msg.head && msg.head.magic == MT_WIRE_MAGIC && msg.head.type == MT_MSG_HELLO)
+                refuse_version(c, msg.head.version);
             continue;
         }
         switch (msg.head.type) {
@@ -453,7 +471,7 @@ static void write_meta_start(void)
 
 static void write_meta_end(void)
 {
-    uint64_t dropped = 0, unrecorded = 0, end = 0, waits = 0, wait_ns = 0;
+    uint64_t dropped = 0, unrecorded = 0, end = 0, waits = 0, wait_ns = 0, grows = 0;
     uint32_t page_size = 0;
     struct mt_buf classes = {0};
     size_t n = mt_proc_count();
@@ -463,6 +481,7 @@ static void write_meta_end(void)
         unrecorded += p->unrecorded;
         waits += p->ring_waits;
         wait_ns += p->ring_wait_ns;
+        grows += p->ring_grows;
         if (p->end_ns > end)
             end = p->end_ns;
         if (!page_size && p->page_size) {
@@ -478,6 +497,7 @@ static void write_meta_end(void)
     mt_sink_meta_int("unrecorded", (int64_t)unrecorded);
     mt_sink_meta_int("ring_waits", (int64_t)waits);
     mt_sink_meta_int("ring_wait_ns", (int64_t)wait_ns);
+    mt_sink_meta_int("ring_grows", (int64_t)grows);
     mt_sink_meta_int("duration_ns", (int64_t)end);
     /* The collector's own CPU so far (drain, symbolizer and debug-information threads):
      * with `events`, the rate it sustains, for benchmarks and for judging a slow trace. */
