@@ -332,14 +332,22 @@ def test_drop_mode_with_a_slow_collector(tmp_path):
     assert p["tagged_allocs"] + p["tagged_frees"] + p["dropped"] >= 2 * n * 2
 
 
-def test_wait_mode_with_a_slow_collector_loses_nothing(tmp_path):
-    n = 20000
-    res, procs = trace(tmp_path, "threads", str(n), "2",
-                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "64K", "FAKE_SLOW_US": "500"})
+THREAD_PAIRS = 20000
+
+
+def two_threads_whole(tmp_path, env):
+    """producer_prog's 2 threads of THREAD_PAIRS malloc/free pairs each: the stream is
+    whole and every tagged call is in it. Returns the fake collector's account."""
+    res, procs = trace(tmp_path, "threads", str(THREAD_PAIRS), "2", env=env)
     assert res.returncode == 0, res.stderr
     (p,) = procs
     check_stream(p)
-    assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    assert p["tagged_allocs"] == 2 * THREAD_PAIRS and p["tagged_frees"] == 2 * THREAD_PAIRS
+    return p
+
+
+def test_wait_mode_with_a_slow_collector_loses_nothing(tmp_path):
+    p = two_threads_whole(tmp_path, {"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "64K", "FAKE_SLOW_US": "500"})
     assert p["ring_grows"] == 0
 
 
@@ -348,13 +356,7 @@ def test_full_rings_grow_instead_of_waiting(tmp_path):
     fills many times over, so each must move to bigger rings (64K -> ... -> 4M holds a
     thread's 40000+ records). A thread that waited instead would hang this test; the
     stream must still be whole and in order across each thread's rings."""
-    n = 20000
-    res, procs = trace(tmp_path, "threads", str(n), "2",
-                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "4M", "FAKE_NO_DRAIN": "1"})
-    assert res.returncode == 0, res.stderr
-    (p,) = procs
-    check_stream(p)
-    assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    p = two_threads_whole(tmp_path, {"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "4M", "FAKE_NO_DRAIN": "1"})
     assert p["ring_waits"] == 0 and p["dropped"] == 0
     # A full ring keeps its records: the rings of 2048, 4096, 8192 and 16384 cells hold
     # 30720 of a thread's 40000 events, so each of the 2 threads grew at least 4 times.
@@ -367,13 +369,7 @@ def test_full_rings_grow_instead_of_waiting(tmp_path):
 def test_growth_stops_at_the_budget_and_the_thread_waits(tmp_path):
     """MTRACE_RING_MAX bounds each ring: past it a full ring waits for the collector as
     before (here one that is slow but reads), losing nothing."""
-    n = 20000
-    res, procs = trace(tmp_path, "threads", str(n), "2",
-                       env={"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "128K", "FAKE_SLOW_US": "500"})
-    assert res.returncode == 0, res.stderr
-    (p,) = procs
-    check_stream(p)
-    assert p["tagged_allocs"] == 2 * n and p["tagged_frees"] == 2 * n
+    p = two_threads_whole(tmp_path, {"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "128K", "FAKE_SLOW_US": "500"})
     # At most one doubling per ring: the main thread's and the 2 workers'.
     assert p["ring_grows"] <= 3
 
