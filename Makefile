@@ -169,7 +169,13 @@ TEST_PROGS_CXX := $(patsubst tests/progs/%.cc,$(BUILD)/progs/%,$(wildcard tests/
 # and tools/attack-table.py. Built without the allocator: they pick one with LD_PRELOAD.
 ATTACKS    := $(patsubst tests/attacks/%.c,$(BUILD)/attacks/%,$(wildcard tests/attacks/*.c))
 
-$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a
+# A test depends on the sources its `// link:` line names and on every header (one program
+# compiles several sources, so gcc's -MMD cannot list them): a change rebuilds it.
+TEST_HEADERS := $(wildcard include/*.h common/*.h allocator/*.h interpose/*.h trace/*.h trace/collector/*.h)
+test_link_sources = $(filter %.c,$(shell sed -n '1s|^// link: ||p' $(1)))
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libmtalloc.a $(TEST_HEADERS) \
+                  $$(call test_link_sources,tests/c/$$*.c)
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS_HOST) -fno-builtin-malloc -fno-builtin-free -Itests/c -o $@ $< \
 	  $$(sed -n '1s|^// link: ||p' $<) $(BUILD)/libmtalloc.a $(LIBS_ALLOC) -lm

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "symtab.h"
 
 /* Loadable segments remembered per module (executables and libraries have 2 to 5). */
 #define PT_LOADS_MAX 16
@@ -70,6 +71,8 @@ struct module {
     Dwfl_Module *dwfl_module;
     Dwarf_Addr dwfl_bias;
     bool dwfl_tried;
+    struct mt_symtab *symtab; /* built at the first address DWARF does not name */
+    bool symtab_tried;
     struct warm_job *warm; /* queued for the helper thread; NULL when not */
 };
 
@@ -518,8 +521,13 @@ static void symbolize_loc(struct mt_code_loc loc)
     }
     free(scopes);
     if (frame_count == before) {
-        /* No DWARF scope: the symbol table names the function. */
-        const char *sym = dwfl_module_addrname(m->dwfl_module, pc);
+        /* No DWARF scope: the symbol table names the function (symtab.h: libdwfl's own
+         * lookup reads the whole table each time). */
+        if (!m->symtab_tried) {
+            m->symtab_tried = true;
+            m->symtab = mt_symtab_build(m->dwfl_module);
+        }
+        const char *sym = m->symtab ? mt_symtab_name(m->symtab, pc) : dwfl_module_addrname(m->dwfl_module, pc);
         push_frame(demangled(sym), src_file, src_line, false);
     }
 }
@@ -612,6 +620,7 @@ void mt_sym_shutdown(void)
         }
     }
     for (size_t i = 1; i < module_count; i++) {
+        mt_symtab_free(modules[i].symtab);
         if (modules[i].dwfl)
             dwfl_end(modules[i].dwfl);
         free(modules[i].path);
