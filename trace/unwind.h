@@ -35,15 +35,18 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);
  * (some frame whose rbp is still the call site's has it pointing into its own frame, as an
  * rbp-based CFA rule requires), since code built without frame pointers keeps data there. An entry holds the stack id of a full unwind from that key plus, for every frame
  * it went through, the stack slot its return address was read from (CFA - 8) and, when the
- * frame's rbp was restored from memory, that slot too, with the values seen. A hit
- * re-reads those slots and requires each to hold the same value.
+ * frame's rbp was restored from memory and the frame may compute its CFA from rbp (rbp
+ * points into it), that slot too, with the values seen. A hit re-reads those slots and
+ * requires each to hold the same value.
  *
  * Why that is exact: on x86-64 a frame's CFA is computed from its own rsp or rbp (GCC and
  * Clang emit nothing else outside hand-written code and stack realignment), and an
  * rbp-based rule has rbp inside the frame. Frame 0's rsp (and rbp where it can matter)
- * are the key; given frame n's rsp and rbp, frame n+1's return address is read
- * from a slot fixed by frame n's code address, and its rsp (= frame n's CFA) and rbp (a
- * checked slot, or the same register) follow. By induction, an unwind now would read the
+ * are the key; given frame n's rsp and, if its CFA rule uses it, rbp, frame n+1's return
+ * address is read from a slot fixed by frame n's code address, and its rsp (= frame n's
+ * CFA) follows, and its rbp where a CFA depends on it (a checked slot, or the same
+ * register); an rbp no CFA is computed from (data, in code without frame pointers) changes
+ * nothing the unwind produces, so its slot is not checked. By induction, an unwind now would read the
  * same slots and find the same values, so it would produce the same stack; and checking in
  * unwinding order only ever reads a slot such an unwind would read. Frames libunwind cannot
  * describe that way (signal frames, a return address not at CFA-8, rbp kept elsewhere) are

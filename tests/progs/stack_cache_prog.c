@@ -16,8 +16,8 @@
 #define PAD_CHOICES 3
 #define SIZE_BASE 16
 
-enum fn { FN_FA, FN_FB, FN_GA, FN_GB, FN_COUNT };
-static const char *const fn_name[FN_COUNT] = {"fa", "fb", "ga", "gb"};
+enum fn { FN_FA, FN_FB, FN_GA, FN_GB, FN_HA, FN_HB, FN_COUNT };
+static const char *const fn_name[FN_COUNT] = {"fa", "fb", "ga", "gb", "ha", "hb"};
 
 struct path {
     int len;
@@ -25,6 +25,7 @@ struct path {
     int pad[PATH_MAX_LEN];
     int leaf_pad;
     size_t size;
+    uintptr_t salt; /* what ha and hb keep in rbp: different at every event */
 };
 
 static void step(const struct path *p, int at);
@@ -75,6 +76,25 @@ static __attribute__((noinline, optimize("omit-frame-pointer"))) void gb(const s
     __asm__ volatile("" ::: "memory");
 }
 
+/* ha and hb: without a frame pointer, keeping data in rbp across the call as code built
+ * without frame pointers does (the unwinder restores that rbp from where they saved it,
+ * but no CFA depends on it: the cache must not be keyed on it, nor be fooled by it). */
+static __attribute__((noinline, optimize("omit-frame-pointer"))) void ha(const struct path *p, int at)
+{
+    register uintptr_t data __asm__("rbp") = p->salt;
+    __asm__ volatile("" : "+r"(data));
+    step(p, at + 1);
+    __asm__ volatile("" : : "r"(data) : "memory");
+}
+
+static __attribute__((noinline, optimize("omit-frame-pointer"))) void hb(const struct path *p, int at)
+{
+    register uintptr_t data __asm__("rbp") = p->salt ^ 1;
+    __asm__ volatile("" : "+r"(data));
+    step(p, at + 1);
+    __asm__ volatile("" : : "r"(data) : "memory");
+}
+
 static __attribute__((noinline)) void step(const struct path *p, int at)
 {
     if (at == p->len) {
@@ -85,7 +105,9 @@ static __attribute__((noinline)) void step(const struct path *p, int at)
     case FN_FA: fa(p, at); break;
     case FN_FB: fb(p, at); break;
     case FN_GA: ga(p, at); break;
-    default: gb(p, at); break;
+    case FN_GB: gb(p, at); break;
+    case FN_HA: ha(p, at); break;
+    default: hb(p, at); break;
     }
     __asm__ volatile("" ::: "memory");
 }
@@ -107,6 +129,7 @@ int main(int argc, char **argv)
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         p.leaf_pad = (int)((x >> 33) % PAD_CHOICES) * PAD_STEP;
         p.size = SIZE_BASE + (size_t)i;
+        p.salt = (uintptr_t)x;
         /* Expected, innermost first: leaf, the path reversed (each level is one call from
          * step into a path function, then step again), main. */
         int n = snprintf(line, sizeof line, "%zu leaf step", p.size);
