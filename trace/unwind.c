@@ -226,27 +226,67 @@ static bool walk_slots(struct mt_unwind_entry *e, struct mt_unwind_check *check,
 #endif
 }
 
+/* Misses between two cursor walks at least. A walk (unw_init_local and unw_step over the
+ * whole stack) costs 2 to 10 us, 10 to 50 times the unw_backtrace every miss pays anyway;
+ * a key whose stack differs from use to use (two callers reaching one call site at the
+ * same stack pointer, two hot keys sharing an entry) would otherwise be walked at nearly
+ * every use, and was: gawk filling an array spent 30 times its own time in walks. Spaced
+ * out, walks cost at most a few tenths of the misses' unwinding, and a key that recurs is
+ * still filled within a few dozen misses. */
+#define WALK_SPACING 16
+
+static bool same_key(const struct mt_unwind_entry *e, const struct mt_unwind_key *key, uint32_t depth)
+{
+    return e->key.ip == key->ip && e->key.sp == key->sp && e->depth == depth;
+}
+
+/* The entry of the key's set a miss goes to; *second_sight: it saw this key before and
+ * may now be filled. Ready entries are kept while there is another choice: a ready entry
+ * of this very key missed because another stack reached it, and both stacks are then
+ * kept, one per way. */
+static unsigned choose_entry(struct mt_unwind_cache *cache, const struct mt_unwind_key *key, uint32_t depth,
+                             bool *second_sight)
+{
+    unsigned set = mt_unwind_set_index(key->ip, key->sp);
+    unsigned first = set * MT_UNWIND_CACHE_WAYS;
+    *second_sight = false;
+    for (unsigned w = 0; w < MT_UNWIND_CACHE_WAYS; w++) {
+        const struct mt_unwind_entry *e = &cache->entry[first + w];
+        if (e->state == MT_UNWIND_ENTRY_SEEN && same_key(e, key, depth)) {
+            *second_sight = true;
+            return first + w;
+        }
+    }
+    for (unsigned w = 0; w < MT_UNWIND_CACHE_WAYS; w++)
+        if (cache->entry[first + w].state != MT_UNWIND_ENTRY_READY)
+            return first + w;
+    unsigned w = cache->victim[set];
+    cache->victim[set] = (uint8_t)((w + 1) % MT_UNWIND_CACHE_WAYS);
+    return first + w;
+}
+
 uint32_t mt_unwind_capture_cached(struct mt_unwind_cache *cache, const struct mt_unwind_key *key,
                                   uint64_t *frames, uint32_t depth, struct mt_unwind_fill *fill)
 {
     if (depth > MT_WIRE_DEPTH_MAX)
         depth = MT_WIRE_DEPTH_MAX;
     uint32_t count = mt_unwind_capture(frames, depth);
-    unsigned index = mt_unwind_entry_index(key->ip, key->sp);
+    bool may_walk = cache->walk_wait == 0;
+    if (!may_walk)
+        cache->walk_wait--;
+    bool second_sight;
+    unsigned index = choose_entry(cache, key, depth, &second_sight);
     struct mt_unwind_entry *e = &cache->entry[index];
     fill->entry = NULL;
     e->tag = 0; /* not usable until committed */
-    if (e->state == MT_UNWIND_ENTRY_EMPTY || e->key.ip != key->ip || e->key.sp != key->sp || e->depth != depth) {
-        /* First sight of this call site and stack pointer: remember it; the cursor walk
-         * (slow) only pays for keys that come back. */
-        e->key = *key;
-        e->state = MT_UNWIND_ENTRY_SEEN;
-        e->depth = depth;
-        return count;
-    }
     e->key = *key;
     e->state = MT_UNWIND_ENTRY_SEEN;
+    e->depth = depth;
+    /* The cursor walk (slow) only pays for keys that come back. */
+    if (!second_sight || !may_walk)
+        return count;
     e->checks = 0;
+    cache->walk_wait = WALK_SPACING;
     if (walk_slots(e, cache->list[index].check, key, frames, count, depth))
         fill->entry = e;
     return count;

@@ -55,8 +55,9 @@ uint32_t mt_unwind_capture(uint64_t *frames, uint32_t depth);
  * to also move its return address slot while keeping the checked one intact to fool it.
  *
  * Cost: a hit is three loads of the key, one cache line of the entry and one load and
- * compare per checked slot. A key's first miss costs the usual unw_backtrace; its second
- * also steps a cursor (slow: ~1 us) to fill the entry, so only keys that recur pay for it. Only the outermost record of a thread uses
+ * compare per checked slot (two entries per set: unwind_cache.h). A key's first miss costs
+ * the usual unw_backtrace; its second also steps a cursor (slow: 2 to 10 us) to fill the
+ * entry, so only keys that recur pay for it, and at most one miss in 16 does (unwind.c). Only the outermost record of a thread uses
  * its cache (a signal handler's record must not see a half-filled entry). */
 struct mt_unwind_key {
     uint64_t ip, sp, fp;
