@@ -552,13 +552,23 @@ MT_INLINE void set_wide(uint8_t *p, size_t n, uint64_t pattern)
     }
     bytes32 v = {pattern, pattern, pattern, pattern};
     OPAQUE_VECTOR(v);
-    if (n > 128) {
+    if (n > 256) {
         for (size_t i = 0; i + 128 < n; i += 128) {
             store32(p + i, &v);
             store32(p + i + 32, &v);
             store32(p + i + 64, &v);
             store32(p + i + 96, &v);
         }
+        store32(p + n - 128, &v);
+        store32(p + n - 96, &v);
+        store32(p + n - 64, &v);
+        store32(p + n - 32, &v);
+    } else if (n > 128) {
+        /* Without the loop: its one round and test cost as much as the stores. */
+        store32(p, &v);
+        store32(p + 32, &v);
+        store32(p + 64, &v);
+        store32(p + 96, &v);
         store32(p + n - 128, &v);
         store32(p + n - 96, &v);
         store32(p + n - 64, &v);
@@ -626,7 +636,17 @@ static MT_NOINLINE size_t first_other_byte(const uint8_t *p, size_t size, uint8_
 MT_INLINE uint64_t poison_diff_wide(const uint8_t *p, size_t size, uint64_t pattern)
 {
     bytes32 v = {pattern, pattern, pattern, pattern}, acc = {0, 0, 0, 0}, acc2 = {0, 0, 0, 0};
-    if (size > 128) {
+    if (size > 128 && size <= 256) {
+        /* Without the loop, as set_wide. */
+        diff32(&acc, p, &v);
+        diff32(&acc2, p + 32, &v);
+        diff32(&acc, p + 64, &v);
+        diff32(&acc2, p + 96, &v);
+        diff32(&acc, p + size - 128, &v);
+        diff32(&acc2, p + size - 96, &v);
+        diff32(&acc, p + size - 64, &v);
+        diff32(&acc2, p + size - 32, &v);
+    } else if (size > 128) {
         for (size_t i = 0; i + 128 < size; i += 128) {
             diff32(&acc, p + i, &v);
             diff32(&acc2, p + i + 32, &v);
@@ -1197,6 +1217,8 @@ MT_INLINE void prefetch_block(const struct quarantined *q)
     const uint8_t *p = (const uint8_t *)q->ptr;
     __builtin_prefetch(p);
     __builtin_prefetch(p + MT_CACHE_LINE);
+    __builtin_prefetch(p + 2 * MT_CACHE_LINE);
+    __builtin_prefetch(p + 3 * MT_CACHE_LINE);
     __builtin_prefetch(q->slot);
 }
 
@@ -1395,15 +1417,11 @@ MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *
 MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
 {
     uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
-    uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
-    /* The third and fourth lines clamped to the block's last one rather than tested: the
-     * tests followed the sizes of the blocks freed and mispredicted. */
-    uintptr_t last = (end - 1) & ~(uintptr_t)(MT_CACHE_LINE - 1);
-    uintptr_t third = a + 2 * MT_CACHE_LINE, fourth = a + 3 * MT_CACHE_LINE;
+    (void)block_size;
     __builtin_prefetch((const void *)a, 1);
     __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
-    __builtin_prefetch((const void *)(third < last ? third : last), 1);
-    __builtin_prefetch((const void *)(fourth < last ? fourth : last), 1);
+    __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
+    __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
 }
 _Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
 
@@ -1531,13 +1549,60 @@ static MT_NOINLINE FAST_TARGET void debug_free_fast_full(void *ptr, enum mt_api 
     debug_free(ptr, api, site, true);
 }
 
+/* Queue a small block the fast copy's free just marked quarantined: local_queue's cases
+ * that the inline one below turns down. */
+static MT_NOINLINE FAST_TARGET void local_queue_fast_other(struct debug_thread *t, void *ptr, size_t size,
+                                                          struct mt_debug_slot *slot, unsigned cls)
+{
+    local_queue(t, (uintptr_t)ptr, size, slot, cls, QUARANTINE_DEFAULT, true);
+}
+
+/* As local_queue in the fast copy, for its common case: the ring has room, or makes it by
+ * releasing its oldest block alone, a small one whose poison is intact, into its class's
+ * stash; everything else (a block of the table, a broken poison to report, a full stash)
+ * tested before the first change, and left to local_queue_fast_other. */
+MT_INLINE FAST_TARGET void local_queue_fast(struct debug_thread *t, void *ptr, size_t size, struct mt_debug_slot *slot,
+                                            unsigned cls)
+{
+    struct ring_pos pos = ring_pos_load(t);
+    /* An empty ring is never over: size <= budget / LOCAL_BIG_SHARE. */
+    if (pos.count == LOCAL_ENTRIES || pos.bytes + size > QUARANTINE_DEFAULT) {
+        struct quarantined *oldest = &t->ring[pos.head];
+        struct mt_debug_slot *old_slot = oldest->slot;
+        unsigned old_cls = oldest->cls;
+        if (MT_UNLIKELY(old_slot == NULL || pos.bytes - oldest->size + size > QUARANTINE_DEFAULT ||
+                        t->stash_count[old_cls] >= STASH_ENTRIES))
+            return local_queue_fast_other(t, ptr, size, slot, cls);
+        uintptr_t old_ptr = oldest->ptr;
+        uint64_t old_state = atomic_load_explicit(&old_slot->state, memory_order_acquire);
+        /* The record's size is the queue entry's: a quarantined block's does not change. */
+        size_t old_size = mt_debug_size_of(atomic_load_explicit(&old_slot->alloc, memory_order_relaxed));
+        if (MT_UNLIKELY(mt_debug_state_of(old_state) != MT_DEBUG_QUARANTINED || old_size >= POISON_MEMCMP_MIN ||
+                        poison_diff((const uint8_t *)old_ptr, old_size, MT_DEBUG_POISON_BYTE, true)))
+            return local_queue_fast_other(t, ptr, size, slot, cls);
+        /* As local_evict and slot_release do. */
+        if (pos.count > PREFETCH_AHEAD)
+            prefetch_block(&t->ring[(pos.head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
+        atomic_store_explicit(&old_slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL) | MT_DEBUG_VERIFIED,
+                              memory_order_release);
+        t->stash[old_cls][t->stash_count[old_cls]++] = (struct window_entry){(void *)old_ptr, old_slot};
+        oldest->ptr = 0;
+        pos.head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
+        pos.count--;
+        pos.bytes -= old_size;
+    }
+    t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){(uintptr_t)ptr, size, slot, cls};
+    t->head = pos.head;
+    t->count = pos.count + 1;
+    t->bytes = pos.bytes + size;
+}
+
 /* The fast copy's free in the common case, branching once to the full path: a live small
- * block under INLINE_SET_MAX bytes, canary intact, queued in this thread's ring, which
- * either has room or makes it by releasing its oldest block alone, a small one whose
- * poison is intact, into its class's stash. Every test comes before the first change
- * (the full path starts over from the same state, and reports what this one turned
- * down). One load of the thread's state, no call: no register saves and no stack frame
- * (the full function's realigned frame and six saves were 20 of its 260 instructions). */
+ * block under INLINE_SET_MAX bytes whose canary is intact, freed by a thread with its
+ * state. Tested before the first change (the full path starts over from the same state,
+ * and reports what this one turned down); then poisoned, marked and queued. One load of
+ * the thread's state; the full function's realigned frame and six register saves were
+ * 20 of its 260 instructions, and the values live across its queueing spilled. */
 static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, const void *site)
 {
     struct debug_thread *t = debug_thread;
@@ -1549,44 +1614,13 @@ static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, 
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
     size_t size = mt_debug_size_of(alloc);
-    /* Under INLINE_SET_MAX, also under a quarter of the (default) budget: the local ring. */
+    /* Under INLINE_SET_MAX, so under a quarter of the (default) budget too: the local ring. */
     if (MT_UNLIKELY(mt_debug_state_of(state) != MT_DEBUG_LIVE || !canary_intact((uintptr_t)ptr, size) ||
                     size >= INLINE_SET_MAX))
         return debug_free_fast_full(ptr, api, site);
-    struct ring_pos pos = ring_pos_load(t);
-    /* An empty ring is never over: size <= budget / LOCAL_BIG_SHARE. */
-    if (pos.count == LOCAL_ENTRIES || pos.bytes + size > QUARANTINE_DEFAULT) {
-        struct quarantined *oldest = &t->ring[pos.head];
-        struct mt_debug_slot *old_slot = oldest->slot;
-        unsigned old_cls = oldest->cls;
-        if (MT_UNLIKELY(old_slot == NULL || pos.bytes - oldest->size + size > QUARANTINE_DEFAULT ||
-                        t->stash_count[old_cls] >= STASH_ENTRIES))
-            return debug_free_fast_full(ptr, api, site);
-        uintptr_t old_ptr = oldest->ptr;
-        uint64_t old_state = atomic_load_explicit(&old_slot->state, memory_order_acquire);
-        /* The record's size is the queue entry's: a quarantined block's does not change. */
-        size_t old_size = mt_debug_size_of(atomic_load_explicit(&old_slot->alloc, memory_order_relaxed));
-        if (MT_UNLIKELY(mt_debug_state_of(old_state) != MT_DEBUG_QUARANTINED || old_size >= POISON_MEMCMP_MIN ||
-                        poison_diff((const uint8_t *)old_ptr, old_size, MT_DEBUG_POISON_BYTE, true)))
-            return debug_free_fast_full(ptr, api, site);
-        /* As local_evict and slot_release, for this case. */
-        if (pos.count > PREFETCH_AHEAD)
-            prefetch_block(&t->ring[(pos.head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
-        atomic_store_explicit(&old_slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL) | MT_DEBUG_VERIFIED,
-                              memory_order_release);
-        t->stash[old_cls][t->stash_count[old_cls]++] = (struct window_entry){(void *)old_ptr, old_slot};
-        oldest->ptr = 0;
-        pos.head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
-        pos.count--;
-        pos.bytes -= old_size;
-    }
     set_wide(ptr, size, MT_DEBUG_POISON_BYTE * BYTES_NONZERO);
     atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_QUARANTINED, site), memory_order_release);
-    t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] =
-        (struct quarantined){(uintptr_t)ptr, size, slot, page->cls};
-    t->head = pos.head;
-    t->count = pos.count + 1;
-    t->bytes = pos.bytes + size;
+    local_queue_fast(t, ptr, size, slot, page->cls);
 }
 
 void mt_debug_free(void *ptr, enum mt_api api, const void *site)
@@ -1666,11 +1700,13 @@ static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *
         return debug_malloc_fast_full(size, site);
     unsigned cls = mt_size_class(size + MT_DEBUG_CANARY_BYTES);
     uint64_t bits = t->pick_bits;
+    if (MT_UNLIKELY(bits <= 1))
+        bits = pick_bits_refill();
     struct window_entry *e = &t->window[cls][bits & (RANDOM_WINDOW - 1)];
     unsigned n = t->stash_count[cls];
     void *p = e->block;
     struct mt_debug_slot *slot = e->slot;
-    if (MT_UNLIKELY(bits <= 1 || p == NULL || n == 0))
+    if (MT_UNLIKELY(p == NULL || n == 0))
         return debug_malloc_fast_full(size, site);
     /* The fill: one 16-byte store ending at the block's end (at its start under 16
      * bytes: the canary overwrites the rest), enough when the bytes before it still read
@@ -1678,7 +1714,9 @@ static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *
     size_t tail = size > FILL_TAIL ? size - FILL_TAIL : 0;
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_relaxed);
     size_t clean = mt_debug_size_of(atomic_load_explicit(&slot->alloc, memory_order_relaxed));
-    if (MT_UNLIKELY(tail != 0 && (!(state & MT_DEBUG_VERIFIED) || clean < tail)))
+    if (!(state & MT_DEBUG_VERIFIED))
+        clean = 0;
+    if (MT_UNLIKELY(clean < tail))
         return debug_malloc_fast_full(size, site);
 
     t->pick_bits = bits >> RANDOM_PICK_BITS;
