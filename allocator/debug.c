@@ -1586,6 +1586,13 @@ MT_INLINE FAST_TARGET void local_queue_fast(struct debug_thread *t, void *ptr, s
         atomic_store_explicit(&old_slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL) | MT_DEBUG_VERIFIED,
                               memory_order_release);
         t->stash[old_cls][t->stash_count[old_cls]++] = (struct window_entry){(void *)old_ptr, old_slot};
+        if (pos.count == LOCAL_ENTRIES) {
+            /* A full ring's next entry is the one just released: overwritten in place. */
+            *oldest = (struct quarantined){(uintptr_t)ptr, size, slot, cls};
+            t->head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
+            t->bytes = pos.bytes - old_size + size;
+            return;
+        }
         oldest->ptr = 0;
         pos.head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
         pos.count--;
