@@ -251,7 +251,7 @@ MT_STARTUP bool mt_debug_init(void)
         /* The options the fast copy of the hot path takes as constants, and the CPU it is
          * compiled for. */
         bool hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
-                   c->fill_max >= MT_SMALL_MAX && c->quarantine == QUARANTINE_DEFAULT && (!FAST_WIDE || mt_os_cpu_has_avx2());
+                   c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
         mt_debug_entries.malloc = hot_fast ? debug_malloc_fast : debug_malloc_generic;
         mt_debug_entries.free = hot_fast ? debug_free_fast : debug_free_generic;
         memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
@@ -1554,7 +1554,7 @@ static MT_NOINLINE FAST_TARGET void debug_free_fast_full(void *ptr, enum mt_api 
 static MT_NOINLINE FAST_TARGET void local_queue_fast_other(struct debug_thread *t, void *ptr, size_t size,
                                                           struct mt_debug_slot *slot, unsigned cls)
 {
-    local_queue(t, (uintptr_t)ptr, size, slot, cls, QUARANTINE_DEFAULT, true);
+    local_queue(t, (uintptr_t)ptr, size, slot, cls, mt_debug_config.quarantine, true);
 }
 
 /* As local_queue in the fast copy, for its common case: the ring has room, or makes it by
@@ -1562,15 +1562,15 @@ static MT_NOINLINE FAST_TARGET void local_queue_fast_other(struct debug_thread *
  * stash; everything else (a block of the table, a broken poison to report, a full stash)
  * tested before the first change, and left to local_queue_fast_other. */
 MT_INLINE FAST_TARGET void local_queue_fast(struct debug_thread *t, void *ptr, size_t size, struct mt_debug_slot *slot,
-                                            unsigned cls)
+                                            unsigned cls, size_t budget)
 {
     struct ring_pos pos = ring_pos_load(t);
-    /* An empty ring is never over: size <= budget / LOCAL_BIG_SHARE. */
-    if (pos.count == LOCAL_ENTRIES || pos.bytes + size > QUARANTINE_DEFAULT) {
+    /* An empty ring is never over: size < budget / LOCAL_BIG_SHARE. */
+    if (pos.count == LOCAL_ENTRIES || pos.bytes + size > budget) {
         struct quarantined *oldest = &t->ring[pos.head];
         struct mt_debug_slot *old_slot = oldest->slot;
         unsigned old_cls = oldest->cls;
-        if (MT_UNLIKELY(old_slot == NULL || pos.bytes - oldest->size + size > QUARANTINE_DEFAULT ||
+        if (MT_UNLIKELY(old_slot == NULL || pos.bytes - oldest->size + size > budget ||
                         t->stash_count[old_cls] >= STASH_ENTRIES))
             return local_queue_fast_other(t, ptr, size, slot, cls);
         uintptr_t old_ptr = oldest->ptr;
@@ -1621,13 +1621,15 @@ static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, 
     uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
     size_t size = mt_debug_size_of(alloc);
-    /* Under INLINE_SET_MAX, so under a quarter of the (default) budget too: the local ring. */
+    size_t budget = mt_debug_config.quarantine;
+    /* Poisoned inline (under INLINE_SET_MAX), queued in the thread's own ring (under a
+     * quarter of the budget; >=, so that a budget of 0, no quarantine, goes the full way). */
     if (MT_UNLIKELY(mt_debug_state_of(state) != MT_DEBUG_LIVE || !canary_intact((uintptr_t)ptr, size) ||
-                    size >= INLINE_SET_MAX))
+                    size >= INLINE_SET_MAX || size >= budget / LOCAL_BIG_SHARE))
         return debug_free_fast_full(ptr, api, site);
     set_wide(ptr, size, MT_DEBUG_POISON_BYTE * BYTES_NONZERO);
     atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_QUARANTINED, site), memory_order_release);
-    local_queue_fast(t, ptr, size, slot, page->cls);
+    local_queue_fast(t, ptr, size, slot, page->cls, budget);
 }
 
 void mt_debug_free(void *ptr, enum mt_api api, const void *site)
