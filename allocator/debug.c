@@ -1708,14 +1708,18 @@ static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *
                     size >= mt_mmap_threshold()))
         return debug_malloc_fast_full(size, site);
     unsigned cls = mt_size_class(size + MT_DEBUG_CANARY_BYTES);
+    /* First: a thread that allocates what others free (a producer) finds it empty every
+     * time, and turns back here. */
+    unsigned n = t->stash_count[cls];
+    if (MT_UNLIKELY(n == 0))
+        return debug_malloc_fast_full(size, site);
     uint64_t bits = t->pick_bits;
     if (MT_UNLIKELY(bits <= 1))
         bits = pick_bits_refill();
     struct window_entry *e = &t->window[cls][bits & (RANDOM_WINDOW - 1)];
-    unsigned n = t->stash_count[cls];
     void *p = e->block;
     struct mt_debug_slot *slot = e->slot;
-    if (MT_UNLIKELY(p == NULL || n == 0))
+    if (MT_UNLIKELY(p == NULL))
         return debug_malloc_fast_full(size, site);
     /* The fill: one 16-byte store ending at the block's end (at its start under 16
      * bytes: the canary overwrites the rest), enough when the bytes before it still read
