@@ -179,14 +179,21 @@ static MT_NOINLINE uint64_t random_seed(void)
     return mt_mix64(mt_secrets.canary_key ^ (uint64_t)mt_os_gettid() ^ mt_os_ticks()) | 1;
 }
 
+/* One xorshift step of a nonzero state. */
+MT_INLINE uint64_t xorshift_step(uint64_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
 MT_INLINE uint64_t next_random(void)
 {
     uint64_t x = rng_state;
     if (MT_UNLIKELY(x == 0))
         x = random_seed();
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
+    x = xorshift_step(x);
     rng_state = x;
     return x;
 }
@@ -889,10 +896,14 @@ _Static_assert(RANDOM_WINDOW == 1 << RANDOM_PICK_BITS, "a pick takes log2(RANDOM
 /* Twenty picks from one step of the generator, the marker bit above the unused ones
  * telling when to step again: a xorshift step per allocation was a twentieth of its
  * instructions, and its latency sat between the call and the block it returns. */
+MT_INLINE uint64_t pick_bits_of(uint64_t x)
+{
+    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+}
+
 static MT_NOINLINE uint64_t pick_bits_refill(void)
 {
-    uint64_t x = next_random();
-    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+    return pick_bits_of(next_random());
 }
 
 /* t->pick_bits: random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit
@@ -1713,8 +1724,15 @@ static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *
     if (MT_UNLIKELY(n == 0))
         return debug_malloc_fast_full(size, site);
     uint64_t bits = t->pick_bits;
-    if (MT_UNLIKELY(bits <= 1))
-        bits = pick_bits_refill();
+    if (MT_UNLIKELY(bits <= 1)) {
+        /* Refilled here without a call (one would make every call save registers); the
+         * generator's first step, which seeds it, the full way. */
+        uint64_t x = rng_state;
+        if (MT_UNLIKELY(x == 0))
+            return debug_malloc_fast_full(size, site);
+        rng_state = x = xorshift_step(x);
+        bits = pick_bits_of(x);
+    }
     struct window_entry *e = &t->window[cls][bits & (RANDOM_WINDOW - 1)];
     void *p = e->block;
     struct mt_debug_slot *slot = e->slot;
