@@ -209,9 +209,10 @@ static struct debug_thread *debug_thread_get(void);
  * to at least MT_SMALL_MAX bytes) and, on x86-64, is compiled for AVX2 so its fills,
  * poison and checks move 32 bytes an instruction; mt_debug_init picks it when the options
  * and the CPU allow (mt_debug_entries, which every caller goes through), the generic copy
- * serves every other case. The option
- * tests were 30 of the 480 instructions of a malloc/free pair, the byte work at 16 bytes
- * an instruction 90; the loop is bound by its instruction count. */
+ * serves every other case. The option tests were 30 of the 480 instructions of a
+ * malloc/free pair, the byte work at 16 bytes an instruction 90. Each fast entry is a
+ * lean common case that branches once to the full copy (debug_malloc_fast_full,
+ * debug_free_fast_full). */
 #if defined(__x86_64__)
 #define FAST_TARGET __attribute__((target("avx2")))
 #define FAST_WIDE true
@@ -219,7 +220,6 @@ static struct debug_thread *debug_thread_get(void);
 #define FAST_TARGET
 #define FAST_WIDE false
 #endif
-
 
 static void *debug_malloc_generic(size_t size, const void *site);
 static void *debug_malloc_fast(size_t size, const void *site);
@@ -258,7 +258,7 @@ MT_STARTUP bool mt_debug_init(void)
         /* The options the fast copy of the hot path takes as constants, and the CPU it is
          * compiled for. */
         bool hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
-                   c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
+                        c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
         mt_debug_entries.malloc = hot_fast ? debug_malloc_fast : debug_malloc_generic;
         mt_debug_entries.free = hot_fast ? debug_free_fast : debug_free_generic;
         memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
@@ -441,8 +441,6 @@ static MT_NOINLINE size_t canary_first_change(uintptr_t ptr, size_t size, size_t
     return SIZE_MAX;
 }
 
-/* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
- * of `size` bytes, or SIZE_MAX when intact. */
 /* Whether the whole canary of the block at ptr of `size` bytes is intact. */
 MT_INLINE bool canary_intact(uintptr_t ptr, size_t size)
 {
@@ -452,6 +450,8 @@ MT_INLINE bool canary_intact(uintptr_t ptr, size_t size)
     return ((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0;
 }
 
+/* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
+ * of `size` bytes, or SIZE_MAX when intact. */
 MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
 {
     if (MT_LIKELY(n == MT_DEBUG_CANARY_BYTES && canary_intact(ptr, size)))
