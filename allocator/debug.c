@@ -126,8 +126,8 @@ static const uint8_t zero_chunk[POISON_CHUNK];
 
 
 static MT_TLS uint64_t rng_state;
-/* For threads without a struct debug_thread (exiting ones): blocks allocated since the
- * last guarded one. */
+/* For threads without a struct debug_thread (exiting ones): the guard countdown
+ * (want_guard). */
 static MT_TLS uint32_t guard_countdown;
 
 /* Random slot choice: a small block is taken at random among the last RANDOM_WINDOW
@@ -179,14 +179,21 @@ static MT_NOINLINE uint64_t random_seed(void)
     return mt_mix64(mt_secrets.canary_key ^ (uint64_t)mt_os_gettid() ^ mt_os_ticks()) | 1;
 }
 
+/* One xorshift step of a nonzero state. */
+MT_INLINE uint64_t xorshift_step(uint64_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
 MT_INLINE uint64_t next_random(void)
 {
     uint64_t x = rng_state;
     if (MT_UNLIKELY(x == 0))
         x = random_seed();
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
+    x = xorshift_step(x);
     rng_state = x;
     return x;
 }
@@ -201,9 +208,11 @@ static struct debug_thread *debug_thread_get(void);
  * the options of plain MTRACE_DEBUG=1 as constants (every check on, poison 0xdf, fills up
  * to at least MT_SMALL_MAX bytes) and, on x86-64, is compiled for AVX2 so its fills,
  * poison and checks move 32 bytes an instruction; mt_debug_init picks it when the options
- * and the CPU allow (hot_fast), the generic copy serves every other case. The option
- * tests were 30 of the 480 instructions of a malloc/free pair, the byte work at 16 bytes
- * an instruction 90; the loop is bound by its instruction count. */
+ * and the CPU allow (mt_debug_entries, which every caller goes through), the generic copy
+ * serves every other case. The option tests were 30 of the 480 instructions of a
+ * malloc/free pair, the byte work at 16 bytes an instruction 90. Each fast entry is a
+ * lean common case that branches once to the full copy (debug_malloc_fast_full,
+ * debug_free_fast_full). */
 #if defined(__x86_64__)
 #define FAST_TARGET __attribute__((target("avx2")))
 #define FAST_WIDE true
@@ -211,8 +220,6 @@ static struct debug_thread *debug_thread_get(void);
 #define FAST_TARGET
 #define FAST_WIDE false
 #endif
-
-static bool hot_fast; /* set once by mt_debug_init */
 
 static void *debug_malloc_generic(size_t size, const void *site);
 static void *debug_malloc_fast(size_t size, const void *site);
@@ -250,8 +257,8 @@ MT_STARTUP bool mt_debug_init(void)
     if (c->enabled) {
         /* The options the fast copy of the hot path takes as constants, and the CPU it is
          * compiled for. */
-        hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
-                   c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
+        bool hot_fast = c->canary && c->guard && c->poison && !c->zero_on_free && c->randomize && c->fill &&
+                        c->fill_max >= MT_SMALL_MAX && (!FAST_WIDE || mt_os_cpu_has_avx2());
         mt_debug_entries.malloc = hot_fast ? debug_malloc_fast : debug_malloc_generic;
         mt_debug_entries.free = hot_fast ? debug_free_fast : debug_free_generic;
         memset(poison_chunk, MT_DEBUG_POISON_BYTE, sizeof poison_chunk);
@@ -434,19 +441,21 @@ static MT_NOINLINE size_t canary_first_change(uintptr_t ptr, size_t size, size_t
     return SIZE_MAX;
 }
 
+/* Whether the whole canary of the block at ptr of `size` bytes is intact. */
+MT_INLINE bool canary_intact(uintptr_t ptr, size_t size)
+{
+    uint64_t pattern[2], found[2];
+    canary_pattern(ptr, pattern);
+    memcpy(found, (const uint8_t *)ptr + size, sizeof found);
+    return ((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0;
+}
+
 /* Offset past the end of the first changed byte of the n-byte canary of the block at ptr
  * of `size` bytes, or SIZE_MAX when intact. */
 MT_INLINE size_t canary_broken_in(uintptr_t ptr, size_t size, size_t n)
 {
-    uint64_t pattern[2];
-    canary_pattern(ptr, pattern);
-    const uint8_t *end = (const uint8_t *)ptr + size;
-    if (MT_LIKELY(n == MT_DEBUG_CANARY_BYTES)) {
-        uint64_t found[2];
-        memcpy(found, end, sizeof found);
-        if (MT_LIKELY(((found[0] ^ pattern[0]) | (found[1] ^ pattern[1])) == 0))
-            return SIZE_MAX;
-    }
+    if (MT_LIKELY(n == MT_DEBUG_CANARY_BYTES && canary_intact(ptr, size)))
+        return SIZE_MAX;
     return canary_first_change(ptr, size, n);
 }
 
@@ -550,13 +559,23 @@ MT_INLINE void set_wide(uint8_t *p, size_t n, uint64_t pattern)
     }
     bytes32 v = {pattern, pattern, pattern, pattern};
     OPAQUE_VECTOR(v);
-    if (n > 128) {
+    if (n > 256) {
         for (size_t i = 0; i + 128 < n; i += 128) {
             store32(p + i, &v);
             store32(p + i + 32, &v);
             store32(p + i + 64, &v);
             store32(p + i + 96, &v);
         }
+        store32(p + n - 128, &v);
+        store32(p + n - 96, &v);
+        store32(p + n - 64, &v);
+        store32(p + n - 32, &v);
+    } else if (n > 128) {
+        /* Without the loop: its one round and test cost as much as the stores. */
+        store32(p, &v);
+        store32(p + 32, &v);
+        store32(p + 64, &v);
+        store32(p + 96, &v);
         store32(p + n - 128, &v);
         store32(p + n - 96, &v);
         store32(p + n - 64, &v);
@@ -624,7 +643,17 @@ static MT_NOINLINE size_t first_other_byte(const uint8_t *p, size_t size, uint8_
 MT_INLINE uint64_t poison_diff_wide(const uint8_t *p, size_t size, uint64_t pattern)
 {
     bytes32 v = {pattern, pattern, pattern, pattern}, acc = {0, 0, 0, 0}, acc2 = {0, 0, 0, 0};
-    if (size > 128) {
+    if (size > 128 && size <= 256) {
+        /* Without the loop, as set_wide. */
+        diff32(&acc, p, &v);
+        diff32(&acc2, p + 32, &v);
+        diff32(&acc, p + 64, &v);
+        diff32(&acc2, p + 96, &v);
+        diff32(&acc, p + size - 128, &v);
+        diff32(&acc2, p + size - 96, &v);
+        diff32(&acc, p + size - 64, &v);
+        diff32(&acc2, p + size - 32, &v);
+    } else if (size > 128) {
         for (size_t i = 0; i + 128 < size; i += 128) {
             diff32(&acc, p + i, &v);
             diff32(&acc2, p + i + 32, &v);
@@ -655,21 +684,13 @@ MT_INLINE uint64_t poison_diff_wide(const uint8_t *p, size_t size, uint64_t patt
 #endif
 }
 
-/* Offset of the first byte of a freed block that is not poison (zero with
- * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Small blocks sixteen bytes at a time against a
- * constant (32 in the fast copy), the differences or-ed together and tested once; big
- * ones with libc's memcmp against a page of poison. */
-MT_INLINE size_t poison_broken_in(const void *ptr, size_t size, bool fast)
+/* Nonzero when a byte of [ptr, ptr + size), size < POISON_MEMCMP_MIN, is not `expect`. */
+MT_INLINE uint64_t poison_diff(const uint8_t *p, size_t size, uint8_t expect, bool fast)
 {
-    if (MT_UNLIKELY(size >= POISON_MEMCMP_MIN))
-        return poison_broken_in_big(ptr, size);
-    const uint8_t expect = HOT_ZERO_ON_FREE(fast) ? 0 : MT_DEBUG_POISON_BYTE;
     const uint64_t pattern = expect * BYTES_NONZERO;
-    const uint8_t *p = ptr;
-    uint64_t diff;
-    if (fast && FAST_WIDE && MT_LIKELY(size >= 32)) {
-        diff = poison_diff_wide(p, size, pattern);
-    } else if (MT_LIKELY(size >= 16)) {
+    if (fast && FAST_WIDE && MT_LIKELY(size >= 32))
+        return poison_diff_wide(p, size, pattern);
+    if (MT_LIKELY(size >= 16)) {
         /* As set_small: 64 bytes a round, the tail with loads that overlap. */
         bytes16 v = {pattern, pattern}, acc = {0, 0};
         if (size >= 64) {
@@ -683,13 +704,26 @@ MT_INLINE size_t poison_broken_in(const void *ptr, size_t size, bool fast)
             if (size > 32)
                 acc |= (load16(p + 16) ^ v) | (load16(p + size - 32) ^ v);
         }
-        diff = acc[0] | acc[1];
-    } else {
-        diff = 0;
-        for (size_t i = 0; i < size; i++)
-            diff |= (uint64_t)(p[i] ^ expect);
+        return acc[0] | acc[1];
     }
-    return MT_LIKELY(!diff) ? SIZE_MAX : first_other_byte(p, size, expect);
+    uint64_t diff = 0;
+    for (size_t i = 0; i < size; i++)
+        diff |= (uint64_t)(p[i] ^ expect);
+    return diff;
+}
+
+/* Offset of the first byte of a freed block that is not poison (zero with
+ * MTRACE_ZERO_ON_FREE), or SIZE_MAX. Small blocks sixteen bytes at a time against a
+ * constant (32 in the fast copy), the differences or-ed together and tested once; big
+ * ones with libc's memcmp against a page of poison. */
+MT_INLINE size_t poison_broken_in(const void *ptr, size_t size, bool fast)
+{
+    if (MT_UNLIKELY(size >= POISON_MEMCMP_MIN))
+        return poison_broken_in_big(ptr, size);
+    const uint8_t expect = HOT_ZERO_ON_FREE(fast) ? 0 : MT_DEBUG_POISON_BYTE;
+    if (MT_LIKELY(!poison_diff(ptr, size, expect, fast)))
+        return SIZE_MAX;
+    return first_other_byte(ptr, size, expect);
 }
 
 static size_t poison_broken_at(const struct debug_block *b)
@@ -761,18 +795,42 @@ static MT_COLD void report_slot_poison(const void *ptr, uint64_t alloc, uint64_t
 
 /* ---- allocation ------------------------------------------------------------------------------ */
 
-/* `countdown`: the thread's count of blocks allocated since its last guarded one. */
+/* Guard sampling: which small and medium blocks get a guarded mapping. The gap to the next
+ * guarded one is drawn uniformly from [1, 2 * MTRACE_GUARD_SAMPLE - 1] (mean the option's
+ * value, as GWP-ASan draws its own): a fixed period of N guarded only one size of a
+ * program whose sizes cycle with a period dividing N (the loop benchmark's 16 sizes and
+ * N = 1024: never a block of the other 15). A countdown: the allocations before the next
+ * guarded one, plus one; 0 until the first draw (a thread's state starts zeroed). */
+static MT_NOINLINE uint32_t guard_gap(void)
+{
+    uint64_t span = 2 * (uint64_t)mt_debug_config.guard_sample - 1;
+    return (uint32_t)(1 + next_random() % span);
+}
+
+/* The countdown at 0 or 1: draw (the first time) and say whether this block is guarded. */
+static MT_NOINLINE bool guard_countdown_expired(uint32_t *countdown)
+{
+    if (*countdown == 0)
+        *countdown = guard_gap();
+    if (*countdown > 1) {
+        --*countdown;
+        return false;
+    }
+    *countdown = guard_gap();
+    return true;
+}
+
 MT_INLINE bool want_guard(size_t size, uint32_t *countdown, bool fast)
 {
     if (!HOT_ON(fast, guard))
         return false;
     if (size >= mt_mmap_threshold())
         return true;
-    if (++*countdown >= mt_debug_config.guard_sample) {
-        *countdown = 0;
-        return true;
+    if (MT_LIKELY(*countdown > 1)) {
+        --*countdown;
+        return false;
     }
-    return false;
+    return guard_countdown_expired(countdown);
 }
 
 /* A mapping of its own whose last page is inaccessible, the block ending as close to it as
@@ -838,10 +896,14 @@ _Static_assert(RANDOM_WINDOW == 1 << RANDOM_PICK_BITS, "a pick takes log2(RANDOM
 /* Twenty picks from one step of the generator, the marker bit above the unused ones
  * telling when to step again: a xorshift step per allocation was a twentieth of its
  * instructions, and its latency sat between the call and the block it returns. */
+MT_INLINE uint64_t pick_bits_of(uint64_t x)
+{
+    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+}
+
 static MT_NOINLINE uint64_t pick_bits_refill(void)
 {
-    uint64_t x = next_random();
-    return x >> (64 - 20 * RANDOM_PICK_BITS) | (uint64_t)1 << (20 * RANDOM_PICK_BITS);
+    return pick_bits_of(next_random());
 }
 
 /* t->pick_bits: random bits not used yet, RANDOM_PICK_BITS per window pick; the top bit
@@ -1166,6 +1228,8 @@ MT_INLINE void prefetch_block(const struct quarantined *q)
     const uint8_t *p = (const uint8_t *)q->ptr;
     __builtin_prefetch(p);
     __builtin_prefetch(p + MT_CACHE_LINE);
+    __builtin_prefetch(p + 2 * MT_CACHE_LINE);
+    __builtin_prefetch(p + 3 * MT_CACHE_LINE);
     __builtin_prefetch(q->slot);
 }
 
@@ -1358,21 +1422,17 @@ MT_INLINE void quarantine_add(uintptr_t ptr, size_t size, struct mt_debug_slot *
  * usually long gone from the caches (on small-block churn their misses, one after the
  * other behind the record's, were a sixth of debug mode's time). */
 #define PREFETCH_POISON_MAX 256
-/* The lines the block's first PREFETCH_POISON_MAX bytes touch, without a loop: two
- * always (a prefetch past a short block is harmless), a third and a fourth when the block
- * reaches them. The loop was a twentieth of a malloc/free pair's instructions. */
-MT_INLINE void prefetch_for_poison(const void *ptr, size_t block_size)
+/* The lines the block's first PREFETCH_POISON_MAX bytes touch, without a loop or a test
+ * of the block's size: a prefetch past a short block (of its neighbour's line, never a
+ * fault) costs less than clamping to the block's last line did (a dozen instructions a
+ * free; churn 2.27 -> 2.10 times glibc without the clamp). */
+MT_INLINE void prefetch_for_poison(const void *ptr)
 {
     uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(MT_CACHE_LINE - 1);
-    uintptr_t end = (uintptr_t)ptr + (block_size < PREFETCH_POISON_MAX ? block_size : PREFETCH_POISON_MAX);
-    /* The third and fourth lines clamped to the block's last one rather than tested: the
-     * tests followed the sizes of the blocks freed and mispredicted. */
-    uintptr_t last = (end - 1) & ~(uintptr_t)(MT_CACHE_LINE - 1);
-    uintptr_t third = a + 2 * MT_CACHE_LINE, fourth = a + 3 * MT_CACHE_LINE;
     __builtin_prefetch((const void *)a, 1);
     __builtin_prefetch((const void *)(a + MT_CACHE_LINE), 1);
-    __builtin_prefetch((const void *)(third < last ? third : last), 1);
-    __builtin_prefetch((const void *)(fourth < last ? fourth : last), 1);
+    __builtin_prefetch((const void *)(a + 2 * MT_CACHE_LINE), 1);
+    __builtin_prefetch((const void *)(a + 3 * MT_CACHE_LINE), 1);
 }
 _Static_assert(PREFETCH_POISON_MAX == 4 * MT_CACHE_LINE, "prefetch_for_poison fetches four lines at most");
 
@@ -1474,7 +1534,7 @@ MT_INLINE void debug_free(void *ptr, enum mt_api api, const void *site, bool fas
         struct mt_page *page;
         struct mt_debug_slot *slot = mt_debug_slot_find_page(ptr, &page);
         if (MT_LIKELY(slot != NULL))
-            prefetch_for_poison(ptr, page->block_size);
+            prefetch_for_poison(ptr);
         if (MT_UNLIKELY(!slot)) {
             /* Not a slot start in use, or a segment the layer never used. */
             mt_alloc_free_as(ptr, api);
@@ -1494,17 +1554,98 @@ static MT_NOINLINE void debug_free_generic(void *ptr, enum mt_api api, const voi
     debug_free(ptr, api, site, false);
 }
 
-static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, const void *site)
+/* The fast copy's free, all cases. */
+static MT_NOINLINE FAST_TARGET void debug_free_fast_full(void *ptr, enum mt_api api, const void *site)
 {
     debug_free(ptr, api, site, true);
 }
 
+/* Queue a small block the fast copy's free just marked quarantined: local_queue's cases
+ * that the inline one below turns down. */
+static MT_NOINLINE FAST_TARGET void local_queue_fast_other(struct debug_thread *t, void *ptr, size_t size,
+                                                          struct mt_debug_slot *slot, unsigned cls)
+{
+    local_queue(t, (uintptr_t)ptr, size, slot, cls, mt_debug_config.quarantine, true);
+}
+
+/* As local_queue in the fast copy, for its common case: the ring has room, or makes it by
+ * releasing its oldest block alone, a small one whose poison is intact, into its class's
+ * stash; everything else (a block of the table, a broken poison to report, a full stash)
+ * tested before the first change, and left to local_queue_fast_other. */
+MT_INLINE FAST_TARGET void local_queue_fast(struct debug_thread *t, void *ptr, size_t size, struct mt_debug_slot *slot,
+                                            unsigned cls, size_t budget)
+{
+    struct ring_pos pos = ring_pos_load(t);
+    /* An empty ring is never over: size < budget / LOCAL_BIG_SHARE. */
+    if (pos.count == LOCAL_ENTRIES || pos.bytes + size > budget) {
+        struct quarantined *oldest = &t->ring[pos.head];
+        struct mt_debug_slot *old_slot = oldest->slot;
+        unsigned old_cls = oldest->cls;
+        if (MT_UNLIKELY(old_slot == NULL || pos.bytes - oldest->size + size > budget ||
+                        t->stash_count[old_cls] >= STASH_ENTRIES))
+            return local_queue_fast_other(t, ptr, size, slot, cls);
+        uintptr_t old_ptr = oldest->ptr;
+        uint64_t old_state = atomic_load_explicit(&old_slot->state, memory_order_acquire);
+        /* The record's size is the queue entry's: a quarantined block's does not change. */
+        size_t old_size = mt_debug_size_of(atomic_load_explicit(&old_slot->alloc, memory_order_relaxed));
+        if (MT_UNLIKELY(mt_debug_state_of(old_state) != MT_DEBUG_QUARANTINED || old_size >= POISON_MEMCMP_MIN ||
+                        poison_diff((const uint8_t *)old_ptr, old_size, MT_DEBUG_POISON_BYTE, true)))
+            return local_queue_fast_other(t, ptr, size, slot, cls);
+        /* As local_evict and slot_release do. */
+        if (pos.count > PREFETCH_AHEAD)
+            prefetch_block(&t->ring[(pos.head + PREFETCH_AHEAD) & (LOCAL_ENTRIES - 1)]);
+        atomic_store_explicit(&old_slot->state, mt_debug_state_word(MT_DEBUG_WINDOW, NULL) | MT_DEBUG_VERIFIED,
+                              memory_order_release);
+        t->stash[old_cls][t->stash_count[old_cls]++] = (struct window_entry){(void *)old_ptr, old_slot};
+        if (pos.count == LOCAL_ENTRIES) {
+            /* A full ring's next entry is the one just released: overwritten in place. */
+            *oldest = (struct quarantined){(uintptr_t)ptr, size, slot, cls};
+            t->head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
+            t->bytes = pos.bytes - old_size + size;
+            return;
+        }
+        oldest->ptr = 0;
+        pos.head = (pos.head + 1) & (LOCAL_ENTRIES - 1);
+        pos.count--;
+        pos.bytes -= old_size;
+    }
+    t->ring[(pos.head + pos.count) & (LOCAL_ENTRIES - 1)] = (struct quarantined){(uintptr_t)ptr, size, slot, cls};
+    t->head = pos.head;
+    t->count = pos.count + 1;
+    t->bytes = pos.bytes + size;
+}
+
+/* The fast copy's free in the common case, branching once to the full path: a live small
+ * block under INLINE_SET_MAX bytes whose canary is intact, freed by a thread with its
+ * state. Tested before the first change (the full path starts over from the same state,
+ * and reports what this one turned down); then poisoned, marked and queued. One load of
+ * the thread's state, and the arguments are dead once the block is marked: live across
+ * the queueing, they spilled to the stack in the full function. */
+static MT_NOINLINE FAST_TARGET void debug_free_fast(void *ptr, enum mt_api api, const void *site)
+{
+    struct debug_thread *t = debug_thread;
+    struct mt_page *page;
+    struct mt_debug_slot *slot;
+    if (MT_UNLIKELY(t == NULL || !in_small_segment(ptr) || !(slot = mt_debug_slot_find_page(ptr, &page))))
+        return debug_free_fast_full(ptr, api, site);
+    prefetch_for_poison(ptr);
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
+    uint64_t alloc = atomic_load_explicit(&slot->alloc, memory_order_relaxed);
+    size_t size = mt_debug_size_of(alloc);
+    size_t budget = mt_debug_config.quarantine;
+    /* Poisoned inline (under INLINE_SET_MAX), queued in the thread's own ring (under a
+     * quarter of the budget; >=, so that a budget of 0, no quarantine, goes the full way). */
+    if (MT_UNLIKELY(mt_debug_state_of(state) != MT_DEBUG_LIVE || !canary_intact((uintptr_t)ptr, size) ||
+                    size >= INLINE_SET_MAX || size >= budget / LOCAL_BIG_SHARE))
+        return debug_free_fast_full(ptr, api, site);
+    set_wide(ptr, size, MT_DEBUG_POISON_BYTE * BYTES_NONZERO);
+    atomic_store_explicit(&slot->state, mt_debug_state_word(MT_DEBUG_QUARANTINED, site), memory_order_release);
+    local_queue_fast(t, ptr, size, slot, page->cls, budget);
+}
+
 void mt_debug_free(void *ptr, enum mt_api api, const void *site)
 {
-    if (MT_LIKELY(hot_fast))
-        debug_free_fast(ptr, api, site);
-    else
-        debug_free_generic(ptr, api, site);
+    mt_debug_entries.free(ptr, api, site);
 }
 
 /* A broken quarantined block found by a walk, for its report. */
@@ -1557,14 +1698,79 @@ static MT_NOINLINE void *debug_malloc_generic(size_t size, const void *site)
     return debug_alloc(size, 0, false, 0, site, false);
 }
 
-static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *site)
+/* The fast copy's allocation, all cases. */
+static MT_NOINLINE FAST_TARGET void *debug_malloc_fast_full(size_t size, const void *site)
 {
     return debug_alloc(size, 0, false, 0, site, true);
 }
 
+/* The fast copy's allocation in the common case, a few lines that branch once to the full
+ * path: a small block, not guarded, from a window entry the class's stash refills, whose
+ * slot already reads as the fill but for at most its last FILL_TAIL bytes. Everything is
+ * tested before anything changes, so the full path starts from the same state. Without
+ * debug_alloc's general cases (guarded, aligned, zeroed, copied, window refills from the
+ * allocator), the register saves come after the first tests and the stack frame goes. */
+static MT_NOINLINE FAST_TARGET void *debug_malloc_fast(size_t size, const void *site)
+{
+    struct debug_thread *t = debug_thread;
+    /* The size test also turns away sizes near SIZE_MAX (size + canary wraps). */
+    if (MT_UNLIKELY(t == NULL || size > MT_SMALL_MAX - MT_DEBUG_CANARY_BYTES || t->guard_countdown <= 1 ||
+                    size >= mt_mmap_threshold()))
+        return debug_malloc_fast_full(size, site);
+    unsigned cls = mt_size_class(size + MT_DEBUG_CANARY_BYTES);
+    /* First: a thread that allocates what others free (a producer) finds it empty every
+     * time, and turns back here. */
+    unsigned n = t->stash_count[cls];
+    if (MT_UNLIKELY(n == 0))
+        return debug_malloc_fast_full(size, site);
+    uint64_t bits = t->pick_bits;
+    if (MT_UNLIKELY(bits <= 1)) {
+        /* Refilled here without a call (one would make every call save registers); the
+         * generator's first step, which seeds it, the full way. */
+        uint64_t x = rng_state;
+        if (MT_UNLIKELY(x == 0))
+            return debug_malloc_fast_full(size, site);
+        rng_state = x = xorshift_step(x);
+        bits = pick_bits_of(x);
+    }
+    struct window_entry *e = &t->window[cls][bits & (RANDOM_WINDOW - 1)];
+    void *p = e->block;
+    struct mt_debug_slot *slot = e->slot;
+    if (MT_UNLIKELY(p == NULL))
+        return debug_malloc_fast_full(size, site);
+    /* The fill: one 16-byte store ending at the block's end (at its start under 16
+     * bytes: the canary overwrites the rest), enough when the bytes before it still read
+     * as the fill (slot_clean_prefix). */
+    size_t tail = size > FILL_TAIL ? size - FILL_TAIL : 0;
+    uint64_t state = atomic_load_explicit(&slot->state, memory_order_relaxed);
+    size_t clean = mt_debug_size_of(atomic_load_explicit(&slot->alloc, memory_order_relaxed));
+    if (!(state & MT_DEBUG_VERIFIED))
+        clean = 0;
+    if (MT_UNLIKELY(clean < tail))
+        return debug_malloc_fast_full(size, site);
+
+    t->pick_bits = bits >> RANDOM_PICK_BITS;
+    t->guard_countdown--;
+    struct window_entry *top = &t->stash[cls][n - 1];
+    t->stash_count[cls] = (uint8_t)(n - 1);
+    void *block = top->block;
+    __asm__("" : "+r"(block)); /* as in window_take_in: two loads, not one 16-byte one */
+    e->block = block;
+    e->slot = top->slot;
+    top->block = NULL;
+    uint64_t pattern = MT_DEBUG_POISON_BYTE * BYTES_NONZERO;
+    memcpy((uint8_t *)p + tail, &pattern, 8);
+    memcpy((uint8_t *)p + tail + 8, &pattern, 8);
+    canary_write_at((uintptr_t)p, size, MT_DEBUG_CANARY_BYTES);
+    mt_debug_slot_promote(slot, size, site);
+    return p;
+}
+
+/* The choice mt_debug_init made, for the callers inside the library (realloc, the
+ * interposer's slow path). */
 void *mt_debug_malloc(size_t size, const void *site)
 {
-    return MT_LIKELY(hot_fast) ? debug_malloc_fast(size, site) : debug_malloc_generic(size, site);
+    return mt_debug_entries.malloc(size, site);
 }
 
 

@@ -5,10 +5,11 @@
  *   address, all nonzero but the last (so an off-by-one NUL is caught, and a runaway read
  *   of an unterminated string still stops within the canary); checked at free, realloc
  *   and by mt_heap_check();
- * - guard pages: large blocks and one small block in MTRACE_GUARD_SAMPLE get a mapping of
- *   their own that ends at an inaccessible page, the block pushed against it, so an
- *   overflow faults at the first byte past the end; freed guarded blocks become
- *   inaccessible entirely, so a use after free faults too (the mappings are reused);
+ * - guard pages: large blocks and one small block in MTRACE_GUARD_SAMPLE (on average, at
+ *   random gaps) get a mapping of their own that ends at an inaccessible page, the block
+ *   pushed against it, so an overflow faults at the first byte past the end; freed
+ *   guarded blocks become inaccessible entirely, so a use after free faults too (the
+ *   mappings are reused);
  * - poison: freed blocks are filled with MT_DEBUG_POISON_BYTE (or zero with
  *   MTRACE_ZERO_ON_FREE) and verified when they leave the quarantine and, for those still
  *   in it, at exit: a write after free is reported with the offset it touched;
@@ -38,7 +39,7 @@
  * small-block malloc and free are compiled twice: with plain MTRACE_DEBUG=1 on an AVX2
  * CPU, a copy with the options as constants and 32-byte byte work runs (debug.c).
  * Measured in docs/hardening.md: at most 2.3 times glibc's time on most bench workloads,
- * 2.9 to 3.1 on the small-block churn, 3.2 on the tight malloc/free loop. */
+ * 2.2 on the small-block churn, 2.8 to 2.9 on the tight malloc/free loop. */
 #ifndef MT_ALLOCATOR_DEBUG_H
 #define MT_ALLOCATOR_DEBUG_H
 

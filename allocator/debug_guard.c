@@ -7,7 +7,7 @@
  * its pages (made inaccessible, not discarded), so handing it out again is one mprotect
  * and no page fault. Chunks are never unmapped (address space only, like the stacks).
  * Large guarded mappings are kept the same way, a few, in a cache (below). One lock: one
- * allocation in MTRACE_GUARD_SAMPLE and the large blocks come here. */
+ * allocation in MTRACE_GUARD_SAMPLE (on average) and the large blocks come here. */
 #include "debug_guard.h"
 
 #include "../common/lock.h"

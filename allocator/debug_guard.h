@@ -1,7 +1,7 @@
 /* The mappings of debug mode's guarded blocks: data pages followed by an inaccessible
  * guard page, made inaccessible whole when the block is freed.
  *
- * Large blocks and one block in MTRACE_GUARD_SAMPLE are guarded. The sampled ones are
+ * Large blocks and one block in MTRACE_GUARD_SAMPLE (on average) are guarded. The sampled ones are
  * mostly small, so their mappings (one or two data pages and the guard) are pooled: the
  * address space is reserved in chunks and reused, a unit costs one mprotect when handed
  * out and one when its block is freed (its pages are kept, so no page fault either),

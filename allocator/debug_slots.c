@@ -4,9 +4,8 @@
  * MT_PAGES_PER_SEGMENT slices of MT_DEBUG_SLICE_SLOTS records (slice p for page p, record
  * i for slot i), then a header. It is mapped on demand and never unmapped (as the segments
  * it describes are not); only the records of slots in use are ever touched, so a page of
- * 80-byte blocks costs 13 KiB of records, not the slice's 64 KiB. A two-level directory
- * indexed by segment number finds a segment's region in two loads, both of them cached
- * in any program that uses few segments.
+ * 80-byte blocks costs 13 KiB of records, not the slice's 64 KiB. The segment's header
+ * points at its region (debug_records), so a free finds it with one load.
  *
  * Invariants:
  *   - a record's state word is nonzero exactly while the debug layer holds the slot (live
@@ -56,9 +55,8 @@ struct slot_region {
 
 _Static_assert(SLICE_BYTES % 65536 == 0, "slices must be page-aligned for any OS page size up to 64 KiB");
 
-_Static_assert(offsetof(struct slot_region, slots) == 0, "the directory points at a region's first record");
+_Static_assert(offsetof(struct slot_region, slots) == 0, "a segment's header points at its region's first record");
 
-_Atomic(mt_debug_region_ref *) mt_debug_slot_directory[MT_DEBUG_DIR_TOP_ENTRIES] MT_BIG_BSS;
 static _Atomic(struct slot_region *) regions; /* list head (h.next links) */
 /* Guards region creation and slice decommits; taken rarely (a new segment, a page whose
  * last debug block left). */
@@ -72,29 +70,14 @@ static struct slot_region *region_of(uintptr_t addr)
 
 static MT_NOINLINE struct slot_region *region_create(uintptr_t addr)
 {
-    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
     mt_lock(&region_lock);
     struct slot_region *r = region_of(addr);
-    if (r) {
-        mt_unlock(&region_lock);
-        return r;
-    }
-    mt_debug_region_ref *leaf =
-        atomic_load_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], memory_order_relaxed);
-    if (!leaf) {
-        leaf = mt_os_map(MT_DEBUG_DIR_LEAF_ENTRIES * sizeof *leaf);
-        if (!leaf) {
-            mt_unlock(&region_lock);
-            return NULL;
-        }
-        atomic_store_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], leaf, memory_order_release);
-    }
-    r = mt_os_map(sizeof *r);
-    if (r) {
-        r->h.segment = addr & ~(uintptr_t)MT_SEGMENT_MASK;
+    if (!r && (r = mt_os_map(sizeof *r))) {
+        struct mt_segment *seg = mt_small_segment_of((const void *)addr);
+        r->h.segment = (uintptr_t)seg;
         r->h.next = atomic_load_explicit(&regions, memory_order_relaxed);
         atomic_store_explicit(&regions, r, memory_order_release);
-        atomic_store_explicit(&leaf[seg & (MT_DEBUG_DIR_LEAF_ENTRIES - 1)], &r->slots[0][0], memory_order_release);
+        atomic_store_explicit(&seg->debug_records, &r->slots[0][0], memory_order_release);
     }
     mt_unlock(&region_lock);
     return r;
@@ -199,11 +182,6 @@ void mt_debug_slots_ranges(void (*visit)(void *ctx, uintptr_t start, size_t byte
     mt_lock(&region_lock);
     for (struct slot_region *r = atomic_load_explicit(&regions, memory_order_acquire); r; r = r->h.next)
         visit(ctx, (uintptr_t)r, sizeof *r);
-    for (size_t i = 0; i < MT_DEBUG_DIR_TOP_ENTRIES; i++) {
-        mt_debug_region_ref *leaf = atomic_load_explicit(&mt_debug_slot_directory[i], memory_order_relaxed);
-        if (leaf)
-            visit(ctx, (uintptr_t)leaf, MT_DEBUG_DIR_LEAF_ENTRIES * sizeof *leaf);
-    }
     mt_unlock(&region_lock);
 }
 

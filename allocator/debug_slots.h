@@ -78,25 +78,11 @@ MT_INLINE const void *mt_debug_site_of(uint64_t word)
 #define MT_DEBUG_SLICE_SLOTS (MT_PAGE_SIZE / MT_MIN_BLOCK)
 _Static_assert(MT_DEBUG_SLICE_SLOTS >= MT_MAX_SLOTS_PER_PAGE, "a slice has a record for every slot of its page");
 
-/* Directory: segment number -> the first record of the segment's region (records of page
- * p, slot i at index p * MT_DEBUG_SLICE_SLOTS + i). 2^13 leaves of 2^12 entries cover the
- * 2^25 segments of the 47-bit address space (segmap.h). Inline so that free finds a
- * record in a few loads without a call. */
-#define MT_DEBUG_DIR_LEAF_BITS 12
-#define MT_DEBUG_DIR_LEAF_ENTRIES ((size_t)1 << MT_DEBUG_DIR_LEAF_BITS)
-#define MT_DEBUG_DIR_TOP_ENTRIES (MT_SEGMAP_ENTRIES >> MT_DEBUG_DIR_LEAF_BITS)
-typedef _Atomic(struct mt_debug_slot *) mt_debug_region_ref;
-extern MT_HIDDEN _Atomic(mt_debug_region_ref *) mt_debug_slot_directory[MT_DEBUG_DIR_TOP_ENTRIES];
-
-/* The records of the segment holding addr, or NULL when the layer never used it. */
+/* The records of the small segment holding addr (the first record of its region: page p,
+ * slot i at index p * MT_DEBUG_SLICE_SLOTS + i), or NULL when the layer never used it. */
 MT_INLINE struct mt_debug_slot *mt_debug_slot_records(uintptr_t addr)
 {
-    uintptr_t seg = addr >> MT_SEGMENT_SHIFT;
-    mt_debug_region_ref *leaf =
-        atomic_load_explicit(&mt_debug_slot_directory[seg >> MT_DEBUG_DIR_LEAF_BITS], memory_order_acquire);
-    if (!leaf)
-        return NULL;
-    return atomic_load_explicit(&leaf[seg & (MT_DEBUG_DIR_LEAF_ENTRIES - 1)], memory_order_acquire);
+    return atomic_load_explicit(&mt_small_segment_of((const void *)addr)->debug_records, memory_order_acquire);
 }
 
 /* The page descriptor and slot index of ptr, an address in a small segment, or NULL when
@@ -177,7 +163,7 @@ typedef bool (*mt_debug_slot_visit)(void *ctx, const void *ptr, uint64_t alloc, 
  * and allocating meanwhile). */
 bool mt_debug_slots_scan(mt_debug_slot_visit visit, void *ctx);
 
-/* The records' own memory (regions and directory leaves), for mt_debug_metadata_ranges:
+/* The records' own memory (their regions), for mt_debug_metadata_ranges:
  * they hold no block addresses, and scanning their megabytes of untouched pages as roots
  * would only cost time. */
 void mt_debug_slots_ranges(void (*visit)(void *ctx, uintptr_t start, size_t bytes), void *ctx);

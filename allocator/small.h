@@ -196,6 +196,12 @@ struct mt_segment {
     uint8_t in_pool;                 /* on the global pool of unused segments */
     uint64_t huge_ranges;            /* bit r: huge-page range r was collapsed (for good:
                                         mt_segment_page_touched) */
+    /* Debug mode's records of this segment's slots (debug_slots.h), NULL until it holds a
+     * debug block: set once, and kept when the segment is pooled and reused (the header's
+     * page is never decommitted, and the records are never unmapped). Here rather than in
+     * a directory beside: a free reaches it from the segment it computes anyway, one load
+     * instead of two dependent ones and two tests. */
+    _Atomic(struct mt_debug_slot *) debug_records;
     struct mt_page_meta meta[MT_PAGES_PER_SEGMENT] MT_ALIGNED(MT_CACHE_LINE);
 };
 

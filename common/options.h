@@ -71,8 +71,8 @@ enum mt_option_type { MT_OPT_BOOL, MT_OPT_INT, MT_OPT_SIZE, MT_OPT_STRING, MT_OP
       "canary bytes after every block, checked at free (auto: on with MTRACE_DEBUG)")         \
     X(GUARD, "MTRACE_GUARD", MT_OPT_BOOL, "auto", 0, 1,                                        \
       "guard pages after large blocks and sampled small ones (auto: on with MTRACE_DEBUG)")   \
-    X(GUARD_SAMPLE, "MTRACE_GUARD_SAMPLE", MT_OPT_INT, "1024", 1, 1000000,                     \
-      "with guard pages, one small or medium block in N gets its own guarded page")           \
+    X(GUARD_SAMPLE, "MTRACE_GUARD_SAMPLE", MT_OPT_INT, "2048", 1, 1000000,                     \
+      "with guard pages, one small or medium block in N (random gaps) gets a guarded page")    \
     X(POISON, "MTRACE_POISON", MT_OPT_BOOL, "auto", 0, 1,                                      \
       "poison freed memory and verify it on reuse (auto: on with MTRACE_DEBUG)")              \
     X(ZERO_ON_FREE, "MTRACE_ZERO_ON_FREE", MT_OPT_BOOL, "off", 0, 1,                           \

@@ -16,6 +16,8 @@
 #include "check.h"
 #include "mtrace.h"
 
+#include "../../allocator/segmap.h"
+
 /* Small requests and the class they land in (size_class.c: 16-byte steps to 256). */
 #define SMALL_REQUEST 64
 #define SMALL_CLASS 64
@@ -632,6 +634,28 @@ static void debug_fill_after_broken_poison(void)
     exit(3);
 }
 
+/* Guard sampling at random gaps: a program whose sizes cycle with a period dividing
+ * MTRACE_GUARD_SAMPLE gets blocks of every size guarded (with a fixed period it got one
+ * size only). A guarded block has a mapping of its own, outside the small segments. Exits
+ * 0 when most sizes had one (GUARD_CYCLE_ROUNDS * GUARD_CYCLE_SIZES / 16 guarded blocks
+ * expected: fewer than half the sizes is a chance far below 1e-9). */
+#define GUARD_CYCLE_SIZES 16
+#define GUARD_CYCLE_ROUNDS 256
+static void debug_guard_sample_every_size(void)
+{
+    bool guarded[GUARD_CYCLE_SIZES] = {false};
+    for (int i = 0; i < GUARD_CYCLE_SIZES * GUARD_CYCLE_ROUNDS; i++) {
+        char *p = opaque(malloc(16 * (size_t)(1 + i % GUARD_CYCLE_SIZES)));
+        if (mt_segmap_kind(mt_segmap_entry((uintptr_t)p)) != MT_SEG_SMALL)
+            guarded[i % GUARD_CYCLE_SIZES] = true;
+        free(p);
+    }
+    int sizes = 0;
+    for (int k = 0; k < GUARD_CYCLE_SIZES; k++)
+        sizes += guarded[k];
+    exit(sizes >= GUARD_CYCLE_SIZES / 2 ? 0 : 1);
+}
+
 static const struct scenario scenarios[] = {
     {"canary_overflow", debug_canary_overflow, {"MTRACE_GUARD=0"}},
     {"canary_at_realloc", debug_canary_at_realloc, {"MTRACE_GUARD=0"}},
@@ -646,6 +670,7 @@ static const struct scenario scenarios[] = {
     {"realloc_freed", debug_realloc_freed, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
     {"zero_on_free", debug_zero_on_free, {"MTRACE_GUARD=0", "MTRACE_ZERO_ON_FREE=1", HOLDING_QUARANTINE}},
     {"guard_pool_reuse", debug_guard_pool_reuse, {"MTRACE_GUARD_SAMPLE=1", "MTRACE_QUARANTINE=" TINY_QUARANTINE}},
+    {"guard_sample_every_size", debug_guard_sample_every_size, {"MTRACE_GUARD_SAMPLE=16"}},
     {"records_survive_sweeps", debug_records_survive_sweeps, {"MTRACE_GUARD=0", "MTRACE_QUARANTINE=0"}},
     {"heap_check_walks_records", debug_heap_check_walks_records, {"MTRACE_GUARD=0", HOLDING_QUARANTINE}},
     {"light_zero_on_free", light_zero_on_free, {"MTRACE_DEBUG=0", "MTRACE_ZERO_ON_FREE=1"}},
@@ -756,6 +781,11 @@ TEST(debug_guard_pool_and_records)
     EXPECT_DEBUG_REPORT("records_survive_sweeps",
                         "mtrace: error: heap buffer overflow of " PTR " \\(size 100\\) in free\\(\\): a write 1 byte "
                         "past the end");
+}
+
+TEST(debug_guard_sample_reaches_every_size)
+{
+    CHECK_EQ_U(scenario_status("guard_sample_every_size"), 0);
 }
 
 TEST(debug_late_double_free_and_realloc_in_place)
