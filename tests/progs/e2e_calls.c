@@ -16,6 +16,10 @@
  *                    then starts a worker and hands it the rest to free: the main thread's
  *                    mallocs reuse addresses the worker freed, across the switch to shared
  *                    sequence numbers (trace/ring.c)
+ *     burst N        says "ready", waits for a line on stdin, makes N x (malloc(SIZE_BURST);
+ *                    free), says "done" and returns: the test stops the collector
+ *                    meanwhile, so the burst completes only if full rings grow instead of
+ *                    waiting
  *
  * Marker sizes (one per function, see the table below): the test looks for these exact
  * (op, size) pairs in the decoded events. Every marker block is freed (one free each), but
@@ -226,6 +230,25 @@ static int run_tree(int depth)
     return failed;
 }
 
+#define SIZE_BURST 40009
+
+static int run_burst(long n)
+{
+    char line[16];
+    printf("ready\n");
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin))
+        return 1;
+    for (long i = 0; i < n; i++) {
+        void *p = malloc(SIZE_BURST);
+        __asm__ volatile("" : : "r"(p) : "memory");
+        free(p);
+    }
+    printf("done\n");
+    fflush(stdout);
+    return 0;
+}
+
 static void exec_self(const char *self, const char *mode, const char *arg)
 {
     char *argv[] = {(char *)self, (char *)mode, (char *)arg, NULL};
@@ -242,6 +265,8 @@ int main(int argc, char **argv)
         return run_tree(argc > 2 ? atoi(argv[2]) : 0);
     if (!strcmp(mode, "handoff"))
         return run_handoff();
+    if (!strcmp(mode, "burst"))
+        return run_burst(argc > 2 ? atol(argv[2]) : 0);
 
     make_calls();
     if (!strcmp(mode, "return"))

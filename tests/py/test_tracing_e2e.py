@@ -10,6 +10,8 @@ and each process's event count is the same in processes, op_counts and event_chu
 import collections
 import json
 import os
+import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -231,6 +233,43 @@ def test_millions_of_calls_from_eight_threads(tmp_path, rings):
     for count, data in db.execute("SELECT count, data FROM size_counts WHERE proc_id = 1"):
         sizes.update((s, a) for s, a, _ in decode_size_counts(data, count))
     assert sizes[SIZE_THREAD] == THREADS * THREAD_PAIRS
+
+
+BURST_PAIRS, SIZE_BURST = 100000, 40009
+
+
+def test_a_stopped_collector_does_not_stop_the_program(tmp_path):
+    """With the collector stopped (SIGSTOP), a burst of 200000 events overfills a 64K ring
+    (2048 records) a hundred times: the thread must move to bigger rings and finish without
+    waiting; once the collector goes on, every event is in the trace and the summary says
+    the rings grew."""
+    out = tmp_path / "t.db"
+    env = realprogs.clean_env({"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "16M"})
+    proc = subprocess.Popen([str(MTRACE_RUN), "-o", str(out), "--", str(CALLS), "burst", str(BURST_PAIRS)],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        os.kill(proc.pid, signal.SIGSTOP)  # mtrace-run is the collector
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            # A program that waited for the stopped collector would never say this.
+            ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+            assert ready, "the program is still waiting for the stopped collector"
+            assert proc.stdout.readline() == b"done\n"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert b"event rings grew" in err and b"waited" not in err
+    db = sqlite3.connect(str(out))
+    meta = check_trace_whole(db)
+    assert meta["ring_waits"] == 0 and meta["ring_grows"] >= 6  # 2048 cells to 131072 at least
+    assert marker_counts(db, 1, lambda size: size == SIZE_BURST) == {
+        (MALLOC, SIZE_BURST): BURST_PAIRS, (FREE, "marker"): BURST_PAIRS}
 
 
 HANDOFF_BLOCKS, SIZE_HANDOFF = 200000, 40027

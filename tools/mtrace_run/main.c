@@ -219,6 +219,10 @@ static void print_summary(const char *out, const struct mt_collector_result *r)
     if (r->ring_waits)
         fprintf(stderr, "; the program waited for the collector %llu time%s (%.3f s)",
                 (unsigned long long)r->ring_waits, r->ring_waits == 1 ? "" : "s", (double)r->ring_wait_ns / 1e9);
+    /* Rings that grew so the program would not wait: memory it used for the trace. */
+    if (r->ring_grows)
+        fprintf(stderr, "; event rings grew %llu time%s to keep up (MTRACE_RING_MAX)", (unsigned long long)r->ring_grows,
+                r->ring_grows == 1 ? "" : "s");
     fputc('\n', stderr);
     /* MTRACE_RUN_STATS=1: the collector's own cost, for benchmarks. */
     const char *stats = getenv("MTRACE_RUN_STATS");

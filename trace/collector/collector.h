@@ -38,6 +38,7 @@ struct mt_collector_result {
     uint64_t events;
     uint32_t processes;
     uint64_t ring_waits, ring_wait_ns; /* producers' waits for ring space (meta.ring_waits) */
+    uint64_t ring_grows;               /* rings replaced by bigger ones (meta.ring_grows) */
     bool root_reaped;
     int root_wait_status; /* when root_reaped */
 };

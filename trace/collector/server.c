@@ -601,6 +601,7 @@ int mt_collector_run(pid_t root, struct mt_collector_result *result)
     for (uint32_t id = 1; id <= n; id++) {
         result->ring_waits += mt_proc_by_id(id)->ring_waits;
         result->ring_wait_ns += mt_proc_by_id(id)->ring_wait_ns;
+        result->ring_grows += mt_proc_by_id(id)->ring_grows;
     }
     result->root_reaped = root_reaped;
     result->root_wait_status = root_status;
