@@ -244,9 +244,10 @@ def test_a_stopped_collector_does_not_stop_the_program(tmp_path):
     waiting; once the collector goes on, every event is in the trace and the summary says
     the rings grew."""
     out = tmp_path / "t.db"
-    env = realprogs.clean_env({"MTRACE_RING_SIZE": "64K", "MTRACE_RING_MAX": "16M"})
-    proc = subprocess.Popen([str(MTRACE_RUN), "-o", str(out), "--", str(CALLS), "burst", str(BURST_PAIRS)],
-                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([str(MTRACE_RUN), "--ring-size", "64K", "--ring-max=16M", "-o", str(out), "--",
+                             str(CALLS), "burst", str(BURST_PAIRS)],
+                            env=realprogs.clean_env(None), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"ready\n"
         os.kill(proc.pid, signal.SIGSTOP)  # mtrace-run is the collector
@@ -268,6 +269,8 @@ def test_a_stopped_collector_does_not_stop_the_program(tmp_path):
     db = sqlite3.connect(str(out))
     meta = check_trace_whole(db)
     assert meta["ring_waits"] == 0 and meta["ring_grows"] >= 6  # 2048 cells to 131072 at least
+    options = json.loads(meta["options"])
+    assert (options["MTRACE_RING_SIZE"], options["MTRACE_RING_MAX"]) == (64 << 10, 16 << 20)
     assert marker_counts(db, 1, lambda size: size == SIZE_BURST) == {
         (MALLOC, SIZE_BURST): BURST_PAIRS, (FREE, "marker"): BURST_PAIRS}
 

@@ -54,6 +54,7 @@ static const struct flag flags[] = {
     {"--skip", MT_OPT_SKIP, NULL},
     {"--drop", MT_OPT_DROP, "on"},
     {"--ring-size", MT_OPT_RING_SIZE, NULL},
+    {"--ring-max", MT_OPT_RING_MAX, NULL},
     {"--snapshot-ms", MT_OPT_SNAPSHOT_MS, NULL},
     {"--snapshot-bytes", MT_OPT_SNAPSHOT_BYTES, NULL},
     {"--no-leak-scan", MT_OPT_LEAK_SCAN, "off"},
@@ -72,6 +73,7 @@ static void print_help(void)
            "  --skip PATTERN         do not trace executables matching PATTERN (repeatable)\n"
            "  --drop                 drop events when a ring is full instead of waiting\n"
            "  --ring-size SIZE       bytes of event records per thread (a power of two)\n"
+           "  --ring-max SIZE        a full ring doubles up to this size instead of waiting\n"
            "  --snapshot-ms N        allocator snapshot period in milliseconds\n"
            "  --snapshot-bytes SIZE  also snapshot after this many bytes allocated\n"
            "  --no-leak-scan         do not classify blocks live at exit\n"
