@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/report_bench.py [--events 20000000] [--keep FILE]
 
-Fabricates a format-2 trace of that many events (bulk SQL inside SQLite: seconds, not
+Fabricates a format-3 trace of that many events (bulk SQL inside SQLite: seconds, not
 minutes), then runs summary, leaks, top, hist, hist --at, frag, timeline and html on it,
 each in its own child process, and prints the wall time and the child's peak RSS (from
 wait4's rusage). The target: seconds each, under 200 MiB.
@@ -61,9 +61,12 @@ def fabricate(path, events):
     conn.execute("INSERT INTO modules VALUES(1, '/usr/bin/big', 'ab'), (2, '/usr/lib/libbig.so', 'cd')")
     conn.execute(gen.format(FRAMES - 1) + "INSERT INTO frames SELECT i + 1, 1 + i % 2, i * 16, "
                  "'function_' || i, 'src' || (i % 97) || '.c', 1 + i % 800, 0 FROM n")
-    conn.execute(gen.format(STACKS - 1) + f"INSERT INTO stacks SELECT i + 1, {DEPTH} FROM n")
-    conn.execute(gen.format(STACKS * DEPTH - 1) + "INSERT INTO stack_frames SELECT "
-                 f"i / {DEPTH} + 1, i % {DEPTH}, 1 + (i * 7919 + i / {DEPTH}) % {FRAMES} FROM n")
+    # Stacks that share no frame: a chain of DEPTH trie nodes each (format 3), node i + 1
+    # k = i % DEPTH steps in from the outermost frame, so at pos DEPTH - 1 - k.
+    conn.execute(gen.format(STACKS - 1) + f"INSERT INTO stacks SELECT i + 1, {DEPTH}, (i + 1) * {DEPTH} FROM n")
+    conn.execute(gen.format(STACKS * DEPTH - 1) + "INSERT INTO stack_nodes SELECT "
+                 f"i + 1, CASE WHEN i % {DEPTH} = 0 THEN NULL ELSE i END, "
+                 f"1 + (((i / {DEPTH}) * {DEPTH} + {DEPTH} - 1 - i % {DEPTH}) * 7919 + i / {DEPTH}) % {FRAMES} FROM n")
     for p in range(1, PROCESSES + 1):
         live = per_proc // LIVE_AT_EXIT_EVERY
         conn.execute("INSERT INTO processes VALUES(?, ?, 1, NULL, './big', '[\"./big\"]', 0, ?, 0, "

@@ -25,7 +25,7 @@ SNAP_NS = 100_000
 MARK_NS = 150_000
 
 
-def leaky_app(path, with_error=False):
+def leaky_app(path, with_error=False, format_version=None):
     """One process, pid 100, ./app --x:
     - 3 x malloc(100) at LEAK_A, 2 x malloc(1000) at LEAK_B: leaked (5 blocks, 2300 bytes)
     - 4 x (malloc(24) + free) at TEMP: temporaries
@@ -52,7 +52,9 @@ def leaky_app(path, with_error=False):
     if with_error:
         p.error("double free", 0x1234, 48, "free()", stack=TEMP)
     p.exit(0, status={keep: "reachable"}, at=200_000)
-    return fab.write(str(path))
+    if format_version is None:
+        return fab.write(str(path))
+    return fab.write(str(path), format_version=format_version)
 
 
 def frag_app(path):

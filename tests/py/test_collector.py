@@ -12,7 +12,7 @@ from conftest import ROOT, run
 
 FAKE_SRC = ROOT / "tests" / "progs" / "fake_producer.c"
 
-# docs/trace-format.md, format v1: every table and its columns, in order.
+# docs/trace-format.md, format v3: every table and its columns, in order.
 SCHEMA = {
     "meta": ["key", "value"],
     "processes": ["proc_id", "pid", "ppid", "parent_proc_id", "exe", "argv", "start_ns", "end_ns",
@@ -22,8 +22,8 @@ SCHEMA = {
     "modules": ["module_id", "path", "build_id"],
     "mappings": ["proc_id", "module_id", "start", "end", "bias"],
     "frames": ["frame_id", "module_id", "offset", "function", "file", "line", "inlined"],
-    "stacks": ["stack_id", "depth"],
-    "stack_frames": ["stack_id", "pos", "frame_id"],
+    "stack_nodes": ["node_id", "parent_id", "frame_id"],
+    "stacks": ["stack_id", "depth", "node_id"],
     "event_chunks": ["chunk_id", "proc_id", "first_seq", "count", "first_ns", "last_ns", "data"],
     "op_counts": ["proc_id", "op", "calls", "bytes"],
     "stack_stats": ["proc_id", "stack_id", "allocs", "alloc_bytes", "frees", "freed_bytes",
@@ -119,8 +119,8 @@ def events_of(db, proc_id):
 
 def innermost(db):
     """stack_id -> name of the function at position 0."""
-    rows = db.execute("SELECT sf.stack_id, f.function FROM stack_frames sf JOIN frames f USING(frame_id) "
-                      "WHERE sf.pos = 0")
+    rows = db.execute("SELECT s.stack_id, f.function FROM stacks s JOIN stack_nodes n USING(node_id) "
+                      "JOIN frames f ON f.frame_id = n.frame_id")
     names = {sid: fn for sid, fn in rows}
     names[0] = None
     return names
@@ -149,15 +149,18 @@ def test_schema_and_pragmas(scenario):
     assert tables == set(SCHEMA)
     for table, columns in SCHEMA.items():
         assert [r[1] for r in db.execute(f"PRAGMA table_info({table})")] == columns, table
+    views = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert views == {"stack_frames"}
+    assert [r[1] for r in db.execute("PRAGMA table_info(stack_frames)")] == ["stack_id", "pos", "frame_id"]
     assert db.execute("PRAGMA application_id").fetchone()[0] == 1836348003
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_meta(scenario, build):
     _, db = scenario
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert meta["complete"] == 1
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert meta["events"] == 19
     assert meta["dropped"] == 0
     assert meta["page_size"] == 4096
@@ -287,6 +290,26 @@ def test_symbols(scenario, build):
     assert db.execute("SELECT count(*) FROM stacks s WHERE depth != "
                       "(SELECT count(*) FROM stack_frames f WHERE f.stack_id = s.stack_id)").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM mappings WHERE proc_id=1 AND module_id=?", exe_module).fetchone() == (1,)
+
+
+def test_stack_trie(scenario):
+    """Format v3 stores stacks as a prefix trie: one node per distinct (caller's node,
+    frame), each stack naming its innermost node; the stack_frames view unfolds it."""
+    _, db = scenario
+    nodes = db.execute("SELECT node_id, parent_id, frame_id FROM stack_nodes").fetchall()
+    assert len({(p, f) for _, p, f in nodes}) == len(nodes)
+    assert all(p is None or p < n for n, p, _ in nodes)  # a caller's node is created first
+    node_of = {n: (p, f) for n, p, f in nodes}
+    used = {n for (n,) in db.execute("SELECT node_id FROM stacks")} | {p for _, p, _ in nodes if p}
+    assert used == set(node_of)  # no node lies on no stack
+    for sid, depth, node in db.execute("SELECT stack_id, depth, node_id FROM stacks").fetchall():
+        walked = []
+        while node is not None:
+            node, frame = node_of[node]
+            walked.append(frame)
+        assert len(walked) == depth
+        assert walked == [f for (f,) in db.execute(
+            "SELECT frame_id FROM stack_frames WHERE stack_id = ? ORDER BY pos", (sid,))]
 
 
 def test_snapshot_mark_error(scenario):

@@ -25,8 +25,9 @@ def site_stats(db, proc_id):
     """Innermost function -> (allocs, alloc_bytes, frees, leaked_blocks, reachable_blocks)."""
     rows = db.execute(
         "SELECT f.function, s.allocs, s.alloc_bytes, s.frees, s.leaked_blocks, s.reachable_blocks "
-        "FROM stack_stats s JOIN stack_frames sf ON sf.stack_id = s.stack_id AND sf.pos = 0 "
-        "JOIN frames f USING(frame_id) WHERE s.proc_id = ?", (proc_id,))
+        "FROM stack_stats s JOIN stacks st ON st.stack_id = s.stack_id "
+        "JOIN stack_nodes n ON n.node_id = st.node_id JOIN frames f ON f.frame_id = n.frame_id "
+        "WHERE s.proc_id = ?", (proc_id,))
     out = {}
     for fn, *vals in rows:
         prev = out.get(fn, (0, 0, 0, 0, 0))
@@ -60,8 +61,8 @@ def test_sites_in_each_process(recording):
     assert after_exec["leaky_alloc"] == (3, 3 * 48, 0, 3, 0)
     assert after_exec["keep_alloc"] == (1, 100, 0, 0, 1)
     statuses = dict(db.execute("SELECT proc_id, group_concat(DISTINCT status) FROM live_at_exit l "
-                               "JOIN stack_frames sf ON sf.stack_id = l.stack_id AND sf.pos = 0 "
-                               "JOIN frames f USING(frame_id) WHERE f.function = 'keep_alloc' GROUP BY proc_id"))
+                               "JOIN stacks st ON st.stack_id = l.stack_id JOIN stack_nodes n "
+                               "ON n.node_id = st.node_id JOIN frames f ON f.frame_id = n.frame_id WHERE f.function = 'keep_alloc' GROUP BY proc_id"))
     assert statuses == {1: "unknown", 3: "reachable"}
 
 
@@ -72,10 +73,14 @@ def test_worker_thread_and_symbols(recording):
     row = db.execute("SELECT f.file, f.line, m.path FROM frames f JOIN modules m USING(module_id) "
                      "WHERE f.function = 'leaky_alloc'").fetchone()
     assert row[0].endswith("collector_e2e.c") and row[1] > 0 and row[2] == str(PROG)
-    # mtrace's own frames never appear in stacks.
-    own = db.execute("SELECT count(*) FROM stack_frames JOIN frames USING(frame_id) JOIN modules USING(module_id) "
+    # mtrace's own frames never appear in stacks (every trie node is a frame of some stack).
+    own = db.execute("SELECT count(*) FROM stack_nodes JOIN frames USING(frame_id) JOIN modules USING(module_id) "
                      "WHERE path LIKE '%libmtrace%' OR path LIKE '%libmtalloc%'").fetchone()[0]
     assert own == 0
+    # Every stack runs under main (or the thread's start): the trie stores shared outer
+    # frames once, so it has fewer nodes than the stacks have frames.
+    nodes = db.execute("SELECT count(*) FROM stack_nodes").fetchone()[0]
+    assert nodes < db.execute("SELECT sum(depth) FROM stacks").fetchone()[0]
 
 
 def test_events_match_aggregates(recording):

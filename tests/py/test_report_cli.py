@@ -63,11 +63,11 @@ def test_sqlite_but_not_a_trace(tmp_path):
 def test_newer_format(tmp_path):
     fab = TraceFab()
     fab.process().exit(0)
-    path = fab.write(str(tmp_path / "new.db"), user_version=3)
+    path = fab.write(str(tmp_path / "new.db"), user_version=4)
     r = run_tool("leaks", path)
     assert_bad_input(r)
-    assert r.stderr.strip() == ("mtrace-report: error: trace format 3 is newer than this "
-                                "mtrace-report (2); upgrade mtrace")
+    assert r.stderr.strip() == ("mtrace-report: error: trace format 4 is newer than this "
+                                "mtrace-report (3); upgrade mtrace")
 
 
 def test_format_zero_is_being_created(tmp_path):

@@ -23,9 +23,14 @@ EVENTS = 3000  # ~250 distinct paths, each seen often enough to be cached and re
 
 
 def stack_names(db, stack_id):
-    return [r[0] for r in db.execute(
-        "SELECT f.function FROM stack_frames s JOIN frames f ON f.frame_id = s.frame_id "
-        "WHERE s.stack_id = ? ORDER BY s.pos", (stack_id,))]
+    """Function names innermost first: up the stack_nodes trie from the stack's node."""
+    names = []
+    node = db.execute("SELECT node_id FROM stacks WHERE stack_id = ?", (stack_id,)).fetchone()[0]
+    while node is not None:
+        node, name = db.execute("SELECT n.parent_id, f.function FROM stack_nodes n JOIN frames f "
+                                "ON f.frame_id = n.frame_id WHERE n.node_id = ?", (node,)).fetchone()
+        names.append(name)
+    return names
 
 
 @pytest.mark.parametrize("seed", [1, 2])

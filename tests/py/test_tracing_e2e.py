@@ -130,8 +130,9 @@ def site_stats(db, proc_id):
     reachable_bytes), summed over the stacks whose innermost frame is that function."""
     rows = db.execute(
         "SELECT f.function, s.allocs, s.alloc_bytes, s.leaked_blocks, s.leaked_bytes, s.reachable_blocks, "
-        "s.reachable_bytes FROM stack_stats s JOIN stack_frames sf ON sf.stack_id = s.stack_id AND sf.pos = 0 "
-        "JOIN frames f USING(frame_id) WHERE s.proc_id = ?", (proc_id,))
+        "s.reachable_bytes FROM stack_stats s JOIN stacks st ON st.stack_id = s.stack_id "
+        "JOIN stack_nodes n ON n.node_id = st.node_id JOIN frames f ON f.frame_id = n.frame_id "
+        "WHERE s.proc_id = ?", (proc_id,))
     out = {}
     for fn, *vals in rows:
         prev = out.get(fn, (0,) * len(vals))
@@ -380,6 +381,7 @@ def test_program_using_sqlite_itself(tmp_path):
     assert processes(db)[0][2:4] == ("exit", 0)
     # SQLite's own allocations are traced: plenty of them, from libsqlite3's frames.
     assert db.execute("SELECT sum(calls) FROM op_counts WHERE op != 10").fetchone()[0] > 1000
+    # Through the stack_frames view, as an ad-hoc SQL user would.
     sqlite_stacks = db.execute(
         "SELECT count(DISTINCT sf.stack_id) FROM stack_frames sf JOIN frames USING(frame_id) "
         "JOIN modules USING(module_id) WHERE path LIKE '%libsqlite3%'").fetchone()[0]

@@ -1,6 +1,6 @@
 """Fabricated trace.db files for the mtrace-report tests, written as docs/trace-format.md
-(format 2) says, so the reports are tested against the contract rather than against the
-collector.
+(format 3; older formats on request) says, so the reports are tested against the
+contract rather than against the collector.
 
 A test scripts a process's heap calls (malloc, free, realloc, region push/pop, marks,
 snapshots, errors) on a FabProcess; TraceFab.write() then stores the events as LEB128 /
@@ -13,7 +13,7 @@ import json
 import sqlite3
 
 APPLICATION_ID = 0x6D747263
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 OP = {"malloc": 1, "calloc": 2, "realloc": 3, "reallocarray": 4, "posix_memalign": 5,
       "aligned_alloc": 6, "memalign": 7, "valloc": 8, "pvalloc": 9, "free": 10,
@@ -38,9 +38,15 @@ CREATE TABLE mappings(proc_id INTEGER, module_id INTEGER, start INTEGER, "end" I
   bias INTEGER);
 CREATE TABLE frames(frame_id INTEGER PRIMARY KEY, module_id INTEGER, offset INTEGER,
   function TEXT, file TEXT, line INTEGER, inlined INTEGER);
-CREATE TABLE stacks(stack_id INTEGER PRIMARY KEY, depth INTEGER);
-CREATE TABLE stack_frames(stack_id INTEGER, pos INTEGER, frame_id INTEGER,
-  PRIMARY KEY(stack_id, pos));
+CREATE TABLE stack_nodes(node_id INTEGER PRIMARY KEY, parent_id INTEGER, frame_id INTEGER);
+CREATE TABLE stacks(stack_id INTEGER PRIMARY KEY, depth INTEGER, node_id INTEGER);
+CREATE VIEW stack_frames(stack_id, pos, frame_id) AS WITH RECURSIVE
+  walk(stack_id, pos, parent_id, frame_id) AS (
+    SELECT s.stack_id, 0, n.parent_id, n.frame_id FROM stacks s
+    JOIN stack_nodes n ON n.node_id = s.node_id
+    UNION ALL SELECT w.stack_id, w.pos + 1, n.parent_id, n.frame_id FROM walk w
+    JOIN stack_nodes n ON n.node_id = w.parent_id)
+  SELECT stack_id, pos, frame_id FROM walk;
 CREATE TABLE event_chunks(chunk_id INTEGER PRIMARY KEY, proc_id INTEGER, first_seq INTEGER,
   count INTEGER, first_ns INTEGER, last_ns INTEGER, data BLOB);
 CREATE INDEX event_chunks_by_proc ON event_chunks(proc_id, first_seq);
@@ -66,6 +72,43 @@ CREATE TABLE errors(proc_id INTEGER, ts_ns INTEGER, thread_idx INTEGER, kind TEX
   alloc_stack_id INTEGER, free_stack_id INTEGER);
 CREATE TABLE marks(proc_id INTEGER, ts_ns INTEGER, label TEXT);
 """
+# Formats 1-2: every frame of every stack as a row.
+STACKS_SCHEMA_V2 = """
+CREATE TABLE stacks(stack_id INTEGER PRIMARY KEY, depth INTEGER);
+CREATE TABLE stack_frames(stack_id INTEGER, pos INTEGER, frame_id INTEGER,
+  PRIMARY KEY(stack_id, pos));
+"""
+
+
+def schema_of(format_version):
+    """The schema a collector of `format_version` writes."""
+    schema = SCHEMA
+    if format_version < 3:
+        start = schema.index("CREATE TABLE stack_nodes")
+        end = schema.index("CREATE TABLE event_chunks")
+        schema = schema[:start] + STACKS_SCHEMA_V2.lstrip() + schema[end:]
+    if format_version == 1:
+        schema = schema.replace("CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);",
+                                "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER,"
+                                " live_at_exit INTEGER, PRIMARY KEY(proc_id, size));")
+    return schema
+
+
+def stack_node_rows(stacks):
+    """stacks {tuple of frame_ids innermost first: stack_id} as format 3's prefix trie:
+    ([(node_id, parent_id, frame_id)], [(stack_id, depth, node_id)]), nodes numbered in
+    creation order from the outermost frame in, as the collector does."""
+    nodes, node_rows, stack_rows = {}, [], []
+    for ids, sid in sorted(stacks.items(), key=lambda kv: kv[1]):
+        node = None
+        for fid in reversed(ids):
+            key = (node, fid)
+            if key not in nodes:
+                nodes[key] = len(nodes) + 1
+                node_rows.append((nodes[key], node, fid))
+            node = nodes[key]
+        stack_rows.append((sid, len(ids), node))
+    return node_rows, stack_rows
 
 
 # ---- the event encoding of docs/trace-format.md ----------------------------------------
@@ -346,17 +389,13 @@ class TraceFab:
     def write(self, path, complete=1, user_version=None, application_id=APPLICATION_ID,
               wal=False, format_version=FORMAT_VERSION):
         """format_version 1 writes what a version-1 collector wrote (readers keep reading
-        old traces): six varints per event, a `sizes` row per size, every snapshot row."""
+        old traces): six varints per event, a `sizes` row per size, every snapshot row;
+        1 and 2 store stacks as stack_frames rows, 3 as a prefix trie (stack_nodes)."""
         self.format = format_version
         if user_version is None:
             user_version = format_version
         conn = sqlite3.connect(path)
-        schema = SCHEMA
-        if format_version == 1:
-            schema = schema.replace("CREATE TABLE size_counts(proc_id INTEGER, count INTEGER, data BLOB);",
-                                    "CREATE TABLE sizes(proc_id INTEGER, size INTEGER, allocs INTEGER,"
-                                    " live_at_exit INTEGER, PRIMARY KEY(proc_id, size));")
-        conn.executescript(schema)
+        conn.executescript(schema_of(format_version))
         conn.execute(f"PRAGMA application_id = {application_id}")
         conn.execute(f"PRAGMA user_version = {user_version}")
         if wal:
@@ -380,10 +419,15 @@ class TraceFab:
                           function, file, line))
         for path_, mid in self.modules.items():
             conn.execute("INSERT OR IGNORE INTO modules VALUES(?, ?, ?)", (mid, path_, "ab" * 20))
-        for ids, sid in self.stacks.items():
-            conn.execute("INSERT INTO stacks VALUES(?, ?)", (sid, len(ids)))
-            conn.executemany("INSERT INTO stack_frames VALUES(?, ?, ?)",
-                             [(sid, pos, fid) for pos, fid in enumerate(ids)])
+        if format_version >= 3:
+            node_rows, stack_rows = stack_node_rows(self.stacks)
+            conn.executemany("INSERT INTO stack_nodes VALUES(?, ?, ?)", node_rows)
+            conn.executemany("INSERT INTO stacks VALUES(?, ?, ?)", stack_rows)
+        else:
+            for ids, sid in self.stacks.items():
+                conn.execute("INSERT INTO stacks VALUES(?, ?)", (sid, len(ids)))
+                conn.executemany("INSERT INTO stack_frames VALUES(?, ?, ?)",
+                                 [(sid, pos, fid) for pos, fid in enumerate(ids)])
         for proc in self.procs:
             self._write_process(conn, proc)
         conn.commit()

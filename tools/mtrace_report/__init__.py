@@ -7,4 +7,4 @@ event chunks, used only when a report needs per-event data).
 """
 
 # The trace format this reader understands (PRAGMA user_version); newer ones are refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3

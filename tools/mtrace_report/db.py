@@ -45,7 +45,6 @@ REQUIRED_COLUMNS = {
     "modules": ("module_id", "path"),
     "frames": ("frame_id", "module_id", "offset", "function", "file", "line", "inlined"),
     "stacks": ("stack_id",),
-    "stack_frames": ("stack_id", "pos", "frame_id"),
     "event_chunks": ("chunk_id", "proc_id", "first_seq", "count", "first_ns", "last_ns", "data"),
     "op_counts": ("proc_id", "op", "calls", "bytes"),
     "stack_stats": ("proc_id", "stack_id", "allocs", "alloc_bytes", "frees", "freed_bytes",
@@ -63,6 +62,11 @@ REQUIRED_COLUMNS = {
 # Format 1 stored one row per distinct size; format 2 packs them (size_counts).
 SIZES_COLUMNS = {1: {"sizes": ("proc_id", "size", "allocs", "live_at_exit")},
                  2: {"size_counts": ("proc_id", "count", "data")}}
+# Formats 1-2 stored every frame of every stack (stack_frames); format 3 a prefix trie
+# (stack_nodes), where stack_frames is only a convenience view (analysis/stacks.py).
+STACK_COLUMNS = {2: {"stack_frames": ("stack_id", "pos", "frame_id")},
+                 3: {"stack_nodes": ("node_id", "parent_id", "frame_id"),
+                     "stacks": ("stack_id", "depth", "node_id")}}
 REQUIRED_TABLES = tuple(REQUIRED_COLUMNS)
 
 NS_PER_S = 1_000_000_000
@@ -267,7 +271,8 @@ def open_trace(path, warn=None):
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         required = dict(REQUIRED_COLUMNS)
-        required.update(SIZES_COLUMNS.get(version, SIZES_COLUMNS[FORMAT_VERSION]))
+        required.update(SIZES_COLUMNS[min(version, 2)])
+        required.update(STACK_COLUMNS[max(version, 2)])
         missing = [t for t in required if t not in tables]
         if missing:
             raise ReportError(f"{path} lacks table(s) {', '.join(missing)}: "

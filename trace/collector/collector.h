@@ -120,6 +120,19 @@ uint32_t mt_stacks_count(void); /* global ids 1..count-1 exist */
 const struct mt_code_loc *mt_stacks_get(uint32_t gid, uint32_t *depth);
 void mt_stacks_reset(void);
 
+/* The prefix trie of stacks written as stack_nodes (stack_trie.c): one node per distinct
+ * (caller's node, frame_id); node 0 is "none", the parent of an outermost frame. */
+struct mt_stack_trie {
+    struct trie_node *nodes; /* index = node id */
+    size_t cap;
+    uint32_t count; /* ids 1..count-1 exist */
+    uint32_t *table;
+    size_t table_mask;
+};
+/* The node of `frame` under `parent`; *created tells whether it is new (its row is due). */
+uint32_t mt_stack_trie_intern(struct mt_stack_trie *t, uint32_t parent, uint32_t frame, bool *created);
+void mt_stack_trie_free(struct mt_stack_trie *t);
+
 /* Per-process code mappings, from /proc/<pid>/maps. */
 struct mt_map_range {
     uint64_t start, end, bias;
@@ -416,7 +429,7 @@ void mt_sink_live_block(const struct mt_proc *proc, const struct mt_block *block
 /* Rows that exist only once a process ended: processes, threads, op_counts, sizes,
  * stack_stats, mappings. */
 void mt_sink_process_rows(const struct mt_proc *proc);
-/* Modules, frames, stacks, stack_frames: after the last stack was interned. */
+/* Modules, frames, stacks, stack_nodes: after the last stack was interned. */
 void mt_sink_symbols(void);
 /* Commit what is pending when the open transaction got big or old. */
 void mt_sink_maybe_commit(uint64_t now_ns);
