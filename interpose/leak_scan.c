@@ -24,6 +24,8 @@
 #define MAPS_BUFFER_START (1u << 20)
 /* Bytes copied out and scanned at a time (one system call each). */
 #define SCAN_CHUNK (256u * 1024u)
+/* Marked blocks at most this far apart are copied out together (scan_round). */
+#define CLUSTER_GAP 4096u
 
 struct range {
     uintptr_t start, end;
@@ -104,6 +106,36 @@ static void sift_down(struct range *a, size_t root, size_t n)
     }
 }
 
+static void sift_down_index(uint32_t *a, size_t root, size_t n)
+{
+    for (;;) {
+        size_t child = 2 * root + 1;
+        if (child >= n)
+            return;
+        if (child + 1 < n && a[child + 1] > a[child])
+            child++;
+        if (a[root] >= a[child])
+            return;
+        uint32_t t = a[root];
+        a[root] = a[child];
+        a[child] = t;
+        root = child;
+    }
+}
+
+/* Block indices in increasing order, i.e. by address (the blocks are sorted). */
+static void sort_indices(uint32_t *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down_index(a, i, n);
+    for (size_t end = n; end-- > 1;) {
+        uint32_t t = a[0];
+        a[0] = a[end];
+        a[end] = t;
+        sift_down_index(a, 0, end);
+    }
+}
+
 static void sort_ranges(struct range *a, size_t n)
 {
     for (size_t i = n / 2; i-- > 0;)
@@ -168,6 +200,39 @@ static void scan_words(struct scan *s, uintptr_t start, uintptr_t end)
         } else {
             /* Skip the unreadable page. */
             start = mt_ptr_align_up(start + got + 1, page);
+        }
+    }
+}
+
+/* Scan the marked blocks idx[0..n) (in address order) for pointers, copying each run of
+ * neighbours out with one system call: live blocks are mostly small and side by side, and
+ * a copy per block was the scan's whole cost at exit for a program that keeps many (gawk
+ * leaving a 300000-entry array: 300000 process_vm_readv calls). A run is blocks at most
+ * CLUSTER_GAP apart within SCAN_CHUNK bytes, so little memory between them is copied. */
+static void scan_round(struct scan *s, const uint32_t *idx, size_t n)
+{
+    for (size_t k = 0; k < n;) {
+        const struct range *first = &s->blocks[idx[k]];
+        size_t last = k;
+        while (last + 1 < n) {
+            const struct range *next = &s->blocks[idx[last + 1]];
+            if (next->start - s->blocks[idx[last]].end > CLUSTER_GAP || next->end - first->start > SCAN_CHUNK)
+                break;
+            last++;
+        }
+        long copied = last > k ? mt_os_read_own_memory(first->start, s->chunk, s->blocks[idx[last]].end - first->start)
+                               : -1;
+        for (; k <= last; k++) {
+            const struct range *b = &s->blocks[idx[k]];
+            if (copied >= 0 && b->end - first->start <= (uintptr_t)copied) {
+                scan_buffer(s, s->chunk + (b->start - first->start) / sizeof(uintptr_t),
+                            (b->end - b->start) / sizeof(uintptr_t));
+            } else {
+                /* Alone, or past what could be copied: block by block (this reuses the
+                 * copy buffer, so the rest of the run goes this way too). */
+                copied = -1;
+                scan_words(s, b->start, b->end);
+            }
         }
     }
 }
@@ -350,9 +415,14 @@ bool mt_leak_scan_run(mt_leak_emit_fn emit, struct mt_leak_result *out, const vo
         dl_iterate_phdr(exclude_own_data, &s);
         sort_ranges(s.excluded, s.excluded_count);
         scan_mappings(&s, (uintptr_t)stack_top_of_ours);
-        while (s.work_len > 0) {
-            uint32_t i = s.work[--s.work_len];
-            scan_words(&s, s.blocks[i].start, s.blocks[i].end);
+        /* Rounds: the blocks marked so far, in address order; scanning them appends
+         * the next round's (each block is marked, and queued, once: the work array,
+         * sized for every block, never wraps). */
+        for (size_t done = 0; done < s.work_len;) {
+            size_t round_end = s.work_len;
+            sort_indices(s.work + done, round_end - done);
+            scan_round(&s, s.work + done, round_end - done);
+            done = round_end;
         }
         uint64_t batch[MT_WIRE_LEAKED_PER_REC];
         uint32_t n = 0;
