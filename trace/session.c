@@ -428,38 +428,15 @@ bool mt_session_start(const struct mt_session_config *config)
 
 /* ---- threads -------------------------------------------------------------------------------- */
 
-static void registry_add(struct mt_ring_writer *w)
+/* The registry entry of mapping `old` (NULL: a free entry) now holds `addr` (NULL: frees
+ * it): a thread's new ring, its grown ring, or its exit. */
+static void registry_set(const void *old, void *addr, size_t bytes)
 {
     mt_lock(&registry_lock);
     for (size_t i = 0; i < RING_REGISTRY_MAX; i++) {
-        if (!ring_registry[i].addr) {
-            ring_registry[i].addr = w->ring;
-            ring_registry[i].bytes = w->map_bytes;
-            break;
-        }
-    }
-    mt_unlock(&registry_lock);
-}
-
-static void registry_remove(struct mt_ring_writer *w)
-{
-    mt_lock(&registry_lock);
-    for (size_t i = 0; i < RING_REGISTRY_MAX; i++) {
-        if (ring_registry[i].addr == w->ring) {
-            ring_registry[i].addr = NULL;
-            break;
-        }
-    }
-    mt_unlock(&registry_lock);
-}
-
-static void registry_replace(const void *old_addr, const struct mt_ring_writer *w)
-{
-    mt_lock(&registry_lock);
-    for (size_t i = 0; i < RING_REGISTRY_MAX; i++) {
-        if (ring_registry[i].addr == old_addr) {
-            ring_registry[i].addr = w->ring;
-            ring_registry[i].bytes = w->map_bytes;
+        if (ring_registry[i].addr == old) {
+            ring_registry[i].addr = addr;
+            ring_registry[i].bytes = bytes;
             break;
         }
     }
@@ -474,7 +451,7 @@ static void thread_exit(void *arg)
     if (t->writer.ring && t->generation == atomic_load(&mt_session_hot.generation)) {
         mt_ring_forget_growth(&t->writer);
         mt_ring_close(&t->writer);
-        registry_remove(&t->writer);
+        registry_set(t->writer.ring, NULL, 0);
         mt_ring_unmap(&t->writer);
         t->registered = 0;
     }
@@ -501,7 +478,7 @@ static bool adopt_ring(const struct mt_ring_writer *old, const struct mt_ring_wr
 {
     if (!send_ring(fresh, fd))
         return false;
-    registry_replace(old->ring, fresh);
+    registry_set(old->ring, fresh->ring, fresh->map_bytes);
     return true;
 }
 
@@ -519,7 +496,7 @@ static bool make_ring(struct mt_thread_state *t)
         mt_ring_unmap(&t->writer);
         return false;
     }
-    registry_add(&t->writer);
+    registry_set(NULL, t->writer.ring, t->writer.map_bytes);
     if (session.key_ok && !t->registered) {
         t->registered = 1;
         pthread_setspecific(session.exit_key, t);
